@@ -1,0 +1,1 @@
+"""The wire contract of the service: pydantic models of requests and responses."""

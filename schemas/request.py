@@ -1,0 +1,135 @@
+"""The request of ``POST /attend`` (see API.md): one input form, weight settings, attention settings."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas.tensor import Tensor
+
+TensorName = Literal["q", "k", "v", "scores", "scaled_scores", "weights", "context", "output"]
+TENSOR_NAMES: tuple[str, ...] = TensorName.__args__  # type: ignore[attr-defined]
+
+Matrix = Tensor(("rows", "cols"))
+Vector = Tensor(("size",))
+Mask = Tensor(("batch", "seq_kv"))
+
+_STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class WeightSpec(BaseModel):
+    """The projection weights: all of w_q, w_k, w_v given explicitly, or all generated from `init` and `seed`."""
+
+    model_config = _STRICT | ConfigDict(arbitrary_types_allowed=True)
+
+    w_q: Optional[Matrix] = Field(None, description="W_q: [d_model, heads*d_k] (in_out) or [heads*d_k, d_model] (out_in).")
+    w_k: Optional[Matrix] = Field(None, description="W_k: [d_model, heads*d_k] (in_out) or [heads*d_k, d_model] (out_in).")
+    w_v: Optional[Matrix] = Field(None, description="W_v: [d_model, heads*d_v] (in_out) or [heads*d_v, d_model] (out_in).")
+    w_o: Optional[Matrix] = Field(
+        None,
+        description="W_o: [heads*d_v, d_out] (in_out) or [d_out, heads*d_v] (out_in). "
+        "Without it the output is the heads concatenated.",
+    )
+    b_q: Optional[Vector] = Field(None, description="b_q: [heads*d_k]. Default: no bias.")
+    b_k: Optional[Vector] = Field(None, description="b_k: [heads*d_k]. Default: no bias.")
+    b_v: Optional[Vector] = Field(None, description="b_v: [heads*d_v]. Default: no bias.")
+    b_o: Optional[Vector] = Field(None, description="b_o: [d_out]; needs w_o. Default: no bias.")
+    layout: Literal["in_out", "out_in"] = Field(
+        "in_out",
+        description='How the matrices are laid out. "in_out" (default, the math layout): Q = X @ W_q with W_q of '
+        'shape [d_model, heads*d_k]. "out_in": torch.nn.Linear.weight, shape [heads*d_k, d_model], Q = X @ W_q^T. '
+        "A square matrix is read as in_out unless layout says otherwise.",
+    )
+    init: Literal["xavier_uniform", "normal", "identity"] = Field(
+        "xavier_uniform",
+        description="How matrices are generated when none are given: xavier_uniform (U(-a, a), "
+        "a = sqrt(6 / (fan_in + fan_out))), normal (N(0, 1/d_in)), identity (ones on the main diagonal of the "
+        "[d_in, d_out] matrix). Generated biases are zero.",
+    )
+    seed: int = Field(
+        0, ge=0, le=2**63 - 1,
+        description="Seed of the generated weights: the same seed gives the same weights on every machine and device "
+        "(drawn in float64 on the CPU, then cast and moved).",
+    )
+    output_projection: bool = Field(
+        True, description="With generated weights: also generate W_o ([heads*d_v, d_model]). Ignored for explicit weights."
+    )
+
+    @model_validator(mode="after")
+    def _all_or_none(self) -> WeightSpec:
+        given = [name for name in ("w_q", "w_k", "w_v") if getattr(self, name) is not None]
+        if given and len(given) < 3:
+            missing = sorted({"w_q", "w_k", "w_v"} - set(given))
+            raise ValueError(f"found {', '.join(given)} without {', '.join(missing)}; expected all of w_q, w_k, w_v or none")
+        if not given:
+            explicit = [n for n in ("w_o", "b_q", "b_k", "b_v", "b_o") if getattr(self, n) is not None]
+            if explicit:
+                raise ValueError(f"found {', '.join(explicit)} without w_q, w_k, w_v; explicit matrices and biases "
+                                 "need all of w_q, w_k, w_v")
+        if self.b_o is not None and self.w_o is None:
+            raise ValueError("found b_o without w_o; expected w_o with b_o")
+        return self
+
+    @property
+    def explicit(self) -> bool:
+        return self.w_q is not None
+
+
+class AttendRequest(BaseModel):
+    """Exactly one input form: `embeddings` (optionally with `context`), or `query`, `key` and `value` together."""
+
+    model_config = _STRICT | ConfigDict(arbitrary_types_allowed=True)
+
+    embeddings: Optional[Tensor(("seq", "d_model"), ("batch", "seq", "d_model"))] = Field(
+        None, description="Token embeddings X: [seq, d_model] or [batch, seq, d_model]. Self-attention unless `context` is given."
+    )
+    context: Optional[Tensor(("seq_kv", "d_model"), ("batch", "seq_kv", "d_model"))] = Field(
+        None,
+        description="Cross-attention source C: [seq_kv, d_model] or [batch, seq_kv, d_model]; keys and values come from "
+        "it. seq_kv may differ from seq. Needs `embeddings`.",
+    )
+    query: Optional[Tensor(("seq", "heads*d_k"), ("batch", "seq", "heads*d_k"))] = Field(None, description="Q given directly: [seq, heads*d_k] or [batch, seq, heads*d_k].")
+    key: Optional[Tensor(("seq_kv", "heads*d_k"), ("batch", "seq_kv", "heads*d_k"))] = Field(None, description="K given directly: [seq_kv, heads*d_k] or [batch, seq_kv, heads*d_k].")
+    value: Optional[Tensor(("seq_kv", "heads*d_v"), ("batch", "seq_kv", "heads*d_v"))] = Field(None, description="V given directly: [seq_kv, heads*d_v] or [batch, seq_kv, heads*d_v].")
+    weights: Optional[WeightSpec] = Field(
+        None, description="Projection weights for `embeddings`. Default: generated with xavier_uniform, seed 0."
+    )
+    num_heads: int = Field(1, ge=1, description="Number of heads h. Default 1.")
+    d_k: Optional[int] = Field(None, ge=1, description="Query/key size per head. Default: d_model / num_heads (from the weights when given).")
+    d_v: Optional[int] = Field(None, ge=1, description="Value size per head. Default: d_k's default.")
+    scale: Optional[float] = Field(None, description="Multiplies the scores. Default 1/sqrt(d_k); 1 means no scaling.")
+    causal: bool = Field(
+        False, description="Query i attends only to keys j <= i (top-left aligned, as torch's is_causal, also when seq != seq_kv)."
+    )
+    attention_mask: Optional[Mask] = Field(
+        None,
+        description="Padding mask [batch, seq_kv] of 0/1, 1 = attend. Combined with `causal`. A query row with no key left "
+        "gets weights 0 and context 0 (never NaN).",
+    )
+    include: Optional[list[TensorName]] = Field(
+        None, description="Which tensors to return. Default: all of " + ", ".join(TENSOR_NAMES) + "."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description='"auto" (default) uses CUDA when present, else the CPU.')
+    dtype: Literal["float32", "float64", "float16", "bfloat16"] = Field("float32", description="Compute precision. Default float32.")
+    decimals: Optional[int] = Field(None, ge=0, le=15, description="Round returned floats to this many decimals. Default: no rounding.")
+
+    @model_validator(mode="after")
+    def _one_input_form(self) -> AttendRequest:
+        direct = [name for name in ("query", "key", "value") if getattr(self, name) is not None]
+        if self.embeddings is not None and direct:
+            raise ValueError(f"found embeddings together with {', '.join(direct)}; expected exactly one input form")
+        if self.embeddings is None and not direct:
+            raise ValueError("found no input; expected `embeddings`, or `query`, `key` and `value` together")
+        if direct and len(direct) < 3:
+            missing = sorted({"query", "key", "value"} - set(direct))
+            raise ValueError(f"found {', '.join(direct)} without {', '.join(missing)}; expected query, key and value together")
+        if self.context is not None and self.embeddings is None:
+            raise ValueError("found context without embeddings; expected context only with embeddings")
+        if direct and self.weights is not None:
+            raise ValueError("found weights with query/key/value; Q, K and V given directly take no projections")
+        return self
+
+    @property
+    def returned(self) -> tuple[str, ...]:
+        return TENSOR_NAMES if self.include is None else tuple(n for n in TENSOR_NAMES if n in self.include)

@@ -1,0 +1,1 @@
+"""The attention service: FastAPI app, attention module, input and weight resolution, encoding."""

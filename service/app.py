@@ -1,0 +1,71 @@
+"""The FastAPI application: routers, error handlers, start-up (warm-up, readiness) and the OpenAPI document."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Optional
+
+import anyio
+import anyio.to_thread
+import torch
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from schemas.request import AttendRequest
+from service.errors import HANDLERS
+from service.pipeline import attend, resolve_device
+from service.routes import attend as attend_route
+from service.routes import health
+from service.settings import Settings, get_settings
+
+log = logging.getLogger("attention_service")
+
+WARM_UP = b'{"embeddings": [[1.0, 0.0], [0.0, 1.0]], "causal": true}'
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    device = resolve_device("auto")
+    await anyio.to_thread.run_sync(attend, WARM_UP, settings)  # first torch call pays its one-off costs here
+    app.state.device, app.state.ready = str(device), True
+    log.info("ready: device=%s torch=%s threads=%d", device, torch.__version__, torch.get_num_threads())
+    yield
+    app.state.ready = False
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document plus the request schema, which it cannot see because /attend parses its own body
+    (in a worker thread, with pydantic-core's JSON parser, rather than json.loads on the event loop)."""
+    if app.openapi_schema is None:
+        document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        request_schema = AttendRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        schemas.update(request_schema.pop("$defs", {}))
+        schemas[AttendRequest.__name__] = request_schema
+        app.openapi_schema = document
+    return app.openapi_schema
+
+
+def create_app(settings: Optional[Settings] = None) -> FastAPI:
+    app = FastAPI(
+        title="Attention internals service",
+        version="0.1.0",
+        description="Scaled dot-product attention, computed in PyTorch, with every internal returned as JSON: "
+        "Q, K, V, scores, scaled scores, softmax weights, per-head context and output.",
+        lifespan=lifespan,
+        exception_handlers=HANDLERS,
+    )
+    app.state.settings = settings or get_settings()
+    app.state.compute_slots = anyio.CapacityLimiter(app.state.settings.max_concurrent)
+    app.state.ready, app.state.device, app.state.torch_version = False, None, torch.__version__
+    app.include_router(health.router)
+    app.include_router(attend_route.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+app = create_app()

@@ -1,0 +1,73 @@
+"""Client errors and how they are written: every 4xx names the field, what was found and what was expected."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+
+class RequestError(Exception):
+    """A request that cannot be served as asked (422 by default); `loc` is the field at fault."""
+
+    def __init__(self, loc: tuple[str | int, ...], msg: str, status: int = 422, kind: str = "value_error"):
+        super().__init__(msg)
+        self.loc, self.msg, self.status, self.kind = loc, msg, status, kind
+
+
+class LimitExceeded(Exception):
+    """The request, or the response it would produce, is over a configured limit (413)."""
+
+    def __init__(self, limit: str, maximum: int, estimate: int, what: str):
+        super().__init__(f"{what}: the estimate is {estimate:,}, over the limit {limit}={maximum:,}")
+        self.limit, self.maximum, self.estimate = limit, maximum, estimate
+
+
+def _found(value: Any) -> str:
+    if isinstance(value, (bool, int, float)) or value is None:
+        return orjson.dumps(value).decode() if value == value else "NaN"
+    if isinstance(value, str):
+        return repr(value[:60])
+    return ""
+
+
+def describe_validation_errors(errors: list[dict[str, Any]], prefix: tuple[str, ...] = ("body",)) -> list[dict[str, Any]]:
+    """pydantic's errors without the echoed input (a tensor can be megabytes), with what was found."""
+    items = []
+    for error in errors:
+        msg = error["msg"].removeprefix("Value error, ")
+        found = _found(error.get("input")) if error["type"] not in ("json_invalid", "value_error") else ""
+        if found and not error["type"].startswith("tensor_"):
+            msg = f"{msg}; found {found}"
+        loc = [part for part in error["loc"] if not (isinstance(part, str) and "[" in part)]
+        items.append({"loc": [*prefix, *loc], "msg": msg, "type": error["type"]})
+    return items
+
+
+def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+async def on_validation_error(_: Request, exc: ValidationError | RequestValidationError) -> Response:
+    return json_response(422, {"detail": describe_validation_errors(list(exc.errors()), prefix=("body",))})
+
+
+async def on_request_error(_: Request, exc: RequestError) -> Response:
+    return json_response(exc.status, {"detail": [{"loc": ["body", *exc.loc], "msg": exc.msg, "type": exc.kind}]})
+
+
+async def on_limit_exceeded(_: Request, exc: LimitExceeded) -> Response:
+    body = {"detail": str(exc), "limit": exc.limit, "maximum": exc.maximum, "estimate": exc.estimate}
+    return json_response(413, body)
+
+
+HANDLERS = {
+    ValidationError: on_validation_error,
+    RequestValidationError: on_validation_error,
+    RequestError: on_request_error,
+    LimitExceeded: on_limit_exceeded,
+}

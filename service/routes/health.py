@@ -1,0 +1,19 @@
+"""Liveness and readiness for orchestrators and load balancers."""
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="The service is ready to compute", responses={503: {"description": "Still starting"}})
+async def readyz(request: Request) -> JSONResponse:
+    state = request.app.state
+    if not state.ready:
+        return JSONResponse({"status": "starting"}, status_code=503)
+    return JSONResponse({"status": "ready", "device": state.device, "torch_version": state.torch_version})

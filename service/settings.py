@@ -1,0 +1,32 @@
+"""Operator settings, read from environment variables prefixed ATTENTION_ (e.g. ATTENTION_MAX_SEQ=4096)."""
+
+from functools import lru_cache
+from typing import Optional
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ATTENTION_", extra="ignore")
+
+    max_request_bytes: int = Field(32 * 2**20, ge=1, description="Largest request body accepted, in bytes.")
+    max_batch: int = Field(64, ge=1, description="Largest batch.")
+    max_seq: int = Field(4096, ge=1, description="Longest sequence (seq and seq_kv).")
+    max_dim: int = Field(8192, ge=1, description="Largest d_model, heads*d_k, heads*d_v and d_out.")
+    max_heads: int = Field(256, ge=1, description="Most heads.")
+    max_response_elements: int = Field(
+        8_000_000, ge=1, description="Most numbers one response may hold, over all returned tensors."
+    )
+    max_compute_elements: int = Field(
+        32_000_000, ge=1,
+        description="Most numbers one computation may hold in its tensors (inputs, weights and every internal), "
+        "returned or not: bounds the memory of one request.",
+    )
+    max_concurrent: int = Field(2, ge=1, description="Requests computing at once; the others wait their turn.")
+    torch_threads: Optional[int] = Field(None, ge=1, description="torch intra-op threads. Default: torch's choice.")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
