@@ -1,0 +1,84 @@
+"""Real servers for the tests: uvicorn in a subprocess on a free loopback port, spoken to over a socket."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_GOLDEN = ROOT.parent / "shared" / "golden"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, env: dict[str, str]):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1", "--port", str(self.port),
+             "--log-level", "warning"],
+            cwd=ROOT, env={**os.environ, **env},
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"uvicorn exited with {self.process.returncode}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("uvicorn did not become ready in 60 s")
+        self.client = httpx.Client(base_url=self.url, timeout=60)
+
+    def post(self, body: dict | bytes | str, **kwargs) -> httpx.Response:
+        if isinstance(body, dict):
+            return self.client.post("/attend", json=body, **kwargs)
+        return self.client.post("/attend", content=body, headers={"content-type": "application/json"}, **kwargs)
+
+    def stop(self) -> None:
+        self.client.close()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[Server]:
+    """The service with its default settings."""
+    srv = Server({})
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def limited_server() -> Iterator[Server]:
+    """The service with tight limits, to reach every 413 with small requests."""
+    srv = Server({
+        "ATTENTION_MAX_REQUEST_BYTES": "20000",
+        "ATTENTION_MAX_BATCH": "4",
+        "ATTENTION_MAX_SEQ": "64",
+        "ATTENTION_MAX_DIM": "256",
+        "ATTENTION_MAX_HEADS": "8",
+        "ATTENTION_MAX_RESPONSE_ELEMENTS": "5000",
+        "ATTENTION_MAX_COMPUTE_ELEMENTS": "60000",
+    })
+    yield srv
+    srv.stop()
