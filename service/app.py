@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Optional
 
-import anyio
-import anyio.to_thread
 import torch
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from schemas.request import AttendRequest
+from service.compute import compute, start_compute_threads
 from service.errors import HANDLERS
 from service.pipeline import attend, resolve_device
 from service.routes import attend as attend_route
@@ -27,14 +27,16 @@ WARM_UP = b'{"embeddings": [[1.0, 0.0], [0.0, 1.0]], "causal": true}'
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
+    app.state.compute, threads = start_compute_threads(settings)
     device = resolve_device("auto")
-    await anyio.to_thread.run_sync(attend, WARM_UP, settings)  # first torch call pays its one-off costs here
+    # every compute thread pays its one-off costs (torch's thread team, kernels' first calls) here
+    await asyncio.gather(*(compute(app, attend, WARM_UP, settings) for _ in range(settings.max_concurrent)))
     app.state.device, app.state.ready = str(device), True
-    log.info("ready: device=%s torch=%s threads=%d", device, torch.__version__, torch.get_num_threads())
+    log.info("ready: device=%s torch=%s compute threads=%d x %d intra-op", device, torch.__version__,
+             settings.max_concurrent, threads)
     yield
     app.state.ready = False
+    app.state.compute.shutdown(wait=True)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
@@ -60,7 +62,6 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         exception_handlers=HANDLERS,
     )
     app.state.settings = settings or get_settings()
-    app.state.compute_slots = anyio.CapacityLimiter(app.state.settings.max_concurrent)
     app.state.ready, app.state.device, app.state.torch_version = False, None, torch.__version__
     app.include_router(health.router)
     app.include_router(attend_route.router)

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from service.weights import Projections
+
 
 class AttentionInternals(NamedTuple):
     q: Tensor  # [batch, head, query_pos, d_k]
@@ -42,20 +44,18 @@ def _project(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor]) -> Ten
 
 
 class MultiHeadAttention(nn.Module):
-    """Arguments (weights in the in_out layout; None = identity, for Q/K/V given directly):
+    """Arguments:
 
-    - w_q, w_k: [d_model, heads*d_k]; w_v: [d_model, heads*d_v]; w_o: [heads*d_v, d_out] or None
-    - b_q, b_k: [heads*d_k]; b_v: [heads*d_v]; b_o: [d_out]; each optional
     - num_heads: h; scale: the factor applied to the scores
+    - projections: the weights in the in_out layout, on the device and in the dtype of the inputs:
+      w_q, w_k [d_model, heads*d_k]; w_v [d_model, heads*d_v]; w_o [heads*d_v, d_out]; biases b_q, b_k
+      [heads*d_k], b_v [heads*d_v], b_o [d_out]. A missing matrix is no projection (Q/K/V given directly,
+      or the output without W_o); a missing bias is no bias.
     """
 
-    def __init__(self, num_heads: int, scale: float, w_q: Optional[Tensor] = None, w_k: Optional[Tensor] = None,
-                 w_v: Optional[Tensor] = None, w_o: Optional[Tensor] = None, b_q: Optional[Tensor] = None,
-                 b_k: Optional[Tensor] = None, b_v: Optional[Tensor] = None, b_o: Optional[Tensor] = None):
+    def __init__(self, num_heads: int, scale: float, projections: Projections):
         super().__init__()
-        self.num_heads, self.scale = num_heads, scale
-        self.w_q, self.w_k, self.w_v, self.w_o = w_q, w_k, w_v, w_o
-        self.b_q, self.b_k, self.b_v, self.b_o = b_q, b_k, b_v, b_o
+        self.num_heads, self.scale, self.p = num_heads, scale, projections
 
     def split_heads(self, x: Tensor) -> Tensor:
         batch, pos, _ = x.shape  # [batch, pos, heads*d]
@@ -67,10 +67,11 @@ class MultiHeadAttention(nn.Module):
         value_source: V given directly [batch, key_pos, heads*d_v], else V comes from source;
         allowed: [batch, 1 or head, query_pos, key_pos] bool, True = attend, or None for no mask."""
         batch, query_pos, _ = x.shape
-        q = self.split_heads(_project(x, self.w_q, self.b_q))  # [batch, head, query_pos, d_k]
-        k = self.split_heads(_project(source, self.w_k, self.b_k))  # [batch, head, key_pos, d_k]
+        p = self.p
+        q = self.split_heads(_project(x, p.w_q, p.b_q))  # [batch, head, query_pos, d_k]
+        k = self.split_heads(_project(source, p.w_k, p.b_k))  # [batch, head, key_pos, d_k]
         v_in = source if value_source is None else value_source  # [batch, key_pos, d_model or heads*d_v]
-        v = self.split_heads(_project(v_in, self.w_v, self.b_v))  # [batch, head, key_pos, d_v]
+        v = self.split_heads(_project(v_in, p.w_v, p.b_v))  # [batch, head, key_pos, d_v]
         scores = q @ k.transpose(-2, -1)  # [batch, head, query_pos, key_pos]
         scaled_scores = scores * self.scale  # [batch, head, query_pos, key_pos]
         if allowed is not None:
@@ -80,7 +81,7 @@ class MultiHeadAttention(nn.Module):
             weights = weights.masked_fill(~allowed.any(dim=-1, keepdim=True), 0.0)
         context = weights @ v  # [batch, head, query_pos, d_v]
         heads = context.transpose(1, 2).reshape(batch, query_pos, -1)  # [batch, query_pos, heads*d_v]
-        output = _project(heads, self.w_o, self.b_o)  # [batch, query_pos, d_out]
+        output = _project(heads, p.w_o, p.b_o)  # [batch, query_pos, d_out]
         return AttentionInternals(q, k, v, scores, scaled_scores, weights, context, output)
 
 

@@ -15,7 +15,7 @@ import torch
 from schemas.request import AttendRequest
 from schemas.response import TENSOR_AXES
 from service.attention import MultiHeadAttention, allowed_positions
-from service.encoding import encode
+from service.encoding import NUMPY_DTYPES, encode
 from service.errors import RequestError
 from service.inputs import Inputs, resolve_inputs
 from service.limits import check_limits, tensor_shapes
@@ -78,13 +78,16 @@ def attend(body: bytes, settings: Settings) -> bytes:
     def on_device(array: Optional[np.ndarray | torch.Tensor]) -> Optional[torch.Tensor]:
         if array is None:
             return None
-        tensor = torch.from_numpy(array) if isinstance(array, np.ndarray) else array
-        return tensor.to(device=device, dtype=dtype)
+        if isinstance(array, np.ndarray):  # cast in numpy where it can: one torch call fewer
+            array = torch.from_numpy(array.astype(NUMPY_DTYPES.get(dtype, np.float64), copy=False))
+        return array if (array.dtype, array.device) == (dtype, device) else array.to(device=device, dtype=dtype)
 
-    module = MultiHeadAttention(dims.num_heads, scale, **{k: on_device(v) for k, v in vars(projections).items()})
+    module = MultiHeadAttention(dims.num_heads, scale, projections.to(on_device))
     key_mask = None if inputs.key_mask is None else torch.from_numpy(inputs.key_mask).to(device)
     with torch.inference_mode():
         allowed = allowed_positions(key_mask, request.causal, inputs.seq, inputs.seq_kv, device)
-        internals = module(on_device(inputs.x), on_device(inputs.source), on_device(inputs.value), allowed)
+        x = on_device(inputs.x)
+        source = x if inputs.self_attention else on_device(inputs.source)
+        internals = module(x, source, on_device(inputs.value), allowed)
     tensors = {name: getattr(internals, name) for name in request.returned}
     return encode(tensors, request.decimals, _meta(request, inputs, dims, scale, device), started)

@@ -1,5 +1,6 @@
 """Operator settings, read from environment variables prefixed ATTENTION_ (e.g. ATTENTION_MAX_SEQ=4096)."""
 
+import os
 from functools import lru_cache
 from typing import Optional
 
@@ -23,8 +24,14 @@ class Settings(BaseSettings):
         description="Most numbers one computation may hold in its tensors (inputs, weights and every internal), "
         "returned or not: bounds the memory of one request.",
     )
-    max_concurrent: int = Field(2, ge=1, description="Requests computing at once; the others wait their turn.")
-    torch_threads: Optional[int] = Field(None, ge=1, description="torch intra-op threads. Default: torch's choice.")
+    max_concurrent: int = Field(
+        default_factory=lambda: max(1, (os.cpu_count() or 2) // 2), ge=1,
+        description="Requests computing at once (compute threads); the others wait their turn. Default: cores / 2, "
+        "at least 1, which leaves the event loop a core of its own.",
+    )
+    torch_threads: Optional[int] = Field(
+        None, ge=1, description="torch intra-op threads of each compute thread. Default: cores / max_concurrent."
+    )
 
 
 @lru_cache

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ class Dims:
 
 @dataclass(frozen=True)
 class Projections:
-    """float64 CPU tensors in the in_out layout; a missing matrix means no projection."""
+    """Weights in the in_out layout; a missing matrix means no projection, a missing bias no bias."""
 
     w_q: Optional[Tensor] = None  # [d_model, heads*d_k]
     w_k: Optional[Tensor] = None  # [d_model, heads*d_k]
@@ -40,6 +40,9 @@ class Projections:
     b_k: Optional[Tensor] = None  # [heads*d_k]
     b_v: Optional[Tensor] = None  # [heads*d_v]
     b_o: Optional[Tensor] = None  # [d_out]
+
+    def to(self, convert: Callable[[Tensor], Tensor]) -> Projections:
+        return Projections(**{name: None if t is None else convert(t) for name, t in vars(self).items()})
 
 
 def _in_out(spec: WeightSpec, name: str) -> Optional[np.ndarray]:
@@ -130,6 +133,7 @@ def _generate(init: str, generator: torch.Generator, d_in: int, d_out: int) -> T
 
 
 def resolve_weights(request: AttendRequest, inputs: Inputs, dims: Dims) -> Projections:
+    """float64 CPU tensors: explicit matrices turned to the in_out layout, or generated from init and seed."""
     spec = request.weights
     if inputs.value is not None:
         return Projections()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from schemas.request import AttendRequest
 from schemas.response import AttendResponse, ErrorResponse, LimitError
+from service.compute import compute
 from service.errors import LimitExceeded
 from service.openapi_examples import request_examples
 from service.pipeline import attend
@@ -56,5 +56,5 @@ async def read_body(request: Request, limit: int) -> bytes:
 async def post_attend(request: Request) -> Response:
     state = request.app.state
     body = await read_body(request, state.settings.max_request_bytes)
-    content = await anyio.to_thread.run_sync(attend, body, state.settings, limiter=state.compute_slots)
+    content = await compute(request.app, attend, body, state.settings)
     return Response(content, media_type="application/json")

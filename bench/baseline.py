@@ -1,0 +1,63 @@
+"""The naive baseline the benchmark compares against: what one writes first with FastAPI.
+
+pydantic list fields, torch tensors built from Python lists, the same math, `.tolist()` on every tensor
+and FastAPI's default JSON response. Same inputs and seeded weights as the service, so the numbers match.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+app = FastAPI()
+
+
+class Weights(BaseModel):
+    w_q: Optional[list[list[float]]] = None
+    w_k: Optional[list[list[float]]] = None
+    w_v: Optional[list[list[float]]] = None
+    seed: int = 0
+
+
+class Request(BaseModel):
+    embeddings: list[list[float]]
+    weights: Weights = Weights()
+    num_heads: int = 1
+
+
+@app.get("/readyz")
+def readyz() -> dict:
+    return {"status": "ready"}
+
+
+@app.post("/attend")
+def attend(request: Request):  # no return annotation: FastAPI's default jsonable_encoder + JSONResponse
+    x = torch.tensor(request.embeddings, dtype=torch.float32)
+    d_model, heads = x.shape[1], request.num_heads
+    if request.weights.w_q is not None:
+        w_q, w_k, w_v = (torch.tensor(w) for w in (request.weights.w_q, request.weights.w_k, request.weights.w_v))
+        w_o = None
+    else:
+        generator = torch.Generator().manual_seed(request.weights.seed)
+        bound = math.sqrt(6.0 / (2 * d_model))
+        w_q, w_k, w_v, w_o = ((torch.rand(d_model, d_model, generator=generator, dtype=torch.float64) * 2 - 1)
+                              * bound for _ in range(4))
+        w_q, w_k, w_v, w_o = (w.float() for w in (w_q, w_k, w_v, w_o))
+    seq = x.shape[0]
+    q = (x @ w_q).view(seq, heads, -1).transpose(0, 1)
+    k = (x @ w_k).view(seq, heads, -1).transpose(0, 1)
+    v = (x @ w_v).view(seq, heads, -1).transpose(0, 1)
+    scores = q @ k.transpose(-2, -1)
+    scaled = scores / math.sqrt(q.shape[-1])
+    weights = torch.softmax(scaled, dim=-1)
+    context = weights @ v
+    output = context.transpose(0, 1).reshape(seq, -1)
+    if w_o is not None:
+        output = output @ w_o
+    return {"q": q.tolist(), "k": k.tolist(), "v": v.tolist(), "scores": scores.tolist(),
+            "scaled_scores": scaled.tolist(), "weights": weights.tolist(), "context": context.tolist(),
+            "output": output.tolist()}

@@ -1,0 +1,219 @@
+"""Benchmark: the service against the naive baseline (bench/baseline.py), in one run, on this machine.
+
+Each server runs in its own uvicorn process (same flags), driven over loopback for a bounded time with
+keep-alive connections by wrk (C, `apt-get install wrk`) when it is installed, else by a light asyncio
+client in this process (which takes CPU from the servers and so understates both). Reports requests/s,
+latency p50/p99 and response bytes per scenario, and the service/baseline ratio of requests/s.
+
+    python -m bench.bench                 # all scenarios, about 2 minutes
+    python -m bench.bench --seconds 5     # shorter
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from service.openapi_examples import load_golden  # noqa: E402
+
+
+@dataclass
+class Result:
+    scenario: str
+    server: str
+    requests: int
+    seconds: float
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    response_bytes: int
+    errors: int
+
+
+def scenarios() -> dict[str, dict]:
+    cat = load_golden("seed_cat_eats_fish")
+    rng = np.random.default_rng(0)
+    return {
+        "a) golden 3 tokens, d_model 4": {
+            "embeddings": cat["embeddings"],
+            "weights": {f"w_{m}": cat[f"w_{m}_in_out"] for m in "qkv"},
+        },
+        "b) 128 tokens, d_model 384, 6 heads of d_k 64": {
+            "embeddings": rng.uniform(-1, 1, (128, 384)).round(6).tolist(),
+            "weights": {"seed": 0},
+            "num_heads": 6,
+        },
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(app: str) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+         "--no-access-log"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+                if b" 200 " in sock.recv(100):
+                    return process, port
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"{app} did not start")
+
+
+async def one_request(reader, writer, request: bytes) -> tuple[int, bytes]:
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return status, await reader.readexactly(length)
+
+
+async def drive(port: int, body: bytes, seconds: float, concurrency: int, max_requests: int):
+    request = (f"POST /attend HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    latencies: list[float] = []
+    errors, sizes = 0, []
+    stop_at = time.perf_counter() + seconds
+
+    async def worker():
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**26)
+        while time.perf_counter() < stop_at and len(latencies) < max_requests:
+            started = time.perf_counter()
+            status, payload = await one_request(reader, writer, request)
+            latencies.append(time.perf_counter() - started)
+            sizes.append(len(payload))
+            errors += status != 200
+        writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, time.perf_counter() - started, errors, sizes
+
+
+WRK_SCRIPT = """
+local f = io.open(os.getenv("BENCH_BODY"), "rb"); wrk.body = f:read("*a"); f:close()
+wrk.method = "POST"; wrk.headers["Content-Type"] = "application/json"
+function done(summary, latency, requests)
+  io.write(string.format("RESULT %d %f %f %f %d\\n", summary.requests, summary.duration / 1e6,
+    latency:percentile(50) / 1e3, latency:percentile(99) / 1e3,
+    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+"""
+
+
+def measure_with_wrk(scenario: str, server: str, port: int, body: bytes, seconds: float, concurrency: int) -> Result:
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "body.json").write_bytes(body)
+        (Path(folder) / "post.lua").write_text(WRK_SCRIPT)
+        env = {**os.environ, "BENCH_BODY": str(Path(folder) / "body.json")}
+
+        def wrk(duration: float) -> str:
+            command = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--timeout", "30s",
+                       "-s", str(Path(folder) / "post.lua"), f"http://127.0.0.1:{port}/attend"]
+            return subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+
+        wrk(1)  # warm-up
+        output = wrk(seconds)
+    requests, elapsed, p50, p99, errors = output.split("RESULT ")[1].split()
+    _, payload = asyncio.run(fetch(port, body))
+    return Result(scenario, server, int(requests), round(float(elapsed), 2), round(int(requests) / float(elapsed), 1),
+                  round(float(p50), 2), round(float(p99), 2), len(payload), int(errors))
+
+
+def measure(scenario: str, server: str, port: int, body: bytes, seconds: float, concurrency: int) -> Result:
+    if shutil.which("wrk"):
+        return measure_with_wrk(scenario, server, port, body, seconds, concurrency)
+    asyncio.run(drive(port, body, min(1.0, seconds / 5), concurrency, 50))  # warm-up
+    latencies, elapsed, errors, sizes = asyncio.run(drive(port, body, seconds, concurrency, 10**9))
+    quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [latencies[0]] * 99
+    return Result(scenario, server, len(latencies), round(elapsed, 2), round(len(latencies) / elapsed, 1),
+                  round(quantiles[49] * 1000, 2), round(quantiles[98] * 1000, 2), int(np.median(sizes)), errors)
+
+
+async def fetch(port: int, body: bytes) -> tuple[int, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**26)
+    request = (f"POST /attend HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    answer = await one_request(reader, writer, request)
+    writer.close()
+    return answer
+
+
+def same_numbers(port_a: int, port_b: int, body: bytes) -> float:
+    """Largest difference between the two servers' weights and outputs: the comparison is like for like."""
+    ours, theirs = (json.loads(asyncio.run(fetch(port, body))[1]) for port in (port_a, port_b))
+    return max(float(np.max(np.abs(np.asarray(ours["weights"])[0] - np.asarray(theirs["weights"])))),
+               float(np.max(np.abs(np.asarray(ours["output"])[0] - np.asarray(theirs["output"])))))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=15.0, help="measuring time per scenario and server")
+    parser.add_argument("--concurrency", type=int, default=4, help="keep-alive connections")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json")
+    args = parser.parse_args()
+
+    print(f"driver: {'wrk' if shutil.which('wrk') else 'asyncio client (install wrk for truer figures)'}, "
+          f"{args.concurrency} connections, {args.seconds:g} s per scenario and server", flush=True)
+    servers = {"service": start("service.app:app"), "baseline": start("bench.baseline:app")}
+    results: list[Result] = []
+    try:
+        for scenario, request in scenarios().items():
+            body = json.dumps(request).encode()
+            diff = same_numbers(servers["service"][1], servers["baseline"][1], body)
+            print(f"{scenario}: request {len(body):,} bytes; service and baseline agree to {diff:.1e}", flush=True)
+            assert diff < 1e-4, "service and baseline disagree: the comparison would be meaningless"
+            for name, (_, port) in servers.items():
+                results.append(measure(scenario, name, port, body, args.seconds, args.concurrency))
+                r = results[-1]
+                print(f"  {name:9s} {r.requests_per_s:9.1f} req/s  p50 {r.p50_ms:8.2f} ms  p99 {r.p99_ms:8.2f} ms  "
+                      f"{r.response_bytes:>11,} bytes  ({r.requests} requests, {r.errors} errors)", flush=True)
+            ours, base = results[-2], results[-1]
+            print(f"  ratio: service/baseline requests/s = {ours.requests_per_s / base.requests_per_s:.1f}x, "
+                  f"bytes {ours.response_bytes / base.response_bytes:.2f}x", flush=True)
+    finally:
+        for process, _ in servers.values():
+            process.terminate()
+            process.wait(timeout=10)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    machine = {"python": platform.python_version(), "cpus": os.cpu_count(), "concurrency": args.concurrency,
+               "driver": "wrk" if shutil.which("wrk") else "asyncio client"}
+    args.out.write_text(json.dumps({"machine": machine, "results": [asdict(r) for r in results]}, indent=1))
+    print(f"results written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
