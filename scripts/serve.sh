@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Installs what is needed, then serves on http://127.0.0.1:8000 (HOST and PORT override; settings: README).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install.sh
+exec .venv/bin/python -m uvicorn service.app:app --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}"
