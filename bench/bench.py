@@ -158,7 +158,7 @@ def measure(scenario: str, server: str, port: int, body: bytes, seconds: float, 
         return measure_with_wrk(scenario, server, port, body, seconds, concurrency)
     asyncio.run(drive(port, body, min(1.0, seconds / 5), concurrency, 50))  # warm-up
     latencies, elapsed, errors, sizes = asyncio.run(drive(port, body, seconds, concurrency, 10**9))
-    quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [latencies[0]] * 99
+    quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else (latencies or [0.0]) * 99
     return Result(scenario, server, len(latencies), round(elapsed, 2), round(len(latencies) / elapsed, 1),
                   round(quantiles[49] * 1000, 2), round(quantiles[98] * 1000, 2), int(np.median(sizes)), errors)
 
@@ -202,8 +202,11 @@ def main() -> None:
                 print(f"  {name:9s} {r.requests_per_s:9.1f} req/s  p50 {r.p50_ms:8.2f} ms  p99 {r.p99_ms:8.2f} ms  "
                       f"{r.response_bytes:>11,} bytes  ({r.requests} requests, {r.errors} errors)", flush=True)
             ours, base = results[-2], results[-1]
-            print(f"  ratio: service/baseline requests/s = {ours.requests_per_s / base.requests_per_s:.1f}x, "
-                  f"bytes {ours.response_bytes / base.response_bytes:.2f}x", flush=True)
+            if base.requests == 0:
+                print(f"  ratio: n/a, the baseline completed no request in {args.seconds:g} s", flush=True)
+            else:
+                print(f"  ratio: service/baseline requests/s = {ours.requests_per_s / base.requests_per_s:.1f}x, "
+                      f"bytes {ours.response_bytes / base.response_bytes:.2f}x", flush=True)
     finally:
         for process, _ in servers.values():
             process.terminate()
