@@ -15,6 +15,7 @@ Matrix = Tensor(("rows", "cols"))
 Vector = Tensor(("size",))
 Mask = Tensor(("batch", "seq_kv"))
 
+INT32_MAX = 2**31 - 1  # sizes beyond it are refused as malformed; the operator's limits are far lower
 _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
@@ -95,9 +96,9 @@ class AttendRequest(BaseModel):
     weights: Optional[WeightSpec] = Field(
         None, description="Projection weights for `embeddings`. Default: generated with xavier_uniform, seed 0."
     )
-    num_heads: int = Field(1, ge=1, description="Number of heads h. Default 1.")
-    d_k: Optional[int] = Field(None, ge=1, description="Query/key size per head. Default: d_model / num_heads (from the weights when given).")
-    d_v: Optional[int] = Field(None, ge=1, description="Value size per head. Default: d_k's default.")
+    num_heads: int = Field(1, ge=1, le=INT32_MAX, description="Number of heads h. Default 1.")
+    d_k: Optional[int] = Field(None, ge=1, le=INT32_MAX, description="Query/key size per head. Default: d_model / num_heads (from the weights when given).")
+    d_v: Optional[int] = Field(None, ge=1, le=INT32_MAX, description="Value size per head. Default: d_k's default.")
     scale: Optional[float] = Field(None, description="Multiplies the scores. Default 1/sqrt(d_k); 1 means no scaling.")
     causal: bool = Field(
         False, description="Query i attends only to keys j <= i (top-left aligned, as torch's is_causal, also when seq != seq_kv)."

@@ -15,6 +15,8 @@ import numpy as np
 from pydantic import AllowInfNan, PlainValidator, Strict, TypeAdapter, ValidationError, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
+from schemas.describe import describe
+
 FiniteNumber = Annotated[float, Strict(), AllowInfNan(False)]
 
 _ELEMENT_CHECK = {
@@ -37,25 +39,6 @@ def _nesting_depth(value: Any) -> tuple[int, bool]:
             return depth, True
         value = value[0]
     return depth, False
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f"the string {value[:40]!r}"
-    if isinstance(value, list):
-        return f"a list of {len(value)} items"
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, int):
-        text = str(value)
-        return text if len(text) < 30 else f"an integer of {len(text)} digits"
-    return type(value).__name__
 
 
 def _path(loc: tuple[Any, ...]) -> str:
@@ -87,7 +70,7 @@ def _tensor_validator(axes_options: tuple[tuple[str, ...], ...]):
             value = value.tolist()
         depth, ends_empty = _nesting_depth(value)
         if depth not in ranks:
-            found = _describe(value) if depth == 0 else f"a list nested {depth} deep"
+            found = describe(value) if depth == 0 else f"a list nested {depth} deep"
             if ends_empty:
                 found = "an empty list"
             raise PydanticCustomError(
@@ -100,7 +83,7 @@ def _tensor_validator(axes_options: tuple[tuple[str, ...], ...]):
             first = error.errors(include_url=False)[0]
             raise PydanticCustomError(
                 "tensor_element", "item {path}: expected a finite number, found {found} (expected shape {expected})",
-                {"path": _path(first["loc"]), "found": _describe(first["input"]), "expected": expected},
+                {"path": _path(first["loc"]), "found": describe(first["input"]), "expected": expected},
             ) from None
         try:
             array = np.asarray(value, dtype=np.float64)

@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
 
+from schemas.describe import describe
+
 
 class RequestError(Exception):
     """A request that cannot be served as asked (422 by default); `loc` is the field at fault."""
@@ -27,22 +29,14 @@ class LimitExceeded(Exception):
         self.limit, self.maximum, self.estimate = limit, maximum, estimate
 
 
-def _found(value: Any) -> str:
-    if isinstance(value, (bool, int, float)) or value is None:
-        return orjson.dumps(value).decode() if value == value else "NaN"
-    if isinstance(value, str):
-        return repr(value[:60])
-    return ""
-
-
 def describe_validation_errors(errors: list[dict[str, Any]], prefix: tuple[str, ...] = ("body",)) -> list[dict[str, Any]]:
     """pydantic's errors without the echoed input (a tensor can be megabytes), with what was found."""
     items = []
     for error in errors:
         msg = error["msg"].removeprefix("Value error, ")
-        found = _found(error.get("input")) if error["type"] not in ("json_invalid", "value_error") else ""
-        if found and not error["type"].startswith("tensor_"):
-            msg = f"{msg}; found {found}"
+        if error["type"] not in ("json_invalid", "value_error", "extra_forbidden", "missing") and \
+                not error["type"].startswith("tensor_"):
+            msg = f"{msg}; found {describe(error.get('input'))}"
         loc = [part for part in error["loc"] if not (isinstance(part, str) and "[" in part)]
         items.append({"loc": [*prefix, *loc], "msg": msg, "type": error["type"]})
     return items
@@ -52,8 +46,14 @@ def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | N
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
-async def on_validation_error(_: Request, exc: ValidationError | RequestValidationError) -> Response:
-    return json_response(422, {"detail": describe_validation_errors(list(exc.errors()), prefix=("body",))})
+async def on_validation_error(_: Request, exc: ValidationError) -> Response:
+    """A request body that pydantic refused (routes that parse their own body, as /attend does)."""
+    return json_response(422, {"detail": describe_validation_errors(exc.errors(include_url=False), prefix=("body",))})
+
+
+async def on_request_validation_error(_: Request, exc: RequestValidationError) -> Response:
+    """FastAPI's own parameter validation, whose locations already start with body, query or path."""
+    return json_response(422, {"detail": describe_validation_errors(list(exc.errors()), prefix=())})
 
 
 async def on_request_error(_: Request, exc: RequestError) -> Response:
@@ -67,7 +67,7 @@ async def on_limit_exceeded(_: Request, exc: LimitExceeded) -> Response:
 
 HANDLERS = {
     ValidationError: on_validation_error,
-    RequestValidationError: on_validation_error,
+    RequestValidationError: on_request_validation_error,
     RequestError: on_request_error,
     LimitExceeded: on_limit_exceeded,
 }
