@@ -7,7 +7,6 @@ and FastAPI's default JSON response. Same inputs and seeded weights as the servi
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 from fastapi import FastAPI
@@ -17,9 +16,9 @@ app = FastAPI()
 
 
 class Weights(BaseModel):
-    w_q: Optional[list[list[float]]] = None
-    w_k: Optional[list[list[float]]] = None
-    w_v: Optional[list[list[float]]] = None
+    w_q: list[list[float]] | None = None
+    w_k: list[list[float]] | None = None
+    w_v: list[list[float]] | None = None
     seed: int = 0
 
 

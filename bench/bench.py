@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service.openapi_examples import load_golden  # noqa: E402
+from service.openapi_examples import load_golden
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -24,18 +24,18 @@ class WeightSpec(BaseModel):
 
     model_config = _STRICT | ConfigDict(arbitrary_types_allowed=True)
 
-    w_q: Optional[Matrix] = Field(None, description="W_q: [d_model, heads*d_k] (in_out) or [heads*d_k, d_model] (out_in).")
-    w_k: Optional[Matrix] = Field(None, description="W_k: [d_model, heads*d_k] (in_out) or [heads*d_k, d_model] (out_in).")
-    w_v: Optional[Matrix] = Field(None, description="W_v: [d_model, heads*d_v] (in_out) or [heads*d_v, d_model] (out_in).")
-    w_o: Optional[Matrix] = Field(
+    w_q: Matrix | None = Field(None, description="W_q: [d_model, heads*d_k] (in_out) or [heads*d_k, d_model] (out_in).")
+    w_k: Matrix | None = Field(None, description="W_k: [d_model, heads*d_k] (in_out) or [heads*d_k, d_model] (out_in).")
+    w_v: Matrix | None = Field(None, description="W_v: [d_model, heads*d_v] (in_out) or [heads*d_v, d_model] (out_in).")
+    w_o: Matrix | None = Field(
         None,
         description="W_o: [heads*d_v, d_out] (in_out) or [d_out, heads*d_v] (out_in). "
         "Without it the output is the heads concatenated.",
     )
-    b_q: Optional[Vector] = Field(None, description="b_q: [heads*d_k]. Default: no bias.")
-    b_k: Optional[Vector] = Field(None, description="b_k: [heads*d_k]. Default: no bias.")
-    b_v: Optional[Vector] = Field(None, description="b_v: [heads*d_v]. Default: no bias.")
-    b_o: Optional[Vector] = Field(None, description="b_o: [d_out]; needs w_o. Default: no bias.")
+    b_q: Vector | None = Field(None, description="b_q: [heads*d_k]. Default: no bias.")
+    b_k: Vector | None = Field(None, description="b_k: [heads*d_k]. Default: no bias.")
+    b_v: Vector | None = Field(None, description="b_v: [heads*d_v]. Default: no bias.")
+    b_o: Vector | None = Field(None, description="b_o: [d_out]; needs w_o. Default: no bias.")
     layout: Literal["in_out", "out_in"] = Field(
         "in_out",
         description='How the matrices are laid out. "in_out" (default, the math layout): Q = X @ W_q with W_q of '
@@ -82,38 +82,38 @@ class AttendRequest(BaseModel):
 
     model_config = _STRICT | ConfigDict(arbitrary_types_allowed=True)
 
-    embeddings: Optional[Tensor(("seq", "d_model"), ("batch", "seq", "d_model"))] = Field(
+    embeddings: Tensor(("seq", "d_model"), ("batch", "seq", "d_model")) | None = Field(
         None, description="Token embeddings X: [seq, d_model] or [batch, seq, d_model]. Self-attention unless `context` is given."
     )
-    context: Optional[Tensor(("seq_kv", "d_model"), ("batch", "seq_kv", "d_model"))] = Field(
+    context: Tensor(("seq_kv", "d_model"), ("batch", "seq_kv", "d_model")) | None = Field(
         None,
         description="Cross-attention source C: [seq_kv, d_model] or [batch, seq_kv, d_model]; keys and values come from "
         "it. seq_kv may differ from seq. Needs `embeddings`.",
     )
-    query: Optional[Tensor(("seq", "heads*d_k"), ("batch", "seq", "heads*d_k"))] = Field(None, description="Q given directly: [seq, heads*d_k] or [batch, seq, heads*d_k].")
-    key: Optional[Tensor(("seq_kv", "heads*d_k"), ("batch", "seq_kv", "heads*d_k"))] = Field(None, description="K given directly: [seq_kv, heads*d_k] or [batch, seq_kv, heads*d_k].")
-    value: Optional[Tensor(("seq_kv", "heads*d_v"), ("batch", "seq_kv", "heads*d_v"))] = Field(None, description="V given directly: [seq_kv, heads*d_v] or [batch, seq_kv, heads*d_v].")
-    weights: Optional[WeightSpec] = Field(
+    query: Tensor(("seq", "heads*d_k"), ("batch", "seq", "heads*d_k")) | None = Field(None, description="Q given directly: [seq, heads*d_k] or [batch, seq, heads*d_k].")
+    key: Tensor(("seq_kv", "heads*d_k"), ("batch", "seq_kv", "heads*d_k")) | None = Field(None, description="K given directly: [seq_kv, heads*d_k] or [batch, seq_kv, heads*d_k].")
+    value: Tensor(("seq_kv", "heads*d_v"), ("batch", "seq_kv", "heads*d_v")) | None = Field(None, description="V given directly: [seq_kv, heads*d_v] or [batch, seq_kv, heads*d_v].")
+    weights: WeightSpec | None = Field(
         None, description="Projection weights for `embeddings`. Default: generated with xavier_uniform, seed 0."
     )
     num_heads: int = Field(1, ge=1, le=INT32_MAX, description="Number of heads h. Default 1.")
-    d_k: Optional[int] = Field(None, ge=1, le=INT32_MAX, description="Query/key size per head. Default: d_model / num_heads (from the weights when given).")
-    d_v: Optional[int] = Field(None, ge=1, le=INT32_MAX, description="Value size per head. Default: d_k's default.")
-    scale: Optional[float] = Field(None, description="Multiplies the scores. Default 1/sqrt(d_k); 1 means no scaling.")
+    d_k: int | None = Field(None, ge=1, le=INT32_MAX, description="Query/key size per head. Default: d_model / num_heads (from the weights when given).")
+    d_v: int | None = Field(None, ge=1, le=INT32_MAX, description="Value size per head. Default: d_k's default.")
+    scale: float | None = Field(None, description="Multiplies the scores. Default 1/sqrt(d_k); 1 means no scaling.")
     causal: bool = Field(
         False, description="Query i attends only to keys j <= i (top-left aligned, as torch's is_causal, also when seq != seq_kv)."
     )
-    attention_mask: Optional[Mask] = Field(
+    attention_mask: Mask | None = Field(
         None,
         description="Padding mask [batch, seq_kv] of 0/1, 1 = attend. Combined with `causal`. A query row with no key left "
         "gets weights 0 and context 0 (never NaN).",
     )
-    include: Optional[list[TensorName]] = Field(
+    include: list[TensorName] | None = Field(
         None, description="Which tensors to return. Default: all of " + ", ".join(TENSOR_NAMES) + "."
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description='"auto" (default) uses CUDA when present, else the CPU.')
     dtype: Literal["float32", "float64", "float16", "bfloat16"] = Field("float32", description="Compute precision. Default float32.")
-    decimals: Optional[int] = Field(None, ge=0, le=15, description="Round returned floats to this many decimals. Default: no rounding.")
+    decimals: int | None = Field(None, ge=0, le=15, description="Round returned floats to this many decimals. Default: no rounding.")
 
     @model_validator(mode="after")
     def _one_input_form(self) -> AttendRequest:

@@ -6,14 +6,14 @@ documented contract, and the tests validate real responses against them.
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 # null stands for a value JSON cannot hold: -inf at masked entries of scaled_scores, or an overflow in
 # float16/bfloat16 arithmetic.
-Float4D = list[list[list[list[Optional[float]]]]]
-Float3D = list[list[list[Optional[float]]]]
+Float4D = list[list[list[list[float | None]]]]
+Float3D = list[list[list[float | None]]]
 
 TENSOR_AXES: dict[str, tuple[str, ...]] = {
     "q": ("batch", "head", "query_pos", "d_k"),
@@ -36,7 +36,7 @@ class Meta(BaseModel):
     num_heads: int
     d_k: int
     d_v: int
-    d_model: Optional[int] = Field(description="Size of the input embeddings; null when Q, K, V were given directly.")
+    d_model: int | None = Field(description="Size of the input embeddings; null when Q, K, V were given directly.")
     d_out: int = Field(description="Last axis of `output`.")
     batch: int
     seq: int
@@ -46,32 +46,32 @@ class Meta(BaseModel):
     weights_source: Literal["explicit", "generated", "none"] = Field(
         description="explicit: given in the request; generated: from init and seed; none: Q, K, V given directly."
     )
-    layout: Optional[Literal["in_out", "out_in"]] = Field(description="Layout of the explicit matrices.")
-    init: Optional[str] = Field(description="Init of the generated weights.")
-    seed: Optional[int] = Field(description="Seed of the generated weights.")
+    layout: Literal["in_out", "out_in"] | None = Field(description="Layout of the explicit matrices.")
+    init: str | None = Field(description="Init of the generated weights.")
+    seed: int | None = Field(description="Seed of the generated weights.")
     output_projection: bool = Field(description="Whether W_o was applied.")
-    model: Optional[str] = None
-    layer: Optional[int | list[int]] = None
+    model: str | None = None
+    layer: int | list[int] | None = None
     torch_version: str
     elapsed_ms: float = Field(description="Time spent computing and encoding, in milliseconds.")
     axes: dict[str, list[str]] = Field(description="Axis names of each returned tensor.")
     shapes: dict[str, list[int]] = Field(description="Shape of each returned tensor.")
-    decimals: Optional[int] = None
+    decimals: int | None = None
 
 
 class AttendResponse(BaseModel):
     """Every tensor carries all its axes. Masked entries of `scaled_scores` are null (JSON has no -inf)."""
 
-    q: Optional[Float4D] = Field(None, description="[batch, head, query_pos, d_k]")
-    k: Optional[Float4D] = Field(None, description="[batch, head, key_pos, d_k]")
-    v: Optional[Float4D] = Field(None, description="[batch, head, key_pos, d_v]")
-    scores: Optional[Float4D] = Field(None, description="Q K^T: [batch, head, query_pos, key_pos]")
-    scaled_scores: Optional[Float4D] = Field(
+    q: Float4D | None = Field(None, description="[batch, head, query_pos, d_k]")
+    k: Float4D | None = Field(None, description="[batch, head, key_pos, d_k]")
+    v: Float4D | None = Field(None, description="[batch, head, key_pos, d_v]")
+    scores: Float4D | None = Field(None, description="Q K^T: [batch, head, query_pos, key_pos]")
+    scaled_scores: Float4D | None = Field(
         None, description="scores * scale, masked entries null: [batch, head, query_pos, key_pos]"
     )
-    weights: Optional[Float4D] = Field(None, description="softmax rows (sum 1, or all 0 if fully masked): [batch, head, query_pos, key_pos]")
-    context: Optional[Float4D] = Field(None, description="weights V per head: [batch, head, query_pos, d_v]")
-    output: Optional[Float3D] = Field(None, description="concat(heads) W_o + b_o: [batch, query_pos, d_out]")
+    weights: Float4D | None = Field(None, description="softmax rows (sum 1, or all 0 if fully masked): [batch, head, query_pos, key_pos]")
+    context: Float4D | None = Field(None, description="weights V per head: [batch, head, query_pos, d_v]")
+    output: Float3D | None = Field(None, description="concat(heads) W_o + b_o: [batch, query_pos, d_out]")
     meta: Meta
 
 

@@ -16,7 +16,7 @@ It equals ``torch.nn.MultiheadAttention(..., average_attn_weights=False)`` (weig
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +36,7 @@ class AttentionInternals(NamedTuple):
     output: Tensor  # [batch, query_pos, d_out]
 
 
-def _project(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor]) -> Tensor:
+def _project(x: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
     """x @ weight + bias for weight in the in_out layout [d_in, d_out]; no weight means no projection."""
     if weight is None:
         return x
@@ -61,8 +61,8 @@ class MultiHeadAttention(nn.Module):
         batch, pos, _ = x.shape  # [batch, pos, heads*d]
         return x.view(batch, pos, self.num_heads, -1).transpose(1, 2)  # [batch, head, pos, d]
 
-    def forward(self, x: Tensor, source: Tensor, value_source: Optional[Tensor] = None,
-                allowed: Optional[Tensor] = None) -> AttentionInternals:
+    def forward(self, x: Tensor, source: Tensor, value_source: Tensor | None = None,
+                allowed: Tensor | None = None) -> AttentionInternals:
         """x: [batch, query_pos, d_model]; source: [batch, key_pos, d_model] (C, or K when given directly);
         value_source: V given directly [batch, key_pos, heads*d_v], else V comes from source;
         allowed: [batch, 1 or head, query_pos, key_pos] bool, True = attend, or None for no mask."""
@@ -85,8 +85,8 @@ class MultiHeadAttention(nn.Module):
         return AttentionInternals(q, k, v, scores, scaled_scores, weights, context, output)
 
 
-def allowed_positions(key_mask: Optional[Tensor], causal: bool, query_pos: int, key_pos: int,
-                      device: torch.device) -> Optional[Tensor]:
+def allowed_positions(key_mask: Tensor | None, causal: bool, query_pos: int, key_pos: int,
+                      device: torch.device) -> Tensor | None:
     """The positions each query may attend, [batch or 1, 1, query_pos, key_pos] bool, from a padding mask
     [batch, key_pos] (True = attend) and causality (key j <= query i, aligned top-left), or None."""
     allowed = None

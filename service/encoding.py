@@ -6,12 +6,11 @@ Non-finite values (-inf at masked scores, overflow in half precision) become nul
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import orjson
 import torch
-
 
 NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 
@@ -31,7 +30,7 @@ def host_arrays(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return arrays
 
 
-def encode(tensors: dict[str, torch.Tensor], decimals: Optional[int], meta: dict[str, Any], started: float) -> bytes:
+def encode(tensors: dict[str, torch.Tensor], decimals: int | None, meta: dict[str, Any], started: float) -> bytes:
     """The response object: the tensors, then `meta`, whose elapsed_ms counts everything since `started`
     up to the end of encoding the tensors (which also waits for a GPU to finish)."""
     arrays = host_arrays(tensors) if tensors else {}

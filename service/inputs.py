@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
@@ -18,8 +17,8 @@ class Inputs:
 
     x: np.ndarray  # [batch, seq, d_model] or [batch, seq, heads*d_k]
     source: np.ndarray  # [batch, seq_kv, d_model] or [batch, seq_kv, heads*d_k]
-    value: Optional[np.ndarray]  # [batch, seq_kv, heads*d_v], only for Q/K/V given directly
-    key_mask: Optional[np.ndarray]  # [batch, seq_kv] bool, True = attend
+    value: np.ndarray | None  # [batch, seq_kv, heads*d_v], only for Q/K/V given directly
+    key_mask: np.ndarray | None  # [batch, seq_kv] bool, True = attend
     self_attention: bool
 
     @property
@@ -35,7 +34,7 @@ class Inputs:
         return self.source.shape[1]
 
     @property
-    def d_model(self) -> Optional[int]:
+    def d_model(self) -> int | None:
         return None if self.value is not None else self.x.shape[2]
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,7 +75,7 @@ def attend(body: bytes, settings: Settings) -> bytes:
     projections = resolve_weights(request, inputs, dims)
     scale = request.scale if request.scale is not None else 1.0 / math.sqrt(dims.d_k)
 
-    def on_device(array: Optional[np.ndarray | torch.Tensor]) -> Optional[torch.Tensor]:
+    def on_device(array: np.ndarray | torch.Tensor | None) -> torch.Tensor | None:
         if array is None:
             return None
         if isinstance(array, np.ndarray):  # cast in numpy where it can: one torch call fewer

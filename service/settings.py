@@ -2,7 +2,6 @@
 
 import os
 from functools import lru_cache
-from typing import Optional
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,7 +28,7 @@ class Settings(BaseSettings):
         description="Requests computing at once (compute threads); the others wait their turn. Default: cores / 2, "
         "at least 1, which leaves the event loop a core of its own.",
     )
-    torch_threads: Optional[int] = Field(
+    torch_threads: int | None = Field(
         None, ge=1, description="torch intra-op threads of each compute thread. Default: cores / max_concurrent."
     )
 

@@ -7,8 +7,8 @@ layout they arrived in, so the attention module has one convention only.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -32,20 +32,20 @@ class Dims:
 class Projections:
     """Weights in the in_out layout; a missing matrix means no projection, a missing bias no bias."""
 
-    w_q: Optional[Tensor] = None  # [d_model, heads*d_k]
-    w_k: Optional[Tensor] = None  # [d_model, heads*d_k]
-    w_v: Optional[Tensor] = None  # [d_model, heads*d_v]
-    w_o: Optional[Tensor] = None  # [heads*d_v, d_out]
-    b_q: Optional[Tensor] = None  # [heads*d_k]
-    b_k: Optional[Tensor] = None  # [heads*d_k]
-    b_v: Optional[Tensor] = None  # [heads*d_v]
-    b_o: Optional[Tensor] = None  # [d_out]
+    w_q: Tensor | None = None  # [d_model, heads*d_k]
+    w_k: Tensor | None = None  # [d_model, heads*d_k]
+    w_v: Tensor | None = None  # [d_model, heads*d_v]
+    w_o: Tensor | None = None  # [heads*d_v, d_out]
+    b_q: Tensor | None = None  # [heads*d_k]
+    b_k: Tensor | None = None  # [heads*d_k]
+    b_v: Tensor | None = None  # [heads*d_v]
+    b_o: Tensor | None = None  # [d_out]
 
     def to(self, convert: Callable[[Tensor], Tensor]) -> Projections:
         return Projections(**{name: None if t is None else convert(t) for name, t in vars(self).items()})
 
 
-def _in_out(spec: WeightSpec, name: str) -> Optional[np.ndarray]:
+def _in_out(spec: WeightSpec, name: str) -> np.ndarray | None:
     matrix = getattr(spec, name)
     return None if matrix is None else (matrix.T if spec.layout == "out_in" else matrix)
 
@@ -69,7 +69,7 @@ def _layout_hint(spec: WeightSpec) -> str:
     return f' (layout "{spec.layout}"; if the matrix is stored the other way round, set layout "{other}")'
 
 
-def _check_matrix(spec: WeightSpec, name: str, rows: Optional[int], cols: Optional[int], rows_is: str, cols_is: str):
+def _check_matrix(spec: WeightSpec, name: str, rows: int | None, cols: int | None, rows_is: str, cols_is: str):
     matrix = _in_out(spec, name)
     found_rows, found_cols = matrix.shape
     if (rows is not None and found_rows != rows) or (cols is not None and found_cols != cols):

@@ -4,7 +4,6 @@ heads, masks, causality and cross-attention (float64 to 1e-10, float32 to 1e-5).
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
