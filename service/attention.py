@@ -55,7 +55,7 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, num_heads: int, scale: float, projections: Projections):
         super().__init__()
-        self.num_heads, self.scale, self.p = num_heads, scale, projections
+        self.num_heads, self.scale, self.projections = num_heads, scale, projections
 
     def split_heads(self, x: Tensor) -> Tensor:
         batch, pos, _ = x.shape  # [batch, pos, heads*d]
@@ -67,7 +67,7 @@ class MultiHeadAttention(nn.Module):
         value_source: V given directly [batch, key_pos, heads*d_v], else V comes from source;
         allowed: [batch, 1 or head, query_pos, key_pos] bool, True = attend, or None for no mask."""
         batch, query_pos, _ = x.shape
-        p = self.p
+        p = self.projections
         q = self.split_heads(_project(x, p.w_q, p.b_q))  # [batch, head, query_pos, d_k]
         k = self.split_heads(_project(source, p.w_k, p.b_k))  # [batch, head, key_pos, d_k]
         v_in = source if value_source is None else value_source  # [batch, key_pos, d_model or heads*d_v]
