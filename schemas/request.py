@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.tensor import Tensor
 
+TOY_MODEL = "toy"
 TensorName = Literal["q", "k", "v", "scores", "scaled_scores", "weights", "context", "output"]
 TENSOR_NAMES: tuple[str, ...] = TensorName.__args__  # type: ignore[attr-defined]
 
@@ -93,6 +94,24 @@ class AttendRequest(BaseModel):
     query: Tensor(("seq", "heads*d_k"), ("batch", "seq", "heads*d_k")) | None = Field(None, description="Q given directly: [seq, heads*d_k] or [batch, seq, heads*d_k].")
     key: Tensor(("seq_kv", "heads*d_k"), ("batch", "seq_kv", "heads*d_k")) | None = Field(None, description="K given directly: [seq_kv, heads*d_k] or [batch, seq_kv, heads*d_k].")
     value: Tensor(("seq_kv", "heads*d_v"), ("batch", "seq_kv", "heads*d_v")) | None = Field(None, description="V given directly: [seq_kv, heads*d_v] or [batch, seq_kv, heads*d_v].")
+    text: str | list[str] | None = Field(
+        None,
+        description="Text to tokenize and embed with `model`: one string, or a list (a batch, padded with the "
+        "attention mask applied automatically). Returns `tokens` [batch][seq].",
+    )
+    model: str | None = Field(
+        None,
+        description='With `text`: a model name from GET /models (default: the service\'s default model), or "toy": '
+        "whitespace tokens (characters for text without spaces) mapped to seeded embeddings of size `d_model`, "
+        "then the weights of `weights`.",
+    )
+    layer: int | list[int] | Literal["all"] | None = Field(
+        None, description='Pretrained models: the layer index, a list of them, or "all" (default). Results are under `layers`.'
+    )
+    truncate: bool = Field(
+        False, description="With `text`: cut texts longer than the model's maximum positions instead of refusing them."
+    )
+    d_model: int | None = Field(None, ge=1, le=INT32_MAX, description='Toy mode: size of the seeded token embeddings. Default 8.')
     weights: WeightSpec | None = Field(
         None, description="Projection weights for `embeddings`. Default: generated with xavier_uniform, seed 0."
     )
@@ -118,6 +137,11 @@ class AttendRequest(BaseModel):
     @model_validator(mode="after")
     def _one_input_form(self) -> AttendRequest:
         direct = [name for name in ("query", "key", "value") if getattr(self, name) is not None]
+        if self.text is not None:
+            return self._text_form(direct)
+        named = [name for name in ("model", "layer", "d_model") if getattr(self, name) is not None]
+        if named:
+            raise ValueError(f"found {', '.join(named)} without text; expected them only with `text`")
         if self.embeddings is not None and direct:
             raise ValueError(f"found embeddings together with {', '.join(direct)}; expected exactly one input form")
         if self.embeddings is None and not direct:
@@ -130,6 +154,32 @@ class AttendRequest(BaseModel):
         if direct and self.weights is not None:
             raise ValueError("found weights with query/key/value; Q, K and V given directly take no projections")
         return self
+
+    def _text_form(self, direct: list[str]) -> AttendRequest:
+        others = [name for name in ("embeddings", "context", *direct) if getattr(self, name) is not None]
+        if others:
+            raise ValueError(f"found text together with {', '.join(others)}; expected exactly one input form")
+        texts = [self.text] if isinstance(self.text, str) else self.text
+        if not texts:
+            raise ValueError("found an empty list of texts; expected at least one text")
+        for index, text in enumerate(texts):
+            if not text.strip():
+                raise ValueError(f"found an empty text at text[{index}]; expected some characters")
+        if self.attention_mask is not None:
+            raise ValueError("found attention_mask with text; the padding mask of texts is made automatically")
+        if self.model == TOY_MODEL:
+            if self.layer is not None:
+                raise ValueError("found layer with the toy model, which has no layers")
+        else:
+            pretrained = [name for name in ("weights", "d_model") if getattr(self, name) is not None]
+            if pretrained:
+                raise ValueError(f"found {', '.join(pretrained)} with a pretrained model, which brings its own "
+                                 f"embeddings and weights; expected them only with model \"{TOY_MODEL}\"")
+        return self
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.text] if isinstance(self.text, str) else list(self.text or [])
 
     @property
     def returned(self) -> tuple[str, ...]:

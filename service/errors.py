@@ -21,6 +21,10 @@ class RequestError(Exception):
         self.loc, self.msg, self.status, self.kind = loc, msg, status, kind
 
 
+class ModelError(Exception):
+    """A model that cannot be served: missing, tampered, unsupported (503 for a request, fatal at start-up)."""
+
+
 class LimitExceeded(Exception):
     """The request, or the response it would produce, is over a configured limit (413)."""
 
@@ -29,17 +33,22 @@ class LimitExceeded(Exception):
         self.limit, self.maximum, self.estimate = limit, maximum, estimate
 
 
+_UNION_TAGS = ("str", "int", "float", "bool")
+
+
 def describe_validation_errors(errors: list[dict[str, Any]], prefix: tuple[str, ...] = ("body",)) -> list[dict[str, Any]]:
-    """pydantic's errors without the echoed input (a tensor can be megabytes), with what was found."""
+    """pydantic's errors without the echoed input (a tensor can be megabytes), with what was found; pydantic's
+    union member tags are dropped from the locations, and the deepest location comes first."""
     items = []
     for error in errors:
         msg = error["msg"].removeprefix("Value error, ")
         if error["type"] not in ("json_invalid", "value_error", "extra_forbidden", "missing") and \
                 not error["type"].startswith("tensor_"):
             msg = f"{msg}; found {describe(error.get('input'))}"
-        loc = [part for part in error["loc"] if not (isinstance(part, str) and "[" in part)]
+        loc = [part for part in error["loc"]
+               if not (isinstance(part, str) and ("[" in part or part in _UNION_TAGS))]
         items.append({"loc": [*prefix, *loc], "msg": msg, "type": error["type"]})
-    return items
+    return sorted(items, key=lambda item: -len(item["loc"]))
 
 
 def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
@@ -65,9 +74,14 @@ async def on_limit_exceeded(_: Request, exc: LimitExceeded) -> Response:
     return json_response(413, body)
 
 
+async def on_model_error(_: Request, exc: Exception) -> Response:
+    return json_response(503, {"detail": str(exc)})
+
+
 HANDLERS = {
     ValidationError: on_validation_error,
     RequestValidationError: on_request_validation_error,
     RequestError: on_request_error,
     LimitExceeded: on_limit_exceeded,
+    ModelError: on_model_error,
 }

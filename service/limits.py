@@ -35,18 +35,20 @@ def _check(limit: str, maximum: int, estimate: int, what: str) -> None:
         raise LimitExceeded(limit, maximum, estimate, what)
 
 
-def check_limits(settings: Settings, request: AttendRequest, inputs: Inputs, dims: Dims) -> None:
+def check_limits(settings: Settings, request: AttendRequest, inputs: Inputs, dims: Dims, layers: int = 1) -> None:
+    """`layers`: how many times the computation repeats (one per requested layer of a model), each kept."""
     _check("ATTENTION_MAX_BATCH", settings.max_batch, inputs.batch, "batch")
     _check("ATTENTION_MAX_SEQ", settings.max_seq, max(inputs.seq, inputs.seq_kv), "sequence length")
     _check("ATTENTION_MAX_HEADS", settings.max_heads, dims.num_heads, "num_heads")
     widest = max(inputs.x.shape[2], dims.num_heads * dims.d_k, dims.num_heads * dims.d_v, dims.d_out)
     _check("ATTENTION_MAX_DIM", settings.max_dim, widest, "the widest of d_model, heads*d_k, heads*d_v, d_out")
     shapes = tensor_shapes(inputs, dims)
-    returned = sum(_size(shapes[name]) for name in request.returned)
+    returned = layers * sum(_size(shapes[name]) for name in request.returned)
     _check("ATTENTION_MAX_RESPONSE_ELEMENTS", settings.max_response_elements, returned,
            f"numbers in the response ({', '.join(request.returned)})")
     heads, d_model = dims.num_heads, inputs.x.shape[2]
     weights = d_model * heads * (2 * dims.d_k + dims.d_v) + heads * dims.d_v * dims.d_out
-    computed = inputs.x.size + inputs.source.size + weights + sum(_size(s) for s in shapes.values())
+    computed = (_size(inputs.x.shape) + _size(inputs.source.shape)
+                + layers * (weights + sum(_size(s) for s in shapes.values())))
     _check("ATTENTION_MAX_COMPUTE_ELEMENTS", settings.max_compute_elements, computed,
            "numbers held by the computation (inputs, weights and every internal)")

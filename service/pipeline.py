@@ -12,15 +12,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from schemas.request import AttendRequest
+from schemas.request import TOY_MODEL, AttendRequest
 from schemas.response import TENSOR_AXES
 from service.attention import MultiHeadAttention, allowed_positions
 from service.encoding import NUMPY_DTYPES, encode
 from service.errors import RequestError
 from service.inputs import Inputs, resolve_inputs
 from service.limits import check_limits, tensor_shapes
+from service.models import LoadedModel, ModelRegistry
 from service.settings import Settings
-from service.weights import Dims, resolve_dims, resolve_weights
+from service.text import hidden_states, tokenize, toy_inputs
+from service.weights import Dims, Projections, resolve_dims, resolve_weights
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -65,29 +67,114 @@ def _meta(request: AttendRequest, inputs: Inputs, dims: Dims, scale: float, devi
     }
 
 
-def attend(body: bytes, settings: Settings) -> bytes:
-    started = time.perf_counter()
-    request = AttendRequest.model_validate_json(body)
-    inputs = resolve_inputs(request)
-    dims = resolve_dims(request, inputs)
-    check_limits(settings, request, inputs, dims)
-    device, dtype = resolve_device(request.device), DTYPES[request.dtype]
-    projections = resolve_weights(request, inputs, dims)
-    scale = request.scale if request.scale is not None else 1.0 / math.sqrt(dims.d_k)
+class Converter:
+    """Moves arrays and tensors to the request's device and dtype, casting in numpy where it can (a torch call
+    fewer, which matters for small requests: each torch call releases the GIL)."""
 
-    def on_device(array: np.ndarray | torch.Tensor | None) -> torch.Tensor | None:
+    def __init__(self, device: torch.device, dtype: torch.dtype):
+        self.device, self.dtype = device, dtype
+
+    def __call__(self, array: np.ndarray | torch.Tensor | None) -> torch.Tensor | None:
         if array is None:
             return None
-        if isinstance(array, np.ndarray):  # cast in numpy where it can: one torch call fewer
-            array = torch.from_numpy(array.astype(NUMPY_DTYPES.get(dtype, np.float64), copy=False))
-        return array if (array.dtype, array.device) == (dtype, device) else array.to(device=device, dtype=dtype)
+        if isinstance(array, np.ndarray):
+            array = torch.from_numpy(array.astype(NUMPY_DTYPES.get(self.dtype, np.float64), copy=False))
+        if (array.dtype, array.device) == (self.dtype, self.device):
+            return array
+        return array.to(device=self.device, dtype=self.dtype)
 
-    module = MultiHeadAttention(dims.num_heads, scale, projections.to(on_device))
-    key_mask = None if inputs.key_mask is None else torch.from_numpy(inputs.key_mask).to(device)
+
+def _compute(request: AttendRequest, dims: Dims, scale: float, projections: Projections, x, source, value,
+             key_mask: np.ndarray | torch.Tensor | None, convert: Converter) -> dict[str, torch.Tensor]:
+    module = MultiHeadAttention(dims.num_heads, scale, projections.to(convert))
+    if isinstance(key_mask, np.ndarray):
+        key_mask = torch.from_numpy(key_mask)
     with torch.inference_mode():
-        allowed = allowed_positions(key_mask, request.causal, inputs.seq, inputs.seq_kv, device)
-        x = on_device(inputs.x)
-        source = x if inputs.self_attention else on_device(inputs.source)
-        internals = module(x, source, on_device(inputs.value), allowed)
-    tensors = {name: getattr(internals, name) for name in request.returned}
-    return encode(tensors, request.decimals, _meta(request, inputs, dims, scale, device), started)
+        key_mask = None if key_mask is None else key_mask.to(convert.device)
+        allowed = allowed_positions(key_mask, request.causal, x.shape[1], source.shape[1], convert.device)
+        x_on_device = convert(x)
+        source_on_device = x_on_device if source is x else convert(source)
+        internals = module(x_on_device, source_on_device, convert(value), allowed)
+    return {name: getattr(internals, name) for name in request.returned}
+
+
+def attend(body: bytes, settings: Settings, models: ModelRegistry) -> bytes:
+    started = time.perf_counter()
+    request = AttendRequest.model_validate_json(body)
+    if request.text is not None and request.model != TOY_MODEL:
+        return _attend_pretrained(request, settings, models, started)
+    tokens = None
+    if request.text is not None:
+        inputs, tokens = toy_inputs(request, settings)
+    else:
+        inputs = resolve_inputs(request)
+    dims = resolve_dims(request, inputs)
+    check_limits(settings, request, inputs, dims)
+    convert = Converter(resolve_device(request.device), DTYPES[request.dtype])
+    projections = resolve_weights(request, inputs, dims)
+    scale = request.scale if request.scale is not None else 1.0 / math.sqrt(dims.d_k)
+    source = inputs.x if inputs.self_attention else inputs.source
+    sections: dict[str, Any] = _compute(request, dims, scale, projections, inputs.x, source, inputs.value,
+                                        inputs.key_mask, convert)
+    meta = _meta(request, inputs, dims, scale, convert.device)
+    if tokens is not None:
+        sections["tokens"] = tokens
+        meta |= {"model": TOY_MODEL, "d_model": inputs.d_model, "lengths": [len(t) for t in tokens]}
+    return encode(sections, request.decimals, meta, started)
+
+
+def _model(models: ModelRegistry, name: str) -> LoadedModel:
+    try:
+        return models.get(name)
+    except KeyError:
+        known = ", ".join([*models.folders, TOY_MODEL])
+        raise RequestError(("model",), f"found {name!r}; expected one of: {known}") from None
+
+
+def _layers(request: AttendRequest, model: LoadedModel) -> list[int]:
+    layer = "all" if request.layer is None else request.layer
+    layers = list(range(model.num_layers)) if layer == "all" else [layer] if isinstance(layer, int) else layer
+    if not layers:
+        raise RequestError(("layer",), "found an empty list; expected at least one layer")
+    for index in layers:
+        if not 0 <= index < model.num_layers:
+            raise RequestError(("layer",), f"found layer {index}; the model {model.name!r} has layers 0 to "
+                                           f"{model.num_layers - 1}")
+    return layers
+
+
+def _pretrained_dims(request: AttendRequest, model: LoadedModel) -> Dims:
+    d_head = model.d_model // model.num_heads
+    dims = Dims(model.num_heads, d_head, d_head, model.d_model, output_projection=True)
+    for name, value in (("num_heads", dims.num_heads), ("d_k", dims.d_k), ("d_v", dims.d_v)):
+        if name in request.model_fields_set and getattr(request, name) != value:
+            raise RequestError((name,), f"found {name} {getattr(request, name)}; the model {model.name!r} has "
+                                        f"{name} {value} (leave it out)")
+    return dims
+
+
+def _attend_pretrained(request: AttendRequest, settings: Settings, models: ModelRegistry, started: float) -> bytes:
+    model = _model(models, request.model or settings.default_model)
+    layers = _layers(request, model)
+    dims = _pretrained_dims(request, model)
+    encoded = tokenize(request, model, settings)
+    batch, seq = encoded.input_ids.shape
+    shape_only = np.broadcast_to(np.float64(0), (batch, seq, model.d_model))  # no memory: limits need shapes
+    padded = not bool(encoded.attention_mask.all())
+    key_mask = encoded.attention_mask.bool() if padded else None
+    inputs = Inputs(x=shape_only, source=shape_only, value=None, key_mask=None, self_attention=True)
+    check_limits(settings, request, inputs, dims, layers=len(layers))
+    convert = Converter(resolve_device(request.device), DTYPES[request.dtype])
+    scale = request.scale if request.scale is not None else 1.0 / math.sqrt(dims.d_k)
+    hidden = hidden_states(model, encoded)
+    results = []
+    for index in layers:
+        tensors = _compute(request, dims, scale, model.projections(index), hidden[index], hidden[index], None,
+                           key_mask, convert)
+        results.append({"layer": index, **tensors})
+    meta = _meta(request, inputs, dims, scale, convert.device) | {
+        "model": model.name, "layer": layers, "weights_source": "model", "init": None, "seed": None, "padded": padded,
+        "masked": padded or request.causal, "d_model": model.d_model,
+        "lengths": [len(t) for t in encoded.tokens], "truncated": request.truncate,
+    }
+    return encode({"layers": results, "tokens": encoded.tokens}, request.decimals, meta, started)

@@ -2,6 +2,7 @@
 
 import os
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,6 +29,16 @@ class Settings(BaseSettings):
         description="Requests computing at once (compute threads); the others wait their turn. Default: cores / 2, "
         "at least 1, which leaves the event loop a core of its own.",
     )
+    models: dict[str, str] = Field(
+        default_factory=dict,
+        description='More models, as JSON {"name": "/folder"} of Hugging Face folders (config.json, '
+        "model.safetensors, tokenizer files). A name already taken replaces that model's folder.",
+    )
+    default_model: str = Field("all-MiniLM-L6-v2", description="The model used for `text` when a request names none.")
+    load_models: Literal["startup", "lazy"] = Field(
+        "startup", description="startup: load every model before /readyz says ready; lazy: load each on first use."
+    )
+    toy_max_d_model: int = Field(1024, ge=1, description="Largest d_model of toy-mode embeddings.")
     torch_threads: int | None = Field(
         None, ge=1, description="torch intra-op threads of each compute thread. Default: cores / max_concurrent."
     )

@@ -40,6 +40,7 @@ async def read_body(request: Request, limit: int) -> bytes:
         200: {"model": AttendResponse, "description": "The requested tensors and `meta`."},
         413: {"model": LimitError, "description": "The request or the response it would produce is over a limit."},
         422: {"model": ErrorResponse, "description": "Malformed input: the field, what was found, what was expected."},
+        503: {"description": "The named model cannot be served (e.g. its weights file fails its checksum)."},
     },
     openapi_extra={
         "requestBody": {
@@ -56,5 +57,5 @@ async def read_body(request: Request, limit: int) -> bytes:
 async def post_attend(request: Request) -> Response:
     state = request.app.state
     body = await read_body(request, state.settings.max_request_bytes)
-    content = await compute(request.app, attend, body, state.settings)
+    content = await compute(request.app, attend, body, state.settings, state.models)
     return Response(content, media_type="application/json")
