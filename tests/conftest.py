@@ -25,7 +25,7 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, env: dict[str, str]):
+    def __init__(self, env: dict[str, str], startup_timeout: float = 120):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
@@ -33,7 +33,7 @@ class Server:
              "--log-level", "warning"],
             cwd=ROOT, env={**os.environ, **env},
         )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + startup_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"uvicorn exited with {self.process.returncode}")
@@ -44,7 +44,7 @@ class Server:
                 pass
             time.sleep(0.1)
         else:
-            raise RuntimeError("uvicorn did not become ready in 60 s")
+            raise RuntimeError(f"uvicorn did not become ready in {startup_timeout} s")
         self.client = httpx.Client(base_url=self.url, timeout=60)
 
     def post(self, body: dict | bytes, **kwargs) -> httpx.Response:
@@ -81,5 +81,36 @@ def limited_server() -> Iterator[Server]:
         "ATTENTION_MAX_RESPONSE_ELEMENTS": "5000",
         "ATTENTION_MAX_COMPUTE_ELEMENTS": "40000",
     })
+    yield srv
+    srv.stop()
+
+
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_folder(tmp_path_factory) -> Path:
+    """A randomly initialised 2-layer BERT (d_model 32, 4 heads) saved as safetensors, with MiniLM's tokenizer."""
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from service.models import bundled_folder
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=40)
+    BertModel(config).save_pretrained(folder, safe_serialization=True)
+    for name in TOKENIZER_FILES:
+        shutil.copy(bundled_folder() / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_bert_folder) -> Iterator[Server]:
+    """The service with the tiny BERT added through the operator's settings path."""
+    srv = Server({"ATTENTION_MODELS": json.dumps({"tiny-bert": str(tiny_bert_folder)}), "ATTENTION_MAX_BATCH": "4"})
     yield srv
     srv.stop()
