@@ -3,6 +3,7 @@ the model settings path, the tampered-weights refusal and bad input."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -157,6 +158,15 @@ def test_too_many_texts_is_a_413(tiny_server):
     assert response.json()["limit"] == "ATTENTION_MAX_BATCH" and response.json()["estimate"] == 5
 
 
+def failed_start_up(models: dict[str, str]) -> str:
+    """Starts uvicorn with these models, expects it to refuse to start, and returns what it logged."""
+    env = {**os.environ, "ATTENTION_MODELS": json.dumps(models)}
+    process = subprocess.run([sys.executable, "-m", "uvicorn", "service.app:app", "--port", str(_free_port())],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert process.returncode != 0
+    return process.stderr
+
+
 def test_tampered_weights_are_refused_at_start_up(tmp_path):
     tampered = tmp_path / "minilm"
     shutil.copytree(bundled_folder(), tampered)
@@ -164,13 +174,8 @@ def test_tampered_weights_are_refused_at_start_up(tmp_path):
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF  # one bit pattern in the last tensor's bytes
     weights.write_bytes(bytes(data))
-    env = {**os.environ, "ATTENTION_MODELS": f'{{"{DEFAULT_MODEL}": "{tampered}"}}'}
-    process = subprocess.run(
-        [sys.executable, "-m", "uvicorn", "service.app:app", "--port", str(_free_port())],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )
-    assert process.returncode != 0
-    assert "SHA-256" in process.stderr and "refusing" in process.stderr
+    stderr = failed_start_up({DEFAULT_MODEL: str(tampered)})
+    assert "SHA-256" in stderr and "refusing" in stderr
 
 
 def test_only_safetensors_are_served(tmp_path):
@@ -180,9 +185,4 @@ def test_only_safetensors_are_served(tmp_path):
     for name in TOKENIZER_FILES:
         shutil.copy(bundled_folder() / name, folder / name)
     (folder / "pytorch_model.bin").write_bytes(b"not loaded, ever")
-    env = {**os.environ, "ATTENTION_MODELS": f'{{"pickled": "{folder}"}}'}
-    process = subprocess.run(
-        [sys.executable, "-m", "uvicorn", "service.app:app", "--port", str(_free_port())],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )
-    assert process.returncode != 0 and "only safetensors weights are served" in process.stderr
+    assert "only safetensors weights are served" in failed_start_up({"pickled": str(folder)})
