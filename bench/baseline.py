@@ -2,10 +2,12 @@
 
 pydantic list fields, torch tensors built from Python lists, the same math, `.tolist()` on every tensor
 and FastAPI's default JSON response. Same inputs and seeded weights as the service, so the numbers match.
+With `text`: the transformers model called with output_attentions, its attentions returned the same way.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -23,7 +25,8 @@ class Weights(BaseModel):
 
 
 class Request(BaseModel):
-    embeddings: list[list[float]]
+    embeddings: list[list[float]] | None = None
+    text: str | None = None
     weights: Weights = Weights()
     num_heads: int = 1
 
@@ -33,8 +36,24 @@ def readyz() -> dict:
     return {"status": "ready"}
 
 
+@functools.cache
+def minilm():
+    from transformers import AutoModel, AutoTokenizer
+
+    from service.models import bundled_folder
+
+    folder = bundled_folder()
+    return (AutoModel.from_pretrained(folder, attn_implementation="eager").eval(),
+            AutoTokenizer.from_pretrained(folder))
+
+
 @app.post("/attend")
 def attend(request: Request):  # no return annotation: FastAPI's default jsonable_encoder + JSONResponse
+    if request.text is not None:
+        model, tokenizer = minilm()
+        with torch.no_grad():
+            result = model(**tokenizer(request.text, return_tensors="pt"), output_attentions=True)
+        return {"attentions": [layer.tolist() for layer in result.attentions]}
     x = torch.tensor(request.embeddings, dtype=torch.float32)
     d_model, heads = x.shape[1], request.num_heads
     if request.weights.w_q is not None:

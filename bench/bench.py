@@ -60,7 +60,23 @@ def scenarios() -> dict[str, dict]:
             "weights": {"seed": 0},
             "num_heads": 6,
         },
+        "c) MiniLM, 12-token sentence, all layers, weights only": {
+            "text": "The cat ate the fish because it was hungry, said the dog", "layer": "all", "include": ["weights"],
+        },
+        "d) MiniLM, 12-token sentence, all layers, every internal": {
+            "text": "The cat ate the fish because it was hungry, said the dog", "layer": "all",
+        },
     }
+
+
+def comparable(response: dict) -> list[np.ndarray]:
+    """The attention weights (and output, where both have it) of either server's response."""
+    if "attentions" in response:  # the baseline's transformers answer: one [batch, head, n, n] per layer
+        return [np.asarray(layer) for layer in response["attentions"]]
+    if "layers" in response:
+        return [np.asarray(layer["weights"]) for layer in response["layers"]]
+    unbatch = (lambda array: array[0]) if "meta" in response else (lambda array: array)  # the service's batch axis
+    return [unbatch(np.asarray(response["weights"])), unbatch(np.asarray(response["output"]))]
 
 
 def free_port() -> int:
@@ -174,9 +190,8 @@ async def fetch(port: int, body: bytes) -> tuple[int, bytes]:
 
 def same_numbers(port_a: int, port_b: int, body: bytes) -> float:
     """Largest difference between the two servers' weights and outputs: the comparison is like for like."""
-    ours, theirs = (json.loads(asyncio.run(fetch(port, body))[1]) for port in (port_a, port_b))
-    return max(float(np.max(np.abs(np.asarray(ours["weights"])[0] - np.asarray(theirs["weights"])))),
-               float(np.max(np.abs(np.asarray(ours["output"])[0] - np.asarray(theirs["output"])))))
+    ours, theirs = (comparable(json.loads(asyncio.run(fetch(port, body))[1])) for port in (port_a, port_b))
+    return max(float(np.max(np.abs(a - b))) for a, b in zip(ours, theirs))
 
 
 def main() -> None:

@@ -62,7 +62,17 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
+def _log_to_stderr() -> None:
+    """The service's own INFO lines (what loaded, from where, in how long) next to uvicorn's."""
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
+    _log_to_stderr()
     app = FastAPI(
         title="Attention internals service",
         version="0.1.0",

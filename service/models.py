@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import resource
 import threading
 import time
 from dataclasses import dataclass
@@ -55,7 +56,8 @@ def sha256(path: Path) -> str:
 class LoadedModel:
     name: str
     folder: Path
-    model: nn.Module  # a transformers BertModel (eager attention), eval mode, float32, CPU
+    model: nn.Module  # a transformers BertModel, eval mode, float32, CPU; used for the hidden states only, so
+    # its fast SDPA attention is fine: the attention internals come from service/attention.py
     tokenizer: Any  # a transformers fast tokenizer
     num_layers: int
     num_heads: int
@@ -97,7 +99,7 @@ def load_model(name: str, folder: Path) -> LoadedModel:
         raise ModelError(f"model {name!r}: model_type {config.model_type!r} is not supported; supported: "
                          f"{', '.join(SUPPORTED_TYPES)}")
     model = AutoModel.from_pretrained(folder, local_files_only=True, use_safetensors=True,
-                                      attn_implementation="eager", torch_dtype=torch.float32).eval()
+                                      attn_implementation="eager").eval()
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     loaded = LoadedModel(
         name=name, folder=folder, model=model, tokenizer=tokenizer, num_layers=config.num_hidden_layers,
@@ -105,9 +107,9 @@ def load_model(name: str, folder: Path) -> LoadedModel:
         max_length=config.max_position_embeddings, load_seconds=time.perf_counter() - started,
         parameter_bytes=sum(p.numel() * p.element_size() for p in model.parameters()),
     )
-    log.info("loaded model %s from %s in %.2f s (%d layers, %d heads, d_model %d, %.1f MB of parameters)",
-             name, folder, loaded.load_seconds, loaded.num_layers, loaded.num_heads, loaded.d_model,
-             loaded.parameter_bytes / 1e6)
+    log.info("loaded model %s from %s in %.2f s (%d layers, %d heads, d_model %d, %.1f MB of parameters, "
+             "process peak RSS %.0f MB)", name, folder, loaded.load_seconds, loaded.num_layers, loaded.num_heads,
+             loaded.d_model, loaded.parameter_bytes / 1e6, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return loaded
 
 
