@@ -159,10 +159,9 @@ class AttendRequest(BaseModel):
         others = [name for name in ("embeddings", "context", *direct) if getattr(self, name) is not None]
         if others:
             raise ValueError(f"found text together with {', '.join(others)}; expected exactly one input form")
-        texts = [self.text] if isinstance(self.text, str) else self.text
-        if not texts:
+        if not self.texts:
             raise ValueError("found an empty list of texts; expected at least one text")
-        for index, text in enumerate(texts):
+        for index, text in enumerate(self.texts):
             if not text.strip():
                 raise ValueError(f"found an empty text at text[{index}]; expected some characters")
         if self.attention_mask is not None:

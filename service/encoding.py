@@ -31,27 +31,25 @@ def host_arrays(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
 
 
 def _host(value: Any, decimals: int | None) -> Any:
-    """Tensors, alone or inside lists and dicts, as contiguous numpy arrays (rounded if asked); the rest as is."""
-    if isinstance(value, torch.Tensor):
-        array = host_arrays({"t": value})["t"]
-        return np.ascontiguousarray(array if decimals is None else np.round(array, decimals))
-    if isinstance(value, dict):
-        return {key: _host(item, decimals) for key, item in value.items()}
+    """Tensors inside dicts and lists as contiguous numpy arrays (rounded if asked); the rest as is. The tensors
+    of one dict (the top level, or one layer) move to host memory together."""
     if isinstance(value, list):
         return [_host(item, decimals) for item in value]
-    return value
+    if not isinstance(value, dict):
+        return value
+    tensors = {key: item for key, item in value.items() if isinstance(item, torch.Tensor)}
+    arrays = host_arrays(tensors) if tensors else {}
+    if decimals is not None:
+        arrays = {key: np.round(array, decimals) for key, array in arrays.items()}
+    return {key: np.ascontiguousarray(arrays[key]) if key in arrays else _host(item, decimals)
+            for key, item in value.items()}
 
 
 def encode(sections: dict[str, Any], decimals: int | None, meta: dict[str, Any], started: float) -> bytes:
     """The response object: `sections` (tensors, lists of per-layer dicts of tensors, tokens), then `meta`,
     whose elapsed_ms counts everything since `started` up to the end of encoding the tensors (which also waits
     for a GPU to finish)."""
-    tensors = {name: value for name, value in sections.items() if isinstance(value, torch.Tensor)}
-    arrays = host_arrays(tensors) if tensors else {}
-    if decimals is not None:
-        arrays = {name: np.round(array, decimals) for name, array in arrays.items()}
-    body = {name: np.ascontiguousarray(arrays[name]) if name in arrays else _host(value, decimals)
-            for name, value in sections.items()}
+    body = _host(sections, decimals)
     body_json = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)  # b'{...}'
     meta["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 3)
     separator = b"," if body else b""

@@ -35,10 +35,15 @@ def _check(limit: str, maximum: int, estimate: int, what: str) -> None:
         raise LimitExceeded(limit, maximum, estimate, what)
 
 
+def check_sequence_sizes(settings: Settings, batch: int, longest: int) -> None:
+    """Batch and sequence length alone: text checks them before it builds any embedding."""
+    _check("ATTENTION_MAX_BATCH", settings.max_batch, batch, "batch")
+    _check("ATTENTION_MAX_SEQ", settings.max_seq, longest, "sequence length")
+
+
 def check_limits(settings: Settings, request: AttendRequest, inputs: Inputs, dims: Dims, layers: int = 1) -> None:
     """`layers`: how many times the computation repeats (one per requested layer of a model), each kept."""
-    _check("ATTENTION_MAX_BATCH", settings.max_batch, inputs.batch, "batch")
-    _check("ATTENTION_MAX_SEQ", settings.max_seq, max(inputs.seq, inputs.seq_kv), "sequence length")
+    check_sequence_sizes(settings, inputs.batch, max(inputs.seq, inputs.seq_kv))
     _check("ATTENTION_MAX_HEADS", settings.max_heads, dims.num_heads, "num_heads")
     widest = max(inputs.x.shape[2], dims.num_heads * dims.d_k, dims.num_heads * dims.d_v, dims.d_out)
     _check("ATTENTION_MAX_DIM", settings.max_dim, widest, "the widest of d_model, heads*d_k, heads*d_v, d_out")

@@ -122,7 +122,8 @@ class ModelRegistry:
 
     @classmethod
     def from_settings(cls, extra: dict[str, str]) -> ModelRegistry:
-        folders = {DEFAULT_MODEL: bundled_folder()} if bundled_folder() is not None else {}
+        bundled = bundled_folder()
+        folders = {DEFAULT_MODEL: bundled} if bundled is not None else {}
         folders.update({name: Path(folder) for name, folder in extra.items()})
         return cls(folders)
 

@@ -67,6 +67,10 @@ def _meta(request: AttendRequest, inputs: Inputs, dims: Dims, scale: float, devi
     }
 
 
+def _scale(request: AttendRequest, dims: Dims) -> float:
+    return request.scale if request.scale is not None else 1.0 / math.sqrt(dims.d_k)
+
+
 class Converter:
     """Moves arrays and tensors to the request's device and dtype, casting in numpy where it can (a torch call
     fewer, which matters for small requests: each torch call releases the GIL)."""
@@ -112,7 +116,7 @@ def attend(body: bytes, settings: Settings, models: ModelRegistry) -> bytes:
     check_limits(settings, request, inputs, dims)
     convert = Converter(resolve_device(request.device), DTYPES[request.dtype])
     projections = resolve_weights(request, inputs, dims)
-    scale = request.scale if request.scale is not None else 1.0 / math.sqrt(dims.d_k)
+    scale = _scale(request, dims)
     source = inputs.x if inputs.self_attention else inputs.source
     sections: dict[str, Any] = _compute(request, dims, scale, projections, inputs.x, source, inputs.value,
                                         inputs.key_mask, convert)
@@ -165,7 +169,7 @@ def _attend_pretrained(request: AttendRequest, settings: Settings, models: Model
     inputs = Inputs(x=shape_only, source=shape_only, value=None, key_mask=None, self_attention=True)
     check_limits(settings, request, inputs, dims, layers=len(layers))
     convert = Converter(resolve_device(request.device), DTYPES[request.dtype])
-    scale = request.scale if request.scale is not None else 1.0 / math.sqrt(dims.d_k)
+    scale = _scale(request, dims)
     hidden = hidden_states(model, encoded)
     results = []
     for index in layers:

@@ -11,6 +11,7 @@ import torch
 from schemas.request import AttendRequest
 from service.errors import LimitExceeded, RequestError
 from service.inputs import Inputs
+from service.limits import check_sequence_sizes
 from service.models import LoadedModel
 from service.settings import Settings
 
@@ -46,18 +47,11 @@ def toy_inputs(request: AttendRequest, settings: Settings) -> tuple[Inputs, list
     if d_model > settings.toy_max_d_model:
         raise LimitExceeded("ATTENTION_TOY_MAX_D_MODEL", settings.toy_max_d_model, d_model, "toy d_model")
     tokens = [toy_tokens(text) for text in request.texts]
-    _check_sizes(settings, len(tokens), max(len(t) for t in tokens))
+    check_sequence_sizes(settings, len(tokens), max(len(t) for t in tokens))
     seed = request.weights.seed if request.weights is not None else 0
     x, mask = _padded(tokens, d_model, seed)
     key_mask = None if mask.all() else mask
     return Inputs(x=x, source=x, value=None, key_mask=key_mask, self_attention=True), tokens
-
-
-def _check_sizes(settings: Settings, batch: int, seq: int) -> None:
-    if batch > settings.max_batch:
-        raise LimitExceeded("ATTENTION_MAX_BATCH", settings.max_batch, batch, "batch (number of texts)")
-    if seq > settings.max_seq:
-        raise LimitExceeded("ATTENTION_MAX_SEQ", settings.max_seq, seq, "tokens in the longest text")
 
 
 @dataclass(frozen=True)
@@ -76,7 +70,7 @@ def tokenize(request: AttendRequest, model: LoadedModel, settings: Settings) -> 
         index = lengths.index(longest)
         raise RequestError(("text",), f"text[{index}] has {longest} tokens; the model {model.name!r} takes at most "
                                       f"{model.max_length}. Shorten it, or set truncate: true to cut it")
-    _check_sizes(settings, len(lengths), min(longest, model.max_length))
+    check_sequence_sizes(settings, len(lengths), min(longest, model.max_length))
     encoded = tokenizer(request.texts, padding=True, truncation=True, max_length=model.max_length,
                         return_tensors="pt")
     mask = encoded["attention_mask"]
