@@ -198,6 +198,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=15.0, help="measuring time per scenario and server")
     parser.add_argument("--concurrency", type=int, default=4, help="keep-alive connections")
+    parser.add_argument("--only", default="", help="run the scenarios whose name contains this, e.g. 'a)'")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json")
     args = parser.parse_args()
 
@@ -207,6 +208,8 @@ def main() -> None:
     results: list[Result] = []
     try:
         for scenario, request in scenarios().items():
+            if args.only not in scenario:
+                continue
             body = json.dumps(request).encode()
             diff = same_numbers(servers["service"][1], servers["baseline"][1], body)
             print(f"{scenario}: request {len(body):,} bytes; service and baseline agree to {diff:.1e}", flush=True)

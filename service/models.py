@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from service.errors import ModelError
 from service.weights import Projections
@@ -55,8 +56,8 @@ def sha256(path: Path) -> str:
 class LoadedModel:
     name: str
     folder: Path
-    model: nn.Module  # a transformers BertModel, eval mode, float32, CPU; used for the hidden states only, so
-    # its fast SDPA attention is fine: the attention internals come from service/attention.py
+    model: nn.Module  # a transformers BertModel, eval mode, float32, CPU; its embeddings and the non-attention
+    # parts of its layers run the forward pass; the attention in it is service/attention.py's (see pipeline.py)
     tokenizer: Any  # a transformers fast tokenizer
     num_layers: int
     num_heads: int
@@ -66,12 +67,32 @@ class LoadedModel:
     load_seconds: float
     parameter_bytes: int
 
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
     def projections(self, layer: int) -> Projections:
         """That layer's W_q, W_k, W_v, W_o and biases, turned from nn.Linear's out_in into the in_out layout."""
         block = self.model.encoder.layer[layer].attention
         linears = {"q": block.self.query, "k": block.self.key, "v": block.self.value, "o": block.output.dense}
         return Projections(**{f"w_{n}": m.weight.detach().T for n, m in linears.items()},
                            **{f"b_{n}": m.bias.detach() for n, m in linears.items()})
+
+    def embed(self, input_ids: Tensor) -> Tensor:
+        """The hidden states entering layer 0, [batch, seq, d_model], from token ids [batch, seq]."""
+        return self.model.embeddings(input_ids=input_ids)
+
+    def feed_forward(self, layer: int, hidden: Tensor, attention_output: Tensor) -> Tensor:
+        """The rest of a layer after its attention: residual and LayerNorm around the attention output (after
+        W_o), then the MLP block with its own residual and LayerNorm; returns the hidden states entering the
+        next layer, [batch, seq, d_model]."""
+        block = self.model.encoder.layer[layer]
+        attended = block.attention.output.LayerNorm(attention_output + hidden)  # [batch, seq, d_model]
+        return block.output(block.intermediate(attended), attended)  # [batch, seq, d_model]
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "layers": self.num_layers, "heads": self.num_heads, "d_model": self.d_model,
@@ -94,9 +115,7 @@ def load_model(name: str, folder: Path) -> LoadedModel:
         raise ModelError(f"model {name!r}: {weights} has SHA-256 {sha256(weights)}, expected {pinned}; refusing a "
                          "file that differs from the pinned one")
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
-    if config.model_type not in SUPPORTED_TYPES:
-        raise ModelError(f"model {name!r}: model_type {config.model_type!r} is not supported; supported: "
-                         f"{', '.join(SUPPORTED_TYPES)}")
+    _check_supported(name, config)
     model = AutoModel.from_pretrained(folder, local_files_only=True, use_safetensors=True,
                                       attn_implementation="eager").eval()
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
@@ -110,6 +129,16 @@ def load_model(name: str, folder: Path) -> LoadedModel:
              "process peak RSS %.0f MB)", name, folder, loaded.load_seconds, loaded.num_layers, loaded.num_heads,
              loaded.d_model, loaded.parameter_bytes / 1e6, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return loaded
+
+
+def _check_supported(name: str, config: Any) -> None:
+    """Encoders whose attention is exactly service/attention.py's: BERT with absolute positions, not a decoder."""
+    positions = getattr(config, "position_embedding_type", None) or "absolute"
+    decoder = bool(getattr(config, "is_decoder", False))
+    if config.model_type not in SUPPORTED_TYPES or positions != "absolute" or decoder:
+        raise ModelError(f"model {name!r}: found model_type {config.model_type!r}, position_embedding_type "
+                         f"{positions!r}, is_decoder {decoder}; supported: model_type {' or '.join(SUPPORTED_TYPES)} "
+                         "with absolute positions, not a decoder")
 
 
 class ModelRegistry:
@@ -134,6 +163,18 @@ class ModelRegistry:
             if name not in self.loaded:
                 self.loaded[name] = load_model(name, self.folders[name])
             return self.loaded[name]
+
+    def embed(self, input_ids: Tensor) -> Tensor:
+        """The hidden states entering layer 0, [batch, seq, d_model], from token ids [batch, seq]."""
+        return self.model.embeddings(input_ids=input_ids)
+
+    def feed_forward(self, layer: int, hidden: Tensor, attention_output: Tensor) -> Tensor:
+        """The rest of a layer after its attention: residual and LayerNorm around the attention output (after
+        W_o), then the MLP block with its own residual and LayerNorm; returns the hidden states entering the
+        next layer, [batch, seq, d_model]."""
+        block = self.model.encoder.layer[layer]
+        attended = block.attention.output.LayerNorm(attention_output + hidden)  # [batch, seq, d_model]
+        return block.output(block.intermediate(attended), attended)  # [batch, seq, d_model]
 
     def describe(self) -> list[dict[str, Any]]:
         return [self.loaded[name].describe() if name in self.loaded else _describe_unloaded(name, folder)

@@ -14,14 +14,14 @@ import torch
 
 from schemas.request import TOY_MODEL, AttendRequest
 from schemas.response import TENSOR_AXES
-from service.attention import MultiHeadAttention, allowed_positions
+from service.attention import AttentionInternals, MultiHeadAttention, allowed_positions
 from service.encoding import NUMPY_DTYPES, encode
 from service.errors import RequestError
 from service.inputs import Inputs, resolve_inputs
 from service.limits import check_limits, tensor_shapes
 from service.models import LoadedModel, ModelRegistry
 from service.settings import Settings
-from service.text import hidden_states, tokenize, toy_inputs
+from service.text import Encoded, tokenize, toy_inputs
 from service.weights import Dims, Projections, resolve_dims, resolve_weights
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -88,17 +88,20 @@ class Converter:
         return array.to(device=self.device, dtype=self.dtype)
 
 
-def _compute(request: AttendRequest, dims: Dims, scale: float, projections: Projections, x, source, value,
-             key_mask: np.ndarray | torch.Tensor | None, convert: Converter) -> dict[str, torch.Tensor]:
-    module = MultiHeadAttention(dims.num_heads, scale, projections.to(convert))
+def _attention(projections: Projections, num_heads: int, scale: float, causal: bool, x, source, value,
+               key_mask: np.ndarray | torch.Tensor | None, convert: Converter) -> AttentionInternals:
+    module = MultiHeadAttention(num_heads, scale, projections.to(convert))
     if isinstance(key_mask, np.ndarray):
         key_mask = torch.from_numpy(key_mask)
     with torch.inference_mode():
         key_mask = None if key_mask is None else key_mask.to(convert.device)
-        allowed = allowed_positions(key_mask, request.causal, x.shape[1], source.shape[1], convert.device)
+        allowed = allowed_positions(key_mask, causal, x.shape[1], source.shape[1], convert.device)
         x_on_device = convert(x)
         source_on_device = x_on_device if source is x else convert(source)
-        internals = module(x_on_device, source_on_device, convert(value), allowed)
+        return module(x_on_device, source_on_device, convert(value), allowed)
+
+
+def _returned(request: AttendRequest, internals: AttentionInternals) -> dict[str, torch.Tensor]:
     return {name: getattr(internals, name) for name in request.returned}
 
 
@@ -118,8 +121,9 @@ def attend(body: bytes, settings: Settings, models: ModelRegistry) -> bytes:
     projections = resolve_weights(request, inputs, dims)
     scale = _scale(request, dims)
     source = inputs.x if inputs.self_attention else inputs.source
-    sections: dict[str, Any] = _compute(request, dims, scale, projections, inputs.x, source, inputs.value,
-                                        inputs.key_mask, convert)
+    internals = _attention(projections, dims.num_heads, scale, request.causal, inputs.x, source, inputs.value,
+                           inputs.key_mask, convert)
+    sections: dict[str, Any] = _returned(request, internals)
     meta = _meta(request, inputs, dims, scale, convert.device)
     if tokens is not None:
         sections["tokens"] = tokens
@@ -170,15 +174,35 @@ def _attend_pretrained(request: AttendRequest, settings: Settings, models: Model
     check_limits(settings, request, inputs, dims, layers=len(layers))
     convert = Converter(resolve_device(request.device), DTYPES[request.dtype])
     scale = _scale(request, dims)
-    hidden = hidden_states(model, encoded)
-    results = []
-    for index in layers:
-        tensors = _compute(request, dims, scale, model.projections(index), hidden[index], hidden[index], None,
-                           key_mask, convert)
-        results.append({"layer": index, **tensors})
+    results = _pretrained_layers(request, model, dims, scale, encoded, key_mask, layers, convert)
     meta = _meta(request, inputs, dims, scale, convert.device) | {
         "model": model.name, "layer": layers, "weights_source": "model", "init": None, "seed": None, "padded": padded,
         "masked": padded or request.causal, "d_model": model.d_model,
         "lengths": [len(t) for t in encoded.tokens], "truncated": request.truncate,
     }
     return encode({"layers": results, "tokens": encoded.tokens}, request.decimals, meta, started)
+
+
+def _pretrained_layers(request: AttendRequest, model: LoadedModel, dims: Dims, scale: float, encoded: Encoded,
+                       key_mask: torch.Tensor | None, layers: list[int], convert: Converter) -> list[dict[str, Any]]:
+    """The model's forward pass with service/attention.py as its attention, up to the last layer asked for;
+    returns the requested internals of each layer in `layers`, in that order. The forward runs as the model does (its dtype and
+    device, its scale, not causal); a request that asks otherwise gets its internals from a second attention
+    over the same hidden states."""
+    native, native_scale = Converter(model.device, model.dtype), 1.0 / math.sqrt(dims.d_k)
+    as_the_model_does = (convert.device, convert.dtype, scale, request.causal) == (
+        model.device, model.dtype, native_scale, False)
+    asked_for: dict[int, dict[str, Any]] = {}
+    with torch.inference_mode():
+        hidden = model.embed(encoded.input_ids)  # [batch, seq, d_model], entering layer 0
+        for index in range(max(layers) + 1):
+            projections = model.projections(index)
+            internals = _attention(projections, dims.num_heads, native_scale, False, hidden, hidden, None, key_mask,
+                                   native)
+            if index in layers:
+                asked = internals if as_the_model_does else _attention(
+                    projections, dims.num_heads, scale, request.causal, hidden, hidden, None, key_mask, convert)
+                asked_for[index] = {"layer": index, **_returned(request, asked)}
+            if index < max(layers):
+                hidden = model.feed_forward(index, hidden, internals.output)  # entering layer index + 1
+    return [asked_for[index] for index in layers]

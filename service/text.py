@@ -78,10 +78,3 @@ def tokenize(request: AttendRequest, model: LoadedModel, settings: Settings) -> 
               for ids, n in zip(encoded["input_ids"], mask.sum(1))]
     return Encoded(tokens=tokens, input_ids=encoded["input_ids"], attention_mask=mask)
 
-
-def hidden_states(model: LoadedModel, encoded: Encoded) -> tuple[torch.Tensor, ...]:
-    """The hidden states entering each layer, [batch, seq, d_model] each (index i enters layer i)."""
-    with torch.inference_mode():
-        output = model.model(input_ids=encoded.input_ids, attention_mask=encoded.attention_mask,
-                             output_hidden_states=True)
-    return output.hidden_states

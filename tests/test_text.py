@@ -14,7 +14,8 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from service.models import DEFAULT_MODEL, bundled_folder
+from service.errors import ModelError
+from service.models import DEFAULT_MODEL, bundled_folder, load_model
 from tests.conftest import ROOT, TOKENIZER_FILES, _free_port
 
 SENTENCE = "The cat ate the fish because it was hungry"
@@ -62,10 +63,37 @@ def test_bundled_model_matches_transformers_on_every_layer(server):
 
 
 def test_bundled_model_padded_batch_matches_transformers(server):
-    response = server.post({"text": BATCH, "layer": [0, 3, 5]})
-    check_parity(response, bundled_folder(), BATCH, [0, 3, 5])
+    response = server.post({"text": BATCH, "layer": [5, 0, 3]})
+    check_parity(response, bundled_folder(), BATCH, [5, 0, 3])
     assert response.json()["meta"]["padded"] is True
     assert response.json()["meta"]["lengths"] == [len(t) for t in response.json()["tokens"]]
+
+
+def test_float64_internals_match_transformers(server):
+    response = server.post({"text": SENTENCE, "layer": "all", "dtype": "float64"})
+    check_parity(response, bundled_folder(), [SENTENCE], list(range(6)))
+    assert response.json()["meta"]["dtype"] == "float64"
+
+
+@pytest.mark.parametrize("change", [{"scale": 0.1}, {"causal": True}, {"dtype": "float64"}])
+def test_request_settings_change_only_the_layers_asked_for(server, change):
+    """A request's scale, causality or dtype applies to the attention it asks about; the hidden states entering
+    each layer stay the model's own, so the (unscaled) scores of a later layer do not move."""
+    asked = {"text": SENTENCE, "layer": [2, 5], "include": ["scores", "weights"]}
+    plain, changed = server.post(asked).json(), server.post({**asked, **change}).json()
+    for before, after in zip(plain["layers"], changed["layers"]):
+        np.testing.assert_allclose(after["scores"], before["scores"], atol=1e-4)
+        if "dtype" not in change:
+            assert not np.allclose(after["weights"], before["weights"], atol=1e-3)
+
+
+def test_models_whose_attention_differs_are_refused(tiny_bert_folder, tmp_path):
+    folder = tmp_path / "relative"
+    shutil.copytree(tiny_bert_folder, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "position_embedding_type": "relative_key"}))
+    with pytest.raises(ModelError, match="position_embedding_type 'relative_key'.*supported"):
+        load_model("relative", folder)
 
 
 def test_tiny_random_bert_through_the_settings_path(tiny_server, tiny_bert_folder):
