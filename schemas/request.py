@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas.tensor import Tensor
 
@@ -155,15 +155,21 @@ class AttendRequest(BaseModel):
             raise ValueError("found weights with query/key/value; Q, K and V given directly take no projections")
         return self
 
+    @field_validator("text")
+    @classmethod
+    def _texts_not_empty(cls, text: str | list[str] | None) -> str | list[str] | None:
+        texts = [text] if isinstance(text, str) else text or []
+        if text is not None and not texts:
+            raise ValueError("found an empty list of texts; expected at least one text")
+        for index, item in enumerate(texts):
+            if not item.strip():
+                raise ValueError(f"found an empty text at text[{index}]; expected some characters")
+        return text
+
     def _text_form(self, direct: list[str]) -> AttendRequest:
         others = [name for name in ("embeddings", "context", *direct) if getattr(self, name) is not None]
         if others:
             raise ValueError(f"found text together with {', '.join(others)}; expected exactly one input form")
-        if not self.texts:
-            raise ValueError("found an empty list of texts; expected at least one text")
-        for index, text in enumerate(self.texts):
-            if not text.strip():
-                raise ValueError(f"found an empty text at text[{index}]; expected some characters")
         if self.attention_mask is not None:
             raise ValueError("found attention_mask with text; the padding mask of texts is made automatically")
         if self.model == TOY_MODEL:

@@ -1,5 +1,5 @@
 """Checks a running service over HTTP with the standard library only (it runs on any python3, outside any venv):
-the golden example's numbers, and a clear 422 for a bad request. Used by scripts/container-smoke.sh."""
+the golden example's numbers, a clear 422 for a bad request, and the explorer page. Used by scripts/container-smoke.sh."""
 
 import json
 import sys
@@ -34,6 +34,10 @@ def main(url: str, golden_path: str) -> None:
     message = body["detail"][0]["msg"]
     assert status == 422 and "ragged" in message, (status, body)
     print(f"smoke: bad request -> 422: {message}")
+    for path, text in (("/", "Attention explorer"), ("/static/explorer.js", "POST /attend")):
+        with urllib.request.urlopen(f"{url}{path}", timeout=30) as response:
+            assert response.status == 200 and text in response.read().decode(), path
+    print("smoke: the explorer page and its script are served")
 
 
 if __name__ == "__main__":

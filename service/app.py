@@ -20,6 +20,7 @@ from service.pipeline import attend, resolve_device
 from service.routes import attend as attend_route
 from service.routes import health
 from service.routes import models as models_route
+from service.routes import page
 from service.settings import Settings, get_settings
 
 log = logging.getLogger("attention_service")
@@ -86,6 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(attend_route.router)
     app.include_router(models_route.router)
+    app.include_router(page.router)
+    app.mount("/static", page.static_files, name="static")
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
