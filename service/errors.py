@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from schemas.describe import describe
+from service.compute import ClientGone, Overloaded, TimedOut
 
 
 class RequestError(Exception):
@@ -78,10 +79,29 @@ async def on_model_error(_: Request, exc: Exception) -> Response:
     return json_response(503, {"detail": str(exc)})
 
 
+async def on_overloaded(request: Request, exc: Exception) -> Response:
+    request.app.state.metrics.rejected.labels("overloaded").inc()
+    return json_response(503, {"detail": str(exc)}, {"Retry-After": "1"})
+
+
+async def on_timed_out(request: Request, exc: Exception) -> Response:
+    request.app.state.metrics.rejected.labels("timeout").inc()
+    return json_response(504, {"detail": str(exc)})
+
+
+async def on_client_gone(request: Request, _: Exception) -> Response:
+    """Nobody reads this answer; 499 (nginx's "client closed request") marks it in the logs and metrics."""
+    request.app.state.metrics.rejected.labels("client_disconnected").inc()
+    return Response(status_code=499)
+
+
 HANDLERS = {
     ValidationError: on_validation_error,
     RequestValidationError: on_request_validation_error,
     RequestError: on_request_error,
     LimitExceeded: on_limit_exceeded,
     ModelError: on_model_error,
+    Overloaded: on_overloaded,
+    TimedOut: on_timed_out,
+    ClientGone: on_client_gone,
 }

@@ -4,7 +4,7 @@ import os
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,6 +28,24 @@ class Settings(BaseSettings):
         default_factory=lambda: max(1, (os.cpu_count() or 2) // 2), ge=1,
         description="Requests computing at once (compute threads); the others wait their turn. Default: cores / 2, "
         "at least 1, which leaves the event loop a core of its own.",
+    )
+    max_queue: int = Field(
+        16, ge=0, description="Requests admitted to wait for a compute thread; beyond max_concurrent + max_queue a "
+        "request is refused at once with 503 and Retry-After.",
+    )
+    request_timeout_s: float = Field(
+        60.0, gt=0, description="Longest a request may wait and compute before it is answered 504. A computation "
+        "that has started cannot be interrupted: its thread stays busy until it ends (the limits bound how long).",
+    )
+    api_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description='API keys as a JSON list (["key1", "key2"]); when set, /attend and /models need one in the '
+        "X-API-Key header. Off (empty) by default. Keys are never logged.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description='Origins allowed to call the API from a browser, as a JSON list (["https://app.example"]); '
+        "none by default (the explorer page at / is same-origin and needs none).",
     )
     models: dict[str, str] = Field(
         default_factory=dict,

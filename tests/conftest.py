@@ -25,13 +25,16 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, env: dict[str, str], startup_timeout: float = 120):
+    def __init__(self, env: dict[str, str], startup_timeout: float = 120, log: Path | None = None,
+                 uvicorn_args: tuple[str, ...] = ()):
+        """env: ATTENTION_* settings; log: a file for the service's stderr (its JSON log lines)."""
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1", "--port", str(self.port),
-             "--log-level", "warning"],
-            cwd=ROOT, env={**os.environ, **env},
+             "--log-level", "warning", *uvicorn_args],
+            cwd=ROOT, env={**os.environ, **env}, stderr=log.open("wb") if log else None,
         )
         deadline = time.monotonic() + startup_timeout
         while time.monotonic() < deadline:

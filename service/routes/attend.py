@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from schemas.request import AttendRequest
 from schemas.response import AttendResponse, ErrorResponse, LimitError
-from service.compute import compute
 from service.errors import LimitExceeded
 from service.openapi_examples import request_examples
 from service.pipeline import attend
+from service.security import require_api_key
 
-router = APIRouter(tags=["attention"])
+router = APIRouter(tags=["attention"], dependencies=[Depends(require_api_key)])
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -29,6 +29,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def client_disconnected(request: Request) -> None:
+    """Returns when the client goes away (the body has been read, so the next message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 @router.post(
     "/attend",
     summary="Compute attention and return its internals",
@@ -40,7 +46,10 @@ async def read_body(request: Request, limit: int) -> bytes:
         200: {"model": AttendResponse, "description": "The requested tensors and `meta`."},
         413: {"model": LimitError, "description": "The request or the response it would produce is over a limit."},
         422: {"model": ErrorResponse, "description": "Malformed input: the field, what was found, what was expected."},
-        503: {"description": "The named model cannot be served (e.g. its weights file fails its checksum)."},
+        401: {"description": "ATTENTION_API_KEYS is set and the X-API-Key header holds no valid key."},
+        503: {"description": "Busy (every place taken: retry after Retry-After seconds), or the named model cannot "
+                             "be served (e.g. its weights file fails its checksum)."},
+        504: {"description": "The request waited and computed longer than ATTENTION_REQUEST_TIMEOUT_S."},
     },
     openapi_extra={
         "requestBody": {
@@ -57,5 +66,6 @@ async def read_body(request: Request, limit: int) -> bytes:
 async def post_attend(request: Request) -> Response:
     state = request.app.state
     body = await read_body(request, state.settings.max_request_bytes)
-    content = await compute(request.app, attend, body, state.settings, state.models)
+    content = await state.compute.run(attend, body, state.settings, state.models,
+                                      disconnected=client_disconnected(request))
     return Response(content, media_type="application/json")

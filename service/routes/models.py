@@ -2,12 +2,13 @@
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
 from schemas.request import TOY_MODEL
+from service.security import require_api_key
 from service.text import TOY_D_MODEL
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)])
 
 
 @router.get("/models", summary="Models for `text`: pretrained ones and the toy mode")

@@ -1,0 +1,110 @@
+"""What the service tells its operators: Prometheus metrics, one JSON log line per request, a request id.
+
+The middleware is plain ASGI (no per-request task or body copy): it stamps each response with X-Request-ID
+(the caller's, when it sends a sane one, else a fresh one), counts requests by route and status, observes
+latency and bytes out, and logs method, route, status, duration and bytes, never bodies or headers (so no
+API key reaches the logs).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+import uuid
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("attention_service.requests")
+
+ROUTES = ("/attend", "/models", "/healthz", "/readyz", "/metrics", "/")
+SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("attention_requests", "Requests answered, by route, method and status.",
+                                ["route", "method", "status"], registry=r)
+        self.latency = Histogram("attention_request_duration_seconds", "Time from request to the last byte out.",
+                                 ["route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.in_flight = Gauge("attention_requests_in_flight", "Requests being served now.", registry=r)
+        self.rejected = Counter("attention_rejected", "Requests refused to protect the service, by reason.",
+                                ["reason"], registry=r)
+        self.bytes_out = Counter("attention_response_bytes", "Response body bytes sent, by route.", ["route"],
+                                 registry=r)
+        self.model_load = Gauge("attention_model_load_seconds", "Time to load each model.", ["model"], registry=r)
+        self.device = Gauge("attention_device_info", "The compute device (value 1).", ["device", "torch_version"],
+                            registry=r)
+
+
+def route_of(path: str) -> str:
+    """A bounded set of labels: the routes, /static, or other (so that random paths cannot grow the metrics)."""
+    if path in ROUTES:
+        return path
+    return "/static" if path.startswith("/static/") else "other"
+
+
+class RequestObserver:
+    def __init__(self, app: ASGIApp, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if SANE_ID.fullmatch(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started, answer = time.perf_counter(), {"status": 500, "bytes": 0}
+
+        async def observed_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                answer["status"] = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            elif message["type"] == "http.response.body":
+                answer["bytes"] += len(message.get("body", b""))
+            await send(message)
+
+        route, method = route_of(scope["path"]), scope["method"]
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            seconds = time.perf_counter() - started
+            self.metrics.in_flight.dec()
+            self.metrics.requests.labels(route, method, str(answer["status"])).inc()
+            self.metrics.latency.labels(route).observe(seconds)
+            self.metrics.bytes_out.labels(route).inc(answer["bytes"])
+            log.info("request", extra={"fields": {
+                "request_id": request_id, "method": method, "route": route, "status": answer["status"],
+                "duration_ms": round(seconds * 1000, 3), "bytes_out": answer["bytes"]}})
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage(),
+            **getattr(record, "fields", {}),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry).decode()
+
+
+def log_json_to_stderr() -> None:
+    """The service's own log lines (start-up, model loads, one per request) as JSON on stderr."""
+    root = logging.getLogger("attention_service")
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        root.propagate = False

@@ -1,0 +1,145 @@
+"""Reliability and security: backpressure (503 + Retry-After), the time limit (504), a client that leaves
+frees its place, SIGTERM loses no admitted request, metrics, request ids, JSON logs, API keys and CORS."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from tests.conftest import Server
+
+# about 0.2 s of compute on 2 cores: two 502-token texts through all six MiniLM layers
+SLOW = json.dumps({"text": [" ".join(["cat"] * 500)] * 2, "layer": 5, "include": ["output"], "decimals": 1}).encode()
+KEY = "k3y-for-tests-0123456789"
+HEADERS = {"content-type": "application/json", "x-api-key": KEY}
+CAT = {"embeddings": [[1.0, 0.0], [0.0, 1.0]], "include": ["weights"]}
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    """One compute thread, one waiting place, an API key, a CORS origin, and its log captured."""
+    log = tmp_path_factory.mktemp("logs") / "service.log"
+    srv = Server({"ATTENTION_MAX_CONCURRENT": "1", "ATTENTION_MAX_QUEUE": "1", "ATTENTION_API_KEYS": json.dumps([KEY]),
+                  "ATTENTION_CORS_ORIGINS": '["https://app.example"]'}, log=log)
+    yield srv
+    srv.stop()
+
+
+def post(server: Server, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.post(server.url + "/attend", content=body, headers=headers or HEADERS, timeout=60)
+
+
+def test_beyond_the_limit_a_fast_503_with_retry_after_and_admitted_requests_finish(guarded):
+    def timed() -> tuple[httpx.Response, float]:
+        started = time.perf_counter()
+        return post(guarded, SLOW), time.perf_counter() - started
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = [future.result() for future in [pool.submit(timed) for _ in range(8)]]
+    statuses = sorted(response.status_code for response, _ in answers)
+    assert set(statuses) == {200, 503} and statuses.count(200) >= 2, statuses
+    quickest_computed = min(seconds for response, seconds in answers if response.status_code == 200)
+    for response, seconds in answers:
+        if response.status_code == 503:
+            assert response.headers["retry-after"] == "1"
+            assert "ATTENTION_MAX_QUEUE" in response.json()["detail"]
+            assert seconds < quickest_computed  # refused at once, not after waiting for a place
+    metrics = guarded.client.get("/metrics").text
+    assert 'attention_rejected_total{reason="overloaded"}' in metrics
+
+
+def test_a_client_that_leaves_gives_its_place_back(guarded):
+    with ThreadPoolExecutor(2) as pool:
+        running = pool.submit(post, guarded, SLOW)  # takes the compute thread
+        time.sleep(0.05)
+        with pytest.raises(httpx.TimeoutException):  # takes the waiting place, then hangs up
+            httpx.post(guarded.url + "/attend", content=SLOW, headers=HEADERS, timeout=0.05)
+        time.sleep(0.05)
+        waiting = pool.submit(post, guarded, SLOW)  # would be a 503 if the place were still held
+        assert running.result().status_code == 200
+        assert waiting.result().status_code == 200
+    assert 'attention_rejected_total{reason="client_disconnected"}' in guarded.client.get("/metrics").text
+
+
+def test_the_time_limit_is_a_504_with_a_message():
+    srv = Server({"ATTENTION_REQUEST_TIMEOUT_S": "0.02"})
+    try:
+        response = srv.post(SLOW)
+        assert response.status_code == 504
+        assert "ATTENTION_REQUEST_TIMEOUT_S=0.02" in response.json()["detail"]
+        time.sleep(1)  # the timed-out computation could not be stopped; once it ends, the service goes on
+        assert srv.post(CAT).status_code == 200
+    finally:
+        srv.stop()
+
+
+def test_sigterm_lets_admitted_requests_finish():
+    srv = Server({"ATTENTION_MAX_CONCURRENT": "1", "ATTENTION_MAX_QUEUE": "8"},
+                 uvicorn_args=("--timeout-graceful-shutdown", "30"))
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(httpx.post, srv.url + "/attend", content=SLOW, timeout=60) for _ in range(4)]
+            time.sleep(0.15)  # all four admitted: one computing, three waiting
+            srv.process.send_signal(signal.SIGTERM)
+            statuses = [future.result().status_code for future in futures]
+        assert statuses == [200] * 4
+        assert srv.process.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once done
+    finally:
+        srv.stop()
+
+
+def test_metrics_in_prometheus_format(guarded):
+    post(guarded, json.dumps(CAT).encode())
+    text = guarded.client.get("/metrics").text
+    for line in ('attention_requests_total{method="POST",route="/attend",status="200"}',
+                 'attention_request_duration_seconds_bucket{le="0.005",route="/attend"}',
+                 "attention_requests_in_flight", 'attention_response_bytes_total{route="/attend"}',
+                 'attention_model_load_seconds{model="all-MiniLM-L6-v2"}', 'attention_device_info{device="cpu"'):
+        assert line in text, line
+
+
+def test_request_ids_and_json_logs_without_secrets(guarded):
+    given = post(guarded, json.dumps(CAT).encode(), headers={**HEADERS, "x-request-id": "trace-42"})
+    assert given.headers["x-request-id"] == "trace-42"
+    fresh = post(guarded, json.dumps(CAT).encode(), headers={**HEADERS, "x-request-id": "bad id\twith junk"})
+    assert len(fresh.headers["x-request-id"]) == 32 and fresh.headers["x-request-id"] != "bad id\twith junk"
+    time.sleep(0.2)
+    lines = [json.loads(line) for line in guarded.log.read_text().splitlines() if line.startswith("{")]
+    entry = next(line for line in lines if line.get("request_id") == "trace-42")
+    assert (entry["route"], entry["status"], entry["method"]) == ("/attend", 200, "POST")
+    assert entry["duration_ms"] > 0 and entry["bytes_out"] == len(given.content)
+    assert KEY not in guarded.log.read_text()
+
+
+def test_api_keys(guarded):
+    body = json.dumps(CAT).encode()
+    missing = httpx.post(guarded.url + "/attend", content=body)
+    assert missing.status_code == 401 and "X-API-Key" in missing.json()["detail"]
+    wrong = httpx.post(guarded.url + "/attend", content=body, headers={"x-api-key": "nope"})
+    assert wrong.status_code == 401 and "no valid key" in wrong.json()["detail"]
+    assert httpx.get(guarded.url + "/models").status_code == 401
+    assert post(guarded, body).status_code == 200
+    for open_path in ("/healthz", "/readyz", "/metrics", "/"):
+        assert httpx.get(guarded.url + open_path).status_code == 200, open_path
+    scheme = guarded.client.get("/openapi.json").json()["components"]["securitySchemes"]
+    assert scheme["APIKeyHeader"]["name"] == "X-API-Key"
+
+
+def test_cors_allowlist(guarded):
+    preflight = {"access-control-request-method": "POST", "access-control-request-headers": "content-type,x-api-key"}
+    allowed = httpx.options(guarded.url + "/attend", headers={"origin": "https://app.example", **preflight})
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+    refused = httpx.options(guarded.url + "/attend", headers={"origin": "https://evil.example", **preflight})
+    assert "access-control-allow-origin" not in refused.headers
+
+
+def test_no_cors_and_no_keys_by_default(server):
+    response = server.client.get("/models", headers={"origin": "https://app.example"})
+    assert response.status_code == 200 and "access-control-allow-origin" not in response.headers
+
