@@ -85,12 +85,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start(app: str) -> tuple[subprocess.Popen, int]:
+def start(app: str, env: dict[str, str] | None = None, quiet: bool = False) -> tuple[subprocess.Popen, int]:
+    """The app in its own uvicorn process on a free port, once /readyz answers; quiet: its log is dropped."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
          "--no-access-log"],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        stderr=subprocess.DEVNULL if quiet else None,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

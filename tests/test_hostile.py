@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,3 +31,35 @@ def test_never_a_server_error(server, body):
     assert response.status_code in (200, 413, 422), (response.status_code, response.text[:500])
     if response.status_code != 200:
         assert response.json()["detail"]
+
+
+SIZE_FIELDS = ("num_heads", "d_k", "d_v", "d_model", "decimals", "layer")
+HUGE = st.one_of(st.integers(-(2**70), 2**70), st.sampled_from([0, -1, 2**31, 2**63, 10**100]),
+                 st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(["NaN", "-Infinity", "1e999"]))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sizes=st.dictionaries(st.sampled_from(SIZE_FIELDS), HUGE, min_size=1, max_size=3),
+       form=st.sampled_from([{"embeddings": [[1.0, 2.0], [3.0, 4.0]]}, {"text": "a b", "model": "toy"},
+                             {"text": "a b"}, {"query": [[1.0]], "key": [[1.0]], "value": [[1.0]]}]),
+       seed=st.one_of(st.none(), HUGE))
+def test_giant_dimensions_in_tiny_bodies(server, sizes, form, seed):
+    body = {**form, **sizes}
+    if seed is not None and "embeddings" in form:
+        body["weights"] = {"seed": seed}
+    response = server.post(json.dumps(body).encode())
+    assert response.status_code in (200, 413, 422), (body, response.status_code, response.text[:300])
+
+
+@pytest.mark.parametrize("raw", [
+    b"[" * 100_000 + b"]" * 100_000,  # deeper than any parser's recursion
+    b'{"embeddings": ' + b"[" * 5000 + b"1.0" + b"]" * 5000 + b"}",
+    b'{"embeddings": [[1e999, 2.0]]}', b'{"embeddings": [[NaN, 2.0]]}', b'{"embeddings": [["NaN", 2.0]]}',
+    b'{"embeddings": [[' + b"9" * 5000 + b", 2.0]]}",  # an integer of 5000 digits
+    b'{"embeddings": [[1.0]], "num_heads": ' + b"9" * 400 + b"}",
+    b"\xff\xfe garbage", b"", b"null", b'"a string"', b"{" * 3,
+])
+def test_hostile_raw_bodies_are_4xx(server, raw):
+    response = server.post(raw)
+    assert 400 <= response.status_code < 500, (raw[:60], response.status_code, response.text[:300])
+    assert response.json()["detail"]
