@@ -206,7 +206,7 @@ def main() -> None:
 
     print(f"driver: {'wrk' if shutil.which('wrk') else 'asyncio client (install wrk for truer figures)'}, "
           f"{args.concurrency} connections, {args.seconds:g} s per scenario and server", flush=True)
-    servers = {"service": start("service.app:app"), "baseline": start("bench.baseline:app")}
+    servers = {"service": start("service.app:app", quiet=True), "baseline": start("bench.baseline:app", quiet=True)}
     results: list[Result] = []
     try:
         for scenario, request in scenarios().items():

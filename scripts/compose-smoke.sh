@@ -62,7 +62,7 @@ for _ in 1 2 3 4; do
   python3 scripts/smoke_check.py "http://127.0.0.1:$BALANCER_PORT" service/golden/seed_cat_eats_fish.json >/dev/null
 done
 for replica in "${replicas[@]}"; do
-  served=$("$engine" logs "$replica" 2>&1 | grep -c 'POST /attend' || true)
+  served=$("$engine" logs "$replica" 2>&1 | grep -c '"route":"/attend"' || true)  # its JSON request log
   ((served > 0)) || { log "$replica served no request through the balancer"; exit 1; }
   log "$replica served $served requests through nginx"
 done
