@@ -9,12 +9,10 @@ cd "$(dirname "$0")/.."
 export IMAGE=${IMAGE:-localhost/attention-service:smoke} PORT=${PORT:-8741} BALANCER_PORT=${BALANCER_PORT:-8742}
 export REPLICAS=2 COMPOSE_PROJECT_NAME=attention-smoke
 log() { echo "compose-smoke: $*"; }
-if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
-  engine=docker compose=(docker compose)
+source scripts/container-engine.sh
+if [ "$engine" = docker ]; then
+  compose=(docker compose)
 else
-  base=../shared/tools/container-base.sh
-  [ -x "$base" ] && eval "$("$base")"
-  engine=podman
   [ -x .venv/bin/podman-compose ] || .venv/bin/python -m pip install -q podman-compose
   run_args=$(echo "${PODMAN_RUN_FLAGS:-}" | sed 's/--network host//')  # compose makes a network of its own
   compose=(.venv/bin/podman-compose "--podman-run-args=$run_args")
@@ -37,8 +35,7 @@ fi
 wait_healthy() {  # container names
   local started=$SECONDS
   for container in "$@"; do
-    until if [ "$engine" = podman ]; then podman healthcheck run "$container" >/dev/null 2>&1
-          else [ "$(docker inspect --format '{{.State.Health.Status}}' "$container")" = healthy ]; fi; do
+    until healthy "$container"; do
       ((SECONDS - started < 240)) || { "$engine" logs "$container" | tail -20; log "$container not healthy"; exit 1; }
       sleep 1
     done

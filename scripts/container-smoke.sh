@@ -10,14 +10,10 @@ image=${IMAGE:-localhost/attention-service:smoke}
 port=${PORT:-8731}
 name=attention-smoke-$$
 build_flags=() run_flags=()
-if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
-  engine=docker
+source scripts/container-engine.sh
+if [ "$engine" = docker ]; then
   run_flags=(-p "127.0.0.1:$port:$port")
 else
-  base=../shared/tools/container-base.sh
-  [ -x "$base" ] && eval "$("$base")"
-  command -v podman >/dev/null || { echo "container-smoke: neither a Docker engine nor podman is available" >&2; exit 2; }
-  engine=podman
   # --format docker keeps the HEALTHCHECK (the OCI format drops it)
   read -ra build_flags <<<"--format docker ${PODMAN_BUILD_FLAGS:-}"
   # no systemd here to run podman's health timers: the check is run by hand below
@@ -38,11 +34,7 @@ log "built $image with $engine in $(($(date +%s) - started)) s; image size $((si
 
 up=$(date +%s)
 "$engine" run "${run_flags[@]}" -d --name "$name" --read-only --tmpfs /tmp -e "UVICORN_PORT=$port" "$image" >/dev/null
-healthy() {
-  if [ "$engine" = podman ]; then podman healthcheck run "$name" >/dev/null 2>&1  # no systemd timers here: run it
-  else [ "$(docker inspect --format '{{.State.Health.Status}}' "$name")" = healthy ]; fi
-}
-until healthy; do
+until healthy "$name"; do
   if [ "$("$engine" inspect --format '{{.State.Running}}' "$name")" != true ] || (($(date +%s) - up > 300)); then
     "$engine" logs "$name" | tail -30; log "the container did not become healthy"; exit 1
   fi

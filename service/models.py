@@ -164,18 +164,6 @@ class ModelRegistry:
                 self.loaded[name] = load_model(name, self.folders[name])
             return self.loaded[name]
 
-    def embed(self, input_ids: Tensor) -> Tensor:
-        """The hidden states entering layer 0, [batch, seq, d_model], from token ids [batch, seq]."""
-        return self.model.embeddings(input_ids=input_ids)
-
-    def feed_forward(self, layer: int, hidden: Tensor, attention_output: Tensor) -> Tensor:
-        """The rest of a layer after its attention: residual and LayerNorm around the attention output (after
-        W_o), then the MLP block with its own residual and LayerNorm; returns the hidden states entering the
-        next layer, [batch, seq, d_model]."""
-        block = self.model.encoder.layer[layer]
-        attended = block.attention.output.LayerNorm(attention_output + hidden)  # [batch, seq, d_model]
-        return block.output(block.intermediate(attended), attended)  # [batch, seq, d_model]
-
     def describe(self) -> list[dict[str, Any]]:
         return [self.loaded[name].describe() if name in self.loaded else _describe_unloaded(name, folder)
                 for name, folder in self.folders.items()]

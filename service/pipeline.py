@@ -67,8 +67,12 @@ def _meta(request: AttendRequest, inputs: Inputs, dims: Dims, scale: float, devi
     }
 
 
+def _default_scale(dims: Dims) -> float:
+    return 1.0 / math.sqrt(dims.d_k)
+
+
 def _scale(request: AttendRequest, dims: Dims) -> float:
-    return request.scale if request.scale is not None else 1.0 / math.sqrt(dims.d_k)
+    return request.scale if request.scale is not None else _default_scale(dims)
 
 
 class Converter:
@@ -189,7 +193,7 @@ def _pretrained_layers(request: AttendRequest, model: LoadedModel, dims: Dims, s
     returns the requested internals of each layer in `layers`, in that order. The forward runs as the model does (its dtype and
     device, its scale, not causal); a request that asks otherwise gets its internals from a second attention
     over the same hidden states."""
-    native, native_scale = Converter(model.device, model.dtype), 1.0 / math.sqrt(dims.d_k)
+    native, native_scale = Converter(model.device, model.dtype), _default_scale(dims)
     as_the_model_does = (convert.device, convert.dtype, scale, request.causal) == (
         model.device, model.dtype, native_scale, False)
     asked_for: dict[int, dict[str, Any]] = {}
