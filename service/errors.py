@@ -11,7 +11,6 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from schemas.describe import describe
-from service.compute import ClientGone, Overloaded, TimedOut
 
 
 class RequestError(Exception):
@@ -32,6 +31,25 @@ class LimitExceeded(Exception):
     def __init__(self, limit: str, maximum: int, estimate: int, what: str):
         super().__init__(f"{what}: the estimate is {estimate:,}, over the limit {limit}={maximum:,}")
         self.limit, self.maximum, self.estimate = limit, maximum, estimate
+
+
+class Overloaded(Exception):
+    """Every compute process is busy and the queue is full (503 with Retry-After)."""
+
+
+class TimedOut(Exception):
+    """The request waited and computed longer than request_timeout_s (504)."""
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready."""
+
+
+class WorkerDied(Exception):
+    """The compute process stopped while computing this request (killed, out of memory); it is replaced (503)."""
+
+
+REQUEST_ERRORS = (ValidationError, RequestError, LimitExceeded, ModelError)
 
 
 _UNION_TAGS = ("str", "int", "float", "bool")
@@ -56,9 +74,22 @@ def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | N
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
-async def on_validation_error(_: Request, exc: ValidationError) -> Response:
-    """A request body that pydantic refused (routes that parse their own body, as /attend does)."""
-    return json_response(422, {"detail": describe_validation_errors(exc.errors(include_url=False), prefix=("body",))})
+def error_answer(exc: Exception) -> tuple[int, dict[str, Any]]:
+    """The status and body for one of REQUEST_ERRORS (raised where the request is computed, in a compute process,
+    or while its body is read)."""
+    if isinstance(exc, ValidationError):  # a body that pydantic refused (/attend parses its own body)
+        return 422, {"detail": describe_validation_errors(exc.errors(include_url=False), prefix=("body",))}
+    if isinstance(exc, RequestError):
+        return exc.status, {"detail": [{"loc": ["body", *exc.loc], "msg": exc.msg, "type": exc.kind}]}
+    if isinstance(exc, LimitExceeded):
+        return 413, {"detail": str(exc), "limit": exc.limit, "maximum": exc.maximum, "estimate": exc.estimate}
+    if isinstance(exc, ModelError):
+        return 503, {"detail": str(exc)}
+    raise TypeError(f"not a request error: {exc!r}")
+
+
+async def on_request_problem(_: Request, exc: Exception) -> Response:
+    return json_response(*error_answer(exc))
 
 
 async def on_request_validation_error(_: Request, exc: RequestValidationError) -> Response:
@@ -66,17 +97,9 @@ async def on_request_validation_error(_: Request, exc: RequestValidationError) -
     return json_response(422, {"detail": describe_validation_errors(list(exc.errors()), prefix=())})
 
 
-async def on_request_error(_: Request, exc: RequestError) -> Response:
-    return json_response(exc.status, {"detail": [{"loc": ["body", *exc.loc], "msg": exc.msg, "type": exc.kind}]})
-
-
-async def on_limit_exceeded(_: Request, exc: LimitExceeded) -> Response:
-    body = {"detail": str(exc), "limit": exc.limit, "maximum": exc.maximum, "estimate": exc.estimate}
-    return json_response(413, body)
-
-
-async def on_model_error(_: Request, exc: Exception) -> Response:
-    return json_response(503, {"detail": str(exc)})
+async def on_worker_died(request: Request, exc: Exception) -> Response:
+    request.app.state.metrics.rejected.labels("compute_process_died").inc()
+    return json_response(503, {"detail": str(exc)}, {"Retry-After": "1"})
 
 
 async def on_overloaded(request: Request, exc: Exception) -> Response:
@@ -96,11 +119,9 @@ async def on_client_gone(request: Request, _: Exception) -> Response:
 
 
 HANDLERS = {
-    ValidationError: on_validation_error,
+    **{kind: on_request_problem for kind in REQUEST_ERRORS},
     RequestValidationError: on_request_validation_error,
-    RequestError: on_request_error,
-    LimitExceeded: on_limit_exceeded,
-    ModelError: on_model_error,
+    WorkerDied: on_worker_died,
     Overloaded: on_overloaded,
     TimedOut: on_timed_out,
     ClientGone: on_client_gone,

@@ -39,6 +39,8 @@ class Metrics:
                                 ["reason"], registry=r)
         self.bytes_out = Counter("attention_response_bytes", "Response body bytes sent, by route.", ["route"],
                                  registry=r)
+        self.replaced = Counter("attention_compute_processes_replaced", "Compute processes replaced, by reason: "
+                                "timeout (killed past ATTENTION_REQUEST_TIMEOUT_S) or died.", ["reason"], registry=r)
         self.model_load = Gauge("attention_model_load_seconds", "Time to load each model.", ["model"], registry=r)
         self.device = Gauge("attention_device_info", "The compute device (value 1).", ["device", "torch_version"],
                             registry=r)

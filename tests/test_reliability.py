@@ -4,9 +4,11 @@ frees its place, SIGTERM loses no admitted request, metrics, request ids, JSON l
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,6 +17,8 @@ from tests.conftest import Server
 
 # about 0.2 s of compute on 2 cores: two 502-token texts through all six MiniLM layers
 SLOW = json.dumps({"text": [" ".join(["cat"] * 500)] * 2, "layer": 5, "include": ["output"], "decimals": 1}).encode()
+# many seconds of compute: sixteen 502-token texts through all six layers
+RUNAWAY = json.dumps({"text": [" ".join(["cat"] * 500)] * 16, "layer": 5, "include": ["output"], "decimals": 1}).encode()
 KEY = "k3y-for-tests-0123456789"
 HEADERS = {"content-type": "application/json", "x-api-key": KEY}
 CAT = {"embeddings": [[1.0, 0.0], [0.0, 1.0]], "include": ["weights"]}
@@ -66,14 +70,48 @@ def test_a_client_that_leaves_gives_its_place_back(guarded):
     assert 'attention_rejected_total{reason="client_disconnected"}' in guarded.client.get("/metrics").text
 
 
-def test_the_time_limit_is_a_504_with_a_message():
-    srv = Server({"ATTENTION_REQUEST_TIMEOUT_S": "0.02"})
+def test_past_the_time_limit_a_504_and_the_computation_is_stopped():
+    srv = Server({"ATTENTION_REQUEST_TIMEOUT_S": "0.5", "ATTENTION_MAX_CONCURRENT": "1",
+                  "ATTENTION_MAX_COMPUTE_ELEMENTS": "400000000"})
     try:
-        response = srv.post(SLOW)
-        assert response.status_code == 504
-        assert "ATTENTION_REQUEST_TIMEOUT_S=0.02" in response.json()["detail"]
-        time.sleep(1)  # the timed-out computation could not be stopped; once it ends, the service goes on
+        started = time.perf_counter()
+        response = srv.post(RUNAWAY)
+        assert response.status_code == 504, response.text
+        assert time.perf_counter() - started < 3  # the computation alone takes longer
+        assert "ATTENTION_REQUEST_TIMEOUT_S=0.5" in response.json()["detail"]
+        replaced = 'attention_compute_processes_replaced_total{reason="timeout"} 1.0'
+        deadline = time.monotonic() + 60  # killed at once; the replacement starts (torch, the model), then is ready
+        while replaced not in srv.client.get("/metrics").text or srv.client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
         assert srv.post(CAT).status_code == 200
+    finally:
+        srv.stop()
+
+
+def compute_processes(server: Server) -> list[int]:
+    threads = Path(f"/proc/{server.process.pid}/task").iterdir()  # a child belongs to the thread that started it
+    children = [pid for thread in threads for pid in (thread / "children").read_text().split()]
+    return [int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+def test_a_compute_process_that_dies_fails_one_request_and_is_replaced():
+    srv = Server({"ATTENTION_MAX_CONCURRENT": "1"})
+    try:
+        (victim,) = compute_processes(srv)
+        with ThreadPoolExecutor(2) as pool:
+            computing = pool.submit(srv.post, SLOW)
+            time.sleep(0.05)
+            behind = pool.submit(srv.post, CAT)  # already sent to the same process, not yet started
+            time.sleep(0.05)
+            os.kill(victim, signal.SIGKILL)  # as the kernel's out-of-memory killer would
+            died, answered = computing.result(), behind.result()
+        assert died.status_code == 503 and died.headers["retry-after"] == "1"
+        assert "compute process stopped" in died.json()["detail"]
+        assert answered.status_code == 200  # moved to the replacement process
+        (replacement,) = compute_processes(srv)
+        assert replacement != victim
+        assert 'attention_compute_processes_replaced_total{reason="died"} 1.0' in srv.client.get("/metrics").text
     finally:
         srv.stop()
 

@@ -1,4 +1,4 @@
-"""POST /attend: read the body within its byte limit, then compute off the event loop."""
+"""POST /attend: read the body within its byte limit, then hand it to a compute process."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from schemas.request import AttendRequest
 from schemas.response import AttendResponse, ErrorResponse, LimitError
 from service.errors import LimitExceeded
 from service.openapi_examples import request_examples
-from service.pipeline import attend
 from service.security import require_api_key
 
 router = APIRouter(tags=["attention"], dependencies=[Depends(require_api_key)])
@@ -66,6 +65,5 @@ async def client_disconnected(request: Request) -> None:
 async def post_attend(request: Request) -> Response:
     state = request.app.state
     body = await read_body(request, state.settings.max_request_bytes)
-    content = await state.compute.run(attend, body, state.settings, state.models,
-                                      disconnected=client_disconnected(request))
-    return Response(content, media_type="application/json")
+    status, content = await state.compute.run(body, disconnected=client_disconnected(request))
+    return Response(content, status_code=status, media_type="application/json")

@@ -11,9 +11,11 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The service is ready to compute", responses={503: {"description": "Still starting"}})
+@router.get("/readyz", summary="The service is ready to compute", responses={503: {"description": "Still starting, or every compute process is being replaced"}})
 async def readyz(request: Request) -> JSONResponse:
     state = request.app.state
     if not state.ready:
         return JSONResponse({"status": "starting"}, status_code=503)
+    if state.compute.up == 0:
+        return JSONResponse({"status": "replacing its compute processes"}, status_code=503)
     return JSONResponse({"status": "ready", "device": state.device, "torch_version": state.torch_version})

@@ -18,5 +18,5 @@ async def list_models(request: Request) -> dict[str, Any]:
            "max_d_model": state.settings.toy_max_d_model, "loaded": True,
            "about": "whitespace tokens (characters for text without spaces) mapped to seeded embeddings; "
                     "then the weights of `weights` (init and seed, or explicit)"}
-    models = [{**entry, "toy": False} for entry in state.models.describe()]
+    models = [{**entry, "toy": False} for entry in state.compute.models]
     return {"default": state.settings.default_model, "models": [*models, toy]}

