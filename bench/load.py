@@ -3,7 +3,7 @@
 Starts the service in its own uvicorn process with a small admission limit (1 computing + QUEUE waiting),
 sends a mix of requests (the golden example, a bad request, a toy text, a MiniLM sentence) from CONCURRENCY
 keep-alive connections, and checks: no 5xx other than the intended 503s, every 503 carries Retry-After, and
-the server's RSS after the run is within --max-rss-growth-mb of its RSS after the warm-up (no leak). Prints
+the RSS of the server and its compute processes after the run is within --max-rss-growth-mb of its RSS after the warm-up (no leak). Prints
 requests/s, p50/p99 latency of the answered requests, the status counts and RSS, writes them as JSON, and
 exits non-zero on any violation.
 
@@ -41,10 +41,14 @@ MIX = [0] * 7 + [1, 2, 3]  # mostly small requests, so that many pass through in
 
 
 def rss_mb(pid: int) -> float:
+    """RSS of the process and all its descendants (the server and its compute processes)."""
+    total = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+            total += int(line.split()[1]) / 1024
+    for thread in Path(f"/proc/{pid}/task").iterdir():  # a child belongs to the thread that started it
+        total += sum(rss_mb(int(child)) for child in (thread / "children").read_text().split())
+    return total
 
 
 async def run(port: int, requests: int, concurrency: int) -> tuple[Counter, list[float], int, float]:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from schemas.tensor import Tensor
 
 TOY_MODEL = "toy"
+TOY_D_MODEL = 8  # d_model of toy-mode embeddings when a request names none
 TensorName = Literal["q", "k", "v", "scores", "scaled_scores", "weights", "context", "output"]
 TENSOR_NAMES: tuple[str, ...] = TensorName.__args__  # type: ignore[attr-defined]
 

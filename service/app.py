@@ -48,7 +48,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's document plus the request schema, which it cannot see because /attend parses its own body
-    (in a worker thread, with pydantic-core's JSON parser, rather than json.loads on the event loop)."""
+    (in a compute process, with pydantic-core's JSON parser, rather than json.loads on the event loop)."""
     if app.openapi_schema is None:
         document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         request_schema = AttendRequest.model_json_schema(ref_template="#/components/schemas/{model}")

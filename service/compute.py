@@ -24,8 +24,8 @@ from typing import Any
 import orjson
 
 from service.errors import ClientGone, ModelError, Overloaded, TimedOut, WorkerDied
+from service.protocol import ANSWER, REQUEST, Started, compute_process
 from service.settings import Settings
-from service.worker import ANSWER, REQUEST, Started, serve
 
 log = logging.getLogger("attention_service.compute")
 SPAWN = multiprocessing.get_context("spawn")  # fork would copy the event loop's threads and sockets
@@ -51,7 +51,7 @@ class Worker:
     @classmethod
     async def start(cls, settings: Settings) -> Worker:
         ours, theirs = socket.socketpair()
-        process = SPAWN.Process(target=serve, args=(theirs, settings), name="attention-compute", daemon=True)
+        process = SPAWN.Process(target=compute_process, args=(theirs, settings), name="attention-compute", daemon=True)
         await asyncio.to_thread(process.start)
         theirs.close()
         reader, writer = await asyncio.open_unix_connection(sock=ours, limit=2**20)
@@ -147,21 +147,24 @@ class ComputePool:
                 watcher.cancel()
         if job.answer in done:
             return job.answer.result()
-        self._abandon(job)
-        if watcher is not None and watcher in done:
+        client_left = watcher is not None and watcher in done
+        self._abandon(job, stop_computing=not client_left)
+        if client_left:
             raise ClientGone()
         raise TimedOut(f"the request took longer than ATTENTION_REQUEST_TIMEOUT_S={self.timeout:g} s (waiting "
                        "and computing); ask for less (fewer layers, tensors or tokens) or retry later")
 
-    def _abandon(self, job: Job) -> None:
+    def _abandon(self, job: Job, stop_computing: bool) -> None:
+        """Frees the job's place. One that ran out of time and is being computed is stopped; one whose client
+        left is not (a replacement process takes seconds to start), its answer is dropped."""
         job.abandoned = True
         self.admitted -= 1
         if job in self.waiting:
             self.waiting.remove(job)
             return
         computing = next((worker for worker in self.workers if worker.sent and worker.sent[0] is job), None)
-        if computing is not None and not job.answer.done():
-            computing.stop_computing()  # the job ran out of time: stop it (a client that left merely wasted it)
+        if stop_computing and computing is not None:
+            computing.stop_computing()
 
     def _dispatch(self) -> None:
         """Sends waiting jobs to the processes with room, the least loaded first."""

@@ -1,6 +1,6 @@
 """One request from bytes to bytes: schema -> inputs -> weights -> limits -> attention -> encoding.
 
-Runs in a worker thread (see routes/attend.py): parsing, torch work and encoding never touch the event loop.
+Runs in a compute process (service/worker.py): parsing, torch work and encoding never touch the event loop.
 """
 
 from __future__ import annotations

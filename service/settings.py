@@ -26,16 +26,17 @@ class Settings(BaseSettings):
     )
     max_concurrent: int = Field(
         default_factory=lambda: max(1, (os.cpu_count() or 2) // 2), ge=1,
-        description="Requests computing at once (compute threads); the others wait their turn. Default: cores / 2, "
-        "at least 1, which leaves the event loop a core of its own.",
+        description="Compute processes, each computing one request at a time (each loads torch and the models: "
+        "about 400 MB with MiniLM); the other requests wait their turn. Default: cores / 2, at least 1, which "
+        "leaves the event loop a core of its own.",
     )
     max_queue: int = Field(
-        16, ge=0, description="Requests admitted to wait for a compute thread; beyond max_concurrent + max_queue a "
+        16, ge=0, description="Requests admitted to wait for a compute process; beyond max_concurrent + max_queue a "
         "request is refused at once with 503 and Retry-After.",
     )
     request_timeout_s: float = Field(
         60.0, gt=0, description="Longest a request may wait and compute before it is answered 504. A computation "
-        "that has started cannot be interrupted: its thread stays busy until it ends (the limits bound how long).",
+        "still running then is stopped: its compute process is killed and replaced (a few seconds).",
     )
     api_keys: list[SecretStr] = Field(
         default_factory=list,
@@ -58,7 +59,8 @@ class Settings(BaseSettings):
     )
     toy_max_d_model: int = Field(1024, ge=1, description="Largest d_model of toy-mode embeddings.")
     torch_threads: int | None = Field(
-        None, ge=1, description="torch intra-op threads of each compute thread. Default: cores / max_concurrent."
+        None, ge=1, description="torch intra-op threads of each compute process. Default: (cores - 1) / "
+        "max_concurrent, at least 1 (the event loop keeps a core: idle intra-op threads spin and would take it)."
     )
 
 

@@ -8,14 +8,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from schemas.request import AttendRequest
+from schemas.request import TOY_D_MODEL, AttendRequest
 from service.errors import LimitExceeded, RequestError
 from service.inputs import Inputs
 from service.limits import check_sequence_sizes
 from service.models import LoadedModel
 from service.settings import Settings
-
-TOY_D_MODEL = 8
 
 
 def toy_tokens(text: str) -> list[str]:

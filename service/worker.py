@@ -4,11 +4,8 @@ The server process runs the event loop and nothing else; each request body comes
 back as an HTTP status and a JSON body. A process rather than a thread because of CPython's GIL: every torch
 call releases and retakes it, so a compute thread and the event loop hand it back and forth across cores dozens
 of times per request, which costs more than a small computation itself; and a process can be stopped in the
-middle of a computation that runs past its time limit (service/compute.py replaces it).
-
-Wire format, both ways over one stream socket: a request is REQUEST (the body's length) then the body; an
-answer is ANSWER (status, length) then the body. The first answer, sent once before any request, is the start-up
-report: 200 with STARTED as JSON, or 503 with {"detail": why} when a model cannot be served.
+middle of a computation that runs past its time limit (service/compute.py replaces it). The frames on the
+socket are service/protocol.py's.
 """
 
 from __future__ import annotations
@@ -17,9 +14,7 @@ import logging
 import os
 import signal
 import socket
-import struct
 import time
-from typing import Any, TypedDict
 
 import orjson
 import torch
@@ -28,22 +23,13 @@ from service.errors import REQUEST_ERRORS, ModelError, error_answer
 from service.models import ModelRegistry
 from service.observability import log_json_to_stderr
 from service.pipeline import attend, resolve_device
+from service.protocol import ANSWER, REQUEST, Started
 from service.settings import Settings
 
-REQUEST = struct.Struct("!Q")  # body length
-ANSWER = struct.Struct("!HQ")  # HTTP status, body length
 WARM_UP = b'{"embeddings": [[1.0, 0.0], [0.0, 1.0]], "causal": true}'
 INTERNAL_ERROR = b'{"detail": "the computation failed unexpectedly; the service log has the details"}'
 
 log = logging.getLogger("attention_service.worker")
-
-
-class Started(TypedDict):
-    pid: int
-    device: str
-    torch_version: str
-    torch_threads: int
-    models: list[dict[str, Any]]  # ModelRegistry.describe()
 
 
 def torch_threads(settings: Settings) -> int:

@@ -70,6 +70,20 @@ def test_a_client_that_leaves_gives_its_place_back(guarded):
     assert 'attention_rejected_total{reason="client_disconnected"}' in guarded.client.get("/metrics").text
 
 
+def test_a_client_that_leaves_mid_computation_does_not_cost_a_process():
+    srv = Server({"ATTENTION_MAX_CONCURRENT": "1"})
+    try:
+        (before,) = compute_processes(srv)
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(srv.url + "/attend", content=SLOW, timeout=0.05)  # hangs up while it computes
+        assert srv.post(CAT).status_code == 200  # answered once the abandoned computation ends
+        assert compute_processes(srv) == [before]
+        assert 'attention_rejected_total{reason="client_disconnected"} 1.0' in srv.client.get("/metrics").text
+        assert "attention_compute_processes_replaced_total{" not in srv.client.get("/metrics").text
+    finally:
+        srv.stop()
+
+
 def test_past_the_time_limit_a_504_and_the_computation_is_stopped():
     srv = Server({"ATTENTION_REQUEST_TIMEOUT_S": "0.5", "ATTENTION_MAX_CONCURRENT": "1",
                   "ATTENTION_MAX_COMPUTE_ELEMENTS": "400000000"})

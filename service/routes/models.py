@@ -4,9 +4,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from schemas.request import TOY_MODEL
+from schemas.request import TOY_D_MODEL, TOY_MODEL
 from service.security import require_api_key
-from service.text import TOY_D_MODEL
 
 router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)])
 
