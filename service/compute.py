@@ -66,8 +66,7 @@ class Worker:
 
     def send(self, job: Job) -> None:
         self.sent.append(job)
-        self.writer.write(REQUEST.pack(len(job.body)))
-        self.writer.write(job.body)
+        self.writer.writelines((REQUEST.pack(len(job.body)), job.body))
 
     def stop_computing(self) -> None:
         """Kills the process in the middle of a request that ran past its time limit."""
