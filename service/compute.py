@@ -128,8 +128,9 @@ class ComputePool:
         """Compute processes running, not counting those being replaced."""
         return len(self.workers)
 
-    async def run(self, body: bytes, disconnected: Awaitable[None] | None = None) -> tuple[int, bytes]:
-        """The status and JSON body a compute process answers to the request `body`."""
+    async def run(self, body: bytes, disconnected: Callable[[], Awaitable[None]] | None = None) -> tuple[int, bytes]:
+        """The status and JSON body a compute process answers to the request `body`; `disconnected()` returns
+        when the client goes away (started only once the request is admitted)."""
         if self.admitted >= self.capacity:
             raise Overloaded(f"all {self.capacity} places (ATTENTION_MAX_CONCURRENT computing + ATTENTION_MAX_QUEUE "
                              "waiting) are taken; retry shortly")
@@ -137,7 +138,7 @@ class ComputePool:
         self.admitted += 1
         self.waiting.append(job)
         self._dispatch()
-        watcher = asyncio.ensure_future(disconnected) if disconnected is not None else None
+        watcher = asyncio.ensure_future(disconnected()) if disconnected is not None else None
         try:
             done, _ = await asyncio.wait({job.answer} if watcher is None else {job.answer, watcher},
                                          timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED)

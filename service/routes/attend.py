@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
@@ -65,5 +67,5 @@ async def client_disconnected(request: Request) -> None:
 async def post_attend(request: Request) -> Response:
     state = request.app.state
     body = await read_body(request, state.settings.max_request_bytes)
-    status, content = await state.compute.run(body, disconnected=client_disconnected(request))
+    status, content = await state.compute.run(body, disconnected=partial(client_disconnected, request))
     return Response(content, status_code=status, media_type="application/json")
