@@ -26,7 +26,7 @@ CAT = {"embeddings": [[1.0, 0.0], [0.0, 1.0]], "include": ["weights"]}
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory):
-    """One compute thread, one waiting place, an API key, a CORS origin, and its log captured."""
+    """One compute process, one waiting place, an API key, a CORS origin, and its log captured."""
     log = tmp_path_factory.mktemp("logs") / "service.log"
     srv = Server({"ATTENTION_MAX_CONCURRENT": "1", "ATTENTION_MAX_QUEUE": "1", "ATTENTION_API_KEYS": json.dumps([KEY]),
                   "ATTENTION_CORS_ORIGINS": '["https://app.example"]'}, log=log)
@@ -59,7 +59,7 @@ def test_beyond_the_limit_a_fast_503_with_retry_after_and_admitted_requests_fini
 
 def test_a_client_that_leaves_gives_its_place_back(guarded):
     with ThreadPoolExecutor(2) as pool:
-        running = pool.submit(post, guarded, SLOW)  # takes the compute thread
+        running = pool.submit(post, guarded, SLOW)  # takes the compute process
         time.sleep(0.05)
         with pytest.raises(httpx.TimeoutException):  # takes the waiting place, then hangs up
             httpx.post(guarded.url + "/attend", content=SLOW, headers=HEADERS, timeout=0.05)
