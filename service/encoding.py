@@ -16,7 +16,7 @@ NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def host_arrays(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """numpy views of CPU float32/float64 tensors (no copy, no torch call that releases the GIL); otherwise
+    """numpy views of CPU float32/float64 tensors (no copy, no torch call); otherwise
     all tensors packed into one buffer and moved to host memory in one copy, float16/bfloat16 widened to
     float32 exactly (numpy has no bfloat16, orjson no float16)."""
     if all(t.device.type == "cpu" and t.dtype in NUMPY_DTYPES for t in tensors.values()):

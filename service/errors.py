@@ -97,19 +97,18 @@ async def on_request_validation_error(_: Request, exc: RequestValidationError) -
     return json_response(422, {"detail": describe_validation_errors(list(exc.errors()), prefix=())})
 
 
-async def on_worker_died(request: Request, exc: Exception) -> Response:
-    request.app.state.metrics.rejected.labels("compute_process_died").inc()
-    return json_response(503, {"detail": str(exc)}, {"Retry-After": "1"})
+# requests the service refused to protect itself: metrics reason, status, whether retrying soon may succeed
+REFUSALS: dict[type[Exception], tuple[str, int, bool]] = {
+    Overloaded: ("overloaded", 503, True),
+    WorkerDied: ("compute_process_died", 503, True),
+    TimedOut: ("timeout", 504, False),
+}
 
 
-async def on_overloaded(request: Request, exc: Exception) -> Response:
-    request.app.state.metrics.rejected.labels("overloaded").inc()
-    return json_response(503, {"detail": str(exc)}, {"Retry-After": "1"})
-
-
-async def on_timed_out(request: Request, exc: Exception) -> Response:
-    request.app.state.metrics.rejected.labels("timeout").inc()
-    return json_response(504, {"detail": str(exc)})
+async def on_refused(request: Request, exc: Exception) -> Response:
+    reason, status, retry = REFUSALS[type(exc)]
+    request.app.state.metrics.rejected.labels(reason).inc()
+    return json_response(status, {"detail": str(exc)}, {"Retry-After": "1"} if retry else None)
 
 
 async def on_client_gone(request: Request, _: Exception) -> Response:
@@ -121,8 +120,6 @@ async def on_client_gone(request: Request, _: Exception) -> Response:
 HANDLERS = {
     **{kind: on_request_problem for kind in REQUEST_ERRORS},
     RequestValidationError: on_request_validation_error,
-    WorkerDied: on_worker_died,
-    Overloaded: on_overloaded,
-    TimedOut: on_timed_out,
+    **{kind: on_refused for kind in REFUSALS},
     ClientGone: on_client_gone,
 }

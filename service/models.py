@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import resource
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,12 +141,12 @@ def _check_supported(name: str, config: Any) -> None:
 
 
 class ModelRegistry:
-    """The models an operator named, loaded once per process (at start-up or on first use, under a lock)."""
+    """The models an operator named, loaded once per compute process (at start-up or on first use; a compute
+    process answers one request at a time, so loads never race)."""
 
     def __init__(self, folders: dict[str, Path]):
         self.folders = folders
         self.loaded: dict[str, LoadedModel] = {}
-        self.lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, extra: dict[str, str]) -> ModelRegistry:
@@ -159,10 +158,9 @@ class ModelRegistry:
     def get(self, name: str) -> LoadedModel:
         if name not in self.folders:
             raise KeyError(name)
-        with self.lock:
-            if name not in self.loaded:
-                self.loaded[name] = load_model(name, self.folders[name])
-            return self.loaded[name]
+        if name not in self.loaded:
+            self.loaded[name] = load_model(name, self.folders[name])
+        return self.loaded[name]
 
     def describe(self) -> list[dict[str, Any]]:
         return [self.loaded[name].describe() if name in self.loaded else _describe_unloaded(name, folder)

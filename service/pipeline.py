@@ -77,7 +77,7 @@ def _scale(request: AttendRequest, dims: Dims) -> float:
 
 class Converter:
     """Moves arrays and tensors to the request's device and dtype, casting in numpy where it can (a torch call
-    fewer, which matters for small requests: each torch call releases the GIL)."""
+    fewer, which matters for small requests: each torch call costs microseconds of dispatch)."""
 
     def __init__(self, device: torch.device, dtype: torch.dtype):
         self.device, self.dtype = device, dtype
@@ -190,9 +190,9 @@ def _attend_pretrained(request: AttendRequest, settings: Settings, models: Model
 def _pretrained_layers(request: AttendRequest, model: LoadedModel, dims: Dims, scale: float, encoded: Encoded,
                        key_mask: torch.Tensor | None, layers: list[int], convert: Converter) -> list[dict[str, Any]]:
     """The model's forward pass with service/attention.py as its attention, up to the last layer asked for;
-    returns the requested internals of each layer in `layers`, in that order. The forward runs as the model does (its dtype and
-    device, its scale, not causal); a request that asks otherwise gets its internals from a second attention
-    over the same hidden states."""
+    returns the requested internals of each layer in `layers`, in that order. The forward runs as the model does
+    (its dtype and device, its scale, not causal); a request that asks otherwise gets its internals from a second
+    attention over the same hidden states."""
     native, native_scale = Converter(model.device, model.dtype), _default_scale(dims)
     as_the_model_does = (convert.device, convert.dtype, scale, request.causal) == (
         model.device, model.dtype, native_scale, False)

@@ -75,4 +75,3 @@ def tokenize(request: AttendRequest, model: LoadedModel, settings: Settings) -> 
     tokens = [tokenizer.convert_ids_to_tokens(ids[: int(n)].tolist())
               for ids, n in zip(encoded["input_ids"], mask.sum(1))]
     return Encoded(tokens=tokens, input_ids=encoded["input_ids"], attention_mask=mask)
-
