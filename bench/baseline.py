@@ -40,7 +40,7 @@ def readyz() -> dict:
 def minilm():
     from transformers import AutoModel, AutoTokenizer
 
-    from service.models import bundled_folder
+    from service.compute.models.registry import bundled_folder
 
     folder = bundled_folder()
     return (AutoModel.from_pretrained(folder, attn_implementation="eager").eval(),

@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service.openapi_examples import load_golden
+from service.server.openapi_examples import load_golden
 
 
 @dataclass
@@ -209,7 +209,7 @@ def main() -> None:
 
     print(f"driver: {'wrk' if shutil.which('wrk') else 'asyncio client (install wrk for truer figures)'}, "
           f"{args.concurrency} connections, {args.rounds} x {args.seconds:g} s per scenario and server", flush=True)
-    servers = {"service": start("service.app:app", quiet=True), "baseline": start("bench.baseline:app", quiet=True)}
+    servers = {"service": start("service.server.app:app", quiet=True), "baseline": start("bench.baseline:app", quiet=True)}
     results: list[Result] = []
     try:
         for scenario, request in scenarios().items():

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.bench import start
-from service.openapi_examples import load_golden
+from service.server.openapi_examples import load_golden
 
 CAT = load_golden("seed_cat_eats_fish")
 BODIES = [
@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "load.json")
     args = parser.parse_args()
 
-    process, port = start("service.app:app", {"ATTENTION_MAX_CONCURRENT": "1", "ATTENTION_MAX_QUEUE": str(args.queue)},
+    process, port = start("service.server.app:app", {"ATTENTION_MAX_CONCURRENT": "1", "ATTENTION_MAX_QUEUE": str(args.queue)},
                           quiet=True)
     try:
         warm_up = max(200, args.requests // 10)

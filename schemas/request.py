@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from schemas.tensor import Tensor
+from schemas.axes import TENSOR_NAMES, TensorName
+from schemas.tensor import Axes
 
 TOY_MODEL = "toy"
 TOY_D_MODEL = 8  # d_model of toy-mode embeddings when a request names none
-TensorName = Literal["q", "k", "v", "scores", "scaled_scores", "weights", "context", "output"]
-TENSOR_NAMES: tuple[str, ...] = TensorName.__args__  # type: ignore[attr-defined]
 
-Matrix = Tensor(("rows", "cols"))
-Vector = Tensor(("size",))
-Mask = Tensor(("batch", "seq_kv"))
+Matrix = Annotated[np.ndarray, Axes(("rows", "cols"))]
+Vector = Annotated[np.ndarray, Axes(("size",))]
+Mask = Annotated[np.ndarray, Axes(("batch", "seq_kv"))]
+Embeddings = Annotated[np.ndarray, Axes(("seq", "d_model"), ("batch", "seq", "d_model"))]
+Context = Annotated[np.ndarray, Axes(("seq_kv", "d_model"), ("batch", "seq_kv", "d_model"))]
+Queries = Annotated[np.ndarray, Axes(("seq", "heads*d_k"), ("batch", "seq", "heads*d_k"))]
+Keys = Annotated[np.ndarray, Axes(("seq_kv", "heads*d_k"), ("batch", "seq_kv", "heads*d_k"))]
+Values = Annotated[np.ndarray, Axes(("seq_kv", "heads*d_v"), ("batch", "seq_kv", "heads*d_v"))]
 
 INT32_MAX = 2**31 - 1  # sizes beyond it are refused as malformed; the operator's limits are far lower
 _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
@@ -84,17 +89,17 @@ class AttendRequest(BaseModel):
 
     model_config = _STRICT | ConfigDict(arbitrary_types_allowed=True)
 
-    embeddings: Tensor(("seq", "d_model"), ("batch", "seq", "d_model")) | None = Field(
+    embeddings: Embeddings | None = Field(
         None, description="Token embeddings X: [seq, d_model] or [batch, seq, d_model]. Self-attention unless `context` is given."
     )
-    context: Tensor(("seq_kv", "d_model"), ("batch", "seq_kv", "d_model")) | None = Field(
+    context: Context | None = Field(
         None,
         description="Cross-attention source C: [seq_kv, d_model] or [batch, seq_kv, d_model]; keys and values come from "
         "it. seq_kv may differ from seq. Needs `embeddings`.",
     )
-    query: Tensor(("seq", "heads*d_k"), ("batch", "seq", "heads*d_k")) | None = Field(None, description="Q given directly: [seq, heads*d_k] or [batch, seq, heads*d_k].")
-    key: Tensor(("seq_kv", "heads*d_k"), ("batch", "seq_kv", "heads*d_k")) | None = Field(None, description="K given directly: [seq_kv, heads*d_k] or [batch, seq_kv, heads*d_k].")
-    value: Tensor(("seq_kv", "heads*d_v"), ("batch", "seq_kv", "heads*d_v")) | None = Field(None, description="V given directly: [seq_kv, heads*d_v] or [batch, seq_kv, heads*d_v].")
+    query: Queries | None = Field(None, description="Q given directly: [seq, heads*d_k] or [batch, seq, heads*d_k].")
+    key: Keys | None = Field(None, description="K given directly: [seq_kv, heads*d_k] or [batch, seq_kv, heads*d_k].")
+    value: Values | None = Field(None, description="V given directly: [seq_kv, heads*d_v] or [batch, seq_kv, heads*d_v].")
     text: str | list[str] | None = Field(
         None,
         description="Text to tokenize and embed with `model`: one string, or a list (a batch, padded with the "
@@ -188,5 +193,5 @@ class AttendRequest(BaseModel):
         return [self.text] if isinstance(self.text, str) else list(self.text or [])
 
     @property
-    def returned(self) -> tuple[str, ...]:
+    def returned(self) -> tuple[TensorName, ...]:
         return TENSOR_NAMES if self.include is None else tuple(n for n in TENSOR_NAMES if n in self.include)

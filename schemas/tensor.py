@@ -9,11 +9,13 @@ costs well under a millisecond here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import AllowInfNan, PlainValidator, Strict, TypeAdapter, ValidationError, WithJsonSchema
-from pydantic_core import PydanticCustomError
+from pydantic import AllowInfNan, GetCoreSchemaHandler, GetJsonSchemaHandler, Strict, TypeAdapter, ValidationError
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
 from schemas.describe import describe
 
@@ -45,7 +47,7 @@ def _path(loc: tuple[Any, ...]) -> str:
     return "".join(f"[{i}]" for i in loc if isinstance(i, int))
 
 
-def _find_ragged(value: list, path: str = "") -> str:
+def _find_ragged(value: list[Any], path: str = "") -> str:
     """Locates the first pair of sibling lists whose lengths differ."""
     lengths = [len(item) if isinstance(item, list) else None for item in value]
     for index, length in enumerate(lengths):
@@ -61,7 +63,7 @@ def _find_ragged(value: list, path: str = "") -> str:
     return ""
 
 
-def _tensor_validator(axes_options: tuple[tuple[str, ...], ...]):
+def _tensor_validator(axes_options: tuple[tuple[str, ...], ...]) -> Callable[[Any], np.ndarray]:
     ranks = {len(axes): axes for axes in axes_options}
     expected = " or ".join(_shape_text(axes) for axes in axes_options)
 
@@ -114,10 +116,15 @@ def _json_schema(axes_options: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
     return schema | {"description": "shape " + " or ".join(_shape_text(a) for a in axes_options)}
 
 
-def Tensor(*axes_options: tuple[str, ...]) -> Any:
-    """A tensor field with one of the given axis layouts, e.g. ``Tensor(("seq", "d"), ("batch", "seq", "d"))``."""
-    return Annotated[
-        np.ndarray,
-        PlainValidator(_tensor_validator(axes_options)),
-        WithJsonSchema(_json_schema(axes_options)),
-    ]
+class Axes:
+    """Marks a numpy field as a tensor with one of the given axis layouts:
+    ``Annotated[np.ndarray, Axes(("seq", "d"), ("batch", "seq", "d"))]``."""
+
+    def __init__(self, *axes_options: tuple[str, ...]):
+        self.axes_options = axes_options
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_plain_validator_function(_tensor_validator(self.axes_options))
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return _json_schema(self.axes_options)

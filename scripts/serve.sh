@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install.sh
-exec .venv/bin/python -m uvicorn service.app:app --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}" \
+exec .venv/bin/python -m uvicorn service.server.app:app --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}" \
   --no-access-log --timeout-graceful-shutdown "${GRACE_SECONDS:-30}"

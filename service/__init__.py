@@ -1,1 +1,7 @@
-"""The attention service: FastAPI app, attention module, input and weight resolution, encoding."""
+"""The attention service, in two kinds of process.
+
+- service/server/: the server process. HTTP only (FastAPI, the admission gate, the compute pool, metrics, the
+  page); it never imports torch.
+- service/compute/: the compute processes. They own torch and the models and turn request bodies into answers.
+- service/protocol.py: the socket between them; settings.py, errors.py, logs.py: what both use.
+"""

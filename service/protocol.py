@@ -23,11 +23,11 @@ class Started(TypedDict):
     device: str
     torch_version: str
     torch_threads: int
-    models: list[dict[str, Any]]  # ModelRegistry.describe()
+    models: list[dict[str, Any]]  # service.compute.models.registry.ModelRegistry.describe()
 
 
 def compute_process(channel: socket.socket, settings: Settings) -> None:
-    """The compute process's main function (see service/worker.py)."""
-    from service.worker import serve
+    """The compute process's main function (see service/compute/process.py)."""
+    from service.compute.process import serve
 
     serve(channel, settings)

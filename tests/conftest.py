@@ -32,7 +32,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1", "--port", str(self.port),
+            [sys.executable, "-m", "uvicorn", "service.server.app:app", "--host", "127.0.0.1", "--port", str(self.port),
              "--log-level", "warning", *uvicorn_args],
             cwd=ROOT, env={**os.environ, **env}, stderr=log.open("wb") if log else None,
         )
@@ -99,7 +99,7 @@ def tiny_bert_folder(tmp_path_factory) -> Path:
     import torch
     from transformers import BertConfig, BertModel
 
-    from service.models import bundled_folder
+    from service.compute.models.registry import bundled_folder
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     torch.manual_seed(0)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from schemas.request import TENSOR_NAMES, AttendRequest
-from schemas.response import TENSOR_AXES, AttendResponse
+from schemas.axes import TENSOR_AXES, TENSOR_NAMES
+from schemas.request import AttendRequest
+from schemas.response import AttendResponse
 
 X = [[0.8, 0.2, 0.4, 0.1], [0.1, 0.9, 0.3, 0.7], [0.3, 0.1, 0.9, 0.2]]
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from service.openapi_examples import GOLDEN, load_golden
+from service.server.openapi_examples import GOLDEN, load_golden
 from tests.conftest import SHARED_GOLDEN
 
 CAT = load_golden("seed_cat_eats_fish")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from schemas.request import TENSOR_NAMES
+from schemas.axes import TENSOR_NAMES
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")]
 

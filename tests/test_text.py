@@ -15,7 +15,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from service.errors import ModelError
-from service.models import DEFAULT_MODEL, bundled_folder, load_model
+from service.compute.models.registry import DEFAULT_MODEL, bundled_folder, load_model
 from tests.conftest import ROOT, TOKENIZER_FILES, _free_port
 
 SENTENCE = "The cat ate the fish because it was hungry"
@@ -189,7 +189,7 @@ def test_too_many_texts_is_a_413(tiny_server):
 def failed_start_up(models: dict[str, str]) -> str:
     """Starts uvicorn with these models, expects it to refuse to start, and returns what it logged."""
     env = {**os.environ, "ATTENTION_MODELS": json.dumps(models)}
-    process = subprocess.run([sys.executable, "-m", "uvicorn", "service.app:app", "--port", str(_free_port())],
+    process = subprocess.run([sys.executable, "-m", "uvicorn", "service.server.app:app", "--port", str(_free_port())],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert process.returncode != 0
     return process.stderr

@@ -10,8 +10,8 @@ from fastapi.responses import Response
 from schemas.request import AttendRequest
 from schemas.response import AttendResponse, ErrorResponse, LimitError
 from service.errors import LimitExceeded
-from service.openapi_examples import request_examples
-from service.security import require_api_key
+from service.server.openapi_examples import request_examples
+from service.server.security import require_api_key
 
 router = APIRouter(tags=["attention"], dependencies=[Depends(require_api_key)])
 

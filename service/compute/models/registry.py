@@ -18,11 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import Tensor, nn
-
+from service.compute.models.bert import BertForward, check_supported
 from service.errors import ModelError
-from service.weights import Projections
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -32,7 +29,6 @@ log = logging.getLogger("attention_service.models")
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 PINNED_SHA256 = {DEFAULT_MODEL: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"}
 WEIGHTS_FILE = "model.safetensors"
-SUPPORTED_TYPES = ("bert",)  # models whose layers expose attention.self.{query,key,value} and attention.output.dense
 
 
 def bundled_folder() -> Path | None:
@@ -55,8 +51,7 @@ def sha256(path: Path) -> str:
 class LoadedModel:
     name: str
     folder: Path
-    model: nn.Module  # a transformers BertModel, eval mode, float32, CPU; its embeddings and the non-attention
-    # parts of its layers run the forward pass; the attention in it is service/attention.py's (see pipeline.py)
+    forward: BertForward  # the model's forward pass with the service's attention
     tokenizer: Any  # a transformers fast tokenizer
     num_layers: int
     num_heads: int
@@ -65,33 +60,6 @@ class LoadedModel:
     max_length: int
     load_seconds: float
     parameter_bytes: int
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.model.dtype
-
-    def projections(self, layer: int) -> Projections:
-        """That layer's W_q, W_k, W_v, W_o and biases, turned from nn.Linear's out_in into the in_out layout."""
-        block = self.model.encoder.layer[layer].attention
-        linears = {"q": block.self.query, "k": block.self.key, "v": block.self.value, "o": block.output.dense}
-        return Projections(**{f"w_{n}": m.weight.detach().T for n, m in linears.items()},
-                           **{f"b_{n}": m.bias.detach() for n, m in linears.items()})
-
-    def embed(self, input_ids: Tensor) -> Tensor:
-        """The hidden states entering layer 0, [batch, seq, d_model], from token ids [batch, seq]."""
-        return self.model.embeddings(input_ids=input_ids)
-
-    def feed_forward(self, layer: int, hidden: Tensor, attention_output: Tensor) -> Tensor:
-        """The rest of a layer after its attention: residual and LayerNorm around the attention output (after
-        W_o), then the MLP block with its own residual and LayerNorm; returns the hidden states entering the
-        next layer, [batch, seq, d_model]."""
-        block = self.model.encoder.layer[layer]
-        attended = block.attention.output.LayerNorm(attention_output + hidden)  # [batch, seq, d_model]
-        return block.output(block.intermediate(attended), attended)  # [batch, seq, d_model]
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "layers": self.num_layers, "heads": self.num_heads, "d_model": self.d_model,
@@ -110,16 +78,16 @@ def load_model(name: str, folder: Path) -> LoadedModel:
     if not weights.is_file():
         raise ModelError(f"model {name!r}: {weights} is missing; only safetensors weights are served")
     pinned = PINNED_SHA256.get(name)
-    if pinned is not None and sha256(weights) != pinned:
-        raise ModelError(f"model {name!r}: {weights} has SHA-256 {sha256(weights)}, expected {pinned}; refusing a "
+    if pinned is not None and (found := sha256(weights)) != pinned:
+        raise ModelError(f"model {name!r}: {weights} has SHA-256 {found}, expected {pinned}; refusing a "
                          "file that differs from the pinned one")
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
-    _check_supported(name, config)
+    check_supported(name, config)
     model = AutoModel.from_pretrained(folder, local_files_only=True, use_safetensors=True,
                                       attn_implementation="eager").eval()
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     loaded = LoadedModel(
-        name=name, folder=folder, model=model, tokenizer=tokenizer, num_layers=config.num_hidden_layers,
+        name=name, folder=folder, forward=BertForward(model), tokenizer=tokenizer, num_layers=config.num_hidden_layers,
         num_heads=config.num_attention_heads, d_model=config.hidden_size, vocab_size=config.vocab_size,
         max_length=config.max_position_embeddings, load_seconds=time.perf_counter() - started,
         parameter_bytes=sum(p.numel() * p.element_size() for p in model.parameters()),
@@ -128,16 +96,6 @@ def load_model(name: str, folder: Path) -> LoadedModel:
              "process peak RSS %.0f MB)", name, folder, loaded.load_seconds, loaded.num_layers, loaded.num_heads,
              loaded.d_model, loaded.parameter_bytes / 1e6, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return loaded
-
-
-def _check_supported(name: str, config: Any) -> None:
-    """Encoders whose attention is exactly service/attention.py's: BERT with absolute positions, not a decoder."""
-    positions = getattr(config, "position_embedding_type", None) or "absolute"
-    decoder = bool(getattr(config, "is_decoder", False))
-    if config.model_type not in SUPPORTED_TYPES or positions != "absolute" or decoder:
-        raise ModelError(f"model {name!r}: found model_type {config.model_type!r}, position_embedding_type "
-                         f"{positions!r}, is_decoder {decoder}; supported: model_type {' or '.join(SUPPORTED_TYPES)} "
-                         "with absolute positions, not a decoder")
 
 
 class ModelRegistry:

@@ -1,5 +1,5 @@
-"""The FastAPI application: routers, error handlers, start-up (the compute processes, readiness) and the OpenAPI
-document."""
+"""The FastAPI application of the server process: routers, error handlers, start-up (the compute pool,
+readiness) and the OpenAPI document. Nothing here or below service/server/ imports torch."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
 from schemas.request import AttendRequest
-from service.compute import ComputePool
-from service.errors import HANDLERS
-from service.observability import Metrics, RequestObserver, log_json_to_stderr
-from service.routes import attend as attend_route
-from service.routes import health, page
-from service.routes import metrics as metrics_route
-from service.routes import models as models_route
+from service.logs import log_json_to_stderr
+from service.server.compute_pool import ComputePool
+from service.server.handlers import HANDLERS
+from service.server.observability import Metrics, RequestObserver
+from service.server.routes import attend as attend_route
+from service.server.routes import health, page
+from service.server.routes import metrics as metrics_route
+from service.server.routes import models as models_route
 from service.settings import Settings, get_settings
 
 log = logging.getLogger("attention_service")

@@ -1,18 +1,18 @@
-"""Step 4 of a request: tensors to JSON bytes, straight from their memory (orjson reads numpy arrays in C).
+"""Tensors to JSON bytes, straight from their memory (orjson reads numpy arrays in C).
 
 Non-finite values (-inf at masked scores, overflow in half precision) become null, since JSON has no inf.
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import orjson
 import torch
 
-NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+from service.compute.device import NUMPY_DTYPES
 
 
 def host_arrays(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -45,12 +45,10 @@ def _host(value: Any, decimals: int | None) -> Any:
             for key, item in value.items()}
 
 
-def encode(sections: dict[str, Any], decimals: int | None, meta: dict[str, Any], started: float) -> bytes:
-    """The response object: `sections` (tensors, lists of per-layer dicts of tensors, tokens), then `meta`,
-    whose elapsed_ms counts everything since `started` up to the end of encoding the tensors (which also waits
-    for a GPU to finish)."""
+def encode(sections: dict[str, Any], decimals: int | None, meta: Callable[[], bytes]) -> bytes:
+    """The response object: `sections` (tensors, lists of per-layer dicts of tensors, tokens), then `meta()`,
+    called once the tensors are encoded (which also waits for a GPU to finish) so that it can time them."""
     body = _host(sections, decimals)
     body_json = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)  # b'{...}'
-    meta["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 3)
     separator = b"," if body else b""
-    return body_json[:-1] + separator + b'"meta":' + orjson.dumps(meta) + b"}"
+    return body_json[:-1] + separator + b'"meta":' + meta() + b"}"

@@ -5,7 +5,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from schemas.request import TOY_D_MODEL, TOY_MODEL
-from service.security import require_api_key
+from service.server.security import require_api_key
 
 router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)])
 

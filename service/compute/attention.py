@@ -1,0 +1,146 @@
+"""The attention module: multi-head scaled dot-product attention that keeps every internal.
+
+For a query input X [batch, query_pos, d_model] and key and value inputs C [batch, key_pos, d_model] (C is X
+in self-attention), with h heads:
+
+    Q = X W_q + b_q,   K = C W_k + b_k,   V = C W_v + b_v        split into h heads
+    scores        = Q K^T                                         per head
+    scaled_scores = scores * scale, masked entries -inf           scale defaults to 1/sqrt(d_k)
+    weights       = softmax(scaled_scores) over key_pos           a row with no key left is all 0
+    context       = weights V                                     per head
+    output        = concat(heads) W_o + b_o                       without W_o: concat(heads)
+
+A missing projection is the identity: Q, K and V given directly are the query, key and value inputs with no
+W_q, W_k, W_v. It equals ``torch.nn.MultiheadAttention(..., average_attn_weights=False)`` (weights, output) and
+``torch.nn.functional.scaled_dot_product_attention`` (context), which the tests check. Axis names are those of
+schemas/axes.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from service.compute.device import Converter
+
+
+@dataclass(frozen=True)
+class Projections:
+    """Weights in the in_out layout (Q = X @ W_q); a missing matrix means no projection, a missing bias no bias."""
+
+    w_q: Float[Tensor, "d_model heads_d_k"] | None = None
+    w_k: Float[Tensor, "d_model heads_d_k"] | None = None
+    w_v: Float[Tensor, "d_model heads_d_v"] | None = None
+    w_o: Float[Tensor, "heads_d_v d_out"] | None = None
+    b_q: Float[Tensor, " heads_d_k"] | None = None
+    b_k: Float[Tensor, " heads_d_k"] | None = None
+    b_v: Float[Tensor, " heads_d_v"] | None = None
+    b_o: Float[Tensor, " d_out"] | None = None
+
+    def to(self, convert: Callable[[Tensor], Tensor]) -> Projections:
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        return Projections(**{name: None if t is None else convert(t) for name, t in moved.items()})
+
+
+class AttentionInternals(NamedTuple):
+    q: Float[Tensor, "batch head query_pos d_k"]
+    k: Float[Tensor, "batch head key_pos d_k"]
+    v: Float[Tensor, "batch head key_pos d_v"]
+    scores: Float[Tensor, "batch head query_pos key_pos"]
+    scaled_scores: Float[Tensor, "batch head query_pos key_pos"]  # -inf where masked
+    weights: Float[Tensor, "batch head query_pos key_pos"]
+    context: Float[Tensor, "batch head query_pos d_v"]
+    output: Float[Tensor, "batch query_pos d_out"]
+
+
+AllowedPositions = Bool[Tensor, "batch_or_1 head_or_1 query_pos key_pos"]
+
+
+def _project(x: Float[Tensor, "batch pos d_in"], weight: Tensor | None, bias: Tensor | None) -> Tensor:
+    """x @ weight + bias for weight in the in_out layout [d_in, d_out]; no weight means no projection."""
+    if weight is None:
+        return x
+    return x @ weight if bias is None else x @ weight + bias
+
+
+def _split_heads(x: Float[Tensor, "batch pos heads_d"], num_heads: int) -> Float[Tensor, "batch head pos d"]:
+    batch, pos, _ = x.shape
+    return x.view(batch, pos, num_heads, -1).transpose(1, 2)
+
+
+def attention(
+    query_input: Float[Tensor, "batch query_pos d_query_in"],
+    key_input: Float[Tensor, "batch key_pos d_key_in"],
+    value_input: Float[Tensor, "batch key_pos d_value_in"],
+    projections: Projections,
+    num_heads: int,
+    scale: float,
+    allowed: AllowedPositions | None = None,
+) -> AttentionInternals:
+    """Every internal of attention. The inputs are what W_q, W_k, W_v project (X, C, C), or Q, K, V themselves
+    when `projections` has no such matrix; all on one device and in one dtype with the projections.
+    `allowed`: True where a query may attend a key (allowed_positions), or None for no mask."""
+    p = projections
+    batch, query_pos, _ = query_input.shape
+    q = _split_heads(_project(query_input, p.w_q, p.b_q), num_heads)  # [batch, head, query_pos, d_k]
+    k = _split_heads(_project(key_input, p.w_k, p.b_k), num_heads)  # [batch, head, key_pos, d_k]
+    v = _split_heads(_project(value_input, p.w_v, p.b_v), num_heads)  # [batch, head, key_pos, d_v]
+    scores = q @ k.transpose(-2, -1)  # [batch, head, query_pos, key_pos]
+    scaled_scores = scores * scale  # [batch, head, query_pos, key_pos]
+    if allowed is not None:
+        scaled_scores = scaled_scores.masked_fill(~allowed, float("-inf"))
+    weights = F.softmax(scaled_scores, dim=-1)  # [batch, head, query_pos, key_pos]
+    if allowed is not None:  # a row with every key masked is 0/0 in softmax: define it as 0
+        weights = weights.masked_fill(~allowed.any(dim=-1, keepdim=True), 0.0)
+    context = weights @ v  # [batch, head, query_pos, d_v]
+    heads = context.transpose(1, 2).reshape(batch, query_pos, -1)  # [batch, query_pos, heads*d_v]
+    output = _project(heads, p.w_o, p.b_o)  # [batch, query_pos, d_out]
+    return AttentionInternals(q, k, v, scores, scaled_scores, weights, context, output)
+
+
+def allowed_positions(
+    key_mask: Bool[Tensor, "batch key_pos"] | None, causal: bool, query_pos: int, key_pos: int, device: torch.device
+) -> AllowedPositions | None:
+    """The positions each query may attend, [batch or 1, 1, query_pos, key_pos], from a padding mask (True =
+    attend) and causality (key j <= query i, aligned top-left), or None when nothing is masked."""
+    allowed = None
+    if key_mask is not None:
+        allowed = key_mask[:, None, None, :]  # [batch, 1, 1, key_pos]
+    if causal:
+        lower = torch.ones(query_pos, key_pos, dtype=torch.bool, device=device).tril()  # [query_pos, key_pos]
+        allowed = lower[None, None] if allowed is None else allowed & lower
+    return allowed
+
+
+def attention_on(
+    convert: Converter,
+    query_input: np.ndarray | Tensor,
+    key_input: np.ndarray | Tensor,
+    value_input: np.ndarray | Tensor,
+    projections: Projections,
+    num_heads: int,
+    scale: float,
+    causal: bool,
+    key_mask: np.ndarray | Tensor | None,
+) -> AttentionInternals:
+    """attention() on `convert`'s device and in its dtype, with the mask built from a padding mask [batch, key_pos]
+    (True = attend) and causality; an input given twice (X as the key and value input) is moved once."""
+    moved: dict[int, Tensor] = {}
+
+    def on_device(array: np.ndarray | Tensor) -> Tensor:
+        if id(array) not in moved:
+            moved[id(array)] = convert(array)
+        return moved[id(array)]
+
+    with torch.inference_mode():
+        mask = None if key_mask is None else torch.as_tensor(key_mask).to(convert.device)
+        allowed = allowed_positions(mask, causal, query_input.shape[1], key_input.shape[1], convert.device)
+        return attention(on_device(query_input), on_device(key_input), on_device(value_input),
+                         projections.to(convert), num_heads, scale, allowed)

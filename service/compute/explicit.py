@@ -1,0 +1,59 @@
+"""The explicit and toy path: embeddings (with an optional context), Q/K/V given directly, or toy-mode text;
+with explicit or generated weights. Inputs, then sizes and limits, then weights, attention, encoding."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+from schemas.request import TOY_D_MODEL, TOY_MODEL, AttendRequest
+from service.compute.attention import attention_on
+from service.compute.device import Converter
+from service.compute.encoding import encode
+from service.compute.inputs import Inputs, resolve_inputs
+from service.compute.limits import check_limits, check_sequence_sizes
+from service.compute.meta import build_meta, weight_settings
+from service.compute.sizes import Sizes
+from service.compute.toy import toy_extent, toy_inputs, toy_tokens
+from service.compute.weights import resolve_sizes, resolve_weights
+from service.errors import LimitExceeded
+from service.settings import Settings
+
+
+def _toy(request: AttendRequest, settings: Settings) -> tuple[Inputs, Sizes, list[list[str]]]:
+    """Toy text: its tokens and sizes are checked before any embedding is built."""
+    d_model = request.d_model or TOY_D_MODEL
+    if d_model > settings.toy_max_d_model:
+        raise LimitExceeded("ATTENTION_TOY_MAX_D_MODEL", settings.toy_max_d_model, d_model, "toy d_model")
+    tokens = [toy_tokens(text) for text in request.texts]
+    check_sequence_sizes(settings, len(tokens), max(len(t) for t in tokens))
+    sizes = resolve_sizes(request, toy_extent(tokens, d_model))
+    check_limits(settings, sizes, request.returned)
+    seed = request.weights.seed if request.weights is not None else 0
+    return toy_inputs(tokens, d_model, seed), sizes, tokens
+
+
+def attend_explicit(request: AttendRequest, settings: Settings, started: float) -> bytes:
+    tokens = None
+    if request.text is not None:
+        inputs, sizes, tokens = _toy(request, settings)
+    else:
+        inputs = resolve_inputs(request)
+        sizes = resolve_sizes(request, inputs.extent)
+        check_limits(settings, sizes, request.returned)
+    convert = Converter.for_request(request.device, request.dtype)
+    projections = resolve_weights(request, sizes)
+    scale = request.scale if request.scale is not None else 1.0 / math.sqrt(sizes.d_k)
+    internals = attention_on(convert, inputs.query_input, inputs.key_input, inputs.value_input, projections,
+                             sizes.num_heads, scale, request.causal, inputs.key_mask)
+    sections: dict[str, object] = {name: getattr(internals, name) for name in request.returned}
+    padded = inputs.key_mask is not None and not inputs.key_mask.all()
+    about: dict[str, object] = {
+        **weight_settings(request, inputs.direct), "output_projection": projections.w_o is not None,
+        "masked": request.causal or padded,
+    }
+    if tokens is not None:
+        sections["tokens"] = tokens
+        about |= {"model": TOY_MODEL, "lengths": [len(t) for t in tokens]}
+    return encode(sections, request.decimals, partial(build_meta, request, sizes, scale, convert.device, started,
+                                                      **about))

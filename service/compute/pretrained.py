@@ -1,0 +1,84 @@
+"""The pretrained path: text through a model. Tokens, then sizes and limits, then the model's forward pass with
+the service's attention (service/compute/models/), keeping the internals of the layers asked for."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from schemas.request import TOY_MODEL, AttendRequest
+from service.compute.attention import attention_on
+from service.compute.device import Converter
+from service.compute.encoding import encode
+from service.compute.limits import check_limits
+from service.compute.meta import build_meta
+from service.compute.models.registry import LoadedModel, ModelRegistry
+from service.compute.models.tokenizer import tokenize
+from service.compute.sizes import Sizes
+from service.errors import RequestError
+from service.settings import Settings
+
+
+def _model(models: ModelRegistry, name: str) -> LoadedModel:
+    try:
+        return models.get(name)
+    except KeyError:
+        known = ", ".join([*models.folders, TOY_MODEL])
+        raise RequestError(("model",), f"found {name!r}; expected one of: {known}") from None
+
+
+def _layers(request: AttendRequest, model: LoadedModel) -> list[int]:
+    layer = "all" if request.layer is None else request.layer
+    layers = list(range(model.num_layers)) if layer == "all" else [layer] if isinstance(layer, int) else layer
+    if not layers:
+        raise RequestError(("layer",), "found an empty list; expected at least one layer")
+    for index in layers:
+        if not 0 <= index < model.num_layers:
+            raise RequestError(
+                ("layer",), f"found layer {index}; the model {model.name!r} has layers 0 to {model.num_layers - 1}"
+            )
+    return layers
+
+
+def _check_head_sizes(request: AttendRequest, model: LoadedModel) -> None:
+    """num_heads, d_k and d_v are the model's: a request may leave them out or repeat them, not change them."""
+    d_head = model.forward.d_head
+    for name, value in (("num_heads", model.num_heads), ("d_k", d_head), ("d_v", d_head)):
+        if name in request.model_fields_set and getattr(request, name) != value:
+            raise RequestError(
+                (name,), f"found {name} {getattr(request, name)}; the model {model.name!r} has {name} {value} "
+                "(leave it out)"
+            )
+
+
+def attend_pretrained(request: AttendRequest, settings: Settings, models: ModelRegistry, started: float) -> bytes:
+    """The forward runs as the model does (its dtype and device, its scale, not causal); a request that asks
+    otherwise gets its layers' internals from a second attention over the same hidden states."""
+    model = _model(models, request.model or settings.default_model)
+    layers = _layers(request, model)
+    _check_head_sizes(request, model)
+    encoded = tokenize(request, model, settings)
+    batch, seq = encoded.input_ids.shape
+    forward = model.forward
+    sizes = Sizes(batch, seq, seq, model.d_model, model.num_heads, forward.d_head, forward.d_head, model.d_model,
+                  layers=len(layers))
+    check_limits(settings, sizes, request.returned)
+    convert = Converter.for_request(request.device, request.dtype)
+    scale = request.scale if request.scale is not None else forward.scale
+    padded = not bool(encoded.attention_mask.all())
+    key_mask = encoded.attention_mask.bool() if padded else None
+    as_the_model_does = (convert.device, convert.dtype, scale, request.causal) == (
+        forward.native.device, forward.native.dtype, forward.scale, False)
+    asked_for: dict[int, dict[str, Any]] = {}
+    for step in forward.layers(encoded.input_ids, key_mask, last=max(layers)):
+        if step.index in layers:
+            internals = step.internals if as_the_model_does else attention_on(
+                convert, step.hidden, step.hidden, step.hidden, step.projections, sizes.num_heads, scale,
+                request.causal, key_mask)
+            asked_for[step.index] = {"layer": step.index, **{n: getattr(internals, n) for n in request.returned}}
+    results = [asked_for[index] for index in layers]
+    about = {"weights_source": "model", "layout": None, "init": None, "seed": None, "output_projection": True,
+             "model": model.name, "layer": layers, "masked": padded or request.causal, "padded": padded,
+             "lengths": [len(t) for t in encoded.tokens], "truncated": request.truncate}
+    return encode({"layers": results, "tokens": encoded.tokens}, request.decimals,
+                  partial(build_meta, request, sizes, scale, convert.device, started, **about))

@@ -1,0 +1,41 @@
+"""The sizes of one computation, known before any tensor is allocated; every shape derives from them and the axes
+table (schemas/axes.py). Both input paths produce one: the explicit and toy path from the request's arrays or
+tokens, the pretrained path from the token counts and the model's config."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from schemas.axes import AXIS_LENGTH, TENSOR_AXES, TensorName
+
+
+@dataclass(frozen=True)
+class Sizes:
+    batch: int
+    seq: int  # length of the query_pos axis
+    seq_kv: int  # length of the key_pos axis
+    d_model: int | None  # width of the embeddings; None when Q, K, V are given directly
+    num_heads: int
+    d_k: int
+    d_v: int
+    d_out: int
+    layers: int = 1  # how many times the attention is computed and returned (one per requested layer of a model)
+
+    def shape(self, name: TensorName) -> tuple[int, ...]:
+        return tuple(getattr(self, AXIS_LENGTH[axis]) for axis in TENSOR_AXES[name])
+
+    def elements(self, name: TensorName) -> int:
+        return math.prod(self.shape(name))
+
+    @property
+    def input_width(self) -> int:
+        """The last axis of the inputs: d_model, or heads*d_k when Q, K, V are given directly."""
+        return self.d_model if self.d_model is not None else self.num_heads * self.d_k
+
+    @property
+    def weight_elements(self) -> int:
+        """Numbers in W_q, W_k, W_v and W_o (counted from the input width also when Q, K, V are given directly
+        and have none: the estimate errs on the safe side)."""
+        heads = self.num_heads
+        return self.input_width * heads * (2 * self.d_k + self.d_v) + heads * self.d_v * self.d_out

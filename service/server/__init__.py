@@ -1,0 +1,1 @@
+"""The server process: HTTP, admission and the compute pool. Never imports torch (tests/server checks it)."""

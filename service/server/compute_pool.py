@@ -1,0 +1,245 @@
+"""The compute pool and the admission gate: all torch work runs in compute processes, never in this one.
+
+max_concurrent compute processes (service/compute/process.py) answer requests one at a time each. A process
+holds at most PIPELINE requests: the one it computes and the next, already sent, so that it goes from one to the
+next without waiting for this process. Up to max_queue more requests wait here; beyond that a request is refused
+at once (503 with Retry-After). No request waits and computes longer than request_timeout_s: past it the answer
+is a 504 and a process still computing it is killed and replaced, so a runaway computation gives its core and
+memory back. A process that dies (killed by the operating system for memory, say) fails the request it was
+computing with a 503 and is replaced too; the requests sent to it behind that one go to another process. A
+client that disconnects gives its place back at once.
+
+Every admitted job ends in one place, `_settle`: answered, failed, timed out or left by its client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import socket
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from service.errors import ModelError
+from service.protocol import ANSWER, REQUEST, Started, compute_process
+from service.server.handlers import ClientGone, ComputeProcessDied, Overloaded, TimedOut
+from service.settings import Settings
+
+log = logging.getLogger("attention_service.compute_pool")
+SPAWN = multiprocessing.get_context("spawn")  # fork would copy the event loop's threads and sockets
+PIPELINE = 2
+STOP_SECONDS = 10
+RESTART_BACKOFF_S = 5
+
+Answer = tuple[int, bytes]  # HTTP status, JSON body
+ComputeTarget = Callable[[socket.socket, Settings], None]  # a compute process's main function
+
+
+@dataclass(eq=False)
+class Job:
+    body: bytes
+    answer: asyncio.Future[Answer] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class ComputeProcess:
+    """One compute process, the server's end of its socket, and the jobs sent to it, in the order it answers."""
+
+    def __init__(self, process: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, started: Started):
+        self.process, self.reader, self.writer, self.started = process, reader, writer, started
+        self.sent: deque[Job] = deque()
+        self.timed_out = False
+
+    @classmethod
+    async def start(cls, settings: Settings, target: ComputeTarget) -> ComputeProcess:
+        ours, theirs = socket.socketpair()
+        process = SPAWN.Process(target=target, args=(theirs, settings), name="attention-compute", daemon=True)
+        await asyncio.to_thread(process.start)
+        theirs.close()
+        reader, writer = await asyncio.open_unix_connection(sock=ours, limit=2**20)
+        try:
+            status, report = await read_answer(reader)
+        except ComputeProcessDied:
+            raise ModelError(f"the compute process exited with code {process.exitcode} while starting") from None
+        if status != 200:
+            writer.close()
+            raise ModelError(orjson.loads(report)["detail"])
+        return cls(process, reader, writer, orjson.loads(report))
+
+    def send(self, job: Job) -> None:
+        self.sent.append(job)
+        self.writer.writelines((REQUEST.pack(len(job.body)), job.body))
+
+    def kill(self) -> None:
+        """Stops the process in the middle of a request that ran past its time limit."""
+        self.timed_out = True
+        self.process.kill()
+
+    async def stop(self) -> None:
+        """Closing the socket ends the process's loop once it has answered; it is killed if it has not ended
+        within STOP_SECONDS."""
+        self.writer.close()
+        await asyncio.to_thread(self.process.join, STOP_SECONDS)
+        if self.process.is_alive():
+            self.process.kill()
+            await asyncio.to_thread(self.process.join)
+
+
+async def read_answer(reader: asyncio.StreamReader) -> Answer:
+    try:
+        status, length = ANSWER.unpack(await reader.readexactly(ANSWER.size))
+        return status, await reader.readexactly(length)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        raise ComputeProcessDied(
+            "the compute process stopped while computing this request; it is being replaced, retry shortly"
+        ) from None
+
+
+class ComputePool:
+    def __init__(self, settings: Settings, on_replace: Callable[[str], None] = lambda reason: None,
+                 target: ComputeTarget = compute_process):
+        self.settings, self.target = settings, target
+        self.capacity = settings.max_concurrent + settings.max_queue
+        self.timeout = settings.request_timeout_s
+        self.admitted: set[Job] = set()  # waiting or sent, not yet settled; changed on the event loop only
+        self.waiting: deque[Job] = deque()
+        self.processes: set[ComputeProcess] = set()
+        self.on_replace = on_replace  # told why each process is replaced (for metrics)
+        self.tasks: set[asyncio.Task[None]] = set()  # each process's answer reader, and replacements under way
+        self.closing = False
+        self.started: Started | None = None
+
+    async def start(self) -> Started:
+        """Starts every compute process; raises ModelError if any fails (the service must not start)."""
+        count = self.settings.max_concurrent
+        started = await asyncio.gather(*(ComputeProcess.start(self.settings, self.target) for _ in range(count)),
+                                       return_exceptions=True)
+        for process in started:
+            if isinstance(process, ComputeProcess):
+                self._add(process)
+        failure = next((error for error in started if isinstance(error, BaseException)), None)
+        if failure is not None:
+            await self.shutdown()
+            raise failure
+        self.started = next(iter(self.processes)).started
+        return self.started
+
+    @property
+    def models(self) -> list[dict[str, Any]]:
+        """The models as the compute processes reported them at start-up (see ModelRegistry.describe)."""
+        return self.started["models"] if self.started is not None else []
+
+    @property
+    def up(self) -> int:
+        """Compute processes running, not counting those being replaced."""
+        return len(self.processes)
+
+    async def run(self, body: bytes, disconnected: Callable[[], Awaitable[None]] | None = None) -> Answer:
+        """The status and JSON body a compute process answers to the request `body`; `disconnected()` returns
+        when the client goes away (started only once the request is admitted)."""
+        if len(self.admitted) >= self.capacity:
+            raise Overloaded(f"all {self.capacity} places (ATTENTION_MAX_CONCURRENT computing + ATTENTION_MAX_QUEUE "
+                             "waiting) are taken; retry shortly")
+        job = Job(body)
+        self.admitted.add(job)
+        self.waiting.append(job)
+        self._dispatch()
+        watcher = asyncio.ensure_future(disconnected()) if disconnected is not None else None
+        try:
+            done, _ = await asyncio.wait({job.answer} if watcher is None else {job.answer, watcher},
+                                         timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+        if job.answer in done:
+            return job.answer.result()
+        if watcher is not None and watcher in done:
+            # the computation, if started, runs on (a replacement process takes seconds); its answer is dropped
+            self._settle(job, ClientGone())
+            raise ClientGone()
+        computing = next((p for p in self.processes if p.sent and p.sent[0] is job), None)
+        if computing is not None:
+            computing.kill()
+        timed_out = TimedOut(f"the request took longer than ATTENTION_REQUEST_TIMEOUT_S={self.timeout:g} s (waiting "
+                             "and computing); ask for less (fewer layers, tensors or tokens) or retry later")
+        self._settle(job, timed_out)
+        raise timed_out
+
+    def _settle(self, job: Job, outcome: Answer | Exception) -> None:
+        """The one place where an admitted job ends: its place is freed and its waiter told (once)."""
+        if job not in self.admitted:
+            return  # settled before: its client left or its time ran out, and this answer is dropped
+        self.admitted.discard(job)
+        if job in self.waiting:
+            self.waiting.remove(job)
+        if not job.answer.done():
+            if isinstance(outcome, Exception):
+                job.answer.set_exception(outcome)
+                job.answer.exception()  # retrieved: a waiter that has gone must not log it as never retrieved
+            else:
+                job.answer.set_result(outcome)
+
+    def _dispatch(self) -> None:
+        """Sends waiting jobs to the processes with room, the least loaded first."""
+        while self.waiting:
+            process = min(self.processes, key=lambda p: len(p.sent), default=None)
+            if process is None or len(process.sent) >= PIPELINE:
+                return
+            process.send(self.waiting.popleft())
+
+    def _add(self, process: ComputeProcess) -> None:
+        self.processes.add(process)
+        self._spawn_task(self._read_answers(process))
+        self._dispatch()
+
+    def _spawn_task(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _read_answers(self, process: ComputeProcess) -> None:
+        while True:
+            try:
+                answer = await read_answer(process.reader)
+            except ComputeProcessDied as died:
+                self._lost(process, died)
+                return
+            self._settle(process.sent.popleft(), answer)
+            self._dispatch()
+
+    def _lost(self, process: ComputeProcess, died: ComputeProcessDied) -> None:
+        """The process ended: the job it was computing fails, the jobs behind it wait again."""
+        self.processes.discard(process)
+        if process.sent:
+            self._settle(process.sent.popleft(), died)
+        self.waiting.extendleft(reversed([job for job in process.sent if job in self.admitted]))
+        process.sent.clear()
+        self._dispatch()
+        if not self.closing:
+            reason = "timeout" if process.timed_out else "died"
+            log.warning("compute process %d ended (%s); starting a new one", process.started["pid"], reason)
+            self.on_replace(reason)
+            self._spawn_task(self._replace(process))
+
+    async def _replace(self, process: ComputeProcess) -> None:
+        await process.stop()
+        while not self.closing:
+            try:
+                fresh = await ComputeProcess.start(self.settings, self.target)
+            except ModelError:
+                log.exception("a new compute process failed to start; trying again in %d s", RESTART_BACKOFF_S)
+                await asyncio.sleep(RESTART_BACKOFF_S)
+                continue
+            self._add(fresh)
+            return
+
+    async def shutdown(self) -> None:
+        self.closing = True
+        await asyncio.gather(*(process.stop() for process in self.processes))
+        for task in list(self.tasks):
+            task.cancel()
+        self.processes.clear()
