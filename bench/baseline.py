@@ -43,8 +43,10 @@ def minilm():
     from service.compute.models.registry import bundled_folder
 
     folder = bundled_folder()
-    return (AutoModel.from_pretrained(folder, attn_implementation="eager").eval(),
-            AutoTokenizer.from_pretrained(folder))
+    return (
+        AutoModel.from_pretrained(folder, attn_implementation="eager").eval(),
+        AutoTokenizer.from_pretrained(folder),
+    )
 
 
 @app.post("/attend")
@@ -57,13 +59,17 @@ def attend(request: Request):  # no return annotation: FastAPI's default jsonabl
     x = torch.tensor(request.embeddings, dtype=torch.float32)
     d_model, heads = x.shape[1], request.num_heads
     if request.weights.w_q is not None:
-        w_q, w_k, w_v = (torch.tensor(w) for w in (request.weights.w_q, request.weights.w_k, request.weights.w_v))
+        w_q, w_k, w_v = (
+            torch.tensor(w) for w in (request.weights.w_q, request.weights.w_k, request.weights.w_v)
+        )
         w_o = None
     else:
         generator = torch.Generator().manual_seed(request.weights.seed)
         bound = math.sqrt(6.0 / (2 * d_model))
-        w_q, w_k, w_v, w_o = ((torch.rand(d_model, d_model, generator=generator, dtype=torch.float64) * 2 - 1)
-                              * bound for _ in range(4))
+        w_q, w_k, w_v, w_o = (
+            (torch.rand(d_model, d_model, generator=generator, dtype=torch.float64) * 2 - 1) * bound
+            for _ in range(4)
+        )
         w_q, w_k, w_v, w_o = (w.float() for w in (w_q, w_k, w_v, w_o))
     seq = x.shape[0]
     q = (x @ w_q).view(seq, heads, -1).transpose(0, 1)
@@ -76,6 +82,13 @@ def attend(request: Request):  # no return annotation: FastAPI's default jsonabl
     output = context.transpose(0, 1).reshape(seq, -1)
     if w_o is not None:
         output = output @ w_o
-    return {"q": q.tolist(), "k": k.tolist(), "v": v.tolist(), "scores": scores.tolist(),
-            "scaled_scores": scaled.tolist(), "weights": weights.tolist(), "context": context.tolist(),
-            "output": output.tolist()}
+    return {
+        "q": q.tolist(),
+        "k": k.tolist(),
+        "v": v.tolist(),
+        "scores": scores.tolist(),
+        "scaled_scores": scaled.tolist(),
+        "weights": weights.tolist(),
+        "context": context.tolist(),
+        "output": output.tolist(),
+    }

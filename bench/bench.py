@@ -62,10 +62,13 @@ def scenarios() -> dict[str, dict]:
             "num_heads": 6,
         },
         "c) MiniLM, 12-token sentence, all layers, weights only": {
-            "text": "The cat ate the fish because it was hungry, said the dog", "layer": "all", "include": ["weights"],
+            "text": "The cat ate the fish because it was hungry, said the dog",
+            "layer": "all",
+            "include": ["weights"],
         },
         "d) MiniLM, 12-token sentence, all layers, every internal": {
-            "text": "The cat ate the fish because it was hungry, said the dog", "layer": "all",
+            "text": "The cat ate the fish because it was hungry, said the dog",
+            "layer": "all",
         },
     }
 
@@ -76,7 +79,9 @@ def comparable(response: dict) -> list[np.ndarray]:
         return [np.asarray(layer) for layer in response["attentions"]]
     if "layers" in response:
         return [np.asarray(layer["weights"]) for layer in response["layers"]]
-    unbatch = (lambda array: array[0]) if "meta" in response else (lambda array: array)  # the service's batch axis
+    unbatch = (
+        (lambda array: array[0]) if "meta" in response else (lambda array: array)
+    )  # the service's batch axis
     return [unbatch(np.asarray(response["weights"])), unbatch(np.asarray(response["output"]))]
 
 
@@ -90,9 +95,21 @@ def start(app: str, env: dict[str, str] | None = None, quiet: bool = False) -> t
     """The app in its own uvicorn process on a free port, once /readyz answers; quiet: its log is dropped."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-         "--no-access-log"],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            app,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
         stderr=subprocess.DEVNULL if quiet else None,
     )
     deadline = time.monotonic() + 60
@@ -120,8 +137,10 @@ async def one_request(reader, writer, request: bytes) -> tuple[int, bytes]:
 
 
 async def drive(port: int, body: bytes, seconds: float, concurrency: int, max_requests: int):
-    request = (f"POST /attend HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    request = (
+        f"POST /attend HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
     latencies: list[float] = []
     errors, sizes = 0, []
     stop_at = time.perf_counter() + seconds
@@ -153,23 +172,43 @@ end
 """
 
 
-def measure_with_wrk(scenario: str, server: str, port: int, body: bytes, seconds: float, concurrency: int) -> Result:
+def measure_with_wrk(
+    scenario: str, server: str, port: int, body: bytes, seconds: float, concurrency: int
+) -> Result:
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "body.json").write_bytes(body)
         (Path(folder) / "post.lua").write_text(WRK_SCRIPT)
         env = {**os.environ, "BENCH_BODY": str(Path(folder) / "body.json")}
 
         def wrk(duration: float) -> str:
-            command = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--timeout", "30s",
-                       "-s", str(Path(folder) / "post.lua"), f"http://127.0.0.1:{port}/attend"]
+            command = [
+                "wrk",
+                "-t1",
+                f"-c{concurrency}",
+                f"-d{max(1, round(duration))}s",
+                "--timeout",
+                "30s",
+                "-s",
+                str(Path(folder) / "post.lua"),
+                f"http://127.0.0.1:{port}/attend",
+            ]
             return subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
 
         wrk(1)  # warm-up
         output = wrk(seconds)
     requests, elapsed, p50, p99, errors = output.split("RESULT ")[1].split()
     _, payload = asyncio.run(fetch(port, body))
-    return Result(scenario, server, int(requests), round(float(elapsed), 2), round(int(requests) / float(elapsed), 1),
-                  round(float(p50), 2), round(float(p99), 2), len(payload), int(errors))
+    return Result(
+        scenario,
+        server,
+        int(requests),
+        round(float(elapsed), 2),
+        round(int(requests) / float(elapsed), 1),
+        round(float(p50), 2),
+        round(float(p99), 2),
+        len(payload),
+        int(errors),
+    )
 
 
 def measure(scenario: str, server: str, port: int, body: bytes, seconds: float, concurrency: int) -> Result:
@@ -178,14 +217,25 @@ def measure(scenario: str, server: str, port: int, body: bytes, seconds: float, 
     asyncio.run(drive(port, body, min(1.0, seconds / 5), concurrency, 50))  # warm-up
     latencies, elapsed, errors, sizes = asyncio.run(drive(port, body, seconds, concurrency, 10**9))
     quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else (latencies or [0.0]) * 99
-    return Result(scenario, server, len(latencies), round(elapsed, 2), round(len(latencies) / elapsed, 1),
-                  round(quantiles[49] * 1000, 2), round(quantiles[98] * 1000, 2), int(np.median(sizes)), errors)
+    return Result(
+        scenario,
+        server,
+        len(latencies),
+        round(elapsed, 2),
+        round(len(latencies) / elapsed, 1),
+        round(quantiles[49] * 1000, 2),
+        round(quantiles[98] * 1000, 2),
+        int(np.median(sizes)),
+        errors,
+    )
 
 
 async def fetch(port: int, body: bytes) -> tuple[int, bytes]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**26)
-    request = (f"POST /attend HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    request = (
+        f"POST /attend HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
     answer = await one_request(reader, writer, request)
     writer.close()
     return answer
@@ -198,18 +248,32 @@ def same_numbers(port_a: int, port_b: int, body: bytes) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per round, scenario and server")
-    parser.add_argument("--rounds", type=int, default=3, help="alternated measurements per scenario and server; "
-                        "the median is reported")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=5.0, help="measuring time per round, scenario and server"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="alternated measurements per scenario and server; the median is reported",
+    )
     parser.add_argument("--concurrency", type=int, default=4, help="keep-alive connections")
     parser.add_argument("--only", default="", help="run the scenarios whose name contains this, e.g. 'a)'")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json")
     args = parser.parse_args()
 
-    print(f"driver: {'wrk' if shutil.which('wrk') else 'asyncio client (install wrk for truer figures)'}, "
-          f"{args.concurrency} connections, {args.rounds} x {args.seconds:g} s per scenario and server", flush=True)
-    servers = {"service": start("service.server.app:app", quiet=True), "baseline": start("bench.baseline:app", quiet=True)}
+    print(
+        f"driver: {'wrk' if shutil.which('wrk') else 'asyncio client (install wrk for truer figures)'}, "
+        f"{args.concurrency} connections, {args.rounds} x {args.seconds:g} s per scenario and server",
+        flush=True,
+    )
+    servers = {
+        "service": start("service.server.app:app", quiet=True),
+        "baseline": start("bench.baseline:app", quiet=True),
+    }
     results: list[Result] = []
     try:
         for scenario, request in scenarios().items():
@@ -217,32 +281,47 @@ def main() -> None:
                 continue
             body = json.dumps(request).encode()
             diff = same_numbers(servers["service"][1], servers["baseline"][1], body)
-            print(f"{scenario}: request {len(body):,} bytes; service and baseline agree to {diff:.1e}", flush=True)
+            print(
+                f"{scenario}: request {len(body):,} bytes; service and baseline agree to {diff:.1e}",
+                flush=True,
+            )
             assert diff < 1e-4, "service and baseline disagree: the comparison would be meaningless"
             rounds: dict[str, list[Result]] = {name: [] for name in servers}
             for _ in range(args.rounds):  # alternated, so that a slow spell of the machine hits both servers
                 for name, (_, port) in servers.items():
                     rounds[name].append(measure(scenario, name, port, body, args.seconds, args.concurrency))
             for name, measured in rounds.items():
-                r = sorted(measured, key=lambda result: result.requests_per_s)[len(measured) // 2]  # the median
+                r = sorted(measured, key=lambda result: result.requests_per_s)[
+                    len(measured) // 2
+                ]  # the median
                 results.append(r)
                 spread = "/".join(f"{m.requests_per_s:.0f}" for m in measured)
-                print(f"  {name:9s} {r.requests_per_s:9.1f} req/s  p50 {r.p50_ms:8.2f} ms  p99 {r.p99_ms:8.2f} ms  "
-                      f"{r.response_bytes:>11,} bytes  ({r.requests} requests, {r.errors} errors; rounds "
-                      f"{spread} req/s)", flush=True)
+                print(
+                    f"  {name:9s} {r.requests_per_s:9.1f} req/s  p50 {r.p50_ms:8.2f} ms  p99 {r.p99_ms:8.2f} ms  "
+                    f"{r.response_bytes:>11,} bytes  ({r.requests} requests, {r.errors} errors; rounds "
+                    f"{spread} req/s)",
+                    flush=True,
+                )
             ours, base = results[-2], results[-1]
             if base.requests == 0:
                 print(f"  ratio: n/a, the baseline completed no request in {args.seconds:g} s", flush=True)
             else:
-                print(f"  ratio: service/baseline requests/s = {ours.requests_per_s / base.requests_per_s:.1f}x, "
-                      f"bytes {ours.response_bytes / base.response_bytes:.2f}x", flush=True)
+                print(
+                    f"  ratio: service/baseline requests/s = {ours.requests_per_s / base.requests_per_s:.1f}x, "
+                    f"bytes {ours.response_bytes / base.response_bytes:.2f}x",
+                    flush=True,
+                )
     finally:
         for process, _ in servers.values():
             process.terminate()
             process.wait(timeout=10)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    machine = {"python": platform.python_version(), "cpus": os.cpu_count(), "concurrency": args.concurrency,
-               "driver": "wrk" if shutil.which("wrk") else "asyncio client"}
+    machine = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "concurrency": args.concurrency,
+        "driver": "wrk" if shutil.which("wrk") else "asyncio client",
+    }
     args.out.write_text(json.dumps({"machine": machine, "results": [asdict(r) for r in results]}, indent=1))
     print(f"results written to {args.out}")
 

@@ -35,7 +35,9 @@ BODIES = [
     json.dumps({"embeddings": CAT["embeddings"], "weights": {f"w_{m}": CAT[f"w_{m}_in_out"] for m in "qkv"}}),
     json.dumps({"embeddings": [[1.0, 2.0], [3.0]]}),  # ragged: 422
     json.dumps({"text": "猫 吃 鱼", "model": "toy", "d_model": 8, "weights": {"seed": 1}}),
-    json.dumps({"text": "The cat ate the fish because it was hungry", "layer": "all", "include": ["weights"]}),
+    json.dumps(
+        {"text": "The cat ate the fish because it was hungry", "layer": "all", "include": ["weights"]}
+    ),
 ]
 MIX = [0] * 7 + [1, 2, 3]  # mostly small requests, so that many pass through in a short run
 
@@ -63,7 +65,9 @@ async def run(port: int, requests: int, concurrency: int) -> tuple[Counter, list
             body = BODIES[MIX[next_index % len(MIX)]]
             next_index += 1
             started = time.perf_counter()
-            response = await client.post("/attend", content=body, headers={"content-type": "application/json"})
+            response = await client.post(
+                "/attend", content=body, headers={"content-type": "application/json"}
+            )
             statuses[response.status_code] += 1
             if response.status_code == 503:
                 missing_retry_after += "retry-after" not in response.headers
@@ -78,7 +82,9 @@ async def run(port: int, requests: int, concurrency: int) -> tuple[Counter, list
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--queue", type=int, default=4, help="ATTENTION_MAX_QUEUE of the server (1 computes)")
@@ -86,33 +92,49 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "load.json")
     args = parser.parse_args()
 
-    process, port = start("service.server.app:app", {"ATTENTION_MAX_CONCURRENT": "1", "ATTENTION_MAX_QUEUE": str(args.queue)},
-                          quiet=True)
+    process, port = start(
+        "service.server.app:app",
+        {"ATTENTION_MAX_CONCURRENT": "1", "ATTENTION_MAX_QUEUE": str(args.queue)},
+        quiet=True,
+    )
     try:
         warm_up = max(200, args.requests // 10)
         asyncio.run(run(port, warm_up, args.concurrency))  # allocator pools, caches and threads settle first
         rss_before = rss_mb(process.pid)
-        statuses, latencies, missing_retry_after, seconds = asyncio.run(run(port, args.requests, args.concurrency))
+        statuses, latencies, missing_retry_after, seconds = asyncio.run(
+            run(port, args.requests, args.concurrency)
+        )
         rss_after = rss_mb(process.pid)
     finally:
         process.terminate()
         process.wait(timeout=30)
     quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
     report = {
-        "requests": args.requests, "concurrency": args.concurrency, "admitted_at_once": 1 + args.queue,
-        "seconds": round(seconds, 2), "requests_per_s": round(args.requests / seconds, 1),
+        "requests": args.requests,
+        "concurrency": args.concurrency,
+        "admitted_at_once": 1 + args.queue,
+        "seconds": round(seconds, 2),
+        "requests_per_s": round(args.requests / seconds, 1),
         "statuses": {str(code): count for code, count in sorted(statuses.items())},
-        "p50_ms": round(quantiles[49] * 1000, 2), "p99_ms": round(quantiles[98] * 1000, 2),
-        "rss_mb_after_warm_up": round(rss_before, 1), "rss_mb_after_run": round(rss_after, 1),
+        "p50_ms": round(quantiles[49] * 1000, 2),
+        "p99_ms": round(quantiles[98] * 1000, 2),
+        "rss_mb_after_warm_up": round(rss_before, 1),
+        "rss_mb_after_run": round(rss_after, 1),
     }
     print(json.dumps(report, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
-    problems = [f"{count} answers with status {code}" for code, count in statuses.items() if code >= 500 and code != 503]
+    problems = [
+        f"{count} answers with status {code}"
+        for code, count in statuses.items()
+        if code >= 500 and code != 503
+    ]
     if missing_retry_after:
         problems.append(f"{missing_retry_after} 503 answers without Retry-After")
     if rss_after - rss_before > args.max_rss_growth_mb:
-        problems.append(f"RSS grew {rss_after - rss_before:.1f} MB (limit {args.max_rss_growth_mb} MB): a leak?")
+        problems.append(
+            f"RSS grew {rss_after - rss_before:.1f} MB (limit {args.max_rss_growth_mb} MB): a leak?"
+        )
     if sum(statuses.values()) != args.requests:
         problems.append(f"{args.requests - sum(statuses.values())} requests got no answer")
     if problems:

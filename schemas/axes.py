@@ -11,7 +11,16 @@ from __future__ import annotations
 from typing import Literal
 
 TensorName = Literal["q", "k", "v", "scores", "scaled_scores", "weights", "context", "output"]
-TENSOR_NAMES: tuple[TensorName, ...] = ("q", "k", "v", "scores", "scaled_scores", "weights", "context", "output")
+TENSOR_NAMES: tuple[TensorName, ...] = (
+    "q",
+    "k",
+    "v",
+    "scores",
+    "scaled_scores",
+    "weights",
+    "context",
+    "output",
+)
 
 TENSOR_AXES: dict[TensorName, tuple[str, ...]] = {
     "q": ("batch", "head", "query_pos", "d_k"),

@@ -31,9 +31,15 @@ class WeightSpec(BaseModel):
 
     model_config = _STRICT | ConfigDict(arbitrary_types_allowed=True)
 
-    w_q: Matrix | None = Field(None, description="W_q: [d_model, heads*d_k] (in_out) or [heads*d_k, d_model] (out_in).")
-    w_k: Matrix | None = Field(None, description="W_k: [d_model, heads*d_k] (in_out) or [heads*d_k, d_model] (out_in).")
-    w_v: Matrix | None = Field(None, description="W_v: [d_model, heads*d_v] (in_out) or [heads*d_v, d_model] (out_in).")
+    w_q: Matrix | None = Field(
+        None, description="W_q: [d_model, heads*d_k] (in_out) or [heads*d_k, d_model] (out_in)."
+    )
+    w_k: Matrix | None = Field(
+        None, description="W_k: [d_model, heads*d_k] (in_out) or [heads*d_k, d_model] (out_in)."
+    )
+    w_v: Matrix | None = Field(
+        None, description="W_v: [d_model, heads*d_v] (in_out) or [heads*d_v, d_model] (out_in)."
+    )
     w_o: Matrix | None = Field(
         None,
         description="W_o: [heads*d_v, d_out] (in_out) or [d_out, heads*d_v] (out_in). "
@@ -56,12 +62,15 @@ class WeightSpec(BaseModel):
         "[d_in, d_out] matrix). Generated biases are zero.",
     )
     seed: int = Field(
-        0, ge=0, le=2**63 - 1,
+        0,
+        ge=0,
+        le=2**63 - 1,
         description="Seed of the generated weights: the same seed gives the same weights on every machine and device "
         "(drawn in float64 on the CPU, then cast and moved).",
     )
     output_projection: bool = Field(
-        True, description="With generated weights: also generate W_o ([heads*d_v, d_model]). Ignored for explicit weights."
+        True,
+        description="With generated weights: also generate W_o ([heads*d_v, d_model]). Ignored for explicit weights.",
     )
 
     @model_validator(mode="after")
@@ -69,12 +78,16 @@ class WeightSpec(BaseModel):
         given = [name for name in ("w_q", "w_k", "w_v") if getattr(self, name) is not None]
         if given and len(given) < 3:
             missing = sorted({"w_q", "w_k", "w_v"} - set(given))
-            raise ValueError(f"found {', '.join(given)} without {', '.join(missing)}; expected all of w_q, w_k, w_v or none")
+            raise ValueError(
+                f"found {', '.join(given)} without {', '.join(missing)}; expected all of w_q, w_k, w_v or none"
+            )
         if not given:
             explicit = [n for n in ("w_o", "b_q", "b_k", "b_v", "b_o") if getattr(self, n) is not None]
             if explicit:
-                raise ValueError(f"found {', '.join(explicit)} without w_q, w_k, w_v; explicit matrices and biases "
-                                 "need all of w_q, w_k, w_v")
+                raise ValueError(
+                    f"found {', '.join(explicit)} without w_q, w_k, w_v; explicit matrices and biases "
+                    "need all of w_q, w_k, w_v"
+                )
         if self.b_o is not None and self.w_o is None:
             raise ValueError("found b_o without w_o; expected w_o with b_o")
         return self
@@ -90,16 +103,23 @@ class AttendRequest(BaseModel):
     model_config = _STRICT | ConfigDict(arbitrary_types_allowed=True)
 
     embeddings: Embeddings | None = Field(
-        None, description="Token embeddings X: [seq, d_model] or [batch, seq, d_model]. Self-attention unless `context` is given."
+        None,
+        description="Token embeddings X: [seq, d_model] or [batch, seq, d_model]. Self-attention unless `context` is given.",
     )
     context: Context | None = Field(
         None,
         description="Cross-attention source C: [seq_kv, d_model] or [batch, seq_kv, d_model]; keys and values come from "
         "it. seq_kv may differ from seq. Needs `embeddings`.",
     )
-    query: Queries | None = Field(None, description="Q given directly: [seq, heads*d_k] or [batch, seq, heads*d_k].")
-    key: Keys | None = Field(None, description="K given directly: [seq_kv, heads*d_k] or [batch, seq_kv, heads*d_k].")
-    value: Values | None = Field(None, description="V given directly: [seq_kv, heads*d_v] or [batch, seq_kv, heads*d_v].")
+    query: Queries | None = Field(
+        None, description="Q given directly: [seq, heads*d_k] or [batch, seq, heads*d_k]."
+    )
+    key: Keys | None = Field(
+        None, description="K given directly: [seq_kv, heads*d_k] or [batch, seq_kv, heads*d_k]."
+    )
+    value: Values | None = Field(
+        None, description="V given directly: [seq_kv, heads*d_v] or [batch, seq_kv, heads*d_v]."
+    )
     text: str | list[str] | None = Field(
         None,
         description="Text to tokenize and embed with `model`: one string, or a list (a batch, padded with the "
@@ -112,21 +132,36 @@ class AttendRequest(BaseModel):
         "then the weights of `weights`.",
     )
     layer: int | list[int] | Literal["all"] | None = Field(
-        None, description='Pretrained models: the layer index, a list of them, or "all" (default). Results are under `layers`.'
+        None,
+        description='Pretrained models: the layer index, a list of them, or "all" (default). Results are under `layers`.',
     )
     truncate: bool = Field(
-        False, description="With `text`: cut texts longer than the model's maximum positions instead of refusing them."
+        False,
+        description="With `text`: cut texts longer than the model's maximum positions instead of refusing them.",
     )
-    d_model: int | None = Field(None, ge=1, le=INT32_MAX, description='Toy mode: size of the seeded token embeddings. Default 8.')
+    d_model: int | None = Field(
+        None, ge=1, le=INT32_MAX, description="Toy mode: size of the seeded token embeddings. Default 8."
+    )
     weights: WeightSpec | None = Field(
-        None, description="Projection weights for `embeddings`. Default: generated with xavier_uniform, seed 0."
+        None,
+        description="Projection weights for `embeddings`. Default: generated with xavier_uniform, seed 0.",
     )
     num_heads: int = Field(1, ge=1, le=INT32_MAX, description="Number of heads h. Default 1.")
-    d_k: int | None = Field(None, ge=1, le=INT32_MAX, description="Query/key size per head. Default: d_model / num_heads (from the weights when given).")
-    d_v: int | None = Field(None, ge=1, le=INT32_MAX, description="Value size per head. Default: d_k's default.")
-    scale: float | None = Field(None, description="Multiplies the scores. Default 1/sqrt(d_k); 1 means no scaling.")
+    d_k: int | None = Field(
+        None,
+        ge=1,
+        le=INT32_MAX,
+        description="Query/key size per head. Default: d_model / num_heads (from the weights when given).",
+    )
+    d_v: int | None = Field(
+        None, ge=1, le=INT32_MAX, description="Value size per head. Default: d_k's default."
+    )
+    scale: float | None = Field(
+        None, description="Multiplies the scores. Default 1/sqrt(d_k); 1 means no scaling."
+    )
     causal: bool = Field(
-        False, description="Query i attends only to keys j <= i (top-left aligned, as torch's is_causal, also when seq != seq_kv)."
+        False,
+        description="Query i attends only to keys j <= i (top-left aligned, as torch's is_causal, also when seq != seq_kv).",
     )
     attention_mask: Mask | None = Field(
         None,
@@ -136,9 +171,15 @@ class AttendRequest(BaseModel):
     include: list[TensorName] | None = Field(
         None, description="Which tensors to return. Default: all of " + ", ".join(TENSOR_NAMES) + "."
     )
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description='"auto" (default) uses CUDA when present, else the CPU.')
-    dtype: Literal["float32", "float64", "float16", "bfloat16"] = Field("float32", description="Compute precision. Default float32.")
-    decimals: int | None = Field(None, ge=0, le=15, description="Round returned floats to this many decimals. Default: no rounding.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description='"auto" (default) uses CUDA when present, else the CPU.'
+    )
+    dtype: Literal["float32", "float64", "float16", "bfloat16"] = Field(
+        "float32", description="Compute precision. Default float32."
+    )
+    decimals: int | None = Field(
+        None, ge=0, le=15, description="Round returned floats to this many decimals. Default: no rounding."
+    )
 
     @model_validator(mode="after")
     def _one_input_form(self) -> AttendRequest:
@@ -149,16 +190,22 @@ class AttendRequest(BaseModel):
         if named:
             raise ValueError(f"found {', '.join(named)} without text; expected them only with `text`")
         if self.embeddings is not None and direct:
-            raise ValueError(f"found embeddings together with {', '.join(direct)}; expected exactly one input form")
+            raise ValueError(
+                f"found embeddings together with {', '.join(direct)}; expected exactly one input form"
+            )
         if self.embeddings is None and not direct:
             raise ValueError("found no input; expected `embeddings`, or `query`, `key` and `value` together")
         if direct and len(direct) < 3:
             missing = sorted({"query", "key", "value"} - set(direct))
-            raise ValueError(f"found {', '.join(direct)} without {', '.join(missing)}; expected query, key and value together")
+            raise ValueError(
+                f"found {', '.join(direct)} without {', '.join(missing)}; expected query, key and value together"
+            )
         if self.context is not None and self.embeddings is None:
             raise ValueError("found context without embeddings; expected context only with embeddings")
         if direct and self.weights is not None:
-            raise ValueError("found weights with query/key/value; Q, K and V given directly take no projections")
+            raise ValueError(
+                "found weights with query/key/value; Q, K and V given directly take no projections"
+            )
         return self
 
     @field_validator("text")
@@ -177,15 +224,19 @@ class AttendRequest(BaseModel):
         if others:
             raise ValueError(f"found text together with {', '.join(others)}; expected exactly one input form")
         if self.attention_mask is not None:
-            raise ValueError("found attention_mask with text; the padding mask of texts is made automatically")
+            raise ValueError(
+                "found attention_mask with text; the padding mask of texts is made automatically"
+            )
         if self.model == TOY_MODEL:
             if self.layer is not None:
                 raise ValueError("found layer with the toy model, which has no layers")
         else:
             pretrained = [name for name in ("weights", "d_model") if getattr(self, name) is not None]
             if pretrained:
-                raise ValueError(f"found {', '.join(pretrained)} with a pretrained model, which brings its own "
-                                 f"embeddings and weights; expected them only with model \"{TOY_MODEL}\"")
+                raise ValueError(
+                    f"found {', '.join(pretrained)} with a pretrained model, which brings its own "
+                    f'embeddings and weights; expected them only with model "{TOY_MODEL}"'
+                )
         return self
 
     @property

@@ -37,13 +37,17 @@ class Meta(BaseModel):
     num_heads: int = Field(description="Heads: the length of the `head` axis.")
     d_k: int = Field(description="Query/key size per head: the length of the `d_k` axis.")
     d_v: int = Field(description="Value size per head: the length of the `d_v` axis.")
-    d_model: int | None = Field(description="Size of the input embeddings; null when Q, K, V were given directly.")
+    d_model: int | None = Field(
+        description="Size of the input embeddings; null when Q, K, V were given directly."
+    )
     d_out: int = Field(description="The length of the `d_out` axis (last axis of `output`).")
     batch: int = Field(description="The length of the `batch` axis.")
     seq: int = Field(description="Queries: the length of the `query_pos` axis.")
     seq_kv: int = Field(description="Keys and values: the length of the `key_pos` axis.")
     causal: bool
-    masked: bool = Field(description="Whether any key position was masked (attention_mask, padding or causal).")
+    masked: bool = Field(
+        description="Whether any key position was masked (attention_mask, padding or causal)."
+    )
     weights_source: Literal["explicit", "generated", "none", "model"] = Field(
         description="explicit: given in the request; generated: from init and seed; none: Q, K, V given directly; "
         "model: the pretrained model's own."
@@ -57,7 +61,8 @@ class Meta(BaseModel):
     lengths: list[int] | None = Field(None, description="With `text`: each text's number of tokens.")
     padded: bool | None = Field(None, description="With a pretrained model: whether the texts were padded.")
     truncated: bool | None = Field(
-        None, description="With a pretrained model: whether texts over the maximum length were cut (truncate)."
+        None,
+        description="With a pretrained model: whether texts over the maximum length were cut (truncate).",
     )
     torch_version: str
     decimals: int | None = Field(None, description="Rounding of the returned numbers, if any.")
@@ -92,8 +97,12 @@ class AttendResponse(BaseModel):
     weights: Float4D | None = _tensor_field("weights")
     context: Float4D | None = _tensor_field("context")
     output: Float3D | None = _output_field()
-    layers: list[LayerTensors] | None = Field(None, description="With a pretrained model: one entry per layer.")
-    tokens: list[list[str]] | None = Field(None, description="With `text`: the tokens of each text [batch][seq].")
+    layers: list[LayerTensors] | None = Field(
+        None, description="With a pretrained model: one entry per layer."
+    )
+    tokens: list[list[str]] | None = Field(
+        None, description="With `text`: the tokens of each text [batch][seq]."
+    )
     meta: Meta
 
 

@@ -13,7 +13,14 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import AllowInfNan, GetCoreSchemaHandler, GetJsonSchemaHandler, Strict, TypeAdapter, ValidationError
+from pydantic import (
+    AllowInfNan,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
@@ -76,7 +83,8 @@ def _tensor_validator(axes_options: tuple[tuple[str, ...], ...]) -> Callable[[An
             if ends_empty:
                 found = "an empty list"
             raise PydanticCustomError(
-                "tensor_rank", "expected {expected} (lists nested {ranks} deep), found {found}",
+                "tensor_rank",
+                "expected {expected} (lists nested {ranks} deep), found {found}",
                 {"expected": expected, "ranks": " or ".join(map(str, ranks)), "found": found},
             )
         try:
@@ -84,19 +92,22 @@ def _tensor_validator(axes_options: tuple[tuple[str, ...], ...]) -> Callable[[An
         except ValidationError as error:
             first = error.errors(include_url=False)[0]
             raise PydanticCustomError(
-                "tensor_element", "item {path}: expected a finite number, found {found} (expected shape {expected})",
+                "tensor_element",
+                "item {path}: expected a finite number, found {found} (expected shape {expected})",
                 {"path": _path(first["loc"]), "found": describe(first["input"]), "expected": expected},
             ) from None
         try:
             array = np.asarray(value, dtype=np.float64)
         except ValueError:
             raise PydanticCustomError(
-                "tensor_ragged", "ragged list: {where}; expected {expected} with equal lengths along each axis",
+                "tensor_ragged",
+                "ragged list: {where}; expected {expected} with equal lengths along each axis",
                 {"where": _find_ragged(value), "expected": expected},
             ) from None
         if array.ndim != depth or 0 in array.shape:
             raise PydanticCustomError(
-                "tensor_empty", "found shape {shape} with an empty axis; expected {expected}, every size at least 1",
+                "tensor_empty",
+                "found shape {shape} with an empty axis; expected {expected}, every size at least 1",
                 {"shape": list(array.shape) if array.ndim == depth else "[]", "expected": expected},
             )
         return array
@@ -126,5 +137,7 @@ class Axes:
     def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
         return core_schema.no_info_plain_validator_function(_tensor_validator(self.axes_options))
 
-    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
         return _json_schema(self.axes_options)

@@ -8,7 +8,9 @@ import urllib.request
 
 
 def post(url: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(f"{url}/attend", json.dumps(body).encode(), {"content-type": "application/json"})
+    request = urllib.request.Request(
+        f"{url}/attend", json.dumps(body).encode(), {"content-type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.load(response)
@@ -30,7 +32,9 @@ def main(url: str, golden_path: str) -> None:
         got = flat(body[name])
         worst = max(abs(a - b) for a, b in zip(got, flat(expected), strict=True))
         assert worst < 1e-9, f"{name}: off by {worst}"
-    print(f"smoke: golden example matches to 1e-9 ({', '.join(golden['expected'])}); device {body['meta']['device']}")
+    print(
+        f"smoke: golden example matches to 1e-9 ({', '.join(golden['expected'])}); device {body['meta']['device']}"
+    )
     status, body = post(url, {"embeddings": [[1.0, 2.0], [3.0]]})
     message = body["detail"][0]["msg"]
     assert status == 422 and "ragged" in message, (status, body)

@@ -36,7 +36,9 @@ REQUEST_ERRORS = (ValidationError, RequestError, LimitExceeded, ModelError)
 _UNION_TAGS = ("str", "int", "float", "bool")
 
 
-def describe_validation_errors(errors: list[Any], prefix: tuple[str, ...] = ("body",)) -> list[dict[str, Any]]:
+def describe_validation_errors(
+    errors: list[Any], prefix: tuple[str, ...] = ("body",)
+) -> list[dict[str, Any]]:
     """pydantic's errors without the echoed input (a tensor can be megabytes), with what was found; pydantic's
     union member tags are dropped from the locations, and the deepest location comes first."""
     items = []
@@ -46,7 +48,11 @@ def describe_validation_errors(errors: list[Any], prefix: tuple[str, ...] = ("bo
             "type"
         ].startswith("tensor_"):
             msg = f"{msg}; found {describe(error.get('input'))}"
-        loc = [part for part in error["loc"] if not (isinstance(part, str) and ("[" in part or part in _UNION_TAGS))]
+        loc = [
+            part
+            for part in error["loc"]
+            if not (isinstance(part, str) and ("[" in part or part in _UNION_TAGS))
+        ]
         items.append({"loc": [*prefix, *loc], "msg": msg, "type": error["type"]})
     return sorted(items, key=lambda item: -len(item["loc"]))
 

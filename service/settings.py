@@ -20,22 +20,28 @@ class Settings(BaseSettings):
         8_000_000, ge=1, description="Most numbers one response may hold, over all returned tensors."
     )
     max_compute_elements: int = Field(
-        32_000_000, ge=1,
+        32_000_000,
+        ge=1,
         description="Most numbers one computation may hold in its tensors (inputs, weights and every internal), "
         "returned or not: bounds the memory of one request.",
     )
     max_concurrent: int = Field(
-        default_factory=lambda: max(1, (os.cpu_count() or 2) // 2), ge=1,
+        default_factory=lambda: max(1, (os.cpu_count() or 2) // 2),
+        ge=1,
         description="Compute processes, each computing one request at a time (each loads torch and the models: "
         "about 400 MB with MiniLM); the other requests wait their turn. Default: cores / 2, at least 1, which "
         "leaves the event loop a core of its own.",
     )
     max_queue: int = Field(
-        16, ge=0, description="Requests admitted to wait for a compute process; beyond max_concurrent + max_queue a "
+        16,
+        ge=0,
+        description="Requests admitted to wait for a compute process; beyond max_concurrent + max_queue a "
         "request is refused at once with 503 and Retry-After.",
     )
     request_timeout_s: float = Field(
-        60.0, gt=0, description="Longest a request may wait and compute before it is answered 504. A computation "
+        60.0,
+        gt=0,
+        description="Longest a request may wait and compute before it is answered 504. A computation "
         "still running then is stopped: its compute process is killed and replaced (a few seconds).",
     )
     api_keys: list[SecretStr] = Field(
@@ -53,14 +59,19 @@ class Settings(BaseSettings):
         description='More models, as JSON {"name": "/folder"} of Hugging Face folders (config.json, '
         "model.safetensors, tokenizer files). A name already taken replaces that model's folder.",
     )
-    default_model: str = Field("all-MiniLM-L6-v2", description="The model used for `text` when a request names none.")
+    default_model: str = Field(
+        "all-MiniLM-L6-v2", description="The model used for `text` when a request names none."
+    )
     load_models: Literal["startup", "lazy"] = Field(
-        "startup", description="startup: load every model before /readyz says ready; lazy: load each on first use."
+        "startup",
+        description="startup: load every model before /readyz says ready; lazy: load each on first use.",
     )
     toy_max_d_model: int = Field(1024, ge=1, description="Largest d_model of toy-mode embeddings.")
     torch_threads: int | None = Field(
-        None, ge=1, description="torch intra-op threads of each compute process. Default: (cores - 1) / "
-        "max_concurrent, at least 1 (the event loop keeps a core: idle intra-op threads spin and would take it)."
+        None,
+        ge=1,
+        description="torch intra-op threads of each compute process. Default: (cores - 1) / "
+        "max_concurrent, at least 1 (the event loop keeps a core: idle intra-op threads spin and would take it).",
     )
 
 

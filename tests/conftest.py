@@ -25,16 +25,34 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, env: dict[str, str], startup_timeout: float = 120, log: Path | None = None,
-                 uvicorn_args: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        env: dict[str, str],
+        startup_timeout: float = 120,
+        log: Path | None = None,
+        uvicorn_args: tuple[str, ...] = (),
+    ):
         """env: ATTENTION_* settings; log: a file for the service's stderr (its JSON log lines)."""
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "service.server.app:app", "--host", "127.0.0.1", "--port", str(self.port),
-             "--log-level", "warning", *uvicorn_args],
-            cwd=ROOT, env={**os.environ, **env}, stderr=log.open("wb") if log else None,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "service.server.app:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                *uvicorn_args,
+            ],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stderr=log.open("wb") if log else None,
         )
         deadline = time.monotonic() + startup_timeout
         while time.monotonic() < deadline:
@@ -53,7 +71,9 @@ class Server:
     def post(self, body: dict | bytes, **kwargs) -> httpx.Response:
         """POST /attend; a dict is sent as JSON with NaN/Infinity written out, as many clients do."""
         content = json.dumps(body).encode() if isinstance(body, dict) else body
-        return self.client.post("/attend", content=content, headers={"content-type": "application/json"}, **kwargs)
+        return self.client.post(
+            "/attend", content=content, headers={"content-type": "application/json"}, **kwargs
+        )
 
     def stop(self) -> None:
         self.client.close()
@@ -75,15 +95,17 @@ def server() -> Iterator[Server]:
 @pytest.fixture(scope="session")
 def limited_server() -> Iterator[Server]:
     """The service with tight limits, to reach every 413 with small requests."""
-    srv = Server({
-        "ATTENTION_MAX_REQUEST_BYTES": "20000",
-        "ATTENTION_MAX_BATCH": "4",
-        "ATTENTION_MAX_SEQ": "64",
-        "ATTENTION_MAX_DIM": "256",
-        "ATTENTION_MAX_HEADS": "8",
-        "ATTENTION_MAX_RESPONSE_ELEMENTS": "5000",
-        "ATTENTION_MAX_COMPUTE_ELEMENTS": "40000",
-    })
+    srv = Server(
+        {
+            "ATTENTION_MAX_REQUEST_BYTES": "20000",
+            "ATTENTION_MAX_BATCH": "4",
+            "ATTENTION_MAX_SEQ": "64",
+            "ATTENTION_MAX_DIM": "256",
+            "ATTENTION_MAX_HEADS": "8",
+            "ATTENTION_MAX_RESPONSE_ELEMENTS": "5000",
+            "ATTENTION_MAX_COMPUTE_ELEMENTS": "40000",
+        }
+    )
     yield srv
     srv.stop()
 
@@ -103,8 +125,14 @@ def tiny_bert_folder(tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=40)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=40,
+    )
     BertModel(config).save_pretrained(folder, safe_serialization=True)
     for name in TOKENIZER_FILES:
         shutil.copy(bundled_folder() / name, folder / name)
@@ -114,6 +142,8 @@ def tiny_bert_folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_server(tiny_bert_folder) -> Iterator[Server]:
     """The service with the tiny BERT added through the operator's settings path."""
-    srv = Server({"ATTENTION_MODELS": json.dumps({"tiny-bert": str(tiny_bert_folder)}), "ATTENTION_MAX_BATCH": "4"})
+    srv = Server(
+        {"ATTENTION_MODELS": json.dumps({"tiny-bert": str(tiny_bert_folder)}), "ATTENTION_MAX_BATCH": "4"}
+    )
     yield srv
     srv.stop()

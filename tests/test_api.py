@@ -34,14 +34,17 @@ def test_openapi_documents_every_field_with_examples(server):
         assert "shape [" in str(schemas["AttendRequest"]["properties"][name])
     body = document["paths"]["/attend"]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"] == {"$ref": "#/components/schemas/AttendRequest"}
-    assert {"cat_eats_fish", "cat_eats_fish_torch_layout", "age_lookup", "age_lookup_unscaled"} <= set(body["examples"])
+    assert {"cat_eats_fish", "cat_eats_fish_torch_layout", "age_lookup", "age_lookup_unscaled"} <= set(
+        body["examples"]
+    )
     responses = document["paths"]["/attend"]["post"]["responses"]
     assert {"200", "413", "422"} <= set(responses)
 
 
 def test_every_swagger_example_works_and_matches_the_response_schema(server):
-    examples = server.client.get("/openapi.json").json()["paths"]["/attend"]["post"]["requestBody"]["content"][
-        "application/json"]["examples"]
+    examples = server.client.get("/openapi.json").json()["paths"]["/attend"]["post"]["requestBody"][
+        "content"
+    ]["application/json"]["examples"]
     for name, example in examples.items():
         AttendRequest.model_validate_json(__import__("json").dumps(example["value"]))
         response = server.post(example["value"])
@@ -50,17 +53,28 @@ def test_every_swagger_example_works_and_matches_the_response_schema(server):
         holders = body.layers if body.layers is not None else [body]  # pretrained models: one entry per layer
         for holder in holders:
             for tensor in body.meta.axes:
-                assert np.asarray(getattr(holder, tensor), dtype=float).shape == tuple(body.meta.shapes[tensor])
+                assert np.asarray(getattr(holder, tensor), dtype=float).shape == tuple(
+                    body.meta.shapes[tensor]
+                )
 
 
 def test_response_carries_every_axis_and_meta(server):
-    response = server.post({"embeddings": [X, X], "num_heads": 2, "d_k": 3, "d_v": 5, "context": [X[:2], X[1:]]})
+    response = server.post(
+        {"embeddings": [X, X], "num_heads": 2, "d_k": 3, "d_v": 5, "context": [X[:2], X[1:]]}
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     meta = body["meta"]
-    expected_shapes = {"q": [2, 2, 3, 3], "k": [2, 2, 2, 3], "v": [2, 2, 2, 5], "scores": [2, 2, 3, 2],
-                       "scaled_scores": [2, 2, 3, 2], "weights": [2, 2, 3, 2], "context": [2, 2, 3, 5],
-                       "output": [2, 3, 4]}
+    expected_shapes = {
+        "q": [2, 2, 3, 3],
+        "k": [2, 2, 2, 3],
+        "v": [2, 2, 2, 5],
+        "scores": [2, 2, 3, 2],
+        "scaled_scores": [2, 2, 3, 2],
+        "weights": [2, 2, 3, 2],
+        "context": [2, 2, 3, 5],
+        "output": [2, 3, 4],
+    }
     assert meta["shapes"] == expected_shapes
     assert meta["axes"] == {name: list(axes) for name, axes in TENSOR_AXES.items()}
     for name, shape in expected_shapes.items():
@@ -95,7 +109,9 @@ def test_lower_precision_agrees_with_float64(server, dtype, atol):
     low = server.post({**request, "dtype": dtype}).json()
     assert low["meta"]["dtype"] == dtype
     for name in ("q", "weights", "context", "output"):
-        np.testing.assert_allclose(np.asarray(low[name]), np.asarray(reference[name]), atol=atol, err_msg=name)
+        np.testing.assert_allclose(
+            np.asarray(low[name]), np.asarray(reference[name]), atol=atol, err_msg=name
+        )
 
 
 def test_seeded_weights_are_reproducible_and_follow_the_documented_draw(server):
@@ -119,7 +135,9 @@ def test_identity_weights_make_q_the_embeddings(server):
 
 
 def test_fully_masked_row_is_zero_not_nan(server):
-    body = server.post({"embeddings": X, "causal": True, "attention_mask": [[0, 1, 1]], "dtype": "float64"}).json()
+    body = server.post(
+        {"embeddings": X, "causal": True, "attention_mask": [[0, 1, 1]], "dtype": "float64"}
+    ).json()
     weights = np.asarray(body["weights"])[0, 0]
     assert np.all(weights[0] == 0) and np.all(np.asarray(body["context"])[0, 0, 0] == 0)
     assert body["scaled_scores"][0][0][0] == [None, None, None]

@@ -29,7 +29,9 @@ def head0(response: dict, name: str) -> np.ndarray:
 @pytest.mark.parametrize("layout", ["in_out", "out_in"])
 def test_cat_eats_fish(server, layout, dtype):
     weights = {f"w_{m}": CAT[f"w_{m}_{layout}"] for m in "qkv"}
-    response = server.post({"embeddings": CAT["embeddings"], "weights": {**weights, "layout": layout}, "dtype": dtype})
+    response = server.post(
+        {"embeddings": CAT["embeddings"], "weights": {**weights, "layout": layout}, "dtype": dtype}
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["meta"]["scale"] == pytest.approx(CAT["scale"], abs=1e-15)

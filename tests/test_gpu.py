@@ -8,10 +8,18 @@ import torch
 
 from schemas.axes import TENSOR_NAMES
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here"),
+]
 
-REQUEST = {"embeddings": np.random.default_rng(0).uniform(-1, 1, (2, 12, 16)).tolist(), "num_heads": 4,
-           "causal": True, "attention_mask": [[1] * 12, [1] * 9 + [0] * 3], "weights": {"seed": 5}}
+REQUEST = {
+    "embeddings": np.random.default_rng(0).uniform(-1, 1, (2, 12, 16)).tolist(),
+    "num_heads": 4,
+    "causal": True,
+    "attention_mask": [[1] * 12, [1] * 9 + [0] * 3],
+    "weights": {"seed": 5},
+}
 
 
 @pytest.mark.parametrize("dtype,atol", [("float64", 1e-10), ("float32", 1e-5)])
@@ -20,8 +28,9 @@ def test_cuda_equals_cpu(server, dtype, atol):
     cpu = server.post({**REQUEST, "dtype": dtype, "device": "cpu"}).json()
     assert gpu["meta"]["device"].startswith("cuda") and cpu["meta"]["device"] == "cpu"
     for name in TENSOR_NAMES:
-        np.testing.assert_allclose(np.asarray(gpu[name], dtype=float), np.asarray(cpu[name], dtype=float), atol=atol,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            np.asarray(gpu[name], dtype=float), np.asarray(cpu[name], dtype=float), atol=atol, err_msg=name
+        )
 
 
 def test_cuda_half_precision_runs(server):

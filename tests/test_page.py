@@ -14,11 +14,19 @@ import pytest
 from tests.conftest import ROOT
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (apt-get install -y chromium; .ci/run does)")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="no Chromium here (apt-get install -y chromium; .ci/run does)"
+)
 SENTENCE = "The cat ate the fish because it was hungry"
 OUTPUT = ROOT / "test-output"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.fixture(scope="module")
@@ -99,14 +107,26 @@ def test_step_through_works_out_one_cell(page, server):
     page.select_option("#model", "toy")
     page.fill("#num_heads", "2")
     run(page, "猫 吃 鱼")
-    api = server.post({"text": "猫 吃 鱼", "model": "toy", "d_model": 8, "num_heads": 2, "weights": {"seed": 0},
-                       "causal": False}).json()
+    api = server.post(
+        {
+            "text": "猫 吃 鱼",
+            "model": "toy",
+            "d_model": 8,
+            "num_heads": 2,
+            "weights": {"seed": 0},
+            "causal": False,
+        }
+    ).json()
     steps = page.locator("#steps")
-    assert [steps.locator(f"[data-step={name}]").count() for name in
-            ("project", "scores", "scale", "softmax", "sum")] == [1] * 5
+    assert [
+        steps.locator(f"[data-step={name}]").count()
+        for name in ("project", "scores", "scale", "softmax", "sum")
+    ] == [1] * 5
     page.select_option("#step-query", "1")
     page.select_option("#step-key", "2")
-    assert float(page.locator("#step-weight").inner_text()) == pytest.approx(api["weights"][0][0][1][2], abs=1e-4)
+    assert float(page.locator("#step-weight").inner_text()) == pytest.approx(
+        api["weights"][0][0][1][2], abs=1e-4
+    )
     softmax = steps.locator("[data-step=softmax]").inner_text()
     assert f"{api['weights'][0][0][1][2]:.4f}" in softmax  # the page's own arithmetic agrees with the service
 
@@ -148,8 +168,16 @@ def test_128_tokens_render_without_a_freeze(page, server):
     page.fill("#d_model", "64")
     page.fill("#num_heads", "4")
     run(page, words)
-    api = server.post({"text": words, "model": "toy", "d_model": 64, "num_heads": 4, "weights": {"seed": 0},
-                       "include": ["weights"]}).json()
+    api = server.post(
+        {
+            "text": words,
+            "model": "toy",
+            "d_model": 64,
+            "num_heads": 4,
+            "weights": {"seed": 0},
+            "include": ["weights"],
+        }
+    ).json()
     check_heatmap(page, np.asarray(api["weights"])[0, 0], every=16)
     render_ms = float(page.locator("#results").get_attribute("data-render-ms"))
     page.select_option("#view-head", "average")

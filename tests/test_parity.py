@@ -10,7 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 TOLERANCE = {"float64": 1e-10, "float32": 1e-5}
-PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+PROPERTY = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @st.composite
@@ -24,7 +26,12 @@ def attention_cases(draw):
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     mask = rng.random((batch, seq_kv)) < 0.75 if draw(st.booleans()) else None
     return {
-        "batch": batch, "seq": seq, "seq_kv": seq_kv, "heads": heads, "d_k": d_k, "cross": cross,
+        "batch": batch,
+        "seq": seq,
+        "seq_kv": seq_kv,
+        "heads": heads,
+        "d_k": d_k,
+        "cross": cross,
         "x": rng.uniform(-1, 1, (batch, seq, heads * d_k)),
         "context": rng.uniform(-1, 1, (batch, seq_kv, heads * d_k)) if cross else None,
         "mask": mask,
@@ -52,8 +59,13 @@ def request_for(case, weights: dict) -> dict:
         array = array[0] if case["squeeze"] else array
         return array.tolist()
 
-    body = {"embeddings": wire(case["x"]), "weights": weights, "num_heads": case["heads"], "causal": case["causal"],
-            "dtype": case["dtype"]}
+    body = {
+        "embeddings": wire(case["x"]),
+        "weights": weights,
+        "num_heads": case["heads"],
+        "causal": case["causal"],
+        "dtype": case["dtype"],
+    }
     if case["cross"]:
         body["context"] = wire(case["context"])
     if case["mask"] is not None:
@@ -94,9 +106,14 @@ def test_equals_torch_multihead_attention_and_sdpa(server, case):
     b = mha.in_proj_bias.detach().numpy().copy()
     parts = {"q": slice(0, embed), "k": slice(embed, 2 * embed), "v": slice(2 * embed, 3 * embed)}
     as_wire = (lambda m: m.tolist()) if case["layout"] == "out_in" else (lambda m: m.T.tolist())
-    weights = {f"w_{n}": as_wire(w[s]) for n, s in parts.items()} | {f"b_{n}": b[s].tolist() for n, s in parts.items()}
-    weights |= {"w_o": as_wire(mha.out_proj.weight.detach().numpy()), "b_o": mha.out_proj.bias.detach().tolist(),
-                "layout": case["layout"]}
+    weights = {f"w_{n}": as_wire(w[s]) for n, s in parts.items()} | {
+        f"b_{n}": b[s].tolist() for n, s in parts.items()
+    }
+    weights |= {
+        "w_o": as_wire(mha.out_proj.weight.detach().numpy()),
+        "b_o": mha.out_proj.bias.detach().tolist(),
+        "layout": case["layout"],
+    }
     response = server.post(request_for(case, weights))
     assert response.status_code == 200, response.text
     body = response.json()
@@ -112,31 +129,49 @@ def test_equals_torch_multihead_attention_and_sdpa(server, case):
         with torch.no_grad():
             mha.in_proj_bias[parts["q"]] *= scale * np.sqrt(case["d_k"])
     with torch.no_grad():
-        ref_output, ref_weights = mha(q_in, source, source, attn_mask=~allowed[:, 0].repeat_interleave(case["heads"], 0),
-                                      need_weights=True, average_attn_weights=False)
+        ref_output, ref_weights = mha(
+            q_in,
+            source,
+            source,
+            attn_mask=~allowed[:, 0].repeat_interleave(case["heads"], 0),
+            need_weights=True,
+            average_attn_weights=False,
+        )
     live = check_masked_rows(body, allowed, atol)
     live_rows = np.broadcast_to(live, ref_weights.shape[:3])
-    np.testing.assert_allclose(np.asarray(body["weights"])[live_rows], ref_weights.numpy()[live_rows], atol=atol)
-    np.testing.assert_allclose(np.asarray(body["output"])[live[:, 0]], ref_output.numpy()[live[:, 0]], atol=atol)
+    np.testing.assert_allclose(
+        np.asarray(body["weights"])[live_rows], ref_weights.numpy()[live_rows], atol=atol
+    )
+    np.testing.assert_allclose(
+        np.asarray(body["output"])[live[:, 0]], ref_output.numpy()[live[:, 0]], atol=atol
+    )
 
     # per-head context against scaled_dot_product_attention, from float64 projections computed here
     def heads(t):  # [batch, pos, heads*d] -> [batch, head, pos, d]
         return t.view(t.shape[0], t.shape[1], case["heads"], -1).transpose(1, 2)
 
     wt, bt = torch.from_numpy(w), torch.from_numpy(b)
-    q, k, v = (heads(F.linear(inp, wt[s], bt[s])) for inp, s in ((x, parts["q"]), (source, parts["k"]),
-                                                                 (source, parts["v"])))
+    q, k, v = (
+        heads(F.linear(inp, wt[s], bt[s]))
+        for inp, s in ((x, parts["q"]), (source, parts["k"]), (source, parts["v"]))
+    )
     for name, ref in (("q", q), ("k", k), ("v", v)):
         np.testing.assert_allclose(np.asarray(body[name]), ref.numpy(), atol=atol, err_msg=name)
     ref_context = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=scale)
     live_context = np.broadcast_to(live, ref_context.shape[:3])
-    np.testing.assert_allclose(np.asarray(body["context"])[live_context], ref_context.numpy()[live_context], atol=atol)
+    np.testing.assert_allclose(
+        np.asarray(body["context"])[live_context], ref_context.numpy()[live_context], atol=atol
+    )
     scores = (q @ k.transpose(-2, -1)).numpy()
     np.testing.assert_allclose(np.asarray(body["scores"]), scores, atol=atol * 10)
 
 
 @PROPERTY
-@given(case=attention_cases(), d_v=st.integers(1, 5), init=st.sampled_from(["xavier_uniform", "normal", "identity"]))
+@given(
+    case=attention_cases(),
+    d_v=st.integers(1, 5),
+    init=st.sampled_from(["xavier_uniform", "normal", "identity"]),
+)
 def test_generated_weights_per_head_context_equals_sdpa(server, case, d_v, init):
     """Generated weights with d_v != d_k and no W_o: context equals SDPA over the returned Q, K, V, and the output
     is the heads concatenated."""

@@ -16,9 +16,13 @@ import pytest
 from tests.conftest import Server
 
 # about 0.2 s of compute on 2 cores: two 502-token texts through all six MiniLM layers
-SLOW = json.dumps({"text": [" ".join(["cat"] * 500)] * 2, "layer": 5, "include": ["output"], "decimals": 1}).encode()
+SLOW = json.dumps(
+    {"text": [" ".join(["cat"] * 500)] * 2, "layer": 5, "include": ["output"], "decimals": 1}
+).encode()
 # many seconds of compute: sixteen 502-token texts through all six layers
-RUNAWAY = json.dumps({"text": [" ".join(["cat"] * 500)] * 16, "layer": 5, "include": ["output"], "decimals": 1}).encode()
+RUNAWAY = json.dumps(
+    {"text": [" ".join(["cat"] * 500)] * 16, "layer": 5, "include": ["output"], "decimals": 1}
+).encode()
 KEY = "k3y-for-tests-0123456789"
 HEADERS = {"content-type": "application/json", "x-api-key": KEY}
 CAT = {"embeddings": [[1.0, 0.0], [0.0, 1.0]], "include": ["weights"]}
@@ -28,8 +32,15 @@ CAT = {"embeddings": [[1.0, 0.0], [0.0, 1.0]], "include": ["weights"]}
 def guarded(tmp_path_factory):
     """One compute process, one waiting place, an API key, a CORS origin, and its log captured."""
     log = tmp_path_factory.mktemp("logs") / "service.log"
-    srv = Server({"ATTENTION_MAX_CONCURRENT": "1", "ATTENTION_MAX_QUEUE": "1", "ATTENTION_API_KEYS": json.dumps([KEY]),
-                  "ATTENTION_CORS_ORIGINS": '["https://app.example"]'}, log=log)
+    srv = Server(
+        {
+            "ATTENTION_MAX_CONCURRENT": "1",
+            "ATTENTION_MAX_QUEUE": "1",
+            "ATTENTION_API_KEYS": json.dumps([KEY]),
+            "ATTENTION_CORS_ORIGINS": '["https://app.example"]',
+        },
+        log=log,
+    )
     yield srv
     srv.stop()
 
@@ -85,8 +96,13 @@ def test_a_client_that_leaves_mid_computation_does_not_cost_a_process():
 
 
 def test_past_the_time_limit_a_504_and_the_computation_is_stopped():
-    srv = Server({"ATTENTION_REQUEST_TIMEOUT_S": "0.5", "ATTENTION_MAX_CONCURRENT": "1",
-                  "ATTENTION_MAX_COMPUTE_ELEMENTS": "400000000"})
+    srv = Server(
+        {
+            "ATTENTION_REQUEST_TIMEOUT_S": "0.5",
+            "ATTENTION_MAX_CONCURRENT": "1",
+            "ATTENTION_MAX_COMPUTE_ELEMENTS": "400000000",
+        }
+    )
     try:
         started = time.perf_counter()
         response = srv.post(RUNAWAY)
@@ -94,7 +110,9 @@ def test_past_the_time_limit_a_504_and_the_computation_is_stopped():
         assert time.perf_counter() - started < 3  # the computation alone takes longer
         assert "ATTENTION_REQUEST_TIMEOUT_S=0.5" in response.json()["detail"]
         replaced = 'attention_compute_processes_replaced_total{reason="timeout"} 1.0'
-        deadline = time.monotonic() + 60  # killed at once; the replacement starts (torch, the model), then is ready
+        deadline = (
+            time.monotonic() + 60
+        )  # killed at once; the replacement starts (torch, the model), then is ready
         while replaced not in srv.client.get("/metrics").text or srv.client.get("/readyz").status_code != 200:
             assert time.monotonic() < deadline
             time.sleep(0.1)
@@ -104,7 +122,9 @@ def test_past_the_time_limit_a_504_and_the_computation_is_stopped():
 
 
 def compute_processes(server: Server) -> list[int]:
-    threads = Path(f"/proc/{server.process.pid}/task").iterdir()  # a child belongs to the thread that started it
+    threads = Path(
+        f"/proc/{server.process.pid}/task"
+    ).iterdir()  # a child belongs to the thread that started it
     children = [pid for thread in threads for pid in (thread / "children").read_text().split()]
     return [int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
 
@@ -125,17 +145,23 @@ def test_a_compute_process_that_dies_fails_one_request_and_is_replaced():
         assert answered.status_code == 200  # moved to the replacement process
         (replacement,) = compute_processes(srv)
         assert replacement != victim
-        assert 'attention_compute_processes_replaced_total{reason="died"} 1.0' in srv.client.get("/metrics").text
+        assert (
+            'attention_compute_processes_replaced_total{reason="died"} 1.0' in srv.client.get("/metrics").text
+        )
     finally:
         srv.stop()
 
 
 def test_sigterm_lets_admitted_requests_finish():
-    srv = Server({"ATTENTION_MAX_CONCURRENT": "1", "ATTENTION_MAX_QUEUE": "8"},
-                 uvicorn_args=("--timeout-graceful-shutdown", "30"))
+    srv = Server(
+        {"ATTENTION_MAX_CONCURRENT": "1", "ATTENTION_MAX_QUEUE": "8"},
+        uvicorn_args=("--timeout-graceful-shutdown", "30"),
+    )
     try:
         with ThreadPoolExecutor(4) as pool:
-            futures = [pool.submit(httpx.post, srv.url + "/attend", content=SLOW, timeout=60) for _ in range(4)]
+            futures = [
+                pool.submit(httpx.post, srv.url + "/attend", content=SLOW, timeout=60) for _ in range(4)
+            ]
             time.sleep(0.15)  # all four admitted: one computing, three waiting
             srv.process.send_signal(signal.SIGTERM)
             statuses = [future.result().status_code for future in futures]
@@ -148,10 +174,14 @@ def test_sigterm_lets_admitted_requests_finish():
 def test_metrics_in_prometheus_format(guarded):
     post(guarded, json.dumps(CAT).encode())
     text = guarded.client.get("/metrics").text
-    for line in ('attention_requests_total{method="POST",route="/attend",status="200"}',
-                 'attention_request_duration_seconds_bucket{le="0.005",route="/attend"}',
-                 "attention_requests_in_flight", 'attention_response_bytes_total{route="/attend"}',
-                 'attention_model_load_seconds{model="all-MiniLM-L6-v2"}', 'attention_device_info{device="cpu"'):
+    for line in (
+        'attention_requests_total{method="POST",route="/attend",status="200"}',
+        'attention_request_duration_seconds_bucket{le="0.005",route="/attend"}',
+        "attention_requests_in_flight",
+        'attention_response_bytes_total{route="/attend"}',
+        'attention_model_load_seconds{model="all-MiniLM-L6-v2"}',
+        'attention_device_info{device="cpu"',
+    ):
         assert line in text, line
 
 
@@ -183,7 +213,10 @@ def test_api_keys(guarded):
 
 
 def test_cors_allowlist(guarded):
-    preflight = {"access-control-request-method": "POST", "access-control-request-headers": "content-type,x-api-key"}
+    preflight = {
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "content-type,x-api-key",
+    }
     allowed = httpx.options(guarded.url + "/attend", headers={"origin": "https://app.example", **preflight})
     assert allowed.headers["access-control-allow-origin"] == "https://app.example"
     refused = httpx.options(guarded.url + "/attend", headers={"origin": "https://evil.example", **preflight})
@@ -193,4 +226,3 @@ def test_cors_allowlist(guarded):
 def test_no_cors_and_no_keys_by_default(server):
     response = server.client.get("/models", headers={"origin": "https://app.example"})
     assert response.status_code == 200 and "access-control-allow-origin" not in response.headers
-

@@ -14,8 +14,8 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from service.errors import ModelError
 from service.compute.models.registry import DEFAULT_MODEL, bundled_folder, load_model
+from service.errors import ModelError
 from tests.conftest import ROOT, TOKENIZER_FILES, _free_port
 
 SENTENCE = "The cat ate the fish because it was hungry"
@@ -28,14 +28,18 @@ def reference(folder, texts):
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     encoded = tokenizer(texts, padding=True, return_tensors="pt")
     outputs = []
-    hooks = [layer.attention.output.dense.register_forward_hook(lambda m, i, o: outputs.append(o.detach()))
-             for layer in model.encoder.layer]
+    hooks = [
+        layer.attention.output.dense.register_forward_hook(lambda m, i, o: outputs.append(o.detach()))
+        for layer in model.encoder.layer
+    ]
     with torch.no_grad():
         result = model(**encoded, output_attentions=True)
     for hook in hooks:
         hook.remove()
-    tokens = [tokenizer.convert_ids_to_tokens(ids[: int(n)]) for ids, n in
-              zip(encoded["input_ids"], encoded["attention_mask"].sum(1))]
+    tokens = [
+        tokenizer.convert_ids_to_tokens(ids[: int(n)])
+        for ids, n in zip(encoded["input_ids"], encoded["attention_mask"].sum(1))
+    ]
     return result.attentions, outputs, encoded["attention_mask"].bool(), tokens
 
 
@@ -49,9 +53,15 @@ def check_parity(response, folder, texts, layers):
     for entry in body["layers"]:
         index = entry["layer"]
         weights = np.asarray(entry["weights"])
-        np.testing.assert_allclose(weights, attentions[index].numpy(), atol=1e-5, err_msg=f"weights, layer {index}")
-        np.testing.assert_allclose(np.asarray(entry["output"])[real], outputs[index].numpy()[real], atol=1e-5,
-                                   err_msg=f"output, layer {index}")
+        np.testing.assert_allclose(
+            weights, attentions[index].numpy(), atol=1e-5, err_msg=f"weights, layer {index}"
+        )
+        np.testing.assert_allclose(
+            np.asarray(entry["output"])[real],
+            outputs[index].numpy()[real],
+            atol=1e-5,
+            err_msg=f"output, layer {index}",
+        )
 
 
 def test_bundled_model_matches_transformers_on_every_layer(server):
@@ -99,7 +109,13 @@ def test_models_whose_attention_differs_are_refused(tiny_bert_folder, tmp_path):
 def test_tiny_random_bert_through_the_settings_path(tiny_server, tiny_bert_folder):
     models = tiny_server.client.get("/models").json()
     tiny = next(m for m in models["models"] if m["name"] == "tiny-bert")
-    assert (tiny["layers"], tiny["heads"], tiny["d_model"], tiny["max_length"], tiny["loaded"]) == (2, 4, 32, 40, True)
+    assert (tiny["layers"], tiny["heads"], tiny["d_model"], tiny["max_length"], tiny["loaded"]) == (
+        2,
+        4,
+        32,
+        40,
+        True,
+    )
     response = tiny_server.post({"text": BATCH, "model": "tiny-bert"})
     check_parity(response, tiny_bert_folder, BATCH, [0, 1])
 
@@ -110,10 +126,13 @@ def test_padding_does_not_change_real_tokens(server):
     n = len(alone["tokens"][0])
     assert batch["tokens"][1] == alone["tokens"][0]
     for single, padded in zip(alone["layers"], batch["layers"]):
-        np.testing.assert_allclose(np.asarray(padded["weights"])[1, :, :n, :n], np.asarray(single["weights"])[0],
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            np.asarray(padded["weights"])[1, :, :n, :n], np.asarray(single["weights"])[0], atol=1e-5
+        )
         assert np.all(np.asarray(padded["weights"])[1, :, :, n:] == 0)  # padding keys get no weight
-        np.testing.assert_allclose(np.asarray(padded["output"])[1, :n], np.asarray(single["output"])[0], atol=1e-5)
+        np.testing.assert_allclose(
+            np.asarray(padded["output"])[1, :n], np.asarray(single["output"])[0], atol=1e-5
+        )
 
 
 def test_models_endpoint_lists_models_and_toy(server):
@@ -121,8 +140,13 @@ def test_models_endpoint_lists_models_and_toy(server):
     assert listing["default"] == DEFAULT_MODEL
     by_name = {m["name"]: m for m in listing["models"]}
     minilm = by_name[DEFAULT_MODEL]
-    assert (minilm["layers"], minilm["heads"], minilm["d_model"], minilm["vocab_size"], minilm["max_length"]) == \
-        (6, 12, 384, 30522, 512)
+    assert (
+        minilm["layers"],
+        minilm["heads"],
+        minilm["d_model"],
+        minilm["vocab_size"],
+        minilm["max_length"],
+    ) == (6, 12, 384, 30522, 512)
     assert minilm["loaded"] is True and by_name["toy"]["toy"] is True
 
 
@@ -136,7 +160,9 @@ def test_toy_mode_is_deterministic_and_splits_characters(server):
     words = server.post({**request, "text": ["猫 吃 鱼", "猫 吃"]}).json()
     assert words["tokens"] == [["猫", "吃", "鱼"], ["猫", "吃"]]
     # the same token has the same embedding in every position and text: identity weights expose it as Q
-    identity = server.post({**request, "text": ["猫 吃 鱼", "鱼 猫"], "weights": {"init": "identity", "seed": 3}}).json()
+    identity = server.post(
+        {**request, "text": ["猫 吃 鱼", "鱼 猫"], "weights": {"init": "identity", "seed": 3}}
+    ).json()
     q = np.asarray(identity["q"])[:, 0]  # [batch, pos, d_k]
     np.testing.assert_array_equal(q[0, 0], q[1, 1])
     np.testing.assert_array_equal(q[0, 2], q[1, 0])
@@ -154,23 +180,26 @@ def test_too_long_text_is_refused_unless_truncation_is_asked(server):
     assert len(cut.json()["tokens"][0]) == 512 and cut.json()["meta"]["truncated"] is True
 
 
-@pytest.mark.parametrize("body,loc,fragments", [
-    ({"text": "hi", "model": "gpt-9"}, ["model"], ["found 'gpt-9'", "all-MiniLM-L6-v2", "toy"]),
-    ({"text": "hi", "layer": 6}, ["layer"], ["found layer 6", "layers 0 to 5"]),
-    ({"text": "hi", "layer": [0, -1]}, ["layer"], ["found layer -1"]),
-    ({"text": "hi", "layer": []}, ["layer"], ["empty list"]),
-    ({"text": "hi", "layer": "first"}, ["layer"], ["found 'first'"]),
-    ({"text": ""}, ["text"], ["empty text at text[0]"]),
-    ({"text": ["fine", "  "]}, ["text"], ["empty text at text[1]"]),
-    ({"text": []}, ["text"], ["empty list of texts"]),
-    ({"text": ["fine", 3]}, ["text", 1], ["valid string", "found 3"]),
-    ({"text": "hi", "embeddings": [[1.0]]}, [], ["text together with embeddings"]),
-    ({"text": "hi", "weights": {"seed": 1}}, [], ["weights with a pretrained model"]),
-    ({"text": "hi", "num_heads": 4}, ["num_heads"], ["found num_heads 4", "has num_heads 12"]),
-    ({"text": "hi", "attention_mask": [[1]]}, [], ["padding mask of texts is made automatically"]),
-    ({"text": "hi", "model": "toy", "layer": 0}, [], ["toy model, which has no layers"]),
-    ({"embeddings": [[1.0]], "model": "toy"}, [], ["found model without text"]),
-])
+@pytest.mark.parametrize(
+    "body,loc,fragments",
+    [
+        ({"text": "hi", "model": "gpt-9"}, ["model"], ["found 'gpt-9'", "all-MiniLM-L6-v2", "toy"]),
+        ({"text": "hi", "layer": 6}, ["layer"], ["found layer 6", "layers 0 to 5"]),
+        ({"text": "hi", "layer": [0, -1]}, ["layer"], ["found layer -1"]),
+        ({"text": "hi", "layer": []}, ["layer"], ["empty list"]),
+        ({"text": "hi", "layer": "first"}, ["layer"], ["found 'first'"]),
+        ({"text": ""}, ["text"], ["empty text at text[0]"]),
+        ({"text": ["fine", "  "]}, ["text"], ["empty text at text[1]"]),
+        ({"text": []}, ["text"], ["empty list of texts"]),
+        ({"text": ["fine", 3]}, ["text", 1], ["valid string", "found 3"]),
+        ({"text": "hi", "embeddings": [[1.0]]}, [], ["text together with embeddings"]),
+        ({"text": "hi", "weights": {"seed": 1}}, [], ["weights with a pretrained model"]),
+        ({"text": "hi", "num_heads": 4}, ["num_heads"], ["found num_heads 4", "has num_heads 12"]),
+        ({"text": "hi", "attention_mask": [[1]]}, [], ["padding mask of texts is made automatically"]),
+        ({"text": "hi", "model": "toy", "layer": 0}, [], ["toy model, which has no layers"]),
+        ({"embeddings": [[1.0]], "model": "toy"}, [], ["found model without text"]),
+    ],
+)
 def test_bad_text_input_is_a_clear_422(server, body, loc, fragments):
     response = server.post(body)
     assert response.status_code == 422, response.text
@@ -189,8 +218,15 @@ def test_too_many_texts_is_a_413(tiny_server):
 def failed_start_up(models: dict[str, str]) -> str:
     """Starts uvicorn with these models, expects it to refuse to start, and returns what it logged."""
     env = {**os.environ, "ATTENTION_MODELS": json.dumps(models)}
-    process = subprocess.run([sys.executable, "-m", "uvicorn", "service.server.app:app", "--port", str(_free_port())],
-                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    process = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "service.server.app:app", "--port", str(_free_port())],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert process.returncode != 0
     return process.stderr
 

@@ -106,7 +106,11 @@ def attention(
 
 
 def allowed_positions(
-    key_mask: Bool[Tensor, "batch key_pos"] | None, causal: bool, query_pos: int, key_pos: int, device: torch.device
+    key_mask: Bool[Tensor, "batch key_pos"] | None,
+    causal: bool,
+    query_pos: int,
+    key_pos: int,
+    device: torch.device,
 ) -> AllowedPositions | None:
     """The positions each query may attend, [batch or 1, 1, query_pos, key_pos], from a padding mask (True =
     attend) and causality (key j <= query i, aligned top-left), or None when nothing is masked."""
@@ -142,5 +146,12 @@ def attention_on(
     with torch.inference_mode():
         mask = None if key_mask is None else torch.as_tensor(key_mask).to(convert.device)
         allowed = allowed_positions(mask, causal, query_input.shape[1], key_input.shape[1], convert.device)
-        return attention(on_device(query_input), on_device(key_input), on_device(value_input),
-                         projections.to(convert), num_heads, scale, allowed)
+        return attention(
+            on_device(query_input),
+            on_device(key_input),
+            on_device(value_input),
+            projections.to(convert),
+            num_heads,
+            scale,
+            allowed,
+        )

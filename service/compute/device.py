@@ -7,13 +7,20 @@ import torch
 
 from service.errors import RequestError
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
 NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
-        raise RequestError(("device",), "found 'cuda', but this server has no CUDA device; expected 'auto' or 'cpu'")
+        raise RequestError(
+            ("device",), "found 'cuda', but this server has no CUDA device; expected 'auto' or 'cpu'"
+        )
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)

@@ -41,8 +41,10 @@ def _host(value: Any, decimals: int | None) -> Any:
     arrays = host_arrays(tensors) if tensors else {}
     if decimals is not None:
         arrays = {key: np.round(array, decimals) for key, array in arrays.items()}
-    return {key: np.ascontiguousarray(arrays[key]) if key in arrays else _host(item, decimals)
-            for key, item in value.items()}
+    return {
+        key: np.ascontiguousarray(arrays[key]) if key in arrays else _host(item, decimals)
+        for key, item in value.items()
+    }
 
 
 def encode(sections: dict[str, Any], decimals: int | None, meta: Callable[[], bytes]) -> bytes:

@@ -44,16 +44,29 @@ def attend_explicit(request: AttendRequest, settings: Settings, started: float) 
     convert = Converter.for_request(request.device, request.dtype)
     projections = resolve_weights(request, sizes)
     scale = request.scale if request.scale is not None else 1.0 / math.sqrt(sizes.d_k)
-    internals = attention_on(convert, inputs.query_input, inputs.key_input, inputs.value_input, projections,
-                             sizes.num_heads, scale, request.causal, inputs.key_mask)
+    internals = attention_on(
+        convert,
+        inputs.query_input,
+        inputs.key_input,
+        inputs.value_input,
+        projections,
+        sizes.num_heads,
+        scale,
+        request.causal,
+        inputs.key_mask,
+    )
     sections: dict[str, object] = {name: getattr(internals, name) for name in request.returned}
     padded = inputs.key_mask is not None and not inputs.key_mask.all()
     about: dict[str, object] = {
-        **weight_settings(request, inputs.direct), "output_projection": projections.w_o is not None,
+        **weight_settings(request, inputs.direct),
+        "output_projection": projections.w_o is not None,
         "masked": request.causal or padded,
     }
     if tokens is not None:
         sections["tokens"] = tokens
         about |= {"model": TOY_MODEL, "lengths": [len(t) for t in tokens]}
-    return encode(sections, request.decimals, partial(build_meta, request, sizes, scale, convert.device, started,
-                                                      **about))
+    return encode(
+        sections,
+        request.decimals,
+        partial(build_meta, request, sizes, scale, convert.device, started, **about),
+    )

@@ -52,7 +52,8 @@ def _shape(array: np.ndarray) -> str:
 def _check_batch(name: str, array: np.ndarray, batch: int, against: str) -> None:
     if array.shape[0] != batch:
         raise RequestError(
-            (name,), f"found batch {array.shape[0]} (shape {_shape(array)}); expected batch {batch} as in {against}"
+            (name,),
+            f"found batch {array.shape[0]} (shape {_shape(array)}); expected batch {batch} as in {against}",
         )
 
 
@@ -70,17 +71,21 @@ def _embeddings(x: np.ndarray, context: np.ndarray | None) -> tuple[np.ndarray, 
     return x, source
 
 
-def _direct(query: np.ndarray, key: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _direct(
+    query: np.ndarray, key: np.ndarray, value: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     q, k, v = _batched(query), _batched(key), _batched(value)
     _check_batch("key", k, q.shape[0], "query")
     _check_batch("value", v, q.shape[0], "query")
     if k.shape[2] != q.shape[2]:
         raise RequestError(
-            ("key",), f"found last axis {k.shape[2]} (shape {_shape(k)}); expected {q.shape[2]} (heads*d_k) as in query"
+            ("key",),
+            f"found last axis {k.shape[2]} (shape {_shape(k)}); expected {q.shape[2]} (heads*d_k) as in query",
         )
     if v.shape[1] != k.shape[1]:
         raise RequestError(
-            ("value",), f"found seq_kv {v.shape[1]} (shape {_shape(v)}); expected seq_kv {k.shape[1]} as in key"
+            ("value",),
+            f"found seq_kv {v.shape[1]} (shape {_shape(v)}); expected seq_kv {k.shape[1]} as in key",
         )
     return q, k, v
 
@@ -88,11 +93,14 @@ def _direct(query: np.ndarray, key: np.ndarray, value: np.ndarray) -> tuple[np.n
 def _key_mask(mask: np.ndarray, batch: int, seq_kv: int) -> np.ndarray:
     expected = [batch, seq_kv]
     if list(mask.shape) != expected:
-        raise RequestError(("attention_mask",), f"found shape {_shape(mask)}; expected [batch, seq_kv] = {expected}")
+        raise RequestError(
+            ("attention_mask",), f"found shape {_shape(mask)}; expected [batch, seq_kv] = {expected}"
+        )
     valid = np.isin(mask, (0.0, 1.0))
     if not valid.all():
         raise RequestError(
-            ("attention_mask",), f"found the value {mask[~valid][0]:g}; expected only 0 (masked) and 1 (attend)"
+            ("attention_mask",),
+            f"found the value {mask[~valid][0]:g}; expected only 0 (masked) and 1 (attend)",
         )
     return mask.astype(bool)
 
@@ -102,7 +110,9 @@ def resolve_inputs(request: AttendRequest) -> Inputs:
         x, source = _embeddings(_batched(request.embeddings), request.context)
         query_input, key_input, value_input = x, source, source
     else:
-        assert request.query is not None and request.key is not None and request.value is not None  # the schema's
+        assert (
+            request.query is not None and request.key is not None and request.value is not None
+        )  # the schema's
         query_input, key_input, value_input = _direct(request.query, request.key, request.value)
     key_mask = None
     if request.attention_mask is not None:

@@ -26,12 +26,22 @@ def check_limits(settings: Settings, sizes: Sizes, returned: Iterable[TensorName
     check_sequence_sizes(settings, sizes.batch, max(sizes.seq, sizes.seq_kv))
     _check("ATTENTION_MAX_HEADS", settings.max_heads, sizes.num_heads, "num_heads")
     widest = max(sizes.input_width, sizes.num_heads * sizes.d_k, sizes.num_heads * sizes.d_v, sizes.d_out)
-    _check("ATTENTION_MAX_DIM", settings.max_dim, widest, "the widest of d_model, heads*d_k, heads*d_v, d_out")
+    _check(
+        "ATTENTION_MAX_DIM", settings.max_dim, widest, "the widest of d_model, heads*d_k, heads*d_v, d_out"
+    )
     in_response = sizes.layers * sum(sizes.elements(name) for name in returned)
-    _check("ATTENTION_MAX_RESPONSE_ELEMENTS", settings.max_response_elements, in_response,
-           f"numbers in the response ({', '.join(returned)})")
+    _check(
+        "ATTENTION_MAX_RESPONSE_ELEMENTS",
+        settings.max_response_elements,
+        in_response,
+        f"numbers in the response ({', '.join(returned)})",
+    )
     inputs = sizes.batch * (sizes.seq + sizes.seq_kv) * sizes.input_width
     internals = sum(sizes.elements(name) for name in TENSOR_NAMES)
     held = inputs + sizes.layers * (sizes.weight_elements + internals)
-    _check("ATTENTION_MAX_COMPUTE_ELEMENTS", settings.max_compute_elements, held,
-           "numbers held by the computation (inputs, weights and every internal)")
+    _check(
+        "ATTENTION_MAX_COMPUTE_ELEMENTS",
+        settings.max_compute_elements,
+        held,
+        "numbers held by the computation (inputs, weights and every internal)",
+    )

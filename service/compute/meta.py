@@ -21,21 +21,38 @@ def weight_settings(request: AttendRequest, direct: bool) -> dict[str, Any]:
         return {"weights_source": "none", "layout": None, "init": None, "seed": None}
     if spec is not None and spec.explicit:
         return {"weights_source": "explicit", "layout": spec.layout, "init": None, "seed": None}
-    return {"weights_source": "generated", "layout": None, "init": spec.init if spec else "xavier_uniform",
-            "seed": spec.seed if spec else 0}
+    return {
+        "weights_source": "generated",
+        "layout": None,
+        "init": spec.init if spec else "xavier_uniform",
+        "seed": spec.seed if spec else 0,
+    }
 
 
-def build_meta(request: AttendRequest, sizes: Sizes, scale: float, device: torch.device, started: float,
-               **about: Any) -> bytes:
+def build_meta(
+    request: AttendRequest, sizes: Sizes, scale: float, device: torch.device, started: float, **about: Any
+) -> bytes:
     """meta as JSON; `about` holds what depends on the input path (weight settings, model, layers, lengths,
     masked, output_projection). elapsed_ms counts from `started` to now."""
     returned: tuple[TensorName, ...] = request.returned
     meta = Meta(
-        device=device_name(device), dtype=request.dtype, scale=scale, num_heads=sizes.num_heads, d_k=sizes.d_k,
-        d_v=sizes.d_v, d_model=sizes.d_model, d_out=sizes.d_out, batch=sizes.batch, seq=sizes.seq,
-        seq_kv=sizes.seq_kv, causal=request.causal, torch_version=torch.__version__, decimals=request.decimals,
+        device=device_name(device),
+        dtype=request.dtype,
+        scale=scale,
+        num_heads=sizes.num_heads,
+        d_k=sizes.d_k,
+        d_v=sizes.d_v,
+        d_model=sizes.d_model,
+        d_out=sizes.d_out,
+        batch=sizes.batch,
+        seq=sizes.seq,
+        seq_kv=sizes.seq_kv,
+        causal=request.causal,
+        torch_version=torch.__version__,
+        decimals=request.decimals,
         axes={name: list(TENSOR_AXES[name]) for name in returned},
         shapes={name: list(sizes.shape(name)) for name in returned},
-        elapsed_ms=round((time.perf_counter() - started) * 1000, 3), **about,
+        elapsed_ms=round((time.perf_counter() - started) * 1000, 3),
+        **about,
     )
     return meta.__pydantic_serializer__.to_json(meta)

@@ -37,6 +37,8 @@ def answer(body: bytes, settings: Settings, models: ModelRegistry) -> tuple[int,
     except REQUEST_ERRORS as error:
         status, detail = error_answer(error)
         return status, orjson.dumps(detail)
-    except Exception:  # a bug or an exhausted resource: logged here, a 500 for the request, the process goes on
+    except (
+        Exception
+    ):  # a bug or an exhausted resource: logged here, a 500 for the request, the process goes on
         log.exception("computation failed")
         return 500, INTERNAL_ERROR

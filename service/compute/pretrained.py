@@ -35,7 +35,8 @@ def _layers(request: AttendRequest, model: LoadedModel) -> list[int]:
     for index in layers:
         if not 0 <= index < model.num_layers:
             raise RequestError(
-                ("layer",), f"found layer {index}; the model {model.name!r} has layers 0 to {model.num_layers - 1}"
+                ("layer",),
+                f"found layer {index}; the model {model.name!r} has layers 0 to {model.num_layers - 1}",
             )
     return layers
 
@@ -46,12 +47,15 @@ def _check_head_sizes(request: AttendRequest, model: LoadedModel) -> None:
     for name, value in (("num_heads", model.num_heads), ("d_k", d_head), ("d_v", d_head)):
         if name in request.model_fields_set and getattr(request, name) != value:
             raise RequestError(
-                (name,), f"found {name} {getattr(request, name)}; the model {model.name!r} has {name} {value} "
-                "(leave it out)"
+                (name,),
+                f"found {name} {getattr(request, name)}; the model {model.name!r} has {name} {value} "
+                "(leave it out)",
             )
 
 
-def attend_pretrained(request: AttendRequest, settings: Settings, models: ModelRegistry, started: float) -> bytes:
+def attend_pretrained(
+    request: AttendRequest, settings: Settings, models: ModelRegistry, started: float
+) -> bytes:
     """The forward runs as the model does (its dtype and device, its scale, not causal); a request that asks
     otherwise gets its layers' internals from a second attention over the same hidden states."""
     model = _model(models, request.model or settings.default_model)
@@ -60,25 +64,66 @@ def attend_pretrained(request: AttendRequest, settings: Settings, models: ModelR
     encoded = tokenize(request, model, settings)
     batch, seq = encoded.input_ids.shape
     forward = model.forward
-    sizes = Sizes(batch, seq, seq, model.d_model, model.num_heads, forward.d_head, forward.d_head, model.d_model,
-                  layers=len(layers))
+    sizes = Sizes(
+        batch,
+        seq,
+        seq,
+        model.d_model,
+        model.num_heads,
+        forward.d_head,
+        forward.d_head,
+        model.d_model,
+        layers=len(layers),
+    )
     check_limits(settings, sizes, request.returned)
     convert = Converter.for_request(request.device, request.dtype)
     scale = request.scale if request.scale is not None else forward.scale
     padded = not bool(encoded.attention_mask.all())
     key_mask = encoded.attention_mask.bool() if padded else None
     as_the_model_does = (convert.device, convert.dtype, scale, request.causal) == (
-        forward.native.device, forward.native.dtype, forward.scale, False)
+        forward.native.device,
+        forward.native.dtype,
+        forward.scale,
+        False,
+    )
     asked_for: dict[int, dict[str, Any]] = {}
     for step in forward.layers(encoded.input_ids, key_mask, last=max(layers)):
         if step.index in layers:
-            internals = step.internals if as_the_model_does else attention_on(
-                convert, step.hidden, step.hidden, step.hidden, step.projections, sizes.num_heads, scale,
-                request.causal, key_mask)
-            asked_for[step.index] = {"layer": step.index, **{n: getattr(internals, n) for n in request.returned}}
+            internals = (
+                step.internals
+                if as_the_model_does
+                else attention_on(
+                    convert,
+                    step.hidden,
+                    step.hidden,
+                    step.hidden,
+                    step.projections,
+                    sizes.num_heads,
+                    scale,
+                    request.causal,
+                    key_mask,
+                )
+            )
+            asked_for[step.index] = {
+                "layer": step.index,
+                **{n: getattr(internals, n) for n in request.returned},
+            }
     results = [asked_for[index] for index in layers]
-    about = {"weights_source": "model", "layout": None, "init": None, "seed": None, "output_projection": True,
-             "model": model.name, "layer": layers, "masked": padded or request.causal, "padded": padded,
-             "lengths": [len(t) for t in encoded.tokens], "truncated": request.truncate}
-    return encode({"layers": results, "tokens": encoded.tokens}, request.decimals,
-                  partial(build_meta, request, sizes, scale, convert.device, started, **about))
+    about = {
+        "weights_source": "model",
+        "layout": None,
+        "init": None,
+        "seed": None,
+        "output_projection": True,
+        "model": model.name,
+        "layer": layers,
+        "masked": padded or request.causal,
+        "padded": padded,
+        "lengths": [len(t) for t in encoded.tokens],
+        "truncated": request.truncate,
+    }
+    return encode(
+        {"layers": results, "tokens": encoded.tokens},
+        request.decimals,
+        partial(build_meta, request, sizes, scale, convert.device, started, **about),
+    )

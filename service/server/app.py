@@ -30,18 +30,29 @@ log = logging.getLogger("attention_service")
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     metrics: Metrics = app.state.metrics
-    app.state.compute = pool = ComputePool(settings, on_replace=lambda reason: metrics.replaced.labels(reason).inc())
-    started = await pool.start()  # a model that cannot be served (tampered, unsupported) stops the start-up here
+    app.state.compute = pool = ComputePool(
+        settings, on_replace=lambda reason: metrics.replaced.labels(reason).inc()
+    )
+    started = (
+        await pool.start()
+    )  # a model that cannot be served (tampered, unsupported) stops the start-up here
     for model in started["models"]:
         if model["loaded"]:
             metrics.model_load.labels(model["name"]).set(model["load_seconds"])
     app.state.device, app.state.torch_version = started["device"], started["torch_version"]
     app.state.ready = True
     metrics.device.labels(started["device"], started["torch_version"]).set(1)
-    log.info("ready: device=%s torch=%s, %d compute processes x %d torch threads, queue %d, timeout %g s, "
-             "API keys %s", started["device"], started["torch_version"], settings.max_concurrent,
-             started["torch_threads"], settings.max_queue, settings.request_timeout_s,
-             "on" if settings.api_keys else "off")
+    log.info(
+        "ready: device=%s torch=%s, %d compute processes x %d torch threads, queue %d, timeout %g s, "
+        "API keys %s",
+        started["device"],
+        started["torch_version"],
+        settings.max_concurrent,
+        started["torch_threads"],
+        settings.max_queue,
+        settings.request_timeout_s,
+        "on" if settings.api_keys else "off",
+    )
     yield
     app.state.ready = False
     await pool.shutdown()
@@ -51,7 +62,9 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's document plus the request schema, which it cannot see because /attend parses its own body
     (in a compute process, with pydantic-core's JSON parser, rather than json.loads on the event loop)."""
     if app.openapi_schema is None:
-        document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        document = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
         request_schema = AttendRequest.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas = document.setdefault("components", {}).setdefault("schemas", {})
         schemas.update(request_schema.pop("$defs", {}))
@@ -80,9 +93,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(page.router)
     app.mount("/static", page.static_files, name="static")
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["content-type", "x-api-key", "x-request-id"],
-                           expose_headers=["x-request-id", "retry-after"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["content-type", "x-api-key", "x-request-id"],
+            expose_headers=["x-request-id", "retry-after"],
+        )
     app.add_middleware(RequestObserver, metrics=app.state.metrics)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -49,7 +49,9 @@ class Job:
 class ComputeProcess:
     """One compute process, the server's end of its socket, and the jobs sent to it, in the order it answers."""
 
-    def __init__(self, process: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, started: Started):
+    def __init__(
+        self, process: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, started: Started
+    ):
         self.process, self.reader, self.writer, self.started = process, reader, writer, started
         self.sent: deque[Job] = deque()
         self.timed_out = False
@@ -64,7 +66,9 @@ class ComputeProcess:
         try:
             status, report = await read_answer(reader)
         except ComputeProcessDied:
-            raise ModelError(f"the compute process exited with code {process.exitcode} while starting") from None
+            raise ModelError(
+                f"the compute process exited with code {process.exitcode} while starting"
+            ) from None
         if status != 200:
             writer.close()
             raise ModelError(orjson.loads(report)["detail"])
@@ -100,8 +104,12 @@ async def read_answer(reader: asyncio.StreamReader) -> Answer:
 
 
 class ComputePool:
-    def __init__(self, settings: Settings, on_replace: Callable[[str], None] = lambda reason: None,
-                 target: ComputeTarget = compute_process):
+    def __init__(
+        self,
+        settings: Settings,
+        on_replace: Callable[[str], None] = lambda reason: None,
+        target: ComputeTarget = compute_process,
+    ):
         self.settings, self.target = settings, target
         self.capacity = settings.max_concurrent + settings.max_queue
         self.timeout = settings.request_timeout_s
@@ -109,15 +117,18 @@ class ComputePool:
         self.waiting: deque[Job] = deque()
         self.processes: set[ComputeProcess] = set()
         self.on_replace = on_replace  # told why each process is replaced (for metrics)
-        self.tasks: set[asyncio.Task[None]] = set()  # each process's answer reader, and replacements under way
+        self.tasks: set[asyncio.Task[None]] = (
+            set()
+        )  # each process's answer reader, and replacements under way
         self.closing = False
         self.started: Started | None = None
 
     async def start(self) -> Started:
         """Starts every compute process; raises ModelError if any fails (the service must not start)."""
         count = self.settings.max_concurrent
-        started = await asyncio.gather(*(ComputeProcess.start(self.settings, self.target) for _ in range(count)),
-                                       return_exceptions=True)
+        started = await asyncio.gather(
+            *(ComputeProcess.start(self.settings, self.target) for _ in range(count)), return_exceptions=True
+        )
         for process in started:
             if isinstance(process, ComputeProcess):
                 self._add(process)
@@ -142,16 +153,21 @@ class ComputePool:
         """The status and JSON body a compute process answers to the request `body`; `disconnected()` returns
         when the client goes away (started only once the request is admitted)."""
         if len(self.admitted) >= self.capacity:
-            raise Overloaded(f"all {self.capacity} places (ATTENTION_MAX_CONCURRENT computing + ATTENTION_MAX_QUEUE "
-                             "waiting) are taken; retry shortly")
+            raise Overloaded(
+                f"all {self.capacity} places (ATTENTION_MAX_CONCURRENT computing + ATTENTION_MAX_QUEUE "
+                "waiting) are taken; retry shortly"
+            )
         job = Job(body)
         self.admitted.add(job)
         self.waiting.append(job)
         self._dispatch()
         watcher = asyncio.ensure_future(disconnected()) if disconnected is not None else None
         try:
-            done, _ = await asyncio.wait({job.answer} if watcher is None else {job.answer, watcher},
-                                         timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {job.answer} if watcher is None else {job.answer, watcher},
+                timeout=self.timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         finally:
             if watcher is not None:
                 watcher.cancel()
@@ -164,8 +180,10 @@ class ComputePool:
         computing = next((p for p in self.processes if p.sent and p.sent[0] is job), None)
         if computing is not None:
             computing.kill()
-        timed_out = TimedOut(f"the request took longer than ATTENTION_REQUEST_TIMEOUT_S={self.timeout:g} s (waiting "
-                             "and computing); ask for less (fewer layers, tensors or tokens) or retry later")
+        timed_out = TimedOut(
+            f"the request took longer than ATTENTION_REQUEST_TIMEOUT_S={self.timeout:g} s (waiting "
+            "and computing); ask for less (fewer layers, tensors or tokens) or retry later"
+        )
         self._settle(job, timed_out)
         raise timed_out
 
@@ -231,7 +249,9 @@ class ComputePool:
             try:
                 fresh = await ComputeProcess.start(self.settings, self.target)
             except ModelError:
-                log.exception("a new compute process failed to start; trying again in %d s", RESTART_BACKOFF_S)
+                log.exception(
+                    "a new compute process failed to start; trying again in %d s", RESTART_BACKOFF_S
+                )
                 await asyncio.sleep(RESTART_BACKOFF_S)
                 continue
             self._add(fresh)

@@ -27,20 +27,42 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("attention_requests", "Requests answered, by route, method and status.",
-                                ["route", "method", "status"], registry=r)
-        self.latency = Histogram("attention_request_duration_seconds", "Time from request to the last byte out.",
-                                 ["route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.requests = Counter(
+            "attention_requests",
+            "Requests answered, by route, method and status.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "attention_request_duration_seconds",
+            "Time from request to the last byte out.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.in_flight = Gauge("attention_requests_in_flight", "Requests being served now.", registry=r)
-        self.rejected = Counter("attention_rejected", "Requests refused to protect the service, by reason.",
-                                ["reason"], registry=r)
-        self.bytes_out = Counter("attention_response_bytes", "Response body bytes sent, by route.", ["route"],
-                                 registry=r)
-        self.replaced = Counter("attention_compute_processes_replaced", "Compute processes replaced, by reason: "
-                                "timeout (killed past ATTENTION_REQUEST_TIMEOUT_S) or died.", ["reason"], registry=r)
-        self.model_load = Gauge("attention_model_load_seconds", "Time to load each model.", ["model"], registry=r)
-        self.device = Gauge("attention_device_info", "The compute device (value 1).", ["device", "torch_version"],
-                            registry=r)
+        self.rejected = Counter(
+            "attention_rejected",
+            "Requests refused to protect the service, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.bytes_out = Counter(
+            "attention_response_bytes", "Response body bytes sent, by route.", ["route"], registry=r
+        )
+        self.replaced = Counter(
+            "attention_compute_processes_replaced",
+            "Compute processes replaced, by reason: "
+            "timeout (killed past ATTENTION_REQUEST_TIMEOUT_S) or died.",
+            ["reason"],
+            registry=r,
+        )
+        self.model_load = Gauge(
+            "attention_model_load_seconds", "Time to load each model.", ["model"], registry=r
+        )
+        self.device = Gauge(
+            "attention_device_info", "The compute device (value 1).", ["device", "torch_version"], registry=r
+        )
 
 
 def route_of(path: str) -> str:
@@ -82,6 +104,16 @@ class RequestObserver:
             self.metrics.requests.labels(route, method, str(answer["status"])).inc()
             self.metrics.latency.labels(route).observe(seconds)
             self.metrics.bytes_out.labels(route).inc(answer["bytes"])
-            log.info("request", extra={"fields": {
-                "request_id": request_id, "method": method, "route": route, "status": answer["status"],
-                "duration_ms": round(seconds * 1000, 3), "bytes_out": answer["bytes"]}})
+            log.info(
+                "request",
+                extra={
+                    "fields": {
+                        "request_id": request_id,
+                        "method": method,
+                        "route": route,
+                        "status": answer["status"],
+                        "duration_ms": round(seconds * 1000, 3),
+                        "bytes_out": answer["bytes"],
+                    }
+                },
+            )

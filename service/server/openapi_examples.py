@@ -50,18 +50,33 @@ def request_examples() -> dict[str, dict[str, Any]]:
         "minilm_layer0": {
             "summary": "A sentence through all-MiniLM-L6-v2, layer 0",
             "description": "Real pretrained attention: 12 heads of a 6-layer BERT, tokens included.",
-            "value": {"text": "Attention is all you need", "layer": 0, "include": ["weights", "output"], "decimals": 4},
+            "value": {
+                "text": "Attention is all you need",
+                "layer": 0,
+                "include": ["weights", "output"],
+                "decimals": 4,
+            },
         },
         "minilm_all_layers": {
-            "summary": "\"The cat ate the fish because it was hungry\", every layer's weights",
-            "description": "Which token does \"it\" attend to, layer by layer and head by head?",
-            "value": {"text": "The cat ate the fish because it was hungry", "layer": "all", "include": ["weights"],
-                      "decimals": 4},
+            "summary": '"The cat ate the fish because it was hungry", every layer\'s weights',
+            "description": 'Which token does "it" attend to, layer by layer and head by head?',
+            "value": {
+                "text": "The cat ate the fish because it was hungry",
+                "layer": "all",
+                "include": ["weights"],
+                "decimals": 4,
+            },
         },
         "toy_cat_eats_fish": {
             "summary": "Toy mode: 猫 吃 鱼 with seeded embeddings and weights",
             "description": "No pretrained model: each token gets a seeded 4-number embedding, then xavier weights.",
-            "value": {"text": "猫 吃 鱼", "model": "toy", "d_model": 4, "weights": {"seed": 0}, "decimals": 4},
+            "value": {
+                "text": "猫 吃 鱼",
+                "model": "toy",
+                "d_model": 4,
+                "weights": {"seed": 0},
+                "decimals": 4,
+            },
         },
         "random_causal_multihead": {
             "summary": "Seeded random weights, 2 heads, causal, padding mask, rounded",

@@ -8,8 +8,9 @@ from typing import Annotated
 from fastapi import HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
 
-api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
-                              description="Needed only when the operator sets ATTENTION_API_KEYS.")
+api_key_header = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="Needed only when the operator sets ATTENTION_API_KEYS."
+)
 
 
 async def require_api_key(request: Request, key: Annotated[str | None, Security(api_key_header)]) -> None:
@@ -17,6 +18,8 @@ async def require_api_key(request: Request, key: Annotated[str | None, Security(
     if not keys:
         return
     if key is None:
-        raise HTTPException(401, "missing API key: send it in the X-API-Key header", {"WWW-Authenticate": "ApiKey"})
+        raise HTTPException(
+            401, "missing API key: send it in the X-API-Key header", {"WWW-Authenticate": "ApiKey"}
+        )
     if not any(hmac.compare_digest(key.encode(), allowed.get_secret_value().encode()) for allowed in keys):
         raise HTTPException(401, "the X-API-Key header holds no valid key", {"WWW-Authenticate": "ApiKey"})

@@ -19,7 +19,9 @@ from service.compute.attention import AttentionInternals, Projections, attention
 from service.compute.device import Converter
 from service.errors import ModelError
 
-SUPPORTED_TYPES = ("bert",)  # models whose layers expose attention.self.{query,key,value} and attention.output.dense
+SUPPORTED_TYPES = (
+    "bert",
+)  # models whose layers expose attention.self.{query,key,value} and attention.output.dense
 
 
 class LayerPass(NamedTuple):
@@ -64,7 +66,10 @@ class BertForward:
         )
 
     def _rest_of_layer(
-        self, layer: int, hidden: Float[Tensor, "batch pos d_model"], attention_output: Float[Tensor, "batch pos d_model"]
+        self,
+        layer: int,
+        hidden: Float[Tensor, "batch pos d_model"],
+        attention_output: Float[Tensor, "batch pos d_model"],
     ) -> Float[Tensor, "batch pos d_model"]:
         """After the attention: residual and LayerNorm around its output (after W_o), then the MLP block with its
         own residual and LayerNorm; the hidden states entering the next layer."""
@@ -80,8 +85,17 @@ class BertForward:
             hidden = self.model.embeddings(input_ids=input_ids)  # [batch, pos, d_model], entering layer 0
             for index in range(last + 1):
                 projections = self.projections(index)
-                internals = attention_on(self.native, hidden, hidden, hidden, projections, self.num_heads,
-                                         self.scale, False, key_mask)
+                internals = attention_on(
+                    self.native,
+                    hidden,
+                    hidden,
+                    hidden,
+                    projections,
+                    self.num_heads,
+                    self.scale,
+                    False,
+                    key_mask,
+                )
                 yield LayerPass(index, hidden, projections, internals)
                 if index < last:
                     hidden = self._rest_of_layer(index, hidden, internals.output)  # entering layer index + 1

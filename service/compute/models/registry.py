@@ -62,9 +62,17 @@ class LoadedModel:
     parameter_bytes: int
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "layers": self.num_layers, "heads": self.num_heads, "d_model": self.d_model,
-                "vocab_size": self.vocab_size, "max_length": self.max_length, "loaded": True,
-                "load_seconds": round(self.load_seconds, 3), "parameter_bytes": self.parameter_bytes}
+        return {
+            "name": self.name,
+            "layers": self.num_layers,
+            "heads": self.num_heads,
+            "d_model": self.d_model,
+            "vocab_size": self.vocab_size,
+            "max_length": self.max_length,
+            "loaded": True,
+            "load_seconds": round(self.load_seconds, 3),
+            "parameter_bytes": self.parameter_bytes,
+        }
 
 
 def load_model(name: str, folder: Path) -> LoadedModel:
@@ -79,22 +87,41 @@ def load_model(name: str, folder: Path) -> LoadedModel:
         raise ModelError(f"model {name!r}: {weights} is missing; only safetensors weights are served")
     pinned = PINNED_SHA256.get(name)
     if pinned is not None and (found := sha256(weights)) != pinned:
-        raise ModelError(f"model {name!r}: {weights} has SHA-256 {found}, expected {pinned}; refusing a "
-                         "file that differs from the pinned one")
+        raise ModelError(
+            f"model {name!r}: {weights} has SHA-256 {found}, expected {pinned}; refusing a "
+            "file that differs from the pinned one"
+        )
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
     check_supported(name, config)
-    model = AutoModel.from_pretrained(folder, local_files_only=True, use_safetensors=True,
-                                      attn_implementation="eager").eval()
+    model = AutoModel.from_pretrained(
+        folder, local_files_only=True, use_safetensors=True, attn_implementation="eager"
+    ).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     loaded = LoadedModel(
-        name=name, folder=folder, forward=BertForward(model), tokenizer=tokenizer, num_layers=config.num_hidden_layers,
-        num_heads=config.num_attention_heads, d_model=config.hidden_size, vocab_size=config.vocab_size,
-        max_length=config.max_position_embeddings, load_seconds=time.perf_counter() - started,
+        name=name,
+        folder=folder,
+        forward=BertForward(model),
+        tokenizer=tokenizer,
+        num_layers=config.num_hidden_layers,
+        num_heads=config.num_attention_heads,
+        d_model=config.hidden_size,
+        vocab_size=config.vocab_size,
+        max_length=config.max_position_embeddings,
+        load_seconds=time.perf_counter() - started,
         parameter_bytes=sum(p.numel() * p.element_size() for p in model.parameters()),
     )
-    log.info("loaded model %s from %s in %.2f s (%d layers, %d heads, d_model %d, %.1f MB of parameters, "
-             "process peak RSS %.0f MB)", name, folder, loaded.load_seconds, loaded.num_layers, loaded.num_heads,
-             loaded.d_model, loaded.parameter_bytes / 1e6, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    log.info(
+        "loaded model %s from %s in %.2f s (%d layers, %d heads, d_model %d, %.1f MB of parameters, "
+        "process peak RSS %.0f MB)",
+        name,
+        folder,
+        loaded.load_seconds,
+        loaded.num_layers,
+        loaded.num_heads,
+        loaded.d_model,
+        loaded.parameter_bytes / 1e6,
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    )
     return loaded
 
 
@@ -121,8 +148,10 @@ class ModelRegistry:
         return self.loaded[name]
 
     def describe(self) -> list[dict[str, Any]]:
-        return [self.loaded[name].describe() if name in self.loaded else _describe_unloaded(name, folder)
-                for name, folder in self.folders.items()]
+        return [
+            self.loaded[name].describe() if name in self.loaded else _describe_unloaded(name, folder)
+            for name, folder in self.folders.items()
+        ]
 
 
 def _describe_unloaded(name: str, folder: Path) -> dict[str, Any]:
@@ -130,6 +159,12 @@ def _describe_unloaded(name: str, folder: Path) -> dict[str, Any]:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as error:
         return {"name": name, "loaded": False, "error": f"config.json unreadable: {error}"}
-    return {"name": name, "layers": config.get("num_hidden_layers"), "heads": config.get("num_attention_heads"),
-            "d_model": config.get("hidden_size"), "vocab_size": config.get("vocab_size"),
-            "max_length": config.get("max_position_embeddings"), "loaded": False}
+    return {
+        "name": name,
+        "layers": config.get("num_hidden_layers"),
+        "heads": config.get("num_attention_heads"),
+        "d_model": config.get("hidden_size"),
+        "vocab_size": config.get("vocab_size"),
+        "max_length": config.get("max_position_embeddings"),
+        "loaded": False,
+    }

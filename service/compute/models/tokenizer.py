@@ -29,11 +29,17 @@ def tokenize(request: AttendRequest, model: LoadedModel, settings: Settings) -> 
     if longest > model.max_length and not request.truncate:
         index = lengths.index(longest)
         raise RequestError(
-            ("text",), f"text[{index}] has {longest} tokens; the model {model.name!r} takes at most "
-            f"{model.max_length}. Shorten it, or set truncate: true to cut it"
+            ("text",),
+            f"text[{index}] has {longest} tokens; the model {model.name!r} takes at most "
+            f"{model.max_length}. Shorten it, or set truncate: true to cut it",
         )
     check_sequence_sizes(settings, len(lengths), min(longest, model.max_length))
-    encoded = tokenizer(request.texts, padding=True, truncation=True, max_length=model.max_length, return_tensors="pt")
+    encoded = tokenizer(
+        request.texts, padding=True, truncation=True, max_length=model.max_length, return_tensors="pt"
+    )
     mask = encoded["attention_mask"]
-    tokens = [tokenizer.convert_ids_to_tokens(ids[: int(n)].tolist()) for ids, n in zip(encoded["input_ids"], mask.sum(1))]
+    tokens = [
+        tokenizer.convert_ids_to_tokens(ids[: int(n)].tolist())
+        for ids, n in zip(encoded["input_ids"], mask.sum(1))
+    ]
     return Encoded(tokens=tokens, input_ids=encoded["input_ids"], attention_mask=mask)

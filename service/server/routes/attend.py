@@ -25,7 +25,9 @@ async def read_body(request: Request, limit: int) -> bytes:
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise LimitExceeded("ATTENTION_MAX_REQUEST_BYTES", limit, size, "request body bytes (read so far)")
+            raise LimitExceeded(
+                "ATTENTION_MAX_REQUEST_BYTES", limit, size, "request body bytes (read so far)"
+            )
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -45,11 +47,19 @@ async def client_disconnected(request: Request) -> None:
     response_class=Response,
     responses={
         200: {"model": AttendResponse, "description": "The requested tensors and `meta`."},
-        413: {"model": LimitError, "description": "The request or the response it would produce is over a limit."},
-        422: {"model": ErrorResponse, "description": "Malformed input: the field, what was found, what was expected."},
+        413: {
+            "model": LimitError,
+            "description": "The request or the response it would produce is over a limit.",
+        },
+        422: {
+            "model": ErrorResponse,
+            "description": "Malformed input: the field, what was found, what was expected.",
+        },
         401: {"description": "ATTENTION_API_KEYS is set and the X-API-Key header holds no valid key."},
-        503: {"description": "Busy (every place taken: retry after Retry-After seconds), or the named model cannot "
-                             "be served (e.g. its weights file fails its checksum)."},
+        503: {
+            "description": "Busy (every place taken: retry after Retry-After seconds), or the named model cannot "
+            "be served (e.g. its weights file fails its checksum)."
+        },
         504: {"description": "The request waited and computed longer than ATTENTION_REQUEST_TIMEOUT_S."},
     },
     openapi_extra={

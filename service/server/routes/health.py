@@ -11,8 +11,11 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The service is ready to compute",
-            responses={503: {"description": "Still starting, or every compute process is being replaced"}})
+@router.get(
+    "/readyz",
+    summary="The service is ready to compute",
+    responses={503: {"description": "Still starting, or every compute process is being replaced"}},
+)
 async def readyz(request: Request) -> JSONResponse:
     state = request.app.state
     if not state.ready:
