@@ -6,7 +6,7 @@ documented contract, and the tests validate real responses against them.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,12 +18,9 @@ Float4D = list[list[list[list[float | None]]]]
 Float3D = list[list[list[float | None]]]
 
 
-def _tensor_field(name: TensorName) -> Float4D | None:
-    return Field(None, description=f"{TENSOR_MEANING[name]}: {shape_text(name)}")  # type: ignore[no-any-return]
-
-
-def _output_field() -> Float3D | None:
-    return Field(None, description=f"{TENSOR_MEANING['output']}: {shape_text('output')}")  # type: ignore[no-any-return]
+def _tensor_field(name: TensorName) -> Any:
+    """The field of a returned tensor, described from the axes table."""
+    return Field(None, description=f"{TENSOR_MEANING[name]}: {shape_text(name)}")
 
 
 class Meta(BaseModel):
@@ -82,7 +79,7 @@ class LayerTensors(BaseModel):
     scaled_scores: Float4D | None = _tensor_field("scaled_scores")
     weights: Float4D | None = _tensor_field("weights")
     context: Float4D | None = _tensor_field("context")
-    output: Float3D | None = _output_field()
+    output: Float3D | None = _tensor_field("output")
 
 
 class AttendResponse(BaseModel):
@@ -96,7 +93,7 @@ class AttendResponse(BaseModel):
     scaled_scores: Float4D | None = _tensor_field("scaled_scores")
     weights: Float4D | None = _tensor_field("weights")
     context: Float4D | None = _tensor_field("context")
-    output: Float3D | None = _output_field()
+    output: Float3D | None = _tensor_field("output")
     layers: list[LayerTensors] | None = Field(
         None, description="With a pretrained model: one entry per layer."
     )

@@ -28,7 +28,7 @@ from schemas.describe import describe
 
 FiniteNumber = Annotated[float, Strict(), AllowInfNan(False)]
 
-_ELEMENT_CHECK = {
+_ELEMENT_CHECK: dict[int, TypeAdapter[Any]] = {
     1: TypeAdapter(list[FiniteNumber]),
     2: TypeAdapter(list[list[FiniteNumber]]),
     3: TypeAdapter(list[list[list[FiniteNumber]]]),

@@ -88,7 +88,7 @@ def attend_pretrained(
     )
     asked_for: dict[int, dict[str, Any]] = {}
     for step in forward.layers(encoded.input_ids, key_mask, last=max(layers)):
-        if step.index in layers:
+        if step.layer in layers:
             internals = (
                 step.internals
                 if as_the_model_does
@@ -104,8 +104,8 @@ def attend_pretrained(
                     key_mask,
                 )
             )
-            asked_for[step.index] = {
-                "layer": step.index,
+            asked_for[step.layer] = {
+                "layer": step.layer,
                 **{n: getattr(internals, n) for n in request.returned},
             }
     results = [asked_for[index] for index in layers]

@@ -162,9 +162,10 @@ class ComputePool:
         self.waiting.append(job)
         self._dispatch()
         watcher = asyncio.ensure_future(disconnected()) if disconnected is not None else None
+        awaited: set[asyncio.Future[Any]] = {job.answer} if watcher is None else {job.answer, watcher}
         try:
             done, _ = await asyncio.wait(
-                {job.answer} if watcher is None else {job.answer, watcher},
+                awaited,
                 timeout=self.timeout,
                 return_when=asyncio.FIRST_COMPLETED,
             )

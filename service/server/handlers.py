@@ -4,6 +4,7 @@ validates, and requests it cannot serve in time or at all."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
@@ -64,7 +65,8 @@ async def on_client_gone(request: Request, _: Exception) -> Response:
     return Response(status_code=499)
 
 
-HANDLERS = {
+Handler = Callable[[Request, Any], Coroutine[Any, Any, Response]]
+HANDLERS: dict[int | type[Exception], Handler] = {
     LimitExceeded: on_body_too_large,
     RequestValidationError: on_request_validation_error,
     **dict.fromkeys(REFUSALS, on_refused),

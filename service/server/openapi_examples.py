@@ -12,7 +12,8 @@ GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 
 
 def load_golden(name: str) -> dict[str, Any]:
-    return json.loads((GOLDEN / f"{name}.json").read_text(encoding="utf-8"))
+    example: dict[str, Any] = json.loads((GOLDEN / f"{name}.json").read_text(encoding="utf-8"))
+    return example
 
 
 @cache

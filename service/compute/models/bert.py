@@ -27,7 +27,7 @@ SUPPORTED_TYPES = (
 class LayerPass(NamedTuple):
     """One layer of the forward pass: the hidden states entering it, its weights, and its attention's internals."""
 
-    index: int
+    layer: int
     hidden: Float[Tensor, "batch pos d_model"]
     projections: Projections
     internals: AttentionInternals

@@ -79,7 +79,7 @@ def load_model(name: str, folder: Path) -> LoadedModel:
     from transformers import AutoConfig, AutoModel, AutoTokenizer
     from transformers.utils import logging as transformers_logging
 
-    transformers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
     started = time.perf_counter()
     weights = folder / WEIGHTS_FILE
