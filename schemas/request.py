@@ -27,7 +27,11 @@ _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class WeightSpec(BaseModel):
-    """The projection weights: all of w_q, w_k, w_v given explicitly, or all generated from `init` and `seed`."""
+    # not a docstring: its line breaks would reach the schema's description in the OpenAPI document
+    __doc__ = (
+        "The projection weights: all of w_q, w_k, w_v given explicitly, or all generated from `init` "
+        "and `seed`."
+    )
 
     model_config = _STRICT | ConfigDict(arbitrary_types_allowed=True)
 
@@ -51,26 +55,27 @@ class WeightSpec(BaseModel):
     b_o: Vector | None = Field(None, description="b_o: [d_out]; needs w_o. Default: no bias.")
     layout: Literal["in_out", "out_in"] = Field(
         "in_out",
-        description='How the matrices are laid out. "in_out" (default, the math layout): Q = X @ W_q with W_q of '
-        'shape [d_model, heads*d_k]. "out_in": torch.nn.Linear.weight, shape [heads*d_k, d_model], Q = X @ W_q^T. '
-        "A square matrix is read as in_out unless layout says otherwise.",
+        description='How the matrices are laid out. "in_out" (default, the math layout): Q = X @ W_q with '
+        'W_q of shape [d_model, heads*d_k]. "out_in": torch.nn.Linear.weight, shape [heads*d_k, d_model], '
+        "Q = X @ W_q^T. A square matrix is read as in_out unless layout says otherwise.",
     )
     init: Literal["xavier_uniform", "normal", "identity"] = Field(
         "xavier_uniform",
         description="How matrices are generated when none are given: xavier_uniform (U(-a, a), "
-        "a = sqrt(6 / (fan_in + fan_out))), normal (N(0, 1/d_in)), identity (ones on the main diagonal of the "
-        "[d_in, d_out] matrix). Generated biases are zero.",
+        "a = sqrt(6 / (fan_in + fan_out))), normal (N(0, 1/d_in)), identity (ones on the main diagonal of "
+        "the [d_in, d_out] matrix). Generated biases are zero.",
     )
     seed: int = Field(
         0,
         ge=0,
         le=2**63 - 1,
-        description="Seed of the generated weights: the same seed gives the same weights on every machine and device "
-        "(drawn in float64 on the CPU, then cast and moved).",
+        description="Seed of the generated weights: the same seed gives the same weights on every machine "
+        "and device (drawn in float64 on the CPU, then cast and moved).",
     )
     output_projection: bool = Field(
         True,
-        description="With generated weights: also generate W_o ([heads*d_v, d_model]). Ignored for explicit weights.",
+        description="With generated weights: also generate W_o ([heads*d_v, d_model]). "
+        "Ignored for explicit weights.",
     )
 
     @model_validator(mode="after")
@@ -79,7 +84,8 @@ class WeightSpec(BaseModel):
         if given and len(given) < 3:
             missing = sorted({"w_q", "w_k", "w_v"} - set(given))
             raise ValueError(
-                f"found {', '.join(given)} without {', '.join(missing)}; expected all of w_q, w_k, w_v or none"
+                f"found {', '.join(given)} without {', '.join(missing)}; "
+                "expected all of w_q, w_k, w_v or none"
             )
         if not given:
             explicit = [n for n in ("w_o", "b_q", "b_k", "b_v", "b_o") if getattr(self, n) is not None]
@@ -98,18 +104,23 @@ class WeightSpec(BaseModel):
 
 
 class AttendRequest(BaseModel):
-    """Exactly one input form: `embeddings` (optionally with `context`), or `query`, `key` and `value` together."""
+    # not a docstring: its line breaks would reach the schema's description in the OpenAPI document
+    __doc__ = (
+        "Exactly one input form: `embeddings` (optionally with `context`), or `query`, `key` and `value` "
+        "together."
+    )
 
     model_config = _STRICT | ConfigDict(arbitrary_types_allowed=True)
 
     embeddings: Embeddings | None = Field(
         None,
-        description="Token embeddings X: [seq, d_model] or [batch, seq, d_model]. Self-attention unless `context` is given.",
+        description="Token embeddings X: [seq, d_model] or [batch, seq, d_model]. "
+        "Self-attention unless `context` is given.",
     )
     context: Context | None = Field(
         None,
-        description="Cross-attention source C: [seq_kv, d_model] or [batch, seq_kv, d_model]; keys and values come from "
-        "it. seq_kv may differ from seq. Needs `embeddings`.",
+        description="Cross-attention source C: [seq_kv, d_model] or [batch, seq_kv, d_model]; keys and "
+        "values come from it. seq_kv may differ from seq. Needs `embeddings`.",
     )
     query: Queries | None = Field(
         None, description="Q given directly: [seq, heads*d_k] or [batch, seq, heads*d_k]."
@@ -122,22 +133,24 @@ class AttendRequest(BaseModel):
     )
     text: str | list[str] | None = Field(
         None,
-        description="Text to tokenize and embed with `model`: one string, or a list (a batch, padded with the "
-        "attention mask applied automatically). Returns `tokens` [batch][seq].",
+        description="Text to tokenize and embed with `model`: one string, or a list (a batch, padded with "
+        "the attention mask applied automatically). Returns `tokens` [batch][seq].",
     )
     model: str | None = Field(
         None,
-        description='With `text`: a model name from GET /models (default: the service\'s default model), or "toy": '
-        "whitespace tokens (characters for text without spaces) mapped to seeded embeddings of size `d_model`, "
-        "then the weights of `weights`.",
+        description="With `text`: a model name from GET /models (default: the service's default model), "
+        'or "toy": whitespace tokens (characters for text without spaces) mapped to seeded embeddings of '
+        "size `d_model`, then the weights of `weights`.",
     )
     layer: int | list[int] | Literal["all"] | None = Field(
         None,
-        description='Pretrained models: the layer index, a list of them, or "all" (default). Results are under `layers`.',
+        description='Pretrained models: the layer index, a list of them, or "all" (default). '
+        "Results are under `layers`.",
     )
     truncate: bool = Field(
         False,
-        description="With `text`: cut texts longer than the model's maximum positions instead of refusing them.",
+        description="With `text`: cut texts longer than the model's maximum positions "
+        "instead of refusing them.",
     )
     d_model: int | None = Field(
         None, ge=1, le=INT32_MAX, description="Toy mode: size of the seeded token embeddings. Default 8."
@@ -161,12 +174,13 @@ class AttendRequest(BaseModel):
     )
     causal: bool = Field(
         False,
-        description="Query i attends only to keys j <= i (top-left aligned, as torch's is_causal, also when seq != seq_kv).",
+        description="Query i attends only to keys j <= i "
+        "(top-left aligned, as torch's is_causal, also when seq != seq_kv).",
     )
     attention_mask: Mask | None = Field(
         None,
-        description="Padding mask [batch, seq_kv] of 0/1, 1 = attend. Combined with `causal`. A query row with no key left "
-        "gets weights 0 and context 0 (never NaN).",
+        description="Padding mask [batch, seq_kv] of 0/1, 1 = attend. Combined with `causal`. "
+        "A query row with no key left gets weights 0 and context 0 (never NaN).",
     )
     include: list[TensorName] | None = Field(
         None, description="Which tensors to return. Default: all of " + ", ".join(TENSOR_NAMES) + "."
@@ -198,7 +212,8 @@ class AttendRequest(BaseModel):
         if direct and len(direct) < 3:
             missing = sorted({"query", "key", "value"} - set(direct))
             raise ValueError(
-                f"found {', '.join(direct)} without {', '.join(missing)}; expected query, key and value together"
+                f"found {', '.join(direct)} without {', '.join(missing)}; "
+                "expected query, key and value together"
             )
         if self.context is not None and self.embeddings is None:
             raise ValueError("found context without embeddings; expected context only with embeddings")

@@ -46,8 +46,8 @@ class Meta(BaseModel):
         description="Whether any key position was masked (attention_mask, padding or causal)."
     )
     weights_source: Literal["explicit", "generated", "none", "model"] = Field(
-        description="explicit: given in the request; generated: from init and seed; none: Q, K, V given directly; "
-        "model: the pretrained model's own."
+        description="explicit: given in the request; generated: from init and seed; "
+        "none: Q, K, V given directly; model: the pretrained model's own."
     )
     layout: Literal["in_out", "out_in"] | None = Field(description="Layout of the explicit matrices.")
     init: str | None = Field(description="Init of the generated weights.")

@@ -1,5 +1,6 @@
-"""Checks a running service over HTTP with the standard library only (it runs on any python3, outside any venv):
-the golden example's numbers, a clear 422 for a bad request, and the explorer page. Used by scripts/container-smoke.sh."""
+"""Checks a running service over HTTP with the standard library only (it runs on any python3, outside any
+venv): the golden example's numbers, a clear 422 for a bad request, and the explorer page. Used by
+scripts/container-smoke.sh."""
 
 import json
 import sys
@@ -33,7 +34,8 @@ def main(url: str, golden_path: str) -> None:
         worst = max(abs(a - b) for a, b in zip(got, flat(expected), strict=True))
         assert worst < 1e-9, f"{name}: off by {worst}"
     print(
-        f"smoke: golden example matches to 1e-9 ({', '.join(golden['expected'])}); device {body['meta']['device']}"
+        f"smoke: golden example matches to 1e-9 ({', '.join(golden['expected'])}); "
+        f"device {body['meta']['device']}"
     )
     status, body = post(url, {"embeddings": [[1.0, 2.0], [3.0]]})
     message = body["detail"][0]["msg"]

@@ -20,7 +20,8 @@ class RequestError(Exception):
 
 
 class ModelError(Exception):
-    """A model that cannot be served: missing, tampered, unsupported (503 for a request, fatal at start-up)."""
+    """A model that cannot be served: missing, tampered, unsupported (503 for a request, fatal at
+    start-up)."""
 
 
 class LimitExceeded(Exception):

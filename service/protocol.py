@@ -1,9 +1,9 @@
-"""The socket between the server process and a compute process: its frames, the start-up report, and the compute
-process's entry point (kept here, light, so that the server process never imports torch).
+"""The socket between the server process and a compute process: its frames, the start-up report, and the
+compute process's entry point (kept here, light, so that the server process never imports torch).
 
-A request is REQUEST (the body's length) then the body; an answer is ANSWER (HTTP status, length) then the body.
-The first answer, sent once before any request, is the start-up report: 200 with Started as JSON, or 503 with
-{"detail": why} when a model cannot be served.
+A request is REQUEST (the body's length) then the body; an answer is ANSWER (HTTP status, length) then the
+body. The first answer, sent once before any request, is the start-up report: 200 with Started as JSON, or 503
+with {"detail": why} when a model cannot be served.
 """
 
 from __future__ import annotations

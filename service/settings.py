@@ -22,15 +22,15 @@ class Settings(BaseSettings):
     max_compute_elements: int = Field(
         32_000_000,
         ge=1,
-        description="Most numbers one computation may hold in its tensors (inputs, weights and every internal), "
-        "returned or not: bounds the memory of one request.",
+        description="Most numbers one computation may hold in its tensors (inputs, weights and every "
+        "internal), returned or not: bounds the memory of one request.",
     )
     max_concurrent: int = Field(
         default_factory=lambda: max(1, (os.cpu_count() or 2) // 2),
         ge=1,
-        description="Compute processes, each computing one request at a time (each loads torch and the models: "
-        "about 400 MB with MiniLM); the other requests wait their turn. Default: cores / 2, at least 1, which "
-        "leaves the event loop a core of its own.",
+        description="Compute processes, each computing one request at a time (each loads torch and the "
+        "models: about 400 MB with MiniLM); the other requests wait their turn. Default: cores / 2, at "
+        "least 1, which leaves the event loop a core of its own.",
     )
     max_queue: int = Field(
         16,
@@ -46,13 +46,13 @@ class Settings(BaseSettings):
     )
     api_keys: list[SecretStr] = Field(
         default_factory=list,
-        description='API keys as a JSON list (["key1", "key2"]); when set, /attend and /models need one in the '
-        "X-API-Key header. Off (empty) by default. Keys are never logged.",
+        description='API keys as a JSON list (["key1", "key2"]); when set, /attend and /models need one in '
+        "the X-API-Key header. Off (empty) by default. Keys are never logged.",
     )
     cors_origins: list[str] = Field(
         default_factory=list,
-        description='Origins allowed to call the API from a browser, as a JSON list (["https://app.example"]); '
-        "none by default (the explorer page at / is same-origin and needs none).",
+        description="Origins allowed to call the API from a browser, as a JSON list "
+        '(["https://app.example"]); none by default (the explorer page at / is same-origin and needs none).',
     )
     models: dict[str, str] = Field(
         default_factory=dict,
@@ -71,7 +71,8 @@ class Settings(BaseSettings):
         None,
         ge=1,
         description="torch intra-op threads of each compute process. Default: (cores - 1) / "
-        "max_concurrent, at least 1 (the event loop keeps a core: idle intra-op threads spin and would take it).",
+        "max_concurrent, at least 1 (the event loop keeps a core: idle intra-op threads spin and would "
+        "take it).",
     )
 
 

@@ -11,9 +11,9 @@ in self-attention), with h heads:
     output        = concat(heads) W_o + b_o                       without W_o: concat(heads)
 
 A missing projection is the identity: Q, K and V given directly are the query, key and value inputs with no
-W_q, W_k, W_v. It equals ``torch.nn.MultiheadAttention(..., average_attn_weights=False)`` (weights, output) and
-``torch.nn.functional.scaled_dot_product_attention`` (context), which the tests check. Axis names are those of
-schemas/axes.py.
+W_q, W_k, W_v. It equals ``torch.nn.MultiheadAttention(..., average_attn_weights=False)`` (weights, output)
+and ``torch.nn.functional.scaled_dot_product_attention`` (context), which the tests check. Axis names are
+those of schemas/axes.py.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from service.compute.device import Converter
 
 @dataclass(frozen=True)
 class Projections:
-    """Weights in the in_out layout (Q = X @ W_q); a missing matrix means no projection, a missing bias no bias."""
+    """Weights in the in_out layout (Q = X @ W_q); a missing matrix means no projection, a missing bias no
+    bias."""
 
     w_q: Float[Tensor, "d_model heads_d_k"] | None = None
     w_k: Float[Tensor, "d_model heads_d_k"] | None = None
@@ -134,8 +135,9 @@ def attention_on(
     causal: bool,
     key_mask: np.ndarray | Tensor | None,
 ) -> AttentionInternals:
-    """attention() on `convert`'s device and in its dtype, with the mask built from a padding mask [batch, key_pos]
-    (True = attend) and causality; an input given twice (X as the key and value input) is moved once."""
+    """attention() on `convert`'s device and in its dtype, with the mask built from a padding mask [batch,
+    key_pos] (True = attend) and causality; an input given twice (X as the key and value input) is moved
+    once."""
     moved: dict[int, Tensor] = {}
 
     def on_device(array: np.ndarray | Tensor) -> Tensor:

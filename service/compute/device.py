@@ -32,8 +32,8 @@ def device_name(device: torch.device) -> str:
 
 
 class Converter:
-    """Moves arrays and tensors to one device and dtype, casting in numpy where it can (a torch call fewer, which
-    matters for small requests: each torch call costs microseconds of dispatch)."""
+    """Moves arrays and tensors to one device and dtype, casting in numpy where it can (a torch call fewer,
+    which matters for small requests: each torch call costs microseconds of dispatch)."""
 
     def __init__(self, device: torch.device, dtype: torch.dtype):
         self.device, self.dtype = device, dtype

@@ -31,8 +31,8 @@ def host_arrays(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
 
 
 def _host(value: Any, decimals: int | None) -> Any:
-    """Tensors inside dicts and lists as contiguous numpy arrays (rounded if asked); the rest as is. The tensors
-    of one dict (the top level, or one layer) move to host memory together."""
+    """Tensors inside dicts and lists as contiguous numpy arrays (rounded if asked); the rest as is. The
+    tensors of one dict (the top level, or one layer) move to host memory together."""
     if isinstance(value, list):
         return [_host(item, decimals) for item in value]
     if not isinstance(value, dict):

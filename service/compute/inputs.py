@@ -66,7 +66,8 @@ def _embeddings(x: np.ndarray, context: np.ndarray | None) -> tuple[np.ndarray, 
     if source.shape[2] != x.shape[2]:
         raise RequestError(
             ("context",),
-            f"found d_model {source.shape[2]} (shape {_shape(source)}); expected d_model {x.shape[2]} as in embeddings",
+            f"found d_model {source.shape[2]} (shape {_shape(source)}); "
+            f"expected d_model {x.shape[2]} as in embeddings",
         )
     return x, source
 
@@ -80,7 +81,8 @@ def _direct(
     if k.shape[2] != q.shape[2]:
         raise RequestError(
             ("key",),
-            f"found last axis {k.shape[2]} (shape {_shape(k)}); expected {q.shape[2]} (heads*d_k) as in query",
+            f"found last axis {k.shape[2]} (shape {_shape(k)}); "
+            f"expected {q.shape[2]} (heads*d_k) as in query",
         )
     if v.shape[1] != k.shape[1]:
         raise RequestError(

@@ -1,4 +1,5 @@
-"""Size limits, decided from Sizes alone before any tensor is allocated (413 with the limit and the estimate)."""
+"""Size limits, decided from Sizes alone before any tensor is allocated (413 with the limit and the
+estimate)."""
 
 from __future__ import annotations
 

@@ -22,7 +22,8 @@ INTERNAL_ERROR = b'{"detail": "the computation failed unexpectedly; the service 
 
 
 def attend(body: bytes, settings: Settings, models: ModelRegistry) -> bytes:
-    """The JSON response to a request body; raises one of REQUEST_ERRORS for a request that cannot be served."""
+    """The JSON response to a request body; raises one of REQUEST_ERRORS for a request that cannot be
+    served."""
     started = time.perf_counter()
     request = AttendRequest.model_validate_json(body)
     if request.text is not None and request.model != TOY_MODEL:
@@ -31,7 +32,8 @@ def attend(body: bytes, settings: Settings, models: ModelRegistry) -> bytes:
 
 
 def answer(body: bytes, settings: Settings, models: ModelRegistry) -> tuple[int, bytes]:
-    """The HTTP status and JSON body for a request body: 200, a 4xx that says what is wrong, or a 500 for a bug."""
+    """The HTTP status and JSON body for a request body: 200, a 4xx that says what is wrong, or a 500 for a
+    bug."""
     try:
         return 200, attend(body, settings, models)
     except REQUEST_ERRORS as error:

@@ -1,5 +1,5 @@
-"""The pretrained path: text through a model. Tokens, then sizes and limits, then the model's forward pass with
-the service's attention (service/compute/models/), keeping the internals of the layers asked for."""
+"""The pretrained path: text through a model. Tokens, then sizes and limits, then the model's forward pass
+with the service's attention (service/compute/models/), keeping the internals of the layers asked for."""
 
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ def _layers(request: AttendRequest, model: LoadedModel) -> list[int]:
 
 
 def _check_head_sizes(request: AttendRequest, model: LoadedModel) -> None:
-    """num_heads, d_k and d_v are the model's: a request may leave them out or repeat them, not change them."""
+    """num_heads, d_k and d_v are the model's: a request may leave them out or repeat them, not change
+    them."""
     d_head = model.forward.d_head
     for name, value in (("num_heads", model.num_heads), ("d_k", d_head), ("d_v", d_head)):
         if name in request.model_fields_set and getattr(request, name) != value:

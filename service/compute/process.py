@@ -2,14 +2,15 @@
 
 The server process runs the event loop and nothing else; each request body comes here over a socket and goes
 back as an HTTP status and a JSON body (the frames of service/protocol.py). A process rather than a thread
-because of CPython's GIL: every torch call releases and retakes it, so a compute thread and the event loop hand
-it back and forth across cores dozens of times per request, which costs more than a small computation itself;
-and a process can be stopped in the middle of a computation that runs past its time limit
+because of CPython's GIL: every torch call releases and retakes it, so a compute thread and the event loop
+hand it back and forth across cores dozens of times per request, which costs more than a small computation
+itself; and a process can be stopped in the middle of a computation that runs past its time limit
 (service/server/compute_pool.py replaces it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -70,16 +71,15 @@ def _send(channel: socket.socket, status: int, body: bytes) -> None:
 
 
 def serve(channel: socket.socket, settings: Settings) -> None:
-    """The process's main function: start up, report, then answer requests until the server closes the socket."""
-    try:
+    """The process's main function: start up, report, then answer requests until the server closes the
+    socket."""
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the server went away first
         _serve(channel, settings)
-    except (BrokenPipeError, ConnectionResetError):  # the server went away first
-        pass
 
 
 def _serve(channel: socket.socket, settings: Settings) -> None:
-    # Ctrl-C and a SIGTERM sent to the whole process group are the server's to handle: it finishes the admitted
-    # requests, then closes the socket, which ends this loop
+    # Ctrl-C and a SIGTERM sent to the whole process group are the server's to handle: it finishes the
+    # admitted requests, then closes the socket, which ends this loop
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     log_json_to_stderr()

@@ -1,6 +1,6 @@
-"""The sizes of one computation, known before any tensor is allocated; every shape derives from them and the axes
-table (schemas/axes.py). Both input paths produce one: the explicit and toy path from the request's arrays or
-tokens, the pretrained path from the token counts and the model's config."""
+"""The sizes of one computation, known before any tensor is allocated; every shape derives from them and the
+axes table (schemas/axes.py). Both input paths produce one: the explicit and toy path from the request's
+arrays or tokens, the pretrained path from the token counts and the model's config."""
 
 from __future__ import annotations
 

@@ -29,7 +29,8 @@ def toy_extent(tokens: list[list[str]], d_model: int) -> Extent:
 
 
 def toy_inputs(tokens: list[list[str]], d_model: int, seed: int) -> Inputs:
-    """The embeddings of the tokens, padded to the longest text, with its padding mask (None without padding)."""
+    """The embeddings of the tokens, padded to the longest text, with its padding mask (None without
+    padding)."""
     extent = toy_extent(tokens, d_model)
     x = np.zeros((extent.batch, extent.seq, d_model))  # [batch, query_pos, d_model]
     mask = np.zeros((extent.batch, extent.seq), dtype=bool)  # [batch, key_pos]

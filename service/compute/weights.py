@@ -54,7 +54,8 @@ def _layout_hint(spec: WeightSpec) -> str:
 def _check_matrix(
     spec: WeightSpec, name: str, rows: int | None, cols: int | None, axes: tuple[str, str]
 ) -> np.ndarray:
-    """The matrix in the in_out layout, once its shape is [rows, cols] (None: any), else a 422 naming `axes`."""
+    """The matrix in the in_out layout, once its shape is [rows, cols] (None: any), else a 422 naming
+    `axes`."""
     matrix = _in_out(spec, name)
     found_rows, found_cols = matrix.shape
     if (rows is not None and found_rows != rows) or (cols is not None and found_cols != cols):
@@ -63,7 +64,8 @@ def _check_matrix(
             expected.reverse()
         raise RequestError(
             ("weights", name),
-            f"found shape {list(getattr(spec, name).shape)}; expected [{', '.join(expected)}]{_layout_hint(spec)}",
+            f"found shape {list(getattr(spec, name).shape)}; "
+            f"expected [{', '.join(expected)}]{_layout_hint(spec)}",
         )
     return matrix
 
@@ -117,8 +119,8 @@ def _generated_heads(request: AttendRequest, d_model: int) -> tuple[int, int, in
 
 
 def resolve_sizes(request: AttendRequest, extent: Extent) -> Sizes:
-    """The sizes of the computation: the inputs' lengths, and head sizes from Q/K/V given directly, from explicit
-    weights, or from the request (generated weights)."""
+    """The sizes of the computation: the inputs' lengths, and head sizes from Q/K/V given directly, from
+    explicit weights, or from the request (generated weights)."""
     spec = request.weights
     if extent.direct_widths is not None:
         d_k, d_v, d_out = _direct_heads(request, extent.direct_widths)

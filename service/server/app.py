@@ -78,8 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Attention internals service",
         version="0.1.0",
-        description="Scaled dot-product attention, computed in PyTorch, with every internal returned as JSON: "
-        "Q, K, V, scores, scaled scores, softmax weights, per-head context and output.",
+        description="Scaled dot-product attention, computed in PyTorch, with every internal returned as "
+        "JSON: Q, K, V, scores, scaled scores, softmax weights, per-head context and output.",
         lifespan=lifespan,
         exception_handlers=HANDLERS,
     )

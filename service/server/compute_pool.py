@@ -1,13 +1,13 @@
 """The compute pool and the admission gate: all torch work runs in compute processes, never in this one.
 
 max_concurrent compute processes (service/compute/process.py) answer requests one at a time each. A process
-holds at most PIPELINE requests: the one it computes and the next, already sent, so that it goes from one to the
-next without waiting for this process. Up to max_queue more requests wait here; beyond that a request is refused
-at once (503 with Retry-After). No request waits and computes longer than request_timeout_s: past it the answer
-is a 504 and a process still computing it is killed and replaced, so a runaway computation gives its core and
-memory back. A process that dies (killed by the operating system for memory, say) fails the request it was
-computing with a 503 and is replaced too; the requests sent to it behind that one go to another process. A
-client that disconnects gives its place back at once.
+holds at most PIPELINE requests: the one it computes and the next, already sent, so that it goes from one to
+the next without waiting for this process. Up to max_queue more requests wait here; beyond that a request is
+refused at once (503 with Retry-After). No request waits and computes longer than request_timeout_s: past it
+the answer is a 504 and a process still computing it is killed and replaced, so a runaway computation gives
+its core and memory back. A process that dies (killed by the operating system for memory, say) fails the
+request it was computing with a 503 and is replaced too; the requests sent to it behind that one go to another
+process. A client that disconnects gives its place back at once.
 
 Every admitted job ends in one place, `_settle`: answered, failed, timed out or left by its client.
 """
@@ -47,7 +47,8 @@ class Job:
 
 
 class ComputeProcess:
-    """One compute process, the server's end of its socket, and the jobs sent to it, in the order it answers."""
+    """One compute process, the server's end of its socket, and the jobs sent to it, in the order it
+    answers."""
 
     def __init__(
         self, process: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, started: Started
@@ -175,7 +176,8 @@ class ComputePool:
         if job.answer in done:
             return job.answer.result()
         if watcher is not None and watcher in done:
-            # the computation, if started, runs on (a replacement process takes seconds); its answer is dropped
+            # the computation, if started, runs on (a replacement process takes seconds);
+            # its answer is dropped
             self._settle(job, ClientGone())
             raise ClientGone()
         computing = next((p for p in self.processes if p.sent and p.sent[0] is job), None)

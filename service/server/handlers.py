@@ -1,6 +1,6 @@
-"""The server's own refusals and their HTTP answers. Errors in a request's content are found and written by the
-compute process (service/errors.py); the server only refuses a body over its byte limit, parameters FastAPI
-validates, and requests it cannot serve in time or at all."""
+"""The server's own refusals and their HTTP answers. Errors in a request's content are found and written by
+the compute process (service/errors.py); the server only refuses a body over its byte limit, parameters
+FastAPI validates, and requests it cannot serve in time or at all."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ class ClientGone(Exception):
 
 
 class ComputeProcessDied(Exception):
-    """The compute process stopped while computing this request (killed, out of memory); it is replaced (503)."""
+    """The compute process stopped while computing this request (killed, out of memory); it is replaced
+    (503)."""
 
 
 def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:

@@ -66,7 +66,8 @@ class Metrics:
 
 
 def route_of(path: str) -> str:
-    """A bounded set of labels: the routes, /static, or other (so that random paths cannot grow the metrics)."""
+    """A bounded set of labels: the routes, /static, or other (so that random paths cannot grow the
+    metrics)."""
     if path in ROUTES:
         return path
     return "/static" if path.startswith("/static/") else "other"

@@ -40,8 +40,8 @@ def request_examples() -> dict[str, dict[str, Any]]:
         },
         "age_lookup": {
             "summary": "Attention as a soft look-up: average age of people surnamed Zhang (golden)",
-            "description": "Q, K, V given directly (no projections). Keys embed 张三, 张三-2, 李四, 张麻子; values are "
-            "their ages. The answer, 19.47, is the weighted average age. Scale 1/sqrt(3).",
+            "description": "Q, K, V given directly (no projections). Keys embed 张三, 张三-2, 李四, 张麻子; "
+            "values are their ages. The answer, 19.47, is the weighted average age. Scale 1/sqrt(3).",
             "value": lookup,
         },
         "age_lookup_unscaled": {
@@ -70,7 +70,8 @@ def request_examples() -> dict[str, dict[str, Any]]:
         },
         "toy_cat_eats_fish": {
             "summary": "Toy mode: 猫 吃 鱼 with seeded embeddings and weights",
-            "description": "No pretrained model: each token gets a seeded 4-number embedding, then xavier weights.",
+            "description": "No pretrained model: each token gets a seeded 4-number embedding, "
+            "then xavier weights.",
             "value": {
                 "text": "猫 吃 鱼",
                 "model": "toy",
@@ -81,8 +82,8 @@ def request_examples() -> dict[str, dict[str, Any]]:
         },
         "random_causal_multihead": {
             "summary": "Seeded random weights, 2 heads, causal, padding mask, rounded",
-            "description": "Weights from xavier_uniform with seed 7 are the same on every machine. The last key is "
-            "padding; with causal the first query still sees key 0.",
+            "description": "Weights from xavier_uniform with seed 7 are the same on every machine. "
+            "The last key is padding; with causal the first query still sees key 0.",
             "value": {
                 "embeddings": [[0.8, 0.2, 0.4, 0.1], [0.1, 0.9, 0.3, 0.7], [0.3, 0.1, 0.9, 0.2]],
                 "weights": {"init": "xavier_uniform", "seed": 7},

@@ -25,7 +25,8 @@ SUPPORTED_TYPES = (
 
 
 class LayerPass(NamedTuple):
-    """One layer of the forward pass: the hidden states entering it, its weights, and its attention's internals."""
+    """One layer of the forward pass: the hidden states entering it, its weights, and its attention's
+    internals."""
 
     layer: int
     hidden: Float[Tensor, "batch pos d_model"]
@@ -40,8 +41,8 @@ def check_supported(name: str, config: Any) -> None:
     if config.model_type not in SUPPORTED_TYPES or positions != "absolute" or decoder:
         raise ModelError(
             f"model {name!r}: found model_type {config.model_type!r}, position_embedding_type {positions!r}, "
-            f"is_decoder {decoder}; supported: model_type {' or '.join(SUPPORTED_TYPES)} with absolute positions, "
-            "not a decoder"
+            f"is_decoder {decoder}; supported: model_type {' or '.join(SUPPORTED_TYPES)} "
+            "with absolute positions, not a decoder"
         )
 
 
@@ -57,7 +58,8 @@ class BertForward:
         self.native = Converter(model.device, model.dtype)  # the forward runs as the model does
 
     def projections(self, layer: int) -> Projections:
-        """That layer's W_q, W_k, W_v, W_o and biases, turned from nn.Linear's out_in into the in_out layout."""
+        """That layer's W_q, W_k, W_v, W_o and biases, turned from nn.Linear's out_in into the in_out
+        layout."""
         block = self.model.encoder.layer[layer].attention
         linears = {"q": block.self.query, "k": block.self.key, "v": block.self.value, "o": block.output.dense}
         return Projections(
@@ -71,8 +73,8 @@ class BertForward:
         hidden: Float[Tensor, "batch pos d_model"],
         attention_output: Float[Tensor, "batch pos d_model"],
     ) -> Float[Tensor, "batch pos d_model"]:
-        """After the attention: residual and LayerNorm around its output (after W_o), then the MLP block with its
-        own residual and LayerNorm; the hidden states entering the next layer."""
+        """After the attention: residual and LayerNorm around its output (after W_o), then the MLP block with
+        its own residual and LayerNorm; the hidden states entering the next layer."""
         block = self.model.encoder.layer[layer]
         attended = block.attention.output.LayerNorm(attention_output + hidden)
         return block.output(block.intermediate(attended), attended)  # type: ignore[no-any-return]

@@ -22,7 +22,8 @@ class Encoded:
 
 
 def tokenize(request: AttendRequest, model: LoadedModel, settings: Settings) -> Encoded:
-    """Tokens of each text; over the model's maximum positions is a 422 unless the request asks to truncate."""
+    """Tokens of each text; over the model's maximum positions is a 422 unless the request asks to
+    truncate."""
     tokenizer = model.tokenizer
     lengths = [len(ids) for ids in tokenizer(request.texts, truncation=False)["input_ids"]]
     longest = max(lengths)
@@ -40,6 +41,6 @@ def tokenize(request: AttendRequest, model: LoadedModel, settings: Settings) -> 
     mask = encoded["attention_mask"]
     tokens = [
         tokenizer.convert_ids_to_tokens(ids[: int(n)].tolist())
-        for ids, n in zip(encoded["input_ids"], mask.sum(1))
+        for ids, n in zip(encoded["input_ids"], mask.sum(1), strict=True)
     ]
     return Encoded(tokens=tokens, input_ids=encoded["input_ids"], attention_mask=mask)

@@ -41,9 +41,9 @@ async def client_disconnected(request: Request) -> None:
 @router.post(
     "/attend",
     summary="Compute attention and return its internals",
-    description="Q, K, V, the raw and scaled scores, the softmax weights, the per-head context and the output, "
-    "each with all its axes (see `meta.axes`). The examples are the worked examples of the project, with exact "
-    "expected values.",
+    description="Q, K, V, the raw and scaled scores, the softmax weights, the per-head context and the "
+    "output, each with all its axes (see `meta.axes`). The examples are the worked examples of the project, "
+    "with exact expected values.",
     response_class=Response,
     responses={
         200: {"model": AttendResponse, "description": "The requested tensors and `meta`."},
@@ -57,8 +57,8 @@ async def client_disconnected(request: Request) -> None:
         },
         401: {"description": "ATTENTION_API_KEYS is set and the X-API-Key header holds no valid key."},
         503: {
-            "description": "Busy (every place taken: retry after Retry-After seconds), or the named model cannot "
-            "be served (e.g. its weights file fails its checksum)."
+            "description": "Busy (every place taken: retry after Retry-After seconds), or the named model "
+            "cannot be served (e.g. its weights file fails its checksum)."
         },
         504: {"description": "The request waited and computed longer than ATTENTION_REQUEST_TIMEOUT_S."},
     },
