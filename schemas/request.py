@@ -1,4 +1,4 @@
-"""The request of ``POST /attend`` (see API.md): one input form, weight settings, attention settings."""
+"""The request of ``POST /attend``: one input form, weight settings, attention settings."""
 
 from __future__ import annotations
 
@@ -27,11 +27,7 @@ _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class WeightSpec(BaseModel):
-    # not a docstring: its line breaks would reach the schema's description in the OpenAPI document
-    __doc__ = (
-        "The projection weights: all of w_q, w_k, w_v given explicitly, or all generated from `init` "
-        "and `seed`."
-    )
+    """The projection weights: w_q, w_k, w_v all given, or all generated from `init` and `seed`."""
 
     model_config = _STRICT | ConfigDict(arbitrary_types_allowed=True)
 
@@ -104,11 +100,7 @@ class WeightSpec(BaseModel):
 
 
 class AttendRequest(BaseModel):
-    # not a docstring: its line breaks would reach the schema's description in the OpenAPI document
-    __doc__ = (
-        "Exactly one input form: `embeddings` (optionally with `context`), or `query`, `key` and `value` "
-        "together."
-    )
+    """One input form: `embeddings` (optionally with `context`), `query`/`key`/`value`, or `text`."""
 
     model_config = _STRICT | ConfigDict(arbitrary_types_allowed=True)
 
