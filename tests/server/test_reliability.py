@@ -1,5 +1,7 @@
 """Reliability and security: backpressure (503 + Retry-After), the time limit (504), a client that leaves
-frees its place, SIGTERM loses no admitted request, metrics, request ids, JSON logs, API keys and CORS."""
+frees its place, SIGTERM loses no admitted request, metrics, request ids, JSON logs, API keys and CORS, over a
+real server. The slow ones start their own server or kill processes; tests/server/test_compute_pool.py reaches
+the same outcomes of the compute pool deterministically with stub compute processes."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Server
+from tests.support.servers import API_KEY, CORS_ORIGIN, Server
 
 # about 0.2 s of compute on 2 cores: two 502-token texts through all six MiniLM layers
 SLOW = json.dumps(
@@ -23,32 +25,16 @@ SLOW = json.dumps(
 RUNAWAY = json.dumps(
     {"text": [" ".join(["cat"] * 500)] * 16, "layer": 5, "include": ["output"], "decimals": 1}
 ).encode()
-KEY = "k3y-for-tests-0123456789"
+KEY = API_KEY
 HEADERS = {"content-type": "application/json", "x-api-key": KEY}
 CAT = {"embeddings": [[1.0, 0.0], [0.0, 1.0]], "include": ["weights"]}
-
-
-@pytest.fixture(scope="module")
-def guarded(tmp_path_factory):
-    """One compute process, one waiting place, an API key, a CORS origin, and its log captured."""
-    log = tmp_path_factory.mktemp("logs") / "service.log"
-    srv = Server(
-        {
-            "ATTENTION_MAX_CONCURRENT": "1",
-            "ATTENTION_MAX_QUEUE": "1",
-            "ATTENTION_API_KEYS": json.dumps([KEY]),
-            "ATTENTION_CORS_ORIGINS": '["https://app.example"]',
-        },
-        log=log,
-    )
-    yield srv
-    srv.stop()
 
 
 def post(server: Server, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
     return httpx.post(server.url + "/attend", content=body, headers=headers or HEADERS, timeout=60)
 
 
+@pytest.mark.slow
 def test_beyond_the_limit_a_fast_503_with_retry_after_and_admitted_requests_finish(guarded):
     def timed() -> tuple[httpx.Response, float]:
         started = time.perf_counter()
@@ -68,6 +54,7 @@ def test_beyond_the_limit_a_fast_503_with_retry_after_and_admitted_requests_fini
     assert 'attention_rejected_total{reason="overloaded"}' in metrics
 
 
+@pytest.mark.slow
 def test_a_client_that_leaves_gives_its_place_back(guarded):
     with ThreadPoolExecutor(2) as pool:
         running = pool.submit(post, guarded, SLOW)  # takes the compute process
@@ -81,9 +68,9 @@ def test_a_client_that_leaves_gives_its_place_back(guarded):
     assert 'attention_rejected_total{reason="client_disconnected"}' in guarded.client.get("/metrics").text
 
 
+@pytest.mark.slow
 def test_a_client_that_leaves_mid_computation_does_not_cost_a_process():
-    srv = Server({"ATTENTION_MAX_CONCURRENT": "1"})
-    try:
+    with Server({"ATTENTION_MAX_CONCURRENT": "1"}) as srv:
         (before,) = compute_processes(srv)
         with pytest.raises(httpx.TimeoutException):
             httpx.post(srv.url + "/attend", content=SLOW, timeout=0.05)  # hangs up while it computes
@@ -91,47 +78,41 @@ def test_a_client_that_leaves_mid_computation_does_not_cost_a_process():
         assert compute_processes(srv) == [before]
         assert 'attention_rejected_total{reason="client_disconnected"} 1.0' in srv.client.get("/metrics").text
         assert "attention_compute_processes_replaced_total{" not in srv.client.get("/metrics").text
-    finally:
-        srv.stop()
 
 
+@pytest.mark.slow
 def test_past_the_time_limit_a_504_and_the_computation_is_stopped():
-    srv = Server(
+    with Server(
         {
             "ATTENTION_REQUEST_TIMEOUT_S": "0.5",
             "ATTENTION_MAX_CONCURRENT": "1",
             "ATTENTION_MAX_COMPUTE_ELEMENTS": "400000000",
         }
-    )
-    try:
+    ) as srv:
         started = time.perf_counter()
         response = srv.post(RUNAWAY)
         assert response.status_code == 504, response.text
         assert time.perf_counter() - started < 3  # the computation alone takes longer
         assert "ATTENTION_REQUEST_TIMEOUT_S=0.5" in response.json()["detail"]
         replaced = 'attention_compute_processes_replaced_total{reason="timeout"} 1.0'
-        deadline = (
-            time.monotonic() + 60
-        )  # killed at once; the replacement starts (torch, the model), then is ready
+        # killed at once; the replacement starts (torch, the model), then is ready
+        deadline = time.monotonic() + 60
         while replaced not in srv.client.get("/metrics").text or srv.client.get("/readyz").status_code != 200:
             assert time.monotonic() < deadline
             time.sleep(0.1)
         assert srv.post(CAT).status_code == 200
-    finally:
-        srv.stop()
 
 
 def compute_processes(server: Server) -> list[int]:
-    threads = Path(
-        f"/proc/{server.process.pid}/task"
-    ).iterdir()  # a child belongs to the thread that started it
+    # a child belongs to the thread that started it
+    threads = Path(f"/proc/{server.process.pid}/task").iterdir()
     children = [pid for thread in threads for pid in (thread / "children").read_text().split()]
     return [int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
 
 
+@pytest.mark.slow
 def test_a_compute_process_that_dies_fails_one_request_and_is_replaced():
-    srv = Server({"ATTENTION_MAX_CONCURRENT": "1"})
-    try:
+    with Server({"ATTENTION_MAX_CONCURRENT": "1"}) as srv:
         (victim,) = compute_processes(srv)
         with ThreadPoolExecutor(2) as pool:
             computing = pool.submit(srv.post, SLOW)
@@ -148,16 +129,14 @@ def test_a_compute_process_that_dies_fails_one_request_and_is_replaced():
         assert (
             'attention_compute_processes_replaced_total{reason="died"} 1.0' in srv.client.get("/metrics").text
         )
-    finally:
-        srv.stop()
 
 
+@pytest.mark.slow
 def test_sigterm_lets_admitted_requests_finish():
-    srv = Server(
+    with Server(
         {"ATTENTION_MAX_CONCURRENT": "1", "ATTENTION_MAX_QUEUE": "8"},
         uvicorn_args=("--timeout-graceful-shutdown", "30"),
-    )
-    try:
+    ) as srv:
         with ThreadPoolExecutor(4) as pool:
             futures = [
                 pool.submit(httpx.post, srv.url + "/attend", content=SLOW, timeout=60) for _ in range(4)
@@ -167,8 +146,6 @@ def test_sigterm_lets_admitted_requests_finish():
             statuses = [future.result().status_code for future in futures]
         assert statuses == [200] * 4
         assert srv.process.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once done
-    finally:
-        srv.stop()
 
 
 def test_metrics_in_prometheus_format(guarded):
@@ -217,12 +194,12 @@ def test_cors_allowlist(guarded):
         "access-control-request-method": "POST",
         "access-control-request-headers": "content-type,x-api-key",
     }
-    allowed = httpx.options(guarded.url + "/attend", headers={"origin": "https://app.example", **preflight})
-    assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+    allowed = httpx.options(guarded.url + "/attend", headers={"origin": CORS_ORIGIN, **preflight})
+    assert allowed.headers["access-control-allow-origin"] == CORS_ORIGIN
     refused = httpx.options(guarded.url + "/attend", headers={"origin": "https://evil.example", **preflight})
     assert "access-control-allow-origin" not in refused.headers
 
 
 def test_no_cors_and_no_keys_by_default(server):
-    response = server.client.get("/models", headers={"origin": "https://app.example"})
+    response = server.client.get("/models", headers={"origin": CORS_ORIGIN})
     assert response.status_code == 200 and "access-control-allow-origin" not in response.headers

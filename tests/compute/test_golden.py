@@ -1,35 +1,37 @@
-"""The worked examples of shared/golden/ through real HTTP, in both layouts and both scales."""
+"""The worked examples of shared/golden/ through the pipeline (in process), in both layouts and both
+scales."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
 
 from service.server.openapi_examples import GOLDEN, load_golden
-from tests.conftest import SHARED_GOLDEN
+from tests.support.paths import SHARED_GOLDEN
 
 CAT = load_golden("seed_cat_eats_fish")
 AGE = load_golden("seed_age_lookup")
 TOLERANCE = {"float64": 1e-9, "float32": 1e-6}
 
 
-def head0(response: dict, name: str) -> np.ndarray:
+def head0(response: dict[str, Any], name: str) -> np.ndarray:
     """The single head of batch item 0, checking the leading axes exist."""
     array = np.asarray(response[name], dtype=np.float64)
     if name == "output":
         assert array.shape[0] == 1
-        return array[0]
+        return np.asarray(array[0])
     assert array.shape[:2] == (1, 1)
-    return array[0, 0]
+    return np.asarray(array[0, 0])
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("layout", ["in_out", "out_in"])
-def test_cat_eats_fish(server, layout, dtype):
+def test_cat_eats_fish(compute, layout, dtype):
     weights = {f"w_{m}": CAT[f"w_{m}_{layout}"] for m in "qkv"}
-    response = server.post(
+    response = compute.post(
         {"embeddings": CAT["embeddings"], "weights": {**weights, "layout": layout}, "dtype": dtype}
     )
     assert response.status_code == 200, response.text
@@ -43,10 +45,11 @@ def test_cat_eats_fish(server, layout, dtype):
     np.testing.assert_allclose(head0(body, "weights").sum(-1), 1.0, atol=TOLERANCE[dtype])
 
 
-def test_cat_eats_fish_layouts_are_not_interchangeable(server):
-    """The layout pitfall: the torch-layout matrices read as math layout are a shape error, never a silent result."""
+def test_cat_eats_fish_layouts_are_not_interchangeable(compute):
+    """The layout pitfall: the torch-layout matrices read as math layout are a shape error, never a silent
+    result."""
     weights = {f"w_{m}": CAT[f"w_{m}_out_in"] for m in "qkv"}
-    response = server.post({"embeddings": CAT["embeddings"], "weights": weights})
+    response = compute.post({"embeddings": CAT["embeddings"], "weights": weights})
     assert response.status_code == 422
     msg = response.json()["detail"][0]["msg"]
     assert "found shape [2, 4]" in msg and "expected [4, heads*d_k]" in msg and 'layout "out_in"' in msg
@@ -54,11 +57,11 @@ def test_cat_eats_fish_layouts_are_not_interchangeable(server):
 
 @pytest.mark.parametrize("case,scale", [("expected_scaled", None), ("expected_unscaled", 1.0)])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_age_lookup(server, case, scale, dtype):
+def test_age_lookup(compute, case, scale, dtype):
     request = {"query": AGE["query"], "key": AGE["key"], "value": AGE["value"], "dtype": dtype}
     if scale is not None:
         request["scale"] = scale
-    response = server.post(request)
+    response = compute.post(request)
     assert response.status_code == 200, response.text
     body = response.json()
     expected = AGE[case]

@@ -3,6 +3,8 @@ heads, masks, causality and cross-attention (float64 to 1e-10, float32 to 1e-5).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -54,7 +56,7 @@ def allowed_matrix(case) -> torch.Tensor:
     return allowed
 
 
-def request_for(case, weights: dict) -> dict:
+def request_for(case, weights: dict[str, Any]) -> dict[str, Any]:
     def wire(array):
         array = array[0] if case["squeeze"] else array
         return array.tolist()
@@ -87,7 +89,7 @@ def check_masked_rows(body, allowed: torch.Tensor, atol: float) -> np.ndarray:
     assert np.all(context[~live_rows] == 0.0)
     blocked = np.broadcast_to(~allowed.numpy(), weights.shape)
     scaled = body["scaled_scores"]
-    for index in zip(*np.nonzero(blocked)):
+    for index in zip(*np.nonzero(blocked), strict=True):
         assert scaled[index[0]][index[1]][index[2]][index[3]] is None
     assert np.all(weights[blocked] == 0.0)
     return live
@@ -95,7 +97,7 @@ def check_masked_rows(body, allowed: torch.Tensor, atol: float) -> np.ndarray:
 
 @PROPERTY
 @given(case=attention_cases())
-def test_equals_torch_multihead_attention_and_sdpa(server, case):
+def test_equals_torch_multihead_attention_and_sdpa(compute, case):
     embed = case["heads"] * case["d_k"]
     torch.manual_seed(case["seed"])
     mha = torch.nn.MultiheadAttention(embed, case["heads"], bias=True, batch_first=True, dtype=torch.float64)
@@ -114,7 +116,7 @@ def test_equals_torch_multihead_attention_and_sdpa(server, case):
         "b_o": mha.out_proj.bias.detach().tolist(),
         "layout": case["layout"],
     }
-    response = server.post(request_for(case, weights))
+    response = compute.post(request_for(case, weights))
     assert response.status_code == 200, response.text
     body = response.json()
     atol = TOLERANCE[case["dtype"]]
@@ -172,12 +174,12 @@ def test_equals_torch_multihead_attention_and_sdpa(server, case):
     d_v=st.integers(1, 5),
     init=st.sampled_from(["xavier_uniform", "normal", "identity"]),
 )
-def test_generated_weights_per_head_context_equals_sdpa(server, case, d_v, init):
-    """Generated weights with d_v != d_k and no W_o: context equals SDPA over the returned Q, K, V, and the output
-    is the heads concatenated."""
+def test_generated_weights_per_head_context_equals_sdpa(compute, case, d_v, init):
+    """Generated weights with d_v != d_k and no W_o: context equals SDPA over the returned Q, K, V, and the
+    output is the heads concatenated."""
     request = request_for(case, {"init": init, "seed": case["seed"], "output_projection": False})
     request |= {"d_k": case["d_k"], "d_v": d_v}
-    response = server.post(request)
+    response = compute.post(request)
     assert response.status_code == 200, response.text
     body = response.json()
     atol = TOLERANCE[case["dtype"]]

@@ -11,12 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="no Chromium here (apt-get install -y chromium; .ci/run does)"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="no Chromium here (apt-get install -y chromium; .ci/run does)"
+    ),
+]
 SENTENCE = "The cat ate the fish because it was hungry"
 OUTPUT = ROOT / "test-output"
 ARGS = [

@@ -23,9 +23,9 @@ REQUEST = {
 
 
 @pytest.mark.parametrize("dtype,atol", [("float64", 1e-10), ("float32", 1e-5)])
-def test_cuda_equals_cpu(server, dtype, atol):
-    gpu = server.post({**REQUEST, "dtype": dtype, "device": "auto"}).json()
-    cpu = server.post({**REQUEST, "dtype": dtype, "device": "cpu"}).json()
+def test_cuda_equals_cpu(compute, dtype, atol):
+    gpu = compute.post({**REQUEST, "dtype": dtype, "device": "auto"}).json()
+    cpu = compute.post({**REQUEST, "dtype": dtype, "device": "cpu"}).json()
     assert gpu["meta"]["device"].startswith("cuda") and cpu["meta"]["device"] == "cpu"
     for name in TENSOR_NAMES:
         np.testing.assert_allclose(
@@ -33,7 +33,7 @@ def test_cuda_equals_cpu(server, dtype, atol):
         )
 
 
-def test_cuda_half_precision_runs(server):
+def test_cuda_half_precision_runs(compute):
     for dtype in ("float16", "bfloat16"):
-        response = server.post({**REQUEST, "dtype": dtype, "device": "cuda"})
+        response = compute.post({**REQUEST, "dtype": dtype, "device": "cuda"})
         assert response.status_code == 200 and response.json()["meta"]["dtype"] == dtype

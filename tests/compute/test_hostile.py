@@ -39,8 +39,8 @@ BODIES = st.dictionaries(
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=st.one_of(BODIES, JSON_VALUES))
-def test_never_a_server_error(server, body):
-    response = server.post(json.dumps(body).encode())
+def test_never_a_server_error(compute, body):
+    response = compute.post(json.dumps(body).encode())
     assert response.status_code in (200, 413, 422), (response.status_code, response.text[:500])
     if response.status_code != 200:
         assert response.json()["detail"]
@@ -68,11 +68,11 @@ HUGE = st.one_of(
     ),
     seed=st.one_of(st.none(), HUGE),
 )
-def test_giant_dimensions_in_tiny_bodies(server, sizes, form, seed):
+def test_giant_dimensions_in_tiny_bodies(compute, sizes, form, seed):
     body = {**form, **sizes}
     if seed is not None and "embeddings" in form:
         body["weights"] = {"seed": seed}
-    response = server.post(json.dumps(body).encode())
+    response = compute.post(json.dumps(body).encode())
     assert response.status_code in (200, 413, 422), (body, response.status_code, response.text[:300])
 
 
@@ -93,7 +93,7 @@ def test_giant_dimensions_in_tiny_bodies(server, sizes, form, seed):
         b"{" * 3,
     ],
 )
-def test_hostile_raw_bodies_are_4xx(server, raw):
-    response = server.post(raw)
+def test_hostile_raw_bodies_are_4xx(compute, raw):
+    response = compute.post(raw)
     assert 400 <= response.status_code < 500, (raw[:60], response.status_code, response.text[:300])
     assert response.json()["detail"]

@@ -1,5 +1,6 @@
 """Every bad input is a 422 (or 413 over a limit) whose message names the field, what was found and what was
-expected; never a 500."""
+expected; never a 500. In process: the compute pipeline decides all of these (tests/server/test_http.py has
+the request byte limit, which the server decides)."""
 
 from __future__ import annotations
 
@@ -76,9 +77,9 @@ CASES = [
         {
             "embeddings": X,
             "weights": {
-                "w_q": list(map(list, zip(*W))),
-                "w_k": list(map(list, zip(*W))),
-                "w_v": list(map(list, zip(*W))),
+                "w_q": list(map(list, zip(*W, strict=True))),
+                "w_k": list(map(list, zip(*W, strict=True))),
+                "w_v": list(map(list, zip(*W, strict=True))),
                 "w_o": [[1.0] * 3],
                 "layout": "out_in",
             },
@@ -221,8 +222,8 @@ CASES = [
 
 
 @pytest.mark.parametrize("body,loc,fragments", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_a_clear_422(server, body, loc, fragments):
-    response = server.post(body)
+def test_bad_input_is_a_clear_422(compute, body, loc, fragments):
+    response = compute.post(body)
     assert response.status_code == 422, response.text
     detail = response.json()["detail"]
     assert detail[0]["loc"] == ["body", *loc]
@@ -244,16 +245,16 @@ def test_bad_input_is_a_clear_422(server, body, loc, fragments):
         (b"\xff\xfe", "Invalid JSON"),
     ],
 )
-def test_malformed_json_is_a_422(server, raw, fragment):
-    response = server.post(raw)
+def test_malformed_json_is_a_422(compute, raw, fragment):
+    response = compute.post(raw)
     assert response.status_code == 422, response.text
     assert fragment in response.json()["detail"][0]["msg"]
 
 
-def test_cuda_without_a_gpu_is_a_422(server):
+def test_cuda_without_a_gpu_is_a_422(compute):
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA device (tests/test_gpu.py covers it)")
-    response = server.post({"embeddings": X, "device": "cuda"})
+    response = compute.post({"embeddings": X, "device": "cuda"})
     assert response.status_code == 422
     assert response.json()["detail"][0] == {
         "loc": ["body", "device"],
@@ -262,7 +263,7 @@ def test_cuda_without_a_gpu_is_a_422(server):
     }
 
 
-# each limit reached with a small body; limited_server's settings are in conftest.py
+# each limit reached with a small body; limited_compute's settings are LIMITED_ENV (tests/support/compute.py)
 LIMIT_CASES = [
     ("batch", {"embeddings": [[[1.0]]] * 5}, "ATTENTION_MAX_BATCH", 4, 5),
     ("seq", {"embeddings": [[1.0]] * 65}, "ATTENTION_MAX_SEQ", 64, 65),
@@ -295,8 +296,8 @@ LIMIT_CASES = [
 @pytest.mark.parametrize(
     "body,limit,maximum,estimate", [c[1:] for c in LIMIT_CASES], ids=[c[0] for c in LIMIT_CASES]
 )
-def test_over_a_limit_is_a_413_with_limit_and_estimate(limited_server, body, limit, maximum, estimate):
-    response = limited_server.post(body)
+def test_over_a_limit_is_a_413_with_limit_and_estimate(limited_compute, body, limit, maximum, estimate):
+    response = limited_compute.post(body)
     assert response.status_code == 413, response.text
     error = response.json()
     assert error["limit"] == limit and error["maximum"] == maximum
@@ -306,33 +307,6 @@ def test_over_a_limit_is_a_413_with_limit_and_estimate(limited_server, body, lim
     assert limit in error["detail"] and f"{maximum:,}" in error["detail"]
 
 
-def test_body_over_the_byte_limit_is_refused_from_its_content_length(limited_server):
-    body = b'{"embeddings": [[' + b"1.0," * 10000 + b"1.0]]}"
-    response = limited_server.post(body)
-    assert response.status_code == 413
-    assert response.json()["limit"] == "ATTENTION_MAX_REQUEST_BYTES"
-    assert response.json()["estimate"] == len(body)
-
-
-def test_streamed_body_is_cut_off_at_the_byte_limit(limited_server):
-    """A chunked body without Content-Length is read only up to the limit."""
-    sent = []
-
-    def endless():
-        yield b'{"embeddings": [['
-        for _ in range(100_000):  # 1.5 MB if it were all read; the server must stop at 20 kB
-            sent.append(1)
-            yield b"1.0, 1.0, 1.0, "
-        yield b"1.0]]}"
-
-    response = limited_server.client.post(
-        "/attend", content=endless(), headers={"content-type": "application/json"}
-    )
-    assert response.status_code == 413
-    assert response.json()["limit"] == "ATTENTION_MAX_REQUEST_BYTES"
-    assert 20000 < response.json()["estimate"] < 40000
-
-
-def test_within_limits_still_computes(limited_server):
-    response = limited_server.post({"embeddings": [[1.0] * 8] * 8, "num_heads": 2})
+def test_within_limits_still_computes(limited_compute):
+    response = limited_compute.post({"embeddings": [[1.0] * 8] * 8, "num_heads": 2})
     assert response.status_code == 200
