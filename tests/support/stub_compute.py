@@ -1,0 +1,53 @@
+"""A stub compute process for driving service.server.compute_pool.ComputePool without torch: it speaks the
+frames of service/protocol.py and answers by the body it gets.
+
+    b"echo..."    200, the body itself
+    b"pid"        200, this process's id
+    b"sleep:0.5"  200, b"slept", after 0.5 s
+    b"crash"      the process exits at once (as if the kernel's out-of-memory killer took it)
+    otherwise     400, b"unknown"
+
+Its start-up report is Started with no models; with default_model "fail" it reports 503 instead (a model that
+cannot be served). Module level and light, so that a spawned process imports it quickly."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+
+from service.protocol import ANSWER, REQUEST, Started
+from service.settings import Settings
+
+FAIL_MODEL = "fail"
+
+
+def _send(channel: socket.socket, status: int, body: bytes) -> None:
+    channel.sendall(ANSWER.pack(status, len(body)) + body)
+
+
+def _answer(body: bytes) -> tuple[int, bytes]:
+    if body.startswith(b"echo"):
+        return 200, body
+    if body == b"pid":
+        return 200, str(os.getpid()).encode()
+    if body.startswith(b"sleep:"):
+        time.sleep(float(body.removeprefix(b"sleep:")))
+        return 200, b"slept"
+    if body == b"crash":
+        os._exit(1)
+    return 400, b"unknown"
+
+
+def serve(channel: socket.socket, settings: Settings) -> None:
+    """The stub's main function, a ComputeTarget: report, then answer until the server closes the socket."""
+    if settings.default_model == FAIL_MODEL:
+        _send(channel, 503, json.dumps({"detail": "the stub cannot serve its model"}).encode())
+        return
+    report = Started(pid=os.getpid(), device="stub", torch_version="none", torch_threads=1, models=[])
+    _send(channel, 200, json.dumps(report).encode())
+    requests = channel.makefile("rb")
+    while len(head := requests.read(REQUEST.size)) == REQUEST.size:
+        (length,) = REQUEST.unpack(head)
+        _send(channel, *_answer(requests.read(length)))
