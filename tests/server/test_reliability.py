@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -141,11 +142,26 @@ def test_sigterm_lets_admitted_requests_finish():
             futures = [
                 pool.submit(httpx.post, srv.url + "/attend", content=SLOW, timeout=60) for _ in range(4)
             ]
-            time.sleep(0.15)  # all four admitted: one computing, three waiting
+            # all four reached the server (one computing, the others waiting) before the signal: a fixed sleep
+            # was sometimes too short for four fresh connections on a loaded machine
+            deadline = time.monotonic() + 30
+            while attend_requests_started(srv) < 4:
+                assert time.monotonic() < deadline, "the four requests did not reach the server"
+                time.sleep(0.01)
             srv.process.send_signal(signal.SIGTERM)
             statuses = [future.result().status_code for future in futures]
         assert statuses == [200] * 4
         assert srv.process.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once done
+
+
+def attend_requests_started(server: Server) -> float:
+    """POST /attend requests in flight or answered, from /metrics (whose own request is in flight too)."""
+    text = server.client.get("/metrics").text
+    gauge = re.search(r"^attention_requests_in_flight (\S+)$", text, re.M)
+    assert gauge is not None, text
+    in_flight = float(gauge[1]) - 1
+    answered = re.findall(r'^attention_requests_total\{[^}]*route="/attend"[^}]*\} (\S+)$', text, re.M)
+    return in_flight + sum(float(count) for count in answered)
 
 
 def test_metrics_in_prometheus_format(guarded):
