@@ -130,6 +130,7 @@ class AttendRequest(BaseModel):
     )
     model: str | None = Field(
         None,
+        min_length=1,
         description="With `text`: a model name from GET /models (default: the service's default model), "
         'or "toy": whitespace tokens (characters for text without spaces) mapped to seeded embeddings of '
         "size `d_model`, then the weights of `weights`.",

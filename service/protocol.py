@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from typing import Any, TypedDict
 
 from service.settings import Settings
 
-REQUEST = struct.Struct("!Q")  # body length
+# the request's deadline on time.monotonic()'s clock, which all processes of a host share (a process skips a
+# request whose deadline has passed before it starts it: the server has answered it 504), and its body length
+REQUEST = struct.Struct("!dQ")
+EXPIRED = b'{"detail": "the request\'s time limit passed before a compute process could start it"}'
 ANSWER = struct.Struct("!HQ")  # HTTP status, body length
 
 
@@ -24,6 +28,10 @@ class Started(TypedDict):
     torch_version: str
     torch_threads: int
     models: list[dict[str, Any]]  # service.compute.models.registry.ModelRegistry.describe()
+
+
+def expired(deadline: float) -> bool:
+    return time.monotonic() > deadline
 
 
 def compute_process(channel: socket.socket, settings: Settings) -> None:

@@ -44,6 +44,12 @@ class Settings(BaseSettings):
         description="Longest a request may wait and compute before it is answered 504. A computation "
         "still running then is stopped: its compute process is killed and replaced (a few seconds).",
     )
+    send_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest a client may take to read each megabyte of an answer; past it the connection is "
+        "closed. Until an answer is delivered its place in the queue stays taken.",
+    )
     api_keys: list[SecretStr] = Field(
         default_factory=list,
         description='API keys as a JSON list (["key1", "key2"]); when set, /attend and /models need one in '

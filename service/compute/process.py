@@ -25,7 +25,7 @@ from service.compute.models.registry import ModelRegistry
 from service.compute.pipeline import answer, attend
 from service.errors import ModelError
 from service.logs import log_json_to_stderr
-from service.protocol import ANSWER, REQUEST, Started
+from service.protocol import ANSWER, EXPIRED, REQUEST, Started, expired
 from service.settings import Settings
 
 WARM_UP = b'{"embeddings": [[1.0, 0.0], [0.0, 1.0]], "causal": true}'
@@ -100,5 +100,6 @@ def _serve(channel: socket.socket, settings: Settings) -> None:
     _send(channel, 200, orjson.dumps(report))
     requests = channel.makefile("rb")
     while len(head := requests.read(REQUEST.size)) == REQUEST.size:  # short: the server has gone
-        (length,) = REQUEST.unpack(head)
-        _send(channel, *answer(requests.read(length), settings, models))
+        deadline, length = REQUEST.unpack(head)
+        body = requests.read(length)
+        _send(channel, *((504, EXPIRED) if expired(deadline) else answer(body, settings, models)))

@@ -7,9 +7,12 @@ refused at once (503 with Retry-After). No request waits and computes longer tha
 the answer is a 504 and a process still computing it is killed and replaced, so a runaway computation gives
 its core and memory back. A process that dies (killed by the operating system for memory, say) fails the
 request it was computing with a 503 and is replaced too; the requests sent to it behind that one go to another
-process. A client that disconnects gives its place back at once.
+process. A client that disconnects gives its place back at once, unless its request is being computed: that
+place stays taken until the computation ends or its time limit kills it.
 
-Every admitted job ends in one place, `_settle`: answered, failed, timed out or left by its client.
+A job's computation ends in one place, `_settle` (answered, failed, timed out), and its place is freed in
+one place, `_release`: once its answer is delivered to the client (an undelivered answer is memory, so it
+counts), at once when it failed, or when a client that left no longer waits for it.
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ import socket
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple
 
 import orjson
 
 from service.errors import ModelError
 from service.protocol import ANSWER, REQUEST, Started, compute_process
-from service.server.handlers import ClientGone, ComputeProcessDied, Overloaded, TimedOut
+from service.server.handlers import ClientGone, ComputeProcessDied, NoComputeProcess, Overloaded, TimedOut
 from service.settings import Settings
 
 log = logging.getLogger("attention_service.compute_pool")
@@ -43,7 +47,17 @@ ComputeTarget = Callable[[socket.socket, Settings], None]  # a compute process's
 @dataclass(eq=False)
 class Job:
     body: bytes
+    deadline: float  # on the event loop's clock, time.monotonic(), which the compute processes share
     answer: asyncio.Future[Answer] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    orphaned: bool = False  # its client left: its answer is dropped
+
+
+class Held(NamedTuple):
+    """An answer whose place stays taken until `release()` is called, once the answer is delivered."""
+
+    status: int
+    content: bytes
+    release: Callable[[], None]
 
 
 class ComputeProcess:
@@ -77,7 +91,7 @@ class ComputeProcess:
 
     def send(self, job: Job) -> None:
         self.sent.append(job)
-        self.writer.writelines((REQUEST.pack(len(job.body)), job.body))
+        self.writer.writelines((REQUEST.pack(job.deadline, len(job.body)), job.body))
 
     def kill(self) -> None:
         """Stops the process in the middle of a request that ran past its time limit."""
@@ -114,7 +128,7 @@ class ComputePool:
         self.settings, self.target = settings, target
         self.capacity = settings.max_concurrent + settings.max_queue
         self.timeout = settings.request_timeout_s
-        self.admitted: set[Job] = set()  # waiting or sent, not yet settled; changed on the event loop only
+        self.admitted: set[Job] = set()  # waiting, computing, or answered and not yet delivered
         self.waiting: deque[Job] = deque()
         self.processes: set[ComputeProcess] = set()
         self.on_replace = on_replace  # told why each process is replaced (for metrics)
@@ -150,59 +164,84 @@ class ComputePool:
         """Compute processes running, not counting those being replaced."""
         return len(self.processes)
 
-    async def run(self, body: bytes, disconnected: Callable[[], Awaitable[None]] | None = None) -> Answer:
-        """The status and JSON body a compute process answers to the request `body`; `disconnected()` returns
-        when the client goes away (started only once the request is admitted)."""
+    async def run(self, body: bytes, disconnected: Callable[[], Awaitable[object]] | None = None) -> Held:
+        """The status and JSON body a compute process answers to the request `body`, with the job's place
+        still taken: the caller calls `release` once the answer is delivered (undelivered, it is memory).
+        `disconnected()` returns when the client goes away (started only once the request is admitted)."""
+        if not self.processes:
+            raise NoComputeProcess(
+                "no compute process is running (they are being replaced, which takes seconds); retry shortly"
+            )
         if len(self.admitted) >= self.capacity:
             raise Overloaded(
                 f"all {self.capacity} places (ATTENTION_MAX_CONCURRENT computing + ATTENTION_MAX_QUEUE "
                 "waiting) are taken; retry shortly"
             )
-        job = Job(body)
+        loop = asyncio.get_running_loop()
+        job = Job(body, deadline=loop.time() + self.timeout)
         self.admitted.add(job)
         self.waiting.append(job)
         self._dispatch()
+        # the time limit holds whether or not the client stays: at the deadline the job ends with a 504 and
+        # a process still computing it is killed
+        timer = loop.call_at(job.deadline, self._time_out, job)
         watcher = asyncio.ensure_future(disconnected()) if disconnected is not None else None
         awaited: set[asyncio.Future[Any]] = {job.answer} if watcher is None else {job.answer, watcher}
         try:
-            done, _ = await asyncio.wait(
-                awaited,
-                timeout=self.timeout,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            done, _ = await asyncio.wait(awaited, return_when=asyncio.FIRST_COMPLETED)
         finally:
             if watcher is not None:
                 watcher.cancel()
         if job.answer in done:
-            return job.answer.result()
-        if watcher is not None and watcher in done:
-            # the computation, if started, runs on (a replacement process takes seconds);
-            # its answer is dropped
-            self._settle(job, ClientGone())
-            raise ClientGone()
+            timer.cancel()
+            status, content = job.answer.result()  # raises TimedOut or ComputeProcessDied
+            return Held(status, content, partial(self._release, job))
+        # the client left: its place is given back at once, unless it is being computed: then the place stays
+        # taken until the computation ends (its answer is dropped) or its deadline kills it, so that clients
+        # who hang up cannot have more computations running than there are places
+        job.orphaned = True
+        if job in self.waiting:
+            self.waiting.remove(job)
+            timer.cancel()
+        if not any(process.sent and process.sent[0] is job for process in self.processes):
+            self._release(job)
+        raise ClientGone()
+
+    def _time_out(self, job: Job) -> None:
+        """The job's deadline: it fails with TimedOut, and the process computing it, if any, is killed (a job
+        sent to a process but not yet started is skipped there: the process sees its deadline has passed)."""
+        if job.answer.done():
+            return
+        self._settle(
+            job,
+            TimedOut(
+                f"the request took longer than ATTENTION_REQUEST_TIMEOUT_S={self.timeout:g} s (waiting "
+                "and computing); ask for less (fewer layers, tensors or tokens) or retry later"
+            ),
+        )
         computing = next((p for p in self.processes if p.sent and p.sent[0] is job), None)
         if computing is not None:
             computing.kill()
-        timed_out = TimedOut(
-            f"the request took longer than ATTENTION_REQUEST_TIMEOUT_S={self.timeout:g} s (waiting "
-            "and computing); ask for less (fewer layers, tensors or tokens) or retry later"
-        )
-        self._settle(job, timed_out)
-        raise timed_out
 
     def _settle(self, job: Job, outcome: Answer | Exception) -> None:
-        """The one place where an admitted job ends: its place is freed and its waiter told (once)."""
-        if job not in self.admitted:
-            return  # settled before: its client left or its time ran out, and this answer is dropped
-        self.admitted.discard(job)
+        """The one place where a job's computation ends: its waiter is told (once). A failure frees its place
+        at once; an answer keeps it until delivered (`_release`), unless nobody is left to deliver it to."""
+        if job.answer.done():
+            return  # its deadline passed first; this late answer is dropped
         if job in self.waiting:
             self.waiting.remove(job)
-        if not job.answer.done():
-            if isinstance(outcome, Exception):
-                job.answer.set_exception(outcome)
-                job.answer.exception()  # retrieved: a waiter that has gone must not log it as never retrieved
-            else:
-                job.answer.set_result(outcome)
+        if isinstance(outcome, Exception):
+            job.answer.set_exception(outcome)
+            job.answer.exception()  # retrieved: a waiter that has gone must not log it as never retrieved
+            self._release(job)
+        else:
+            job.answer.set_result(outcome)
+            if job.orphaned:
+                self._release(job)
+
+    def _release(self, job: Job) -> None:
+        """Frees the job's place: its answer is delivered, or there is none to deliver."""
+        self.admitted.discard(job)
 
     def _dispatch(self) -> None:
         """Sends waiting jobs to the processes with room, the least loaded first."""
@@ -237,7 +276,7 @@ class ComputePool:
         self.processes.discard(process)
         if process.sent:
             self._settle(process.sent.popleft(), died)
-        self.waiting.extendleft(reversed([job for job in process.sent if job in self.admitted]))
+        self.waiting.extendleft(reversed([job for job in process.sent if not job.answer.done()]))
         process.sent.clear()
         self._dispatch()
         if not self.closing:

@@ -27,6 +27,10 @@ class ClientGone(Exception):
     """The client disconnected before its answer was ready."""
 
 
+class NoComputeProcess(Exception):
+    """No compute process is running: every one is being replaced (503 with Retry-After)."""
+
+
 class ComputeProcessDied(Exception):
     """The compute process stopped while computing this request (killed, out of memory); it is replaced
     (503)."""
@@ -50,6 +54,7 @@ async def on_request_validation_error(_: Request, exc: Exception) -> Response:
 REFUSALS: dict[type[Exception], tuple[str, int, bool]] = {
     Overloaded: ("overloaded", 503, True),
     ComputeProcessDied: ("compute_process_died", 503, True),
+    NoComputeProcess: ("no_compute_process", 503, True),
     TimedOut: ("timeout", 504, False),
 }
 

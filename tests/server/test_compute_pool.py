@@ -15,7 +15,7 @@ import pytest
 
 from service.errors import ModelError
 from service.server.compute_pool import PIPELINE, ComputePool
-from service.server.handlers import ClientGone, ComputeProcessDied, Overloaded, TimedOut
+from service.server.handlers import ClientGone, ComputeProcessDied, NoComputeProcess, Overloaded, TimedOut
 from service.settings import Settings
 from tests.support.stub_compute import FAIL_MODEL, serve
 
@@ -36,8 +36,15 @@ async def running(**changes: Any) -> AsyncIterator[tuple[ComputePool, list[str]]
         await pool.shutdown()
 
 
+async def answered(pool: ComputePool, body: bytes) -> tuple[int, bytes]:
+    """The answer to `body`, delivered (its place released)."""
+    held = await pool.run(body)
+    held.release()
+    return held.status, held.content
+
+
 async def pid_of_answer(pool: ComputePool) -> int:
-    status, body = await pool.run(b"pid")
+    status, body = await answered(pool, b"pid")
     assert status == 200
     return int(body)
 
@@ -54,9 +61,9 @@ def test_answers_every_request_in_order_and_frees_every_place():
         async with running(max_concurrent=2, max_queue=6) as (pool, replaced):
             assert pool.up == 2 and pool.models == []
             assert pool.started is not None and pool.started["device"] == "stub"
-            answers = await asyncio.gather(*(pool.run(f"echo {i}".encode()) for i in range(8)))
+            answers = await asyncio.gather(*(answered(pool, f"echo {i}".encode()) for i in range(8)))
             assert answers == [(200, f"echo {i}".encode()) for i in range(8)]
-            assert await pool.run(b"something else") == (400, b"unknown")
+            assert await answered(pool, b"something else") == (400, b"unknown")
             assert len(pool.admitted) == 0 and not pool.waiting and replaced == []
             processes = [compute.process for compute in pool.processes]
         assert not any(process.is_alive() for process in processes)  # shutdown ends them
@@ -68,7 +75,7 @@ def test_answers_every_request_in_order_and_frees_every_place():
 def test_least_loaded_process_gets_the_next_job_and_each_holds_at_most_the_pipeline():
     async def scenario() -> None:
         async with running(max_concurrent=2, max_queue=8) as (pool, _):
-            jobs = [asyncio.ensure_future(pool.run(b"sleep:0.2")) for _ in range(6)]
+            jobs = [asyncio.ensure_future(answered(pool, b"sleep:0.2")) for _ in range(6)]
             await asyncio.sleep(0)  # every job admitted and dispatched
             assert sorted(len(compute.sent) for compute in pool.processes) == [PIPELINE, PIPELINE]
             assert len(pool.waiting) == 6 - 2 * PIPELINE and len(pool.admitted) == 6
@@ -81,7 +88,7 @@ def test_least_loaded_process_gets_the_next_job_and_each_holds_at_most_the_pipel
 def test_with_every_place_taken_a_request_is_refused_at_once_and_admitted_ones_finish():
     async def scenario() -> None:
         async with running(max_concurrent=1, max_queue=1) as (pool, replaced):
-            admitted = [asyncio.ensure_future(pool.run(b"sleep:0.5")) for _ in range(2)]
+            admitted = [asyncio.ensure_future(answered(pool, b"sleep:0.5")) for _ in range(2)]
             await asyncio.sleep(0)
             assert len(pool.admitted) == pool.capacity == 2
             started = time.perf_counter()
@@ -91,7 +98,7 @@ def test_with_every_place_taken_a_request_is_refused_at_once_and_admitted_ones_f
             assert len(pool.admitted) == 2  # the refusal took no place
             assert await asyncio.gather(*admitted) == [(200, b"slept")] * 2
             assert len(pool.admitted) == 0
-            assert await pool.run(b"echo admitted again") == (200, b"echo admitted again")
+            assert await answered(pool, b"echo admitted again") == (200, b"echo admitted again")
             assert replaced == []
 
     asyncio.run(scenario())
@@ -121,7 +128,7 @@ def test_a_crash_fails_only_the_job_computing_and_the_one_behind_is_answered_by_
     async def scenario() -> None:
         async with running(max_concurrent=1, max_queue=1) as (pool, replaced):
             before = await pid_of_answer(pool)
-            crashing = asyncio.ensure_future(pool.run(b"crash"))
+            crashing = asyncio.ensure_future(answered(pool, b"crash"))
             behind = asyncio.ensure_future(pid_of_answer(pool))
             await asyncio.sleep(0)
             (victim,) = pool.processes
@@ -135,29 +142,99 @@ def test_a_crash_fails_only_the_job_computing_and_the_one_behind_is_answered_by_
     asyncio.run(scenario())
 
 
-def test_a_client_that_leaves_frees_its_place_at_once_and_costs_no_process():
+def test_a_client_that_leaves_before_its_computation_starts_frees_its_place_at_once():
+    async def scenario() -> None:
+        async with running(max_concurrent=1, max_queue=1) as (pool, replaced):
+            computing = asyncio.ensure_future(answered(pool, b"sleep:0.5"))
+            left = asyncio.Event()
+            leaving = asyncio.ensure_future(pool.run(b"echo never", disconnected=left.wait))
+            await asyncio.sleep(0)
+            assert len(pool.admitted) == 2 and len(pool.waiting) == 0  # both sent: the pipeline holds two
+            with pytest.raises(Overloaded):
+                await pool.run(b"echo")
+            left.set()
+            with pytest.raises(ClientGone):
+                await leaving
+            assert len(pool.admitted) == 1  # not started: its place is free (its time limit still holds)
+            assert await answered(pool, b"echo in its place") == (200, b"echo in its place")
+            assert await computing == (200, b"slept")
+            await until(lambda: len(pool.admitted) == 0)
+            assert replaced == []
+
+    asyncio.run(scenario())
+
+
+def test_a_client_that_leaves_mid_computation_costs_no_process_and_its_place_ends_with_it():
     async def scenario() -> None:
         async with running(max_concurrent=1, max_queue=0) as (pool, replaced):
             before = await pid_of_answer(pool)
             left = asyncio.Event()
-
-            async def disconnected() -> None:
-                await left.wait()
-
-            leaving = asyncio.ensure_future(pool.run(b"sleep:0.5", disconnected=disconnected))
+            leaving = asyncio.ensure_future(pool.run(b"sleep:0.5", disconnected=left.wait))
             await asyncio.sleep(0)
-            with pytest.raises(Overloaded):  # its place is taken while it waits
+            with pytest.raises(Overloaded):  # its place is taken while it computes
                 await pool.run(b"echo")
             started = time.perf_counter()
             left.set()
             with pytest.raises(ClientGone):
                 await leaving
-            assert time.perf_counter() - started < 0.3  # not after the computation
-            assert len(pool.admitted) == 0
-            # admitted now, answered once the abandoned computation ends, by the same process
-            assert await pid_of_answer(pool) == before
+            assert time.perf_counter() - started < 0.3  # the client is let go at once
+            # its computation still holds the process, and so its place, until it ends: a client that hangs up
+            # cannot have more computations running than places
+            with pytest.raises(Overloaded):
+                await pool.run(b"echo")
+            await until(lambda: len(pool.admitted) == 0)
+            assert await pid_of_answer(pool) == before  # the same process: none was killed
             assert replaced == [] and pool.up == 1
+
+    asyncio.run(scenario())
+
+
+def test_the_time_limit_stops_a_computation_whose_client_left():
+    async def scenario() -> None:
+        async with running(max_concurrent=1, max_queue=0, request_timeout_s=0.5) as (pool, replaced):
+            (victim,) = pool.processes
+            left = asyncio.Event()
+            leaving = asyncio.ensure_future(pool.run(b"sleep:60", disconnected=left.wait))
+            await asyncio.sleep(0)
+            left.set()
+            with pytest.raises(ClientGone):
+                await leaving
+            await until(lambda: replaced == ["timeout"], seconds=5)  # killed at its deadline, not after 60 s
+            assert victim.timed_out and len(pool.admitted) == 0
+            await until(lambda: pool.up == 1)
+            assert await answered(pool, b"echo back") == (200, b"echo back")
+
+    asyncio.run(scenario())
+
+
+def test_an_answer_keeps_its_place_until_it_is_delivered():
+    async def scenario() -> None:
+        async with running(max_concurrent=1, max_queue=0) as (pool, _):
+            held = await pool.run(b"echo held")
+            assert (held.status, held.content) == (200, b"echo held")
+            assert len(pool.admitted) == 1  # not yet delivered: a slow reader's answer is memory
+            with pytest.raises(Overloaded):
+                await pool.run(b"echo")
+            held.release()
             assert len(pool.admitted) == 0
+            assert await answered(pool, b"echo") == (200, b"echo")
+
+    asyncio.run(scenario())
+
+
+def test_with_no_compute_process_up_a_request_is_refused_at_once():
+    async def scenario() -> None:
+        async with running(max_concurrent=1, max_queue=4) as (pool, replaced):
+            with pytest.raises(ComputeProcessDied):
+                await pool.run(b"crash")
+            assert pool.up == 0  # being replaced
+            started = time.perf_counter()
+            with pytest.raises(NoComputeProcess, match="retry shortly"):
+                await pool.run(b"echo")
+            assert time.perf_counter() - started < 0.1
+            assert len(pool.admitted) == 0
+            await until(lambda: pool.up == 1)
+            assert replaced == ["died"]
 
     asyncio.run(scenario())
 

@@ -27,7 +27,8 @@ RUNAWAY = json.dumps(
     {"text": [" ".join(["cat"] * 500)] * 16, "layer": 5, "include": ["output"], "decimals": 1}
 ).encode()
 KEY = API_KEY
-HEADERS = {"content-type": "application/json", "x-api-key": KEY}
+JSON = {"content-type": "application/json"}
+HEADERS = {**JSON, "x-api-key": KEY}
 CAT = {"embeddings": [[1.0, 0.0], [0.0, 1.0]], "include": ["weights"]}
 
 
@@ -74,7 +75,9 @@ def test_a_client_that_leaves_mid_computation_does_not_cost_a_process():
     with Server({"ATTENTION_MAX_CONCURRENT": "1"}) as srv:
         (before,) = compute_processes(srv)
         with pytest.raises(httpx.TimeoutException):
-            httpx.post(srv.url + "/attend", content=SLOW, timeout=0.05)  # hangs up while it computes
+            httpx.post(
+                srv.url + "/attend", content=SLOW, headers=JSON, timeout=0.05
+            )  # hangs up while it computes
         assert srv.post(CAT).status_code == 200  # answered once the abandoned computation ends
         assert compute_processes(srv) == [before]
         assert 'attention_rejected_total{reason="client_disconnected"} 1.0' in srv.client.get("/metrics").text

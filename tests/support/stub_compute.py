@@ -17,7 +17,7 @@ import os
 import socket
 import time
 
-from service.protocol import ANSWER, REQUEST, Started
+from service.protocol import ANSWER, EXPIRED, REQUEST, Started, expired
 from service.settings import Settings
 
 FAIL_MODEL = "fail"
@@ -49,5 +49,6 @@ def serve(channel: socket.socket, settings: Settings) -> None:
     _send(channel, 200, json.dumps(report).encode())
     requests = channel.makefile("rb")
     while len(head := requests.read(REQUEST.size)) == REQUEST.size:
-        (length,) = REQUEST.unpack(head)
-        _send(channel, *_answer(requests.read(length)))
+        deadline, length = REQUEST.unpack(head)
+        body = requests.read(length)
+        _send(channel, *((504, EXPIRED) if expired(deadline) else _answer(body)))

@@ -1,17 +1,25 @@
-"""POST /attend: read the body within its byte limit, then hand it to a compute process."""
+"""POST /attend: read the body within its byte limit, hand it to a compute process, deliver the answer."""
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope, Send
 
 from schemas.request import AttendRequest
 from schemas.response import AttendResponse, ErrorResponse, LimitError
 from service.errors import LimitExceeded
+from service.server.compute_pool import Held
+from service.server.handlers import ClientGone, json_response
 from service.server.openapi_examples import request_examples
 from service.server.security import require_api_key
+
+JSON = "application/json"
+CHUNK = 2**20  # an answer over this is sent in pieces of it, each within the send timeout
 
 router = APIRouter(tags=["attention"], dependencies=[Depends(require_api_key)])
 
@@ -22,14 +30,60 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise LimitExceeded("ATTENTION_MAX_REQUEST_BYTES", limit, int(declared), "request body bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise LimitExceeded(
-                "ATTENTION_MAX_REQUEST_BYTES", limit, size, "request body bytes (read so far)"
-            )
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise LimitExceeded(
+                    "ATTENTION_MAX_REQUEST_BYTES", limit, size, "request body bytes (read so far)"
+                )
+            chunks.append(chunk)
+    except ClientDisconnect:  # left mid-upload: the client's doing, not an error of the service
+        raise ClientGone() from None
     return b"".join(chunks)
+
+
+def unsupported_media_type(request: Request) -> Response | None:
+    """A 415 unless the body is declared JSON: form, text and multipart bodies are what a browser sends from
+    any web page without a CORS preflight, so they must not start a computation."""
+    declared = request.headers.get("content-type", "")
+    if declared.split(";", 1)[0].strip().lower() == JSON:
+        return None
+    found = repr(declared) if declared else "no Content-Type"
+    return json_response(415, {"detail": f"found {found}; expected Content-Type: {JSON}"})
+
+
+class DeliveredResponse(Response):
+    """The compute process's answer, whose place in the compute pool is released once it is delivered: a
+    client that does not read keeps its place taken (so slow readers cannot pile up answers in memory) until
+    the send timeout cuts it off."""
+
+    def __init__(self, held: Held, send_timeout: float):
+        super().__init__(held.content, status_code=held.status, media_type=JSON)
+        self.release, self.send_timeout = held.release, send_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send(
+                {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            )
+            if len(self.body) <= CHUNK:  # fits the socket's buffers: sent without waiting for the reader
+                await send({"type": "http.response.body", "body": self.body})
+                return
+            view = memoryview(self.body)
+            for offset in range(0, len(view), CHUNK):
+                last = offset + CHUNK >= len(view)
+                piece = {
+                    "type": "http.response.body",
+                    "body": view[offset : offset + CHUNK],
+                    "more_body": not last,
+                }
+                await asyncio.wait_for(send(piece), self.send_timeout)
+        except TimeoutError:
+            # the connection is closed with the answer unfinished (uvicorn logs the response as incomplete)
+            scope["app"].state.metrics.rejected.labels("send_timeout").inc()
+        finally:
+            self.release()
 
 
 async def client_disconnected(request: Request) -> None:
@@ -60,6 +114,7 @@ async def client_disconnected(request: Request) -> None:
             "description": "Busy (every place taken: retry after Retry-After seconds), or the named model "
             "cannot be served (e.g. its weights file fails its checksum)."
         },
+        415: {"description": "The body is not declared as application/json (Content-Type)."},
         504: {"description": "The request waited and computed longer than ATTENTION_REQUEST_TIMEOUT_S."},
     },
     openapi_extra={
@@ -76,6 +131,9 @@ async def client_disconnected(request: Request) -> None:
 )
 async def post_attend(request: Request) -> Response:
     state = request.app.state
+    refused = unsupported_media_type(request)
+    if refused is not None:
+        return refused
     body = await read_body(request, state.settings.max_request_bytes)
-    status, content = await state.compute.run(body, disconnected=partial(client_disconnected, request))
-    return Response(content, status_code=status, media_type="application/json")
+    held = await state.compute.run(body, disconnected=partial(client_disconnected, request))
+    return DeliveredResponse(held, state.settings.send_timeout_s)

@@ -6,13 +6,14 @@ from fastapi.responses import JSONResponse
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="The process is alive")
+@router.api_route("/healthz", methods=["GET", "HEAD"], summary="The process is alive")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get(
+@router.api_route(
     "/readyz",
+    methods=["GET", "HEAD"],
     summary="The service is ready to compute",
     responses={503: {"description": "Still starting, or every compute process is being replaced"}},
 )
