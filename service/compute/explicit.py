@@ -11,24 +11,28 @@ from service.compute.attention import attention_on
 from service.compute.device import Converter
 from service.compute.encoding import encode
 from service.compute.inputs import Inputs, resolve_inputs
-from service.compute.limits import check_limits, check_sequence_sizes
+from service.compute.limits import check_batch, check_limits, check_sequence_sizes
 from service.compute.meta import build_meta, weight_settings
 from service.compute.sizes import Sizes
-from service.compute.toy import toy_extent, toy_inputs, toy_tokens
+from service.compute.toy import toy_extent, toy_inputs, toy_token_count, toy_tokens
 from service.compute.weights import resolve_sizes, resolve_weights
 from service.errors import LimitExceeded
 from service.settings import Settings
 
 
 def _toy(request: AttendRequest, settings: Settings) -> tuple[Inputs, Sizes, list[list[str]]]:
-    """Toy text: its tokens and sizes are checked before any embedding is built."""
+    """Toy text: the batch, then the token counts (found without building the tokens), then the sizes, all
+    checked before any text is tokenized or any embedding is built."""
     d_model = request.d_model or TOY_D_MODEL
     if d_model > settings.toy_max_d_model:
         raise LimitExceeded("ATTENTION_TOY_MAX_D_MODEL", settings.toy_max_d_model, d_model, "toy d_model")
-    tokens = [toy_tokens(text) for text in request.texts]
-    check_sequence_sizes(settings, len(tokens), max(len(t) for t in tokens))
-    sizes = resolve_sizes(request, toy_extent(tokens, d_model))
+    texts = request.texts
+    check_batch(settings, len(texts))
+    lengths = [toy_token_count(text, settings.max_seq) for text in texts]
+    check_sequence_sizes(settings, len(texts), max(lengths))
+    sizes = resolve_sizes(request, toy_extent(lengths, d_model))
     check_limits(settings, sizes, request.returned)
+    tokens = [toy_tokens(text) for text in texts]
     seed = request.weights.seed if request.weights is not None else 0
     return toy_inputs(tokens, d_model, seed), sizes, tokens
 

@@ -16,9 +16,14 @@ def _check(limit: str, maximum: int, estimate: int, what: str) -> None:
         raise LimitExceeded(limit, maximum, estimate, what)
 
 
+def check_batch(settings: Settings, batch: int) -> None:
+    """The number of texts: checked before any text is read."""
+    _check("ATTENTION_MAX_BATCH", settings.max_batch, batch, "batch")
+
+
 def check_sequence_sizes(settings: Settings, batch: int, longest: int) -> None:
     """Batch and sequence length alone: text checks them before it builds any embedding."""
-    _check("ATTENTION_MAX_BATCH", settings.max_batch, batch, "batch")
+    check_batch(settings, batch)
     _check("ATTENTION_MAX_SEQ", settings.max_seq, longest, "sequence length")
 
 

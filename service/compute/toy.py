@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import re
+from itertools import islice
 
 import numpy as np
 import torch
@@ -16,6 +18,18 @@ def toy_tokens(text: str) -> list[str]:
     return words if len(words) > 1 else [c for c in text.strip() if not c.isspace()]
 
 
+_WORD = re.compile(r"\S+")  # \s is str.isspace, as str.split() splits
+
+
+def toy_token_count(text: str, cap: int) -> int:
+    """len(toy_tokens(text)) when it is at most `cap`, else a number over `cap`; found without building the
+    tokens, in time bounded by `cap` words (or one scan of the text when it has a single word)."""
+    words = list(islice(_WORD.finditer(text), cap + 1))
+    if len(words) != 1:
+        return len(words)
+    return words[0].end() - words[0].start()  # one word: its characters are the tokens
+
+
 def toy_embedding(token: str, seed: int, d_model: int) -> np.ndarray:
     """N(0, 1) numbers drawn from a generator seeded by (seed, token): the same token gets the same vector."""
     digest = hashlib.sha256(f"{seed}\x00{token}".encode()).digest()
@@ -23,15 +37,16 @@ def toy_embedding(token: str, seed: int, d_model: int) -> np.ndarray:
     return torch.randn(d_model, generator=generator, dtype=torch.float64).numpy()
 
 
-def toy_extent(tokens: list[list[str]], d_model: int) -> Extent:
-    seq = max(len(text_tokens) for text_tokens in tokens)
-    return Extent(batch=len(tokens), seq=seq, seq_kv=seq, d_model=d_model)
+def toy_extent(lengths: list[int], d_model: int) -> Extent:
+    """The extent of texts of these token counts."""
+    seq = max(lengths)
+    return Extent(batch=len(lengths), seq=seq, seq_kv=seq, d_model=d_model)
 
 
 def toy_inputs(tokens: list[list[str]], d_model: int, seed: int) -> Inputs:
     """The embeddings of the tokens, padded to the longest text, with its padding mask (None without
     padding)."""
-    extent = toy_extent(tokens, d_model)
+    extent = toy_extent([len(text_tokens) for text_tokens in tokens], d_model)
     x = np.zeros((extent.batch, extent.seq, d_model))  # [batch, query_pos, d_model]
     mask = np.zeros((extent.batch, extent.seq), dtype=bool)  # [batch, key_pos]
     for row, text_tokens in enumerate(tokens):

@@ -1,4 +1,9 @@
-"""Texts to token ids with a pretrained model's own tokenizer."""
+"""Texts to token ids with a pretrained model's own tokenizer.
+
+Heavy work waits for the cheap checks: the batch is checked before any text is read, and each text is read
+only up to a bound of characters (CHARS_PER_TOKEN per token of the model's maximum length) before it is
+tokenized, so a text of millions of words costs what a text of the model's maximum length costs.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,16 @@ from jaxtyping import Int
 from torch import Tensor
 
 from schemas.request import AttendRequest
-from service.compute.limits import check_sequence_sizes
+from service.compute.limits import check_batch, check_sequence_sizes
 from service.compute.models.registry import LoadedModel
 from service.errors import RequestError
 from service.settings import Settings
+
+# Characters read per token of the model's maximum length: generous (English text has 4 to 5 per token for a
+# BERT tokenizer); a longer text is cut there before tokenizing, at its last whitespace. A candidate setting
+# (ATTENTION_MAX_TEXT_CHARS), a constant for now.
+CHARS_PER_TOKEN = 32
+_CUT_AT = (" ", "\n", "\t", "\r")  # whitespace for a BERT tokenizer: a token boundary whatever follows
 
 
 @dataclass(frozen=True)
@@ -21,23 +32,49 @@ class Encoded:
     attention_mask: Int[Tensor, "batch pos"]  # 1 = token, 0 = padding
 
 
+def readable_prefix(text: str, chars: int) -> str:
+    """The text itself when it has at most `chars` characters; else its beginning up to its last whitespace
+    within them (up to `chars` when there is none), whose tokens are the first tokens of the whole text."""
+    if len(text) <= chars:
+        return text
+    cut = max(text.rfind(space, 0, chars + 1) for space in _CUT_AT)
+    return text[: cut if cut > 0 else chars]
+
+
 def tokenize(request: AttendRequest, model: LoadedModel, settings: Settings) -> Encoded:
     """Tokens of each text; over the model's maximum positions is a 422 unless the request asks to
     truncate."""
+    texts = request.texts
+    check_batch(settings, len(texts))
     tokenizer = model.tokenizer
-    lengths = [len(ids) for ids in tokenizer(request.texts, truncation=False)["input_ids"]]
-    longest = max(lengths)
-    if longest > model.max_length and not request.truncate:
-        index = lengths.index(longest)
-        raise RequestError(
-            ("text",),
-            f"text[{index}] has {longest} tokens; the model {model.name!r} takes at most "
-            f"{model.max_length}. Shorten it, or set truncate: true to cut it",
-        )
-    check_sequence_sizes(settings, len(lengths), min(longest, model.max_length))
+    chars = model.max_length * CHARS_PER_TOKEN
+    read = [readable_prefix(text, chars) for text in texts]
+    counted = tokenizer(read, truncation=False, verbose=False)["input_ids"]
+    lengths = [len(ids) for ids in counted]
+    for index, (text, prefix, length) in enumerate(zip(texts, read, lengths, strict=True)):
+        whole = len(prefix) == len(text)
+        if length > model.max_length and not request.truncate:
+            raise RequestError(
+                ("text",),
+                f"text[{index}] has {'' if whole else 'at least '}{length} tokens; the model "
+                f"{model.name!r} takes at most {model.max_length}. Shorten it, or set truncate: true to cut "
+                "it",
+            )
+        if length <= model.max_length and not whole:
+            raise RequestError(
+                ("text",),
+                f"text[{index}] has {len(text):,} characters, and its first {len(prefix):,} give only "
+                f"{length} tokens; the service reads at most {chars:,} characters of a text for the model "
+                f"{model.name!r} ({CHARS_PER_TOKEN} per token of its {model.max_length}). Shorten it",
+            )
     encoded = tokenizer(
-        request.texts, padding=True, truncation=True, max_length=model.max_length, return_tensors="pt"
+        read,
+        padding=True,
+        truncation=True,
+        max_length=model.max_length,
+        return_tensors="pt",
     )
+    check_sequence_sizes(settings, len(texts), encoded["input_ids"].shape[1])
     mask = encoded["attention_mask"]
     tokens = [
         tokenizer.convert_ids_to_tokens(ids[: int(n)].tolist())
