@@ -3,6 +3,9 @@
 Heavy work waits for the cheap checks: the batch is checked before any text is read, and each text is read
 only up to a bound of characters (CHARS_PER_TOKEN per token of the model's maximum length) before it is
 tokenized, so a text of millions of words costs what a text of the model's maximum length costs.
+
+Special tokens typed in a text ("[SEP]", "[PAD]", "[MASK]") are tokenized as the text they are
+(split_special_tokens): only the tokenizer's own [CLS] and [SEP] around each text are special.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def tokenize(request: AttendRequest, model: LoadedModel, settings: Settings) -> 
     tokenizer = model.tokenizer
     chars = model.max_length * CHARS_PER_TOKEN
     read = [readable_prefix(text, chars) for text in texts]
-    counted = tokenizer(read, truncation=False, verbose=False)["input_ids"]
+    counted = tokenizer(read, truncation=False, split_special_tokens=True, verbose=False)["input_ids"]
     lengths = [len(ids) for ids in counted]
     for index, (text, prefix, length) in enumerate(zip(texts, read, lengths, strict=True)):
         whole = len(prefix) == len(text)
@@ -72,6 +75,7 @@ def tokenize(request: AttendRequest, model: LoadedModel, settings: Settings) -> 
         padding=True,
         truncation=True,
         max_length=model.max_length,
+        split_special_tokens=True,
         return_tensors="pt",
     )
     check_sequence_sizes(settings, len(texts), encoded["input_ids"].shape[1])
