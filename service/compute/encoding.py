@@ -30,6 +30,19 @@ def host_arrays(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return arrays
 
 
+def rounded(array: np.ndarray, decimals: int) -> np.ndarray:
+    """np.round to `decimals` places without ever changing a value's magnitude: np.round multiplies by
+    10**decimals in the array's dtype, which overflows for large values, so values at or over the magnitude
+    from which the dtype's spacing exceeds 10**-decimals (rounding cannot change them) pass through as they
+    are, and so do non-finite values."""
+    # |x| * 10**decimals >= 2**(nmant + 1) means ulp(x) > 10**-decimals; below it the product is finite
+    bound = 2.0 ** (np.finfo(array.dtype).nmant + 1) / 10.0**decimals
+    if array.size == 0 or np.abs(array).max() < bound:  # the usual case: one pass, then numpy's rounding
+        return np.round(array, decimals)
+    small = np.abs(array) < bound  # False for inf and nan
+    return np.where(small, np.round(np.where(small, array, 0), decimals), array)
+
+
 def _host(value: Any, decimals: int | None) -> Any:
     """Tensors inside dicts and lists as contiguous numpy arrays (rounded if asked); the rest as is. The
     tensors of one dict (the top level, or one layer) move to host memory together."""
@@ -40,7 +53,7 @@ def _host(value: Any, decimals: int | None) -> Any:
     tensors = {key: item for key, item in value.items() if isinstance(item, torch.Tensor)}
     arrays = host_arrays(tensors) if tensors else {}
     if decimals is not None:
-        arrays = {key: np.round(array, decimals) for key, array in arrays.items()}
+        arrays = {key: rounded(array, decimals) for key, array in arrays.items()}
     return {
         key: np.ascontiguousarray(arrays[key]) if key in arrays else _host(item, decimals)
         for key, item in value.items()
