@@ -21,6 +21,7 @@ import orjson
 import torch
 
 from service.compute.device import resolve_device
+from service.compute.memory import MemoryKeeper
 from service.compute.models.registry import ModelRegistry
 from service.compute.pipeline import answer, attend
 from service.errors import ModelError
@@ -98,8 +99,11 @@ def _serve(channel: socket.socket, settings: Settings) -> None:
         report["torch_threads"],
     )
     _send(channel, 200, orjson.dumps(report))
+    memory = MemoryKeeper()  # after start-up and warm-up: that is the size at rest
     requests = channel.makefile("rb")
     while len(head := requests.read(REQUEST.size)) == REQUEST.size:  # short: the server has gone
         deadline, length = REQUEST.unpack(head)
         body = requests.read(length)
         _send(channel, *((504, EXPIRED) if expired(deadline) else answer(body, settings, models)))
+        del body
+        memory.after_request()
