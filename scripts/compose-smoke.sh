@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs docker-compose.yml for real: the service, then the replicas profile (2 replicas behind nginx), checking
-# the golden example through each, that both replicas served, and a graceful `down`. Uses the image that
+# Runs docker-compose.yml for real: the service with a .env that sets ATTENTION_API_KEYS (the key must be
+# enforced: 401 without it, 200 with it), then with no .env at all the service and the replicas profile
+# (2 replicas behind nginx), checking the golden example through each, that both replicas served, and a
+# graceful `down`. A .env already there is kept aside meanwhile and put back on exit. Uses the image that
 # scripts/container-smoke.sh built (IMAGE). With Docker: `docker compose`; else podman with podman-compose
 # (from PyPI, installed into .venv when missing). Where the nginx image cannot be pulled, a Debian nginx is
 # built from deploy/nginx.Dockerfile.
@@ -22,7 +24,14 @@ cleanup() {
   "$engine" ps -aq --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" | xargs -r "$engine" rm -f >/dev/null
   "$engine" ps -aq --filter "label=io.podman.compose.project=$COMPOSE_PROJECT_NAME" 2>/dev/null | xargs -r "$engine" rm -f >/dev/null
 }
-trap cleanup EXIT
+env_kept=""
+if [ -e .env ]; then
+  env_kept=$(mktemp -d)/.env
+  mv .env "$env_kept"
+  log "your .env is kept in $env_kept meanwhile"
+fi
+restore_env() { rm -f .env; [ -z "$env_kept" ] || { mv "$env_kept" .env && rmdir "$(dirname "$env_kept")"; }; }
+trap 'cleanup; restore_env' EXIT
 cleanup
 
 if ! "$engine" image inspect "${NGINX_IMAGE:-nginx:1.28-alpine}" >/dev/null 2>&1 && ! "$engine" pull -q "${NGINX_IMAGE:-nginx:1.28-alpine}" >/dev/null 2>&1; then
@@ -44,16 +53,24 @@ wait_healthy() {  # container names
 }
 containers() { "$engine" ps --format '{{.Names}}' | grep "^${COMPOSE_PROJECT_NAME}[_-]$1[_-]" | sort; }
 
+# A setting that only .env holds (not listed under `environment`) must reach the container: an API key
+key=smoke-key
+echo "ATTENTION_API_KEYS='[\"$key\"]'" >.env
 up=$SECONDS
 "${compose[@]}" up -d attention >/dev/null 2>&1
 wait_healthy $(containers attention)
 log "compose up to healthy: $((SECONDS - up)) s"
-python3 scripts/smoke_check.py "http://127.0.0.1:$PORT" service/golden/seed_cat_eats_fish.json
+python3 scripts/smoke_check.py "http://127.0.0.1:$PORT" service/golden/seed_cat_eats_fish.json --api-key "$key"
+"${compose[@]}" down -t 30 >/dev/null 2>&1
 
+# No .env at all (env_file is optional): keys off, the compose defaults apply
+rm .env
 "${compose[@]}" --profile replicas up -d --scale "attention-replica=$REPLICAS" >/dev/null 2>&1
 replicas=($(containers attention-replica))
 [ "${#replicas[@]}" = "$REPLICAS" ] || { log "found ${#replicas[@]} replicas, expected $REPLICAS"; exit 1; }
-wait_healthy "${replicas[@]}"
+wait_healthy $(containers attention) "${replicas[@]}"
+python3 scripts/smoke_check.py "http://127.0.0.1:$PORT" service/golden/seed_cat_eats_fish.json >/dev/null
+log "without a .env: up, and no key needed"
 "$engine" restart "$(containers balancer)" >/dev/null 2>&1  # nginx resolves the replicas when it starts
 for _ in 1 2 3 4; do
   python3 scripts/smoke_check.py "http://127.0.0.1:$BALANCER_PORT" service/golden/seed_cat_eats_fish.json >/dev/null

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from schemas.request import AttendRequest
 from service.logs import log_json_to_stderr
@@ -73,6 +74,29 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
+class HardeningHeaders:
+    """Appends X-Content-Type-Options: nosniff and X-Frame-Options: DENY to every answer: two tuples onto the
+    header list of http.response.start, no other work. The page's own Content-Security-Policy is in
+    routes/page.py."""
+
+    HEADERS = ((b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"))
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_hardened(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *self.HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_hardened)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     log_json_to_stderr()
     app = FastAPI(
@@ -101,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["x-request-id", "retry-after"],
         )
     app.add_middleware(RequestObserver, metrics=app.state.metrics)
+    app.add_middleware(HardeningHeaders)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

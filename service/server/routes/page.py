@@ -1,4 +1,8 @@
-"""GET /: the attention explorer page, with its script and style under /static (no CDN: it works offline)."""
+"""GET /: the attention explorer page, with its script and style under /static (no CDN: it works offline).
+
+The page and its files are sent with a strict Content-Security-Policy: scripts, styles and fetches from this
+origin only (the page has no inline script or style), no plugins, no <base>, and no framing by another site.
+Swagger UI (/docs) and ReDoc (/redoc) load their assets from a CDN and are not covered by it."""
 
 from __future__ import annotations
 
@@ -7,13 +11,31 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.responses import Response
+from starlette.types import Scope
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+PAGE_HEADERS = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Referrer-Policy": "no-referrer"}
 
 router = APIRouter(tags=["explorer"])
-static_files = StaticFiles(directory=STATIC)
+
+
+class _PageStaticFiles(StaticFiles):
+    """StaticFiles whose answers carry the page's headers."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers.update(PAGE_HEADERS)
+        return response
+
+
+static_files = _PageStaticFiles(directory=STATIC)
 
 
 @router.get("/", include_in_schema=False)
 async def explorer() -> FileResponse:
-    return FileResponse(STATIC / "index.html", media_type="text/html")
+    return FileResponse(STATIC / "index.html", media_type="text/html", headers=PAGE_HEADERS)
