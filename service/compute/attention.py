@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from service.compute.device import Converter
+from service.compute.device import DTYPE_NAMES, Converter, wider_dtypes
+from service.errors import RequestError
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,63 @@ def allowed_positions(
     return allowed
 
 
+class Overflow(RequestError):
+    """An internal with a value past the dtype's range (inf or nan that no mask explains): a 422 on `dtype`
+    that names the tensor."""
+
+    def __init__(self, tensor: str, dtype: torch.dtype, where: str = ""):
+        name = DTYPE_NAMES.get(dtype, str(dtype))
+        super().__init__(
+            ("dtype",),
+            f"{where}the {tensor} overflowed {name}: some values are past its largest, "
+            f"{torch.finfo(dtype).max:g}; {wider_dtypes(dtype)}",
+        )
+        self.tensor, self.dtype = tensor, dtype
+
+
+SMALL = 1 << 16  # internals of at most this many numbers in all are checked in one pass over one copy
+
+
+def _first_overflow_on_host(
+    internals: AttentionInternals, arrays: list[np.ndarray], allowed: AllowedPositions | None
+) -> str | None:
+    masked = None if allowed is None else ~allowed.cpu().numpy()
+    scaled_at = AttentionInternals._fields.index("scaled_scores")
+    if sum(array.size for array in arrays) <= SMALL:  # small requests: one check (dispatch costs more)
+        unmasked = arrays if masked is None else arrays[:scaled_at] + arrays[scaled_at + 1 :]
+        if np.isfinite(np.concatenate([array.reshape(-1) for array in unmasked])).all() and (
+            masked is None or (np.isfinite(arrays[scaled_at]) | masked).all()
+        ):
+            return None
+    for index, (name, array) in enumerate(zip(internals._fields, arrays, strict=True)):
+        finite = np.isfinite(array)
+        if index == scaled_at and masked is not None:
+            finite |= masked
+        if not finite.all():
+            return name
+    return None
+
+
+def overflowed(internals: AttentionInternals, allowed: AllowedPositions | None) -> str | None:
+    """The first internal, in the order q, k, v, scores, scaled_scores, weights, context, output, with an inf
+    or nan other than the -inf of a masked scaled score; None when there is none. On the CPU in numpy (torch's
+    dispatch costs more than small tensors), elsewhere in torch with one copy to the host."""
+    try:
+        arrays = [tensor.numpy() for tensor in internals]  # views; CPU tensors of a dtype numpy has
+    except TypeError:  # on a GPU, or bfloat16
+        pass
+    else:
+        return _first_overflow_on_host(internals, arrays, allowed)
+    flags = []
+    for name, tensor in zip(internals._fields, internals, strict=True):
+        finite = torch.isfinite(tensor)
+        if name == "scaled_scores" and allowed is not None:
+            finite |= ~allowed
+        flags.append(finite.all())
+    found = torch.stack(flags).tolist()  # one copy to the host
+    return next((name for name, ok in zip(internals._fields, found, strict=True) if not ok), None)
+
+
 def attention_on(
     convert: Converter,
     query_input: np.ndarray | Tensor,
@@ -137,7 +195,8 @@ def attention_on(
 ) -> AttentionInternals:
     """attention() on `convert`'s device and in its dtype, with the mask built from a padding mask [batch,
     key_pos] (True = attend) and causality; an input given twice (X as the key and value input) is moved
-    once."""
+    once. Raises Overflow when an internal went past the dtype's range: null in a response only ever means
+    a masked entry."""
     moved: dict[int, Tensor] = {}
 
     def on_device(array: np.ndarray | Tensor) -> Tensor:
@@ -148,7 +207,7 @@ def attention_on(
     with torch.inference_mode():
         mask = None if key_mask is None else torch.as_tensor(key_mask).to(convert.device)
         allowed = allowed_positions(mask, causal, query_input.shape[1], key_input.shape[1], convert.device)
-        return attention(
+        internals = attention(
             on_device(query_input),
             on_device(key_input),
             on_device(value_input),
@@ -157,3 +216,7 @@ def attention_on(
             scale,
             allowed,
         )
+        tensor = overflowed(internals, allowed)
+    if tensor is not None:
+        raise Overflow(tensor, convert.dtype)
+    return internals

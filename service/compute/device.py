@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import torch
 
@@ -14,6 +16,38 @@ DTYPES = {
     "bfloat16": torch.bfloat16,
 }
 NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
+
+
+def wider_dtypes(dtype: torch.dtype) -> str:
+    """What to suggest when a dtype overflows: the wider dtypes, or scaling down when there is none."""
+    if dtype == torch.float64:
+        return "float64 is the widest dtype: scale the inputs down"
+    wider = "float64" if dtype == torch.float32 else "float32 or float64"
+    return f"ask for a wider dtype ({wider}) or scale the inputs down"
+
+
+def check_range(
+    dtype: torch.dtype, values: Iterable[tuple[tuple[str, ...], np.ndarray | float | None]]
+) -> None:
+    """Each value (a field's location and its array or number) within the dtype's finite range, else a 422
+    naming the field, the value and the range. float64 holds every number JSON parsing lets through."""
+    if dtype == torch.float64:
+        return
+    largest = torch.finfo(dtype).max
+    for loc, value in values:
+        if value is None:
+            continue
+        array = np.asarray(value)
+        if array.size == 0 or (array.max() <= largest and array.min() >= -largest):
+            continue
+        flat = int(np.abs(array).argmax())
+        where = f" at {[int(i) for i in np.unravel_index(flat, array.shape)]}" if array.ndim else ""
+        raise RequestError(
+            loc,
+            f"found {array.flat[flat]:g}{where}, outside the range of {DTYPE_NAMES[dtype]} "
+            f"(magnitudes up to {largest:g}); {wider_dtypes(dtype)}",
+        )
 
 
 def resolve_device(name: str) -> torch.device:

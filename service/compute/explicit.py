@@ -6,16 +6,18 @@ from __future__ import annotations
 import math
 from functools import partial
 
+import numpy as np
+
 from schemas.request import TOY_D_MODEL, TOY_MODEL, AttendRequest
 from service.compute.attention import attention_on
-from service.compute.device import Converter
+from service.compute.device import Converter, check_range
 from service.compute.encoding import encode
 from service.compute.inputs import Inputs, resolve_inputs
 from service.compute.limits import check_batch, check_limits, check_sequence_sizes
 from service.compute.meta import build_meta, weight_settings
 from service.compute.sizes import Sizes
 from service.compute.toy import toy_extent, toy_inputs, toy_token_count, toy_tokens
-from service.compute.weights import resolve_sizes, resolve_weights
+from service.compute.weights import BIASES, MATRICES, resolve_sizes, resolve_weights
 from service.errors import LimitExceeded
 from service.settings import Settings
 
@@ -37,6 +39,16 @@ def _toy(request: AttendRequest, settings: Settings) -> tuple[Inputs, Sizes, lis
     return toy_inputs(tokens, d_model, seed), sizes, tokens
 
 
+def _numbers(request: AttendRequest) -> list[tuple[tuple[str, ...], np.ndarray | float | None]]:
+    """Every number of the request that enters the computation, with its field's location."""
+    spec = request.weights
+    return [
+        *(((name,), getattr(request, name)) for name in ("embeddings", "context", "query", "key", "value")),
+        *((("weights", name), getattr(spec, name)) for name in (*MATRICES, *BIASES) if spec is not None),
+        (("scale",), request.scale),
+    ]
+
+
 def attend_explicit(request: AttendRequest, settings: Settings, started: float) -> bytes:
     tokens = None
     if request.text is not None:
@@ -46,6 +58,7 @@ def attend_explicit(request: AttendRequest, settings: Settings, started: float) 
         sizes = resolve_sizes(request, inputs.extent)
         check_limits(settings, sizes, request.returned)
     convert = Converter.for_request(request.device, request.dtype)
+    check_range(convert.dtype, _numbers(request))
     projections = resolve_weights(request, sizes)
     scale = request.scale if request.scale is not None else 1.0 / math.sqrt(sizes.d_k)
     internals = attention_on(

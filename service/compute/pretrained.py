@@ -7,8 +7,8 @@ from functools import partial
 from typing import Any
 
 from schemas.request import TOY_MODEL, AttendRequest
-from service.compute.attention import attention_on
-from service.compute.device import Converter
+from service.compute.attention import Overflow, attention_on
+from service.compute.device import Converter, check_range
 from service.compute.encoding import encode
 from service.compute.limits import check_limits
 from service.compute.meta import build_meta
@@ -78,6 +78,7 @@ def attend_pretrained(
     )
     check_limits(settings, sizes, request.returned)
     convert = Converter.for_request(request.device, request.dtype)
+    check_range(convert.dtype, [(("scale",), request.scale)])
     scale = request.scale if request.scale is not None else forward.scale
     padded = not bool(encoded.attention_mask.all())
     key_mask = encoded.attention_mask.bool() if padded else None
@@ -90,21 +91,24 @@ def attend_pretrained(
     asked_for: dict[int, dict[str, Any]] = {}
     for step in forward.layers(encoded.input_ids, key_mask, last=max(layers)):
         if step.layer in layers:
-            internals = (
-                step.internals
-                if as_the_model_does
-                else attention_on(
-                    convert,
-                    step.hidden,
-                    step.hidden,
-                    step.hidden,
-                    step.projections,
-                    sizes.num_heads,
-                    scale,
-                    request.causal,
-                    key_mask,
+            try:
+                internals = (
+                    step.internals
+                    if as_the_model_does
+                    else attention_on(
+                        convert,
+                        step.hidden,
+                        step.hidden,
+                        step.hidden,
+                        step.projections,
+                        sizes.num_heads,
+                        scale,
+                        request.causal,
+                        key_mask,
+                    )
                 )
-            )
+            except Overflow as overflow:
+                raise Overflow(overflow.tensor, overflow.dtype, f"layer {step.layer}: ") from None
             asked_for[step.layer] = {
                 "layer": step.layer,
                 **{n: getattr(internals, n) for n in request.returned},

@@ -58,3 +58,142 @@ def test_decimals_on_large_scores_are_not_null(compute, dtype):
     scores = np.asarray(rounded.json()["scores"], dtype=dtype)
     assert np.isfinite(scores).all()
     np.testing.assert_array_equal(scores, np.asarray(plain.json()["scores"], dtype=dtype))
+
+
+# item 9: values outside a dtype's range, and computations that overflow
+
+
+def detail(reply: Any) -> tuple[list[Any], str]:
+    assert reply.status_code == 422, (reply.status_code, reply.text[:300])
+    first = reply.json()["detail"][0]
+    return first["loc"], first["msg"]
+
+
+W = [[1.0, 0.0], [0.0, 1.0]]
+
+
+@pytest.mark.parametrize(
+    "body,loc,fragments",
+    [
+        ({"embeddings": [[1e39, 1.0], [0.5, 0.25]]}, ["embeddings"], ["1e+39", "float32", "3.40282e+38"]),
+        (
+            {"embeddings": [[1.0, 2.0]], "context": [[1.0, -1e39]]},
+            ["context"],
+            ["-1e+39", "[0, 1]", "float32"],
+        ),
+        ({"query": [[1.0, 1e39]], "key": [[1.0, 1.0]], "value": [[1.0, 1.0]]}, ["query"], ["1e+39"]),
+        ({"query": [[1.0, 1.0]], "key": [[1.0, 1.0]], "value": [[2e39, 1.0]]}, ["value"], ["2e+39"]),
+        (
+            {"embeddings": [[1.0, 2.0]], "weights": {"w_q": [[1.0, 0.0], [0.0, 5e38]], "w_k": W, "w_v": W}},
+            ["weights", "w_q"],
+            ["5e+38", "[1, 1]"],
+        ),
+        (
+            {"embeddings": [[1.0, 2.0]], "weights": {"w_q": W, "w_k": W, "w_v": W, "b_k": [0.0, 1e40]}},
+            ["weights", "b_k"],
+            ["1e+40", "[1]"],
+        ),
+        ({"embeddings": [[1.0, 2.0]], "scale": 1e300}, ["scale"], ["1e+300", "float32"]),
+        ({"embeddings": [[1.0, 70000.0]], "dtype": "float16"}, ["embeddings"], ["70000", "float16", "65504"]),
+        ({"embeddings": [[1.0, 2.0]], "dtype": "bfloat16", "scale": 1e39}, ["scale"], ["bfloat16"]),
+        ({"text": "a b", "model": "toy", "dtype": "float16", "scale": -1e5}, ["scale"], ["-100000"]),
+    ],
+)
+def test_inputs_outside_the_dtype_range_are_422_naming_the_field(compute, body, loc, fragments):
+    found_loc, msg = detail(compute.post(body))
+    assert found_loc == ["body", *loc]
+    for fragment in fragments:
+        assert fragment in msg, msg
+
+
+def test_scale_outside_the_dtype_range_is_422_for_a_model_too(compute):
+    found_loc, msg = detail(compute.post({"text": "hello there", "scale": 1e300}))
+    assert found_loc == ["body", "scale"] and "float32" in msg
+
+
+@pytest.mark.parametrize(
+    "body,tensor,wider",
+    [
+        # float16 values near 300: each is in range, their dot products are not
+        (
+            {
+                "embeddings": [[300.0, 300.0], [250.0, 310.0]],
+                "weights": {"init": "identity"},
+                "dtype": "float16",
+            },
+            "scores",
+            "float32",
+        ),
+        (  # Q itself: 60000 + 60000 is past float16's 65504
+            {
+                "embeddings": [[60000.0, 60000.0]],
+                "weights": {"w_q": [[1.0], [1.0]], "w_k": [[0.0], [0.0]], "w_v": [[0.0], [0.0]]},
+                "dtype": "float16",
+            },
+            "q",
+            "float32",
+        ),
+        (  # bfloat16 has float32's range (checked in torch: numpy has no bfloat16)
+            {"embeddings": [[1e20, 1.0], [0.5, 0.25]], "weights": {"init": "identity"}, "dtype": "bfloat16"},
+            "scores",
+            "float32 or float64",
+        ),
+        (  # masked entries do not hide an overflow elsewhere
+            {
+                "embeddings": [[1e20, 1.0], [0.5, 0.25]],
+                "weights": {"init": "identity"},
+                "causal": True,
+                "dtype": "bfloat16",
+            },
+            "scores",
+            "float32 or float64",
+        ),
+        ({"embeddings": [[1e300, 1.0], [0.5, 0.25]], "dtype": "float64"}, "scores", "widest"),
+        ({"embeddings": [[1e20, 1.0], [0.5, 0.25]], "weights": {"init": "identity"}}, "scores", "float64"),
+        (  # the scale is in range, the scaled scores are not
+            {"embeddings": [[100.0, 1.0], [0.5, 0.25]], "weights": {"init": "identity"}, "scale": 1e36},
+            "scaled_scores",
+            "float64",
+        ),
+        (
+            {
+                "embeddings": [[1e19, 1e19]],
+                "weights": {"w_q": W, "w_k": W, "w_v": W, "w_o": [[1e20, 0.0], [0.0, 1.0]]},
+                "scale": 1e-40,
+            },
+            "output",
+            "float64",
+        ),
+    ],
+)
+def test_a_computation_that_overflows_is_422_naming_the_tensor(compute, body, tensor, wider):
+    found_loc, msg = detail(compute.post(body))
+    assert found_loc == ["body", "dtype"]
+    assert msg.startswith(f"the {tensor} overflowed"), msg
+    assert body.get("dtype", "float32") in msg and wider in msg
+
+
+def test_a_model_layer_that_overflows_is_422_naming_the_layer_and_tensor(compute):
+    found_loc, msg = detail(
+        compute.post({"text": "hello there", "dtype": "float16", "scale": 1e4, "layer": 2})
+    )
+    assert found_loc == ["body", "dtype"]
+    assert "layer 2" in msg and "scaled_scores overflowed float16" in msg and "float32" in msg
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+def test_masked_entries_are_the_only_nulls(compute, dtype):
+    reply = compute.post(
+        {
+            "embeddings": [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]],
+            "causal": True,
+            "attention_mask": [[1, 1, 0]],
+            "dtype": dtype,
+        }
+    )
+    assert reply.status_code == 200, reply.text
+    scaled = np.asarray(reply.json()["scaled_scores"], dtype=float)  # null -> nan
+    allowed = np.tril(np.ones((3, 3), dtype=bool)) & np.array([True, True, False])
+    assert (np.isnan(scaled[0, 0]) == ~allowed).all()
+    for name in ("q", "k", "v", "scores", "weights", "context", "output"):
+        assert np.isfinite(np.asarray(reply.json()[name], dtype=float)).all(), name
