@@ -57,4 +57,5 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"UVICORN_PORT\"]}/readyz', timeout=4)"]
 # exec form: uvicorn is PID 1, so it gets SIGTERM itself, finishes in-flight requests and runs the lifespan
-CMD ["uvicorn", "service.server.app:app", "--no-server-header", "--no-access-log"]
+# --http: uvicorn's httptools with the service's connection limits (service/server/http_protocol.py)
+CMD ["uvicorn", "service.server.app:app", "--http", "service.server.http_protocol:HttpProtocol", "--no-server-header", "--no-access-log"]

@@ -286,15 +286,18 @@ class ComputePool:
             self._spawn_task(self._replace(process))
 
     async def _replace(self, process: ComputeProcess) -> None:
+        """Starts a process in place of `process`, retrying on any failure (a model that no longer loads, no
+        file descriptor or memory left for a moment) after 0.5 s, then twice as long each time up to 10 s:
+        the pool must come back once the cause goes away."""
         await process.stop()
+        delay, longest = 0.5, 10.0
         while not self.closing:
             try:
                 fresh = await ComputeProcess.start(self.settings, self.target)
-            except ModelError:
-                log.exception(
-                    "a new compute process failed to start; trying again in %d s", RESTART_BACKOFF_S
-                )
-                await asyncio.sleep(RESTART_BACKOFF_S)
+            except Exception:
+                log.exception("a new compute process failed to start; trying again in %g s", delay)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, longest)
                 continue
             self._add(fresh)
             return

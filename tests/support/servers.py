@@ -16,9 +16,12 @@ from typing import Any
 
 import httpx
 
+from service.server.http_protocol import HTTP_PROTOCOL
 from tests.support.paths import ROOT
 
 SERVICE_APP = "service.server.app:app"
+# uvicorn's options that scripts/serve.sh and the Dockerfile's CMD give the service (a test checks they agree)
+SERVICE_UVICORN_ARGS = ("--http", HTTP_PROTOCOL)
 
 # the guarded server of the HTTP tests (tests/server/conftest.py)
 API_KEY = "k3y-for-tests-0123456789"
@@ -53,8 +56,9 @@ class Server:
         wait: bool = True,
     ):
         """env: ATTENTION_* settings; log: a file for the app's stderr (the service's JSON log lines); quiet:
-        its stderr is dropped. Returns once /readyz answers 200 (wait=False: at once, and wait_ready() waits);
-        raises RuntimeError if the app exits or is not ready within startup_timeout seconds."""
+        its stderr is dropped; uvicorn_args: more options, after SERVICE_UVICORN_ARGS (a later one wins).
+        Returns once /readyz answers 200 (wait=False: at once, and wait_ready() waits); raises RuntimeError
+        if the app exits or is not ready within startup_timeout seconds."""
         self.app, self.startup_timeout, self.ready = app, startup_timeout, False
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -72,6 +76,7 @@ class Server:
                 str(self.port),
                 "--log-level",
                 "warning",
+                *SERVICE_UVICORN_ARGS,
                 *uvicorn_args,
             ],
             cwd=ROOT,
