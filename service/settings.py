@@ -50,6 +50,36 @@ class Settings(BaseSettings):
         description="Longest a client may take to read each megabyte of an answer; past it the connection is "
         "closed. Until an answer is delivered its place in the queue stays taken.",
     )
+    max_header_bytes: int = Field(
+        32 * 2**10,
+        ge=1024,
+        description="Longest request line plus headers, in bytes; a longer one is answered 431 and its "
+        "connection closed.",
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Longest a client may take to send a request's line and headers (from its connection, or "
+        "its first byte on a kept-alive connection); past it 408 and the connection is closed.",
+    )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest a request body may stall between two pieces; past it 408 and the connection is "
+        "closed.",
+    )
+    max_connections: int = Field(
+        512,
+        ge=1,
+        description="Most open connections; the next one is answered 503 with Retry-After and closed. Keep "
+        "it well under the open-file limit (ulimit -n).",
+    )
+    max_body_bytes_in_flight: int = Field(
+        128 * 2**20,
+        ge=1,
+        description="Most bytes of request bodies held over all requests not yet answered (at least "
+        "max_request_bytes); a request that does not fit is answered 503 with Retry-After, unread.",
+    )
     api_keys: list[SecretStr] = Field(
         default_factory=list,
         description='API keys as a JSON list (["key1", "key2"]); when set, /attend and /models need one in '

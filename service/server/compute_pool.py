@@ -38,7 +38,6 @@ log = logging.getLogger("attention_service.compute_pool")
 SPAWN = multiprocessing.get_context("spawn")  # fork would copy the event loop's threads and sockets
 PIPELINE = 2
 STOP_SECONDS = 10
-RESTART_BACKOFF_S = 5
 
 Answer = tuple[int, bytes]  # HTTP status, JSON body
 ComputeTarget = Callable[[socket.socket, Settings], None]  # a compute process's main function

@@ -2,7 +2,7 @@
 
 Served with `uvicorn --http service.server.http_protocol:HttpProtocol` (HTTP_PROTOCOL: scripts/serve.sh, the
 Dockerfile's CMD and the test servers of tests/support/servers.py all name it); its limits come from the
-environment like every other setting (HttpLimits), so the command line names nothing else.
+environment like every other setting (service/settings.py), so the command line names nothing else.
 
 - Request line and headers: at most ATTENTION_MAX_HEADER_BYTES, else 431. httptools has no such bound and
   grows a header value that arrives in pieces by copying it whole each time, so one endless header would hold
@@ -34,8 +34,6 @@ from typing import Any, ClassVar
 
 import httptools
 import orjson
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
@@ -44,51 +42,9 @@ from service.settings import get_settings
 
 HTTP_PROTOCOL = "service.server.http_protocol:HttpProtocol"  # uvicorn's --http, wherever the service runs
 
-MAX_HEADER_BYTES = 32 * 2**10
-HEADER_TIMEOUT_S = 10.0
-BODY_TIMEOUT_S = 30.0
-MAX_CONNECTIONS = 512
-MAX_BODY_BYTES_IN_FLIGHT = 128 * 2**20
 LINGER_S = 1.0
 
 log = logging.getLogger("attention_service.http")
-
-
-class HttpLimits(BaseSettings):
-    """The connection limits, from ATTENTION_* environment variables like service.settings.Settings."""
-
-    model_config = SettingsConfigDict(env_prefix="ATTENTION_", extra="ignore")
-
-    max_header_bytes: int = Field(
-        MAX_HEADER_BYTES,
-        ge=1024,
-        description="Longest request line plus headers, in bytes; a longer one is answered 431 and its "
-        "connection closed.",
-    )
-    header_timeout_s: float = Field(
-        HEADER_TIMEOUT_S,
-        gt=0,
-        description="Longest a client may take to send a request's line and headers (from its connection, or "
-        "its first byte on a kept-alive connection); past it 408 and the connection is closed.",
-    )
-    body_timeout_s: float = Field(
-        BODY_TIMEOUT_S,
-        gt=0,
-        description="Longest a request body may stall between two pieces; past it 408 and the connection is "
-        "closed.",
-    )
-    max_connections: int = Field(
-        MAX_CONNECTIONS,
-        ge=1,
-        description="Most open connections; the next one is answered 503 with Retry-After and closed. Keep "
-        "it well under the open-file limit (ulimit -n).",
-    )
-    max_body_bytes_in_flight: int = Field(
-        MAX_BODY_BYTES_IN_FLIGHT,
-        ge=1,
-        description="Most bytes of request bodies held over all requests not yet answered (at least "
-        "max_request_bytes); a request that does not fit is answered 503 with Retry-After, unread.",
-    )
 
 
 @dataclass(frozen=True)
@@ -97,20 +53,20 @@ class Limits:
     header_timeout_s: float
     body_timeout_s: float
     max_connections: int
-    max_body_bytes_in_flight: int
+    max_body_bytes_in_flight: int  # never less than one max_request_bytes
     max_request_bytes: int
 
 
 @cache
 def limits() -> Limits:
-    http, max_request_bytes = HttpLimits(), get_settings().max_request_bytes
+    settings = get_settings()
     return Limits(
-        max_header_bytes=http.max_header_bytes,
-        header_timeout_s=http.header_timeout_s,
-        body_timeout_s=http.body_timeout_s,
-        max_connections=http.max_connections,
-        max_body_bytes_in_flight=max(http.max_body_bytes_in_flight, max_request_bytes),
-        max_request_bytes=max_request_bytes,
+        max_header_bytes=settings.max_header_bytes,
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        max_connections=settings.max_connections,
+        max_body_bytes_in_flight=max(settings.max_body_bytes_in_flight, settings.max_request_bytes),
+        max_request_bytes=settings.max_request_bytes,
     )
 
 

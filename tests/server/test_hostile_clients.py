@@ -21,11 +21,13 @@ import httpx
 import pytest
 
 from service.server.compute_pool import ComputePool, ComputeProcess
-from service.server.http_protocol import HTTP_PROTOCOL, MAX_HEADER_BYTES
+from service.server.http_protocol import HTTP_PROTOCOL
 from service.settings import Settings
 from tests.support.paths import ROOT
 from tests.support.servers import SERVICE_UVICORN_ARGS, Server
 from tests.support.stub_compute import serve
+
+MAX_HEADER_BYTES = Settings().max_header_bytes
 
 LIGHT = {"ATTENTION_MAX_CONCURRENT": "1", "ATTENTION_LOAD_MODELS": "lazy"}  # quick to start, little memory
 

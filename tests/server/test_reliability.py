@@ -143,7 +143,8 @@ def test_sigterm_lets_admitted_requests_finish():
     ) as srv:
         with ThreadPoolExecutor(4) as pool:
             futures = [
-                pool.submit(httpx.post, srv.url + "/attend", content=SLOW, timeout=60) for _ in range(4)
+                pool.submit(httpx.post, srv.url + "/attend", content=SLOW, headers=JSON, timeout=60)
+                for _ in range(4)
             ]
             # all four reached the server (one computing, the others waiting) before the signal: a fixed sleep
             # was sometimes too short for four fresh connections on a loaded machine
