@@ -161,7 +161,7 @@ async def sample_rss(pid: int, until: float, samples: list[float]) -> None:
 
 
 async def run(
-    port: int, pid: int, seconds: float, well: int, with_attacks: bool, limit: int
+    port: int, pid: int, seconds: float, well: int, with_attacks: list[str], limit: int
 ) -> dict[str, Any]:
     until = time.monotonic() + seconds
     statuses: Counter[int] = Counter()
@@ -170,9 +170,14 @@ async def run(
     tasks = [well_behaved(port, until, statuses, latencies) for _ in range(well)]
     tasks.append(sample_rss(pid, until, samples))
     if with_attacks:
-        attacks = [slow_reader] * 4 + [slow_uploader(limit)] * 4 + [huge_header] * 2 + [leaver] * 2
-        attacks += [bomb(request(TOY_BOMB)), bomb(request(TEXT_BOMB))]
-        tasks += [hostile(port, until, attack) for attack in attacks]
+        mix = {
+            "slow_readers": [slow_reader] * 4,
+            "slow_uploaders": [slow_uploader(limit)] * 4,
+            "huge_headers": [huge_header] * 2,
+            "bombs": [bomb(request(TOY_BOMB)), bomb(request(TEXT_BOMB))],
+            "leavers": [leaver] * 2,
+        }
+        tasks += [hostile(port, until, attack) for name in with_attacks for attack in mix[name]]
     await asyncio.gather(*tasks)
     answered = sum(statuses.values())
     quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
@@ -193,14 +198,20 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--well", type=int, default=4, help="well-behaved connections")
+    parser.add_argument(
+        "--attacks",
+        default="slow_readers,slow_uploaders,huge_headers,bombs,leavers",
+        help="comma-separated kinds of attacker in the hostile run",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "hostile.json")
     args = parser.parse_args()
     server = Server({"ATTENTION_MAX_CONCURRENT": "1"}, quiet=True)
     try:
         limit = 32 * 2**20
         rest = rss_mb(server.process.pid)
-        quiet = asyncio.run(run(server.port, server.process.pid, args.seconds, args.well, False, limit))
-        attacked = asyncio.run(run(server.port, server.process.pid, args.seconds, args.well, True, limit))
+        attacks = args.attacks.split(",")
+        quiet = asyncio.run(run(server.port, server.process.pid, args.seconds, args.well, [], limit))
+        attacked = asyncio.run(run(server.port, server.process.pid, args.seconds, args.well, attacks, limit))
         time.sleep(2)
         settled = rss_mb(server.process.pid)
     finally:
