@@ -170,7 +170,7 @@ async def run(
     tasks = [well_behaved(port, until, statuses, latencies) for _ in range(well)]
     tasks.append(sample_rss(pid, until, samples))
     if with_attacks:
-        mix = {
+        mix: dict[str, list[Callable[[asyncio.StreamWriter], Awaitable[None]]]] = {
             "slow_readers": [slow_reader] * 4,
             "slow_uploaders": [slow_uploader(limit)] * 4,
             "huge_headers": [huge_header] * 2,
