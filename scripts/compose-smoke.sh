@@ -51,7 +51,7 @@ wait_healthy() {  # container names
   done
   log "healthy: $* ($((SECONDS - started)) s)"
 }
-containers() { "$engine" ps --format '{{.Names}}' | grep "^${COMPOSE_PROJECT_NAME}[_-]$1[_-]" | sort; }
+containers() { "$engine" ps --format '{{.Names}}' | grep -E "^${COMPOSE_PROJECT_NAME}[_-]$1[_-][0-9]+$" | sort; }
 
 # A setting that only .env holds (not listed under `environment`) must reach the container: an API key
 key=smoke-key

@@ -29,7 +29,7 @@ def check_api_key(url: str, key: str, golden_body: dict) -> None:
     for sent, what in ((None, "without a key"), (key + "-wrong", "with a wrong key")):
         for path, body in (("/attend", golden_body), ("/models", None)):
             status, headers, text = request(url, path, body, sent)
-            assert status == 401 and headers["www-authenticate"] == "ApiKey", (path, what, status, text)
+            assert status == 401 and headers["www-authenticate"] == "ApiKey", (path, what, status, text[:300])
     status, _, text = request(url, "/attend", golden_body, key)
     assert status == 200, (status, text[:300])
     print("smoke: API key enforced: /attend and /models 401 without it or with a wrong one, 200 with it")
