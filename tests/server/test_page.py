@@ -49,7 +49,7 @@ def page(browser, server):
     page.requested = []
     page.on("request", lambda request: page.requested.append(request.url))
     page.goto(server.url + "/")
-    page.wait_for_function("document.querySelectorAll('#model option').length > 1")
+    page.wait_for_function("() => document.querySelectorAll('#model option').length > 1")
     yield page
     context.close()
 
@@ -58,7 +58,7 @@ def run(page, text: str | None = None) -> None:
     if text is not None:
         page.fill("#text", text)
     page.click("#run")
-    page.wait_for_function("!document.getElementById('run').disabled")
+    page.wait_for_function("() => !document.getElementById('run').disabled")
 
 
 def hovered_values(page, cells) -> dict[tuple[int, int], float]:
