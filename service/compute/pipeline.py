@@ -11,6 +11,7 @@ import orjson
 
 from schemas.request import TOY_MODEL, AttendRequest
 from service.compute.explicit import attend_explicit
+from service.compute.limits import check_batch
 from service.compute.models.registry import ModelRegistry
 from service.compute.pretrained import attend_pretrained
 from service.errors import REQUEST_ERRORS, error_answer
@@ -18,13 +19,29 @@ from service.settings import Settings
 
 log = logging.getLogger("attention_service.compute")
 
+LARGE_BODY_BYTES = 2**18  # a list of texts in a body this large may be a batch bomb: counted first
 INTERNAL_ERROR = b'{"detail": "the computation failed unexpectedly; the service log has the details"}'
+
+
+def check_text_batch(body: bytes, settings: Settings) -> None:
+    """A large body's list of texts, counted from orjson's parse before pydantic builds it: pydantic makes
+    a Python object of each string first (300 ms for a million one-character texts) only to refuse them."""
+    if len(body) < LARGE_BODY_BYTES or b'"text"' not in body:
+        return
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return  # pydantic says where
+    texts = parsed.get("text") if isinstance(parsed, dict) else None
+    if isinstance(texts, list):
+        check_batch(settings, len(texts))
 
 
 def attend(body: bytes, settings: Settings, models: ModelRegistry) -> bytes:
     """The JSON response to a request body; raises one of REQUEST_ERRORS for a request that cannot be
     served."""
     started = time.perf_counter()
+    check_text_batch(body, settings)
     request = AttendRequest.model_validate_json(body)
     if request.text is not None and request.model != TOY_MODEL:
         return attend_pretrained(request, settings, models, started)

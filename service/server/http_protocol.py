@@ -20,8 +20,9 @@ environment like every other setting (service/settings.py), so the command line 
   A Content-Length over ATTENTION_MAX_REQUEST_BYTES is not charged: the application refuses it (413) unread.
 
 Every refusal here is a JSON `{"detail": ...}` with `Connection: close`; the connection then stops reading
-requests, discards what the client still sends for at most LINGER_S (so that the client reads the answer
-rather than a reset) and is closed.
+requests, discards what the client still sends for at most LINGER_S and LINGER_BYTES (so that the client
+reads the answer rather than a reset, without a client that keeps sending costing the event loop) and is
+closed.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from service.settings import get_settings
 HTTP_PROTOCOL = "service.server.http_protocol:HttpProtocol"  # uvicorn's --http, wherever the service runs
 
 LINGER_S = 1.0
+LINGER_BYTES = 2**18  # drained at most after a refusal, then reading pauses: a client still sending blocks
 
 log = logging.getLogger("attention_service.http")
 
@@ -98,6 +100,7 @@ class HttpProtocol(HttpToolsProtocol):
         self.reading_head = True  # between requests or within a request line and headers
         self.head_bytes = 0
         self.refused = False
+        self.dropped = 0  # bytes received after a refusal
         self.uploads: dict[RequestResponseCycle, _Upload] = {}
         self.header_timer: asyncio.TimerHandle | None = None
         self.body_timer: asyncio.TimerHandle | None = None
@@ -132,8 +135,11 @@ class HttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self.refused:
-            return  # answered and closing: what the client still sends is dropped
+        if self.refused:  # answered and closing: what the client still sends is dropped, up to LINGER_BYTES
+            self.dropped += len(data)
+            if self.dropped > LINGER_BYTES:
+                self.transport.pause_reading()
+            return
         self._unset_keepalive_if_required()
         if self.reading_head:
             self.head_bytes += len(data)

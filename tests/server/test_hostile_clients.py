@@ -334,3 +334,23 @@ def test_a_replacement_that_fails_to_start_is_retried_until_the_pool_is_back(mon
 
     asyncio.run(scenario())
     assert failures[1] - failures[0] >= 0.4  # a backoff, not a tight loop
+
+
+@pytest.mark.slow
+def test_after_a_refusal_a_client_that_keeps_sending_is_not_read_on(server: Server):
+    """After its 431 a client that keeps writing megabytes is drained for at most LINGER_BYTES, then no longer
+    read: its writes block (the kernel's buffers fill) instead of the event loop reading a loopback's worth
+    of bytes a second until the linger closes it."""
+    sock = connect(server)
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Huge: " + b"a" * (MAX_HEADER_BYTES + 1024))
+    sock.setblocking(False)
+    sent, chunk, deadline = 0, b"a" * 2**20, time.monotonic() + 0.8
+    while time.monotonic() < deadline:  # within the linger: the connection is still open
+        try:
+            sent += sock.send(chunk)
+        except BlockingIOError:
+            time.sleep(0.01)
+        except OSError:
+            break
+    sock.close()
+    assert sent < 32 * 2**20, f"the server read on: {sent / 2**20:.0f} MiB taken after the refusal"
