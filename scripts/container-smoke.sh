@@ -46,7 +46,9 @@ python3 scripts/smoke_check.py "http://127.0.0.1:$port" service/golden/seed_cat_
 
 "$engine" stop --time 30 "$name" >/dev/null
 code=$("$engine" inspect --format '{{.State.ExitCode}}' "$name")
-"$engine" logs "$name" 2>&1 | grep -q "Application shutdown complete" ||
-  { "$engine" logs "$name" | tail -20; log "no graceful shutdown in the logs"; exit 1; }
+# the logs read whole first: `logs | grep -q` under pipefail fails when grep leaves early (SIGPIPE)
+logs=$("$engine" logs "$name" 2>&1)
+grep -q "Application shutdown complete" <<<"$logs" ||
+  { tail -20 <<<"$logs"; log "no graceful shutdown in the logs"; exit 1; }
 log "stopped with SIGTERM: exit code $code, graceful shutdown logged"
 log "passed"
