@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
-from itertools import islice
 
 import numpy as np
 import torch
@@ -18,16 +16,13 @@ def toy_tokens(text: str) -> list[str]:
     return words if len(words) > 1 else [c for c in text.strip() if not c.isspace()]
 
 
-_WORD = re.compile(r"\S+")  # \s is str.isspace, as str.split() splits
-
-
 def toy_token_count(text: str, cap: int) -> int:
-    """len(toy_tokens(text)) when it is at most `cap`, else a number over `cap`; found without building the
-    tokens, in time bounded by `cap` words (or one scan of the text when it has a single word)."""
-    words = list(islice(_WORD.finditer(text), cap + 1))
+    """len(toy_tokens(text)) when it is at most `cap`, else a number over `cap`; found in C by one split that
+    stops after `cap` words (a Python loop over match objects took 300 ms for 64 texts of 4096 words)."""
+    words = text.split(None, cap)
     if len(words) != 1:
         return len(words)
-    return words[0].end() - words[0].start()  # one word: its characters are the tokens
+    return len(words[0])  # one word: its characters are the tokens
 
 
 def toy_embedding(token: str, seed: int, d_model: int) -> np.ndarray:
