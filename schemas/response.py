@@ -68,32 +68,29 @@ class Meta(BaseModel):
     elapsed_ms: float = Field(description="Time spent computing and encoding, in milliseconds.")
 
 
-class LayerTensors(BaseModel):
+class Tensors(BaseModel):
+    """The tensors `include` asked for, each with all its axes."""
+
+    q: Float4D | None = _tensor_field("q")
+    k: Float4D | None = _tensor_field("k")
+    v: Float4D | None = _tensor_field("v")
+    scores: Float4D | None = _tensor_field("scores")
+    scaled_scores: Float4D | None = _tensor_field("scaled_scores")
+    weights: Float4D | None = _tensor_field("weights")
+    context: Float4D | None = _tensor_field("context")
+    output: Float3D | None = _tensor_field("output")
+
+
+class LayerTensors(Tensors):
     """The tensors of one layer of a pretrained model (the ones `include` asked for)."""
 
     layer: int
-    q: Float4D | None = _tensor_field("q")
-    k: Float4D | None = _tensor_field("k")
-    v: Float4D | None = _tensor_field("v")
-    scores: Float4D | None = _tensor_field("scores")
-    scaled_scores: Float4D | None = _tensor_field("scaled_scores")
-    weights: Float4D | None = _tensor_field("weights")
-    context: Float4D | None = _tensor_field("context")
-    output: Float3D | None = _tensor_field("output")
 
 
-class AttendResponse(BaseModel):
+class AttendResponse(Tensors):
     """Every tensor carries all its axes. Masked entries of `scaled_scores` are null (JSON has no -inf).
     With a pretrained model the tensors are under `layers`, one object per requested layer."""
 
-    q: Float4D | None = _tensor_field("q")
-    k: Float4D | None = _tensor_field("k")
-    v: Float4D | None = _tensor_field("v")
-    scores: Float4D | None = _tensor_field("scores")
-    scaled_scores: Float4D | None = _tensor_field("scaled_scores")
-    weights: Float4D | None = _tensor_field("weights")
-    context: Float4D | None = _tensor_field("context")
-    output: Float3D | None = _tensor_field("output")
     layers: list[LayerTensors] | None = Field(
         None, description="With a pretrained model: one entry per layer."
     )

@@ -12,7 +12,7 @@ import pytest
 
 from service.compute.models.registry import DEFAULT_MODEL, load_model
 from service.errors import ModelError
-from tests.support.models import copy_tokenizer, minilm_folder
+from tests.support.models import copy_tokenizer, minilm_folder, tampered_minilm
 from tests.support.reference import check_parity
 
 SENTENCE = "The cat ate the fish because it was hungry"
@@ -155,12 +155,7 @@ def test_too_many_texts_is_a_413(tiny_compute):
 
 
 def test_tampered_weights_are_refused(tmp_path):
-    tampered = tmp_path / "minilm"
-    shutil.copytree(minilm_folder(), tampered)
-    weights = tampered / "model.safetensors"
-    data = bytearray(weights.read_bytes())
-    data[-1] ^= 0xFF  # one bit pattern in the last tensor's bytes
-    weights.write_bytes(bytes(data))
+    tampered = tampered_minilm(tmp_path / "minilm")
     with pytest.raises(ModelError, match="SHA-256 .* refusing"):
         load_model(DEFAULT_MODEL, tampered)
 

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from service.compute.models.registry import DEFAULT_MODEL
-from tests.support.models import copy_tokenizer, minilm_folder
+from tests.support.models import copy_tokenizer, minilm_folder, tampered_minilm
 from tests.support.paths import ROOT
 from tests.support.reference import check_parity
 from tests.support.servers import SERVICE_APP, free_port
@@ -55,12 +55,7 @@ def failed_start_up(models: dict[str, str]) -> str:
 
 
 def test_tampered_weights_are_refused_at_start_up(tmp_path):
-    tampered = tmp_path / "minilm"
-    shutil.copytree(minilm_folder(), tampered)
-    weights = tampered / "model.safetensors"
-    data = bytearray(weights.read_bytes())
-    data[-1] ^= 0xFF  # one bit pattern in the last tensor's bytes
-    weights.write_bytes(bytes(data))
+    tampered = tampered_minilm(tmp_path / "minilm")
     stderr = failed_start_up({DEFAULT_MODEL: str(tampered)})
     assert "SHA-256" in stderr and "refusing" in stderr
 

