@@ -192,11 +192,12 @@ def attention_on(
     scale: float,
     causal: bool,
     key_mask: np.ndarray | Tensor | None,
+    layer: int | None = None,
 ) -> AttentionInternals:
     """attention() on `convert`'s device and in its dtype, with the mask built from a padding mask [batch,
     key_pos] (True = attend) and causality; an input given twice (X as the key and value input) is moved
-    once. Raises Overflow when an internal went past the dtype's range: null in a response only ever means
-    a masked entry."""
+    once. Raises Overflow when an internal went past the dtype's range (naming the model's `layer`, if
+    any): null in a response only ever means a masked entry."""
     moved: dict[int, Tensor] = {}
 
     def on_device(array: np.ndarray | Tensor) -> Tensor:
@@ -218,5 +219,5 @@ def attention_on(
         )
         tensor = overflowed(internals, allowed)
     if tensor is not None:
-        raise Overflow(tensor, convert.dtype)
+        raise Overflow(tensor, convert.dtype, "" if layer is None else f"layer {layer}: ")
     return internals

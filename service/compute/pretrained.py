@@ -7,7 +7,7 @@ from functools import partial
 from typing import Any
 
 from schemas.request import TOY_MODEL, AttendRequest
-from service.compute.attention import Overflow, attention_on
+from service.compute.attention import attention_on
 from service.compute.device import Converter, check_range
 from service.compute.encoding import encode
 from service.compute.limits import check_limits
@@ -91,24 +91,22 @@ def attend_pretrained(
     asked_for: dict[int, dict[str, Any]] = {}
     for step in forward.layers(encoded.input_ids, key_mask, last=max(layers)):
         if step.layer in layers:
-            try:
-                internals = (
-                    step.internals
-                    if as_the_model_does
-                    else attention_on(
-                        convert,
-                        step.hidden,
-                        step.hidden,
-                        step.hidden,
-                        step.projections,
-                        sizes.num_heads,
-                        scale,
-                        request.causal,
-                        key_mask,
-                    )
+            internals = (
+                step.internals
+                if as_the_model_does
+                else attention_on(
+                    convert,
+                    step.hidden,
+                    step.hidden,
+                    step.hidden,
+                    step.projections,
+                    sizes.num_heads,
+                    scale,
+                    request.causal,
+                    key_mask,
+                    layer=step.layer,
                 )
-            except Overflow as overflow:
-                raise Overflow(overflow.tensor, overflow.dtype, f"layer {step.layer}: ") from None
+            )
             asked_for[step.layer] = {
                 "layer": step.layer,
                 **{n: getattr(internals, n) for n in request.returned},

@@ -97,6 +97,7 @@ class BertForward:
                     self.scale,
                     False,
                     key_mask,
+                    layer=index,
                 )
                 yield LayerPass(index, hidden, projections, internals)
                 if index < last:
