@@ -12,7 +12,7 @@ import pytest
 
 from service.compute.models.registry import DEFAULT_MODEL, load_model
 from service.errors import ModelError
-from tests.support.models import copy_tokenizer, minilm_folder, tampered_minilm
+from tests.support.models import minilm_folder, pickled_model, tampered_minilm
 from tests.support.reference import check_parity
 
 SENTENCE = "The cat ate the fish because it was hungry"
@@ -161,10 +161,6 @@ def test_tampered_weights_are_refused(tmp_path):
 
 
 def test_only_safetensors_are_served(tmp_path):
-    folder = tmp_path / "pickled"
-    folder.mkdir()
-    shutil.copy(minilm_folder() / "config.json", folder / "config.json")
-    copy_tokenizer(folder)
-    (folder / "pytorch_model.bin").write_bytes(b"not loaded, ever")
+    folder = pickled_model(tmp_path / "pickled")
     with pytest.raises(ModelError, match="only safetensors weights are served"):
         load_model("pickled", folder)

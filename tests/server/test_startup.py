@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
 from service.compute.models.registry import DEFAULT_MODEL
-from tests.support.models import copy_tokenizer, minilm_folder, tampered_minilm
+from tests.support.models import pickled_model, tampered_minilm
 from tests.support.paths import ROOT
 from tests.support.reference import check_parity
 from tests.support.servers import SERVICE_APP, free_port
@@ -61,9 +60,5 @@ def test_tampered_weights_are_refused_at_start_up(tmp_path):
 
 
 def test_only_safetensors_are_served_at_start_up(tmp_path):
-    folder = tmp_path / "pickled"
-    folder.mkdir()
-    shutil.copy(minilm_folder() / "config.json", folder / "config.json")
-    copy_tokenizer(folder)
-    (folder / "pytorch_model.bin").write_bytes(b"not loaded, ever")
+    folder = pickled_model(tmp_path / "pickled")
     assert "only safetensors weights are served" in failed_start_up({"pickled": str(folder)})

