@@ -56,3 +56,12 @@ def test_num_heads_null_is_the_default_on_every_path(compute):
             assert answer.status_code == 200, answer.text
             assert answer.json()["meta"]["num_heads"] == heads
     assert compute.post({"text": "the cat sat", "num_heads": 12, "include": ["weights"]}).status_code == 200
+
+
+def test_an_integral_number_is_an_integer(compute):
+    """JSON Schema's integer includes 2.0, so a client may send it for an integer field."""
+    body = {"embeddings": [[1.0, 2.0], [3.0, 4.0]], "include": ["weights"], "weights": {"seed": 3.0}}
+    assert compute.post({**body, "num_heads": 2.0}).json()["meta"]["num_heads"] == 2
+    assert compute.post({**body, "num_heads": 2.0}).json() | {"meta": None} == compute.post(
+        {**body, "num_heads": 2, "weights": {"seed": 3}}
+    ).json() | {"meta": None}
