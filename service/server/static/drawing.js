@@ -13,7 +13,7 @@ const LABEL_PX_MAX = 12;
 // ---- colours -----------------------------------------------------------------------------------------------
 
 // t in [0, 1] (of the scale's maximum) to white..blue; one ramp for the cells, the small multiples and the legend
-export function colourOf(t) {
+function colourOf(t) {
   const s = t > 1 ? 1 : t > 0 ? t : 0;
   return [Math.round(255 - 224 * s), Math.round(255 - 160 * s), Math.round(255 - 64 * s)];
 }
@@ -65,13 +65,13 @@ const graphemes = typeof Intl !== "undefined" && Intl.Segmenter
 // in vertical writing the long vowel mark, dashes, waves and ellipses turn with the line
 const TURNED_IN_VERTICAL = new Set(["ー", "－", "—", "〜", "～", "…", "‥"]);
 
-export function standsUpright(label) {
+function standsUpright(label) {
   return UPRIGHT_SCRIPT.test(label);
 }
 
 // Which of `count` positions get a label: every stride-th (all when they fit), but the preferred ones first
 // (the focused row, or the keys the focused query attends to) and none closer than stride to a label kept before
-export function labelledPositions(count, stride, preferred = []) {
+function labelledPositions(count, stride, preferred = []) {
   const kept = [];
   const candidates = [...preferred.filter((index) => index >= 0 && index < count)];
   for (let index = 0; index < count; index += stride) candidates.push(index);
@@ -223,7 +223,7 @@ export function drawLegend(canvas, scaleMax, { masked = false } = {}) {
 // ---- the links -----------------------------------------------------------------------------------------------
 
 // Of one row of weights, the keys whose weight is at least minWeight, the perQuery strongest of them
-export function strongestLinks(matrix, query, minWeight, perQuery) {
+function strongestLinks(matrix, query, minWeight, perQuery) {
   const links = [];
   for (let key = 0; key < matrix.cols; key++) {
     const weight = matrix.values[query * matrix.cols + key];
@@ -233,11 +233,17 @@ export function strongestLinks(matrix, query, minWeight, perQuery) {
   return links.slice(0, perQuery);
 }
 
-export const LINK_LABEL_ROOM = 110;
+const LINK_LABEL_ROOM = 110;  // px left of the queries' ends and right of the keys' ends, for their labels
+const LINKS_TOP = 5;  // px above the first row
 const FOCUS_KEYS_HIGHLIGHTED = 3;  // the focused query's strongest keys, labelled in bold
 
-export function linkRowHeight(count) {
+function linkRowHeight(count) {
   return Math.max(3, Math.min(22, Math.floor(560 / Math.max(count, 1))));
+}
+
+// the row (query or key index) at y px from the top of a links canvas drawing `count` rows
+export function linkRowAt(y, count) {
+  return Math.floor((y - LINKS_TOP) / linkRowHeight(count));
 }
 
 // Queries on the left, keys on the right, a line per kept link (thickness and darkness by weight, strongest on
@@ -245,12 +251,12 @@ export function linkRowHeight(count) {
 // Returns how many links were drawn.
 export function drawLinks(canvas, matrix, queries, keys, { minWeight = 0.02, perQuery = Infinity, focusQuery = null } = {}) {
   const rowHeight = linkRowHeight(Math.max(queries.length, keys.length));
-  const height = rowHeight * Math.max(queries.length, keys.length) + 10;
+  const height = rowHeight * Math.max(queries.length, keys.length) + 2 * LINKS_TOP;
   if (canvas.height !== height) canvas.height = height;
   const context = canvas.getContext("2d");
   context.clearRect(0, 0, canvas.width, canvas.height);
   const left = LINK_LABEL_ROOM, right = canvas.width - LINK_LABEL_ROOM;
-  const y = (index) => 5 + (index + 0.5) * rowHeight;
+  const y = (index) => LINKS_TOP + (index + 0.5) * rowHeight;
   const thickest = Math.min(8, rowHeight * 0.6);
   const kept = [];
   for (let query = 0; query < matrix.rows; query++) {

@@ -4,7 +4,7 @@
 // The pictures are drawn by drawing.js from Matrix objects; "reading the response" below is the only code that
 // knows how the JSON answer is laid out.
 import {
-  cellImage, drawFigure, drawHeatmap, drawLegend, drawLinks, hasMasked, heatmapLayout, largestOf, linkRowHeight,
+  cellImage, drawFigure, drawHeatmap, drawLegend, drawLinks, hasMasked, heatmapLayout, largestOf, linkRowAt,
 } from "./drawing.js";
 import { withText } from "./png-text.js";
 
@@ -15,12 +15,13 @@ const state = {
   hover: null,                 // the heatmap cell under the pointer
   pinned: null,                // the clicked cell: focused while the pointer is elsewhere
   linkQuery: null,             // the query under the pointer in the links view
+  matrices: new Map(),         // weight matrices read from the response, by layer, batch item and head
 };
 const AVERAGE = "average";
 const HEATMAP_SIZE = 620;
 const POINT_AT_A_CELL = "Point at a cell";
-const LINKS_ALL_UP_TO = 32;
-const TABLES_OPEN_UP_TO = 48;  // tokens; larger inputs start with the tensor tables closed (see renderTables)  // the links view's "auto": every link up to this many tokens, else the strongest per query
+const LINKS_ALL_UP_TO = 32;  // tokens; the links view's "auto" draws every link up to it, else the strongest
+const TABLES_OPEN_UP_TO = 48;  // tokens; larger inputs start with the tensor tables closed (see renderTables)
 
 // ---- the request -------------------------------------------------------------------------------------------
 
@@ -240,8 +241,14 @@ function renderSteps(view) {
       (service: <span id="step-weight">${fmt(weights[key])}</span>)</div>
     <div class="step" data-step="sum"><b>5. Weighted sum</b> <code class="math">context[0] = Σ<sub>j</sub> w<sub>j</sub> v<sub>j</sub>[0] = ${weights.slice(0, 4).map((w, j) => `${fmt(w, 3)}×${fmt(v[j][0], 3)}`).join(" + ")}${weights.length > 4 ? " + …" : ""} = ${fmt(context0)}</code>
       (service: ${fmt(headTensor(layer, "context", view.batch, head)[query][0])})</div>`;
-  $("step-query").addEventListener("change", (event) => { state.cell.query = Number(event.target.value); renderSteps(state.view); });
-  $("step-key").addEventListener("change", (event) => { state.cell.key = Number(event.target.value); renderSteps(state.view); });
+  const pick = (axis) => (event) => {
+    state.cell[axis] = Number(event.target.value);
+    state.pinned = { ...state.cell };
+    renderSteps(state.view);
+    drawFocused(state.view);
+  };
+  $("step-query").addEventListener("change", pick("query"));
+  $("step-key").addEventListener("change", pick("key"));
 }
 
 // ---- the view: what is selected, and its pictures -----------------------------------------------------------
@@ -249,7 +256,8 @@ function renderSteps(view) {
 function currentView() {
   const response = state.response;
   const layers = layersOf(response);
-  const layer = layers[Number($("view-layer").value)];
+  const layerIndex = Number($("view-layer").value);
+  const layer = layers[layerIndex];
   const batch = Number($("view-batch").value);
   const headValue = $("view-head").value;
   const head = headValue === AVERAGE ? AVERAGE : Number(headValue);
@@ -258,7 +266,14 @@ function currentView() {
   const cols = lengths ? lengths[batch] : response.meta.seq_kv;
   const queries = tokensOf(response, batch).slice(0, rows);
   const keys = keyTokensOf(response, batch).slice(0, cols);
-  return { response, layer, batch, head, rows, cols, queries, keys };
+  return { response, layerIndex, layer, batch, head, rows, cols, queries, keys };
+}
+
+// the weights of one head (or their average) of the view's layer and batch item, read once per response
+function matrixOf(view, head) {
+  const key = `${view.layerIndex}/${view.batch}/${head}`;
+  if (!state.matrices.has(key)) state.matrices.set(key, weightMatrix(view.layer, view.batch, head, view.rows, view.cols));
+  return state.matrices.get(key);
 }
 
 function sharedScale() {
@@ -276,7 +291,7 @@ function headText(view) {
 function render() {
   const started = performance.now();
   const view = (state.view = currentView());
-  view.matrix = weightMatrix(view.layer, view.batch, view.head, view.rows, view.cols);
+  view.matrix = matrixOf(view, view.head);
   state.hover = null;
   state.linkQuery = null;
   showReadout(null);
@@ -317,21 +332,19 @@ function linkOptions(view) {
 
 // the heatmap and the links with the focused cell (hovered or clicked) outlined and labelled
 function drawFocused(view) {
-  const started = performance.now();
   const focus = focusOf();
   const valid = focus && focus.query < view.rows && focus.key < view.cols ? focus : null;
   drawHeatmap($("heatmap"), view.cells, view.layout, { rowLabels: view.queries, colLabels: view.keys, focus: valid });
   const focusQuery = state.linkQuery ?? (valid ? valid.query : null);
   drawLinks($("links"), view.matrix, view.queries, view.keys, { ...linkOptions(view), focusQuery });
   $("link-min-value").textContent = Number($("link-min").value).toFixed(2);
-  $("results").dataset.focusMs = (performance.now() - started).toFixed(1);
 }
 
 function renderGrid(view) {
   const grid = $("grid");
   grid.replaceChildren();
   for (let h = 0; h < headCountOf(view.layer, view.batch); h++) {
-    const matrix = weightMatrix(view.layer, view.batch, h, view.rows, view.cols);
+    const matrix = matrixOf(view, h);
     const scaleMax = scaleMaxOf(matrix);
     const figure = document.createElement("figure");
     figure.dataset.head = String(h);
@@ -368,10 +381,11 @@ function showReadout(cell) {
 
 function cellAt(event) {
   const view = state.view;
-  const rect = $("heatmap").getBoundingClientRect();
+  const canvas = $("heatmap");
+  const rect = canvas.getBoundingClientRect();
   const { margin, cell } = view.layout;
-  const j = Math.floor((event.clientX - rect.left - margin) / cell);
-  const i = Math.floor((event.clientY - rect.top - margin) / cell);
+  const j = Math.floor((event.clientX - rect.left - canvas.clientLeft - margin) / cell);
+  const i = Math.floor((event.clientY - rect.top - canvas.clientTop - margin) / cell);
   return i < 0 || j < 0 || i >= view.rows || j >= view.cols ? null : { query: i, key: j };
 }
 
@@ -408,9 +422,9 @@ function onHeatmapClick(event) {
 function onLinksPointer(event) {
   const view = state.view;
   if (!view) return;
-  const rect = $("links").getBoundingClientRect();
-  const rowHeight = linkRowHeight(Math.max(view.rows, view.cols));
-  const query = Math.floor((event.clientY - rect.top - 5) / rowHeight);
+  const canvas = $("links");
+  const y = event.clientY - canvas.getBoundingClientRect().top - canvas.clientTop;
+  const query = linkRowAt(y, Math.max(view.rows, view.cols));
   const inside = query >= 0 && query < view.rows ? query : null;
   if (inside === state.linkQuery) return;
   state.linkQuery = inside;
@@ -431,6 +445,7 @@ function fillSelect(select, values, label) {
 
 function showResponse(response) {
   state.response = response;
+  state.matrices.clear();
   state.pinned = null;
   state.cell = { query: 0, key: 0 };
   const layers = layersOf(response);
