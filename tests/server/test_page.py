@@ -208,6 +208,8 @@ def decoded_png(page, png: bytes) -> np.ndarray:
 def test_heatmap_shows_the_api_weights_and_switches_head_and_layer(page, server):
     run(page, SENTENCE)
     assert page.locator("#results").is_visible()
+    OUTPUT.mkdir(exist_ok=True)
+    page.screenshot(path=str(OUTPUT / "explorer.png"), full_page=True)  # the default view
     api = server.post({"text": SENTENCE, "layer": "all", "include": ["weights"]}).json()
     weights = [np.asarray(layer["weights"])[0] for layer in api["layers"]]  # per layer: [head, query, key]
     n = len(api["tokens"][0])
@@ -223,8 +225,6 @@ def test_heatmap_shows_the_api_weights_and_switches_head_and_layer(page, server)
     check_heatmap(page, weights[2][7], every=4)
     assert page.locator("table[data-tensor='Q'] tbody tr, table[data-tensor='Q'] tr").count() >= n
     assert "[11, 32]" in page.locator("table[data-tensor='Q'] caption").inner_text()
-    OUTPUT.mkdir(exist_ok=True)
-    page.screenshot(path=str(OUTPUT / "explorer.png"), full_page=True)
     assert all(url.startswith(server.url) for url in page.requested), page.requested  # nothing from a CDN
 
 

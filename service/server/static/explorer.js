@@ -519,17 +519,17 @@ function download(name, blob) {
   setTimeout(() => URL.revokeObjectURL(link.href), 1000);
 }
 
-// what the downloaded heatmap shows: model, layer, head and colour scale; and the text it is of
+// what the downloaded heatmap shows (model, layer, head), its colour scale, and the text it is of
 function figureTitle(view) {
   const meta = view.response.meta;
-  const what = meta.model === "toy" ? `toy model (d_model ${meta.d_model}, seed ${meta.seed})`
-    : meta.model ? meta.model : "explicit embeddings";
-  const parts = [what];
-  if (Array.isArray(view.response.layers)) parts.push(`layer ${view.layer.layer}`);
-  parts.push(headText(view), sharedScale() ? "colours 0 to 1" : `colours 0 to ${fmt(view.scaleMax)}`);
+  const what = [meta.model === "toy" ? `toy model (d_model ${meta.d_model}, seed ${meta.seed})`
+    : meta.model ? meta.model : "explicit embeddings"];
+  if (Array.isArray(view.response.layers)) what.push(`layer ${view.layer.layer}`);
+  what.push(headText(view));
+  const colours = sharedScale() ? "colours 0 to 1" : `colours 0 to ${fmt(view.scaleMax)}`;
   const text = state.request && state.request.text;
   const subtitle = Array.isArray(text) ? text[view.batch] : typeof text === "string" ? text : "";
-  return { title: parts.join(" · "), subtitle };
+  return { title: [...what, colours].join(" · "), subtitle, fileName: `attention-${what.join("-").replace(/[^A-Za-z0-9._-]+/g, "-")}.png` };
 }
 
 function downloadPng() {
@@ -539,12 +539,10 @@ function downloadPng() {
   const legend = document.createElement("canvas");
   drawLegend(legend, view.scaleMax, { masked: hasMasked(view.matrix) });
   const figure = document.createElement("canvas");
-  const { title, subtitle } = figureTitle(view);
+  const { title, subtitle, fileName } = figureTitle(view);
   drawFigure(figure, { title, subtitle, heatmap, legend });
-  const name = title.split(" · ").slice(0, 3).join("-").replace(/[^A-Za-z0-9._-]+/g, "-");
   figure.toBlob(async (blob) => {
-    const entries = subtitle ? { Title: title, Description: subtitle } : { Title: title };
-    download(`attention-${name}.png`, await withText(blob, entries));
+    download(fileName, await withText(blob, subtitle ? { Title: title, Description: subtitle } : { Title: title }));
   });
 }
 
