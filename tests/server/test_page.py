@@ -110,7 +110,7 @@ def canvas_pixels(page, selector: str) -> np.ndarray:
 
 def ink(pixels: np.ndarray) -> np.ndarray:
     """Where text is drawn: dark pixels (the page's ink is near-black, its focus colour dark orange)."""
-    return pixels[..., :3].astype(int).sum(axis=-1) < 400
+    return np.asarray(pixels[..., :3].astype(int).sum(axis=-1) < 400)
 
 
 def cell_colour(page, selector: str, i: int, j: int) -> np.ndarray:
