@@ -54,7 +54,7 @@ def from_json(content: bytes, request_id: str | None) -> Attention:
         tensors_of(body, ""),
         _axes(axes),
         layers=Layers(layers),
-        tokens=body.get("tokens"),
+        tokens=body.get("tokens") or [],
         meta=meta,
         request_id=request_id,
     )

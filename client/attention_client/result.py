@@ -119,8 +119,8 @@ class Layers(Mapping[int, Tensors]):
 
 class Attention(Tensors):
     """The answer of `attend`. Without a model the tensors are here (`result.weights`); with one they are per
-    layer (`result.layers[i].weights`). `tokens` [batch][seq] with `text`; `meta` as the service sent it;
-    `request_id` the X-Request-ID the service logged the request under."""
+    layer (`result.layers[i].weights`). `tokens` [batch][seq] with `text` (else empty); `meta` as the service
+    sent it; `request_id` the X-Request-ID the service logged the request under."""
 
     def __init__(
         self,
@@ -128,7 +128,7 @@ class Attention(Tensors):
         axes: Mapping[str, tuple[str, ...]],
         *,
         layers: Layers,
-        tokens: list[list[str]] | None,
+        tokens: list[list[str]],
         meta: Meta,
         request_id: str | None,
     ):

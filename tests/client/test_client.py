@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from attention_client import (
-    API_KEY_ENV,
     Client,
     InvalidRequest,
     LimitExceeded,
@@ -45,7 +44,7 @@ def test_cat_eats_fish_numbers_and_axes(client, layout, dtype, tolerance):
         )
     np.testing.assert_allclose(result.weights.sum(-1), 1, atol=tolerance)
     assert result.meta["scale"] == pytest.approx(example["scale"], abs=1e-15)
-    assert result.tokens is None and not result.layers
+    assert result.tokens == [] and not result.layers
     assert result.request_id
 
 
@@ -153,7 +152,7 @@ def test_what_json_cannot_carry_is_refused_before_sending(client):
 def test_the_api_key(service: Server, monkeypatch):
     example = golden("seed_cat_eats_fish")
     request = {"embeddings": example["embeddings"], "weights": cat_eats_fish_weights()}
-    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    monkeypatch.delenv("ATTENTION_API_KEY", raising=False)
     with Client(service.url) as anonymous:
         assert anonymous.health() == {"status": "ok"} and anonymous.ready()  # probes stay open
         with pytest.raises(Unauthorized) as caught:
@@ -167,7 +166,7 @@ def test_the_api_key(service: Server, monkeypatch):
         pytest.raises(Unauthorized, match="no valid key"),
     ):
         wrong.attend(**request)
-    monkeypatch.setenv(API_KEY_ENV, API_KEY)
+    monkeypatch.setenv("ATTENTION_API_KEY", API_KEY)  # the name client/README.md documents
     with Client(service.url) as from_environment:
         assert from_environment.attend(**request).weights.shape == (1, 1, 3, 3)
 
