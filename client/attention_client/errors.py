@@ -95,11 +95,14 @@ def _integer(body: Any, name: str) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+MAX_TEXT = 1000  # of a body that is not the service's JSON (a proxy's HTML page, say) in the message
+
+
 def _message(body: Any) -> str:
     """The service's words: `detail` as a string, or each problem of a list as `loc: msg`."""
     detail = body.get("detail") if isinstance(body, dict) else body
     if isinstance(detail, str):
-        return detail
+        return detail if isinstance(body, dict) or len(detail) <= MAX_TEXT else detail[:MAX_TEXT] + " ..."
     if isinstance(detail, list) and detail:
         problems = []
         for item in detail:
