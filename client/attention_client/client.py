@@ -28,7 +28,7 @@ DEFAULT_TIMEOUT_S = 120.0  # above the service's own time limit (60 s by default
 
 
 class _Settings:
-    """What both clients are made of: the headers, the time limit and the retry policy."""
+    """What both clients share: the headers (with the API key, if any) and the retry policy."""
 
     def __init__(
         self,
