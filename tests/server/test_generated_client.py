@@ -37,8 +37,9 @@ def generated(server, tmp_path_factory) -> Iterator[ModuleType]:
          str(folder / PACKAGE), "--config", str(folder / "config.yaml")],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "Warning" not in result.stdout, result.stdout  # every operation and answer was understood
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Warning" not in output, output  # every operation and answer was understood
     sys.path.insert(0, str(folder))
     try:
         yield importlib.import_module(PACKAGE)
