@@ -1,0 +1,201 @@
+"""The Open Inference Protocol v2 (the KServe / Triton REST protocol) beside /attend: health, server and model
+metadata, and POST /v2/models/{name}/infer with JSON tensors and the binary tensor extension.
+
+The server process only checks what it can see without reading a tensor (the model name, the body's byte
+limit, the binary header's length against the body) and hands the body to a compute process as an OIP_INFER
+request (service/compute/oip/), with the same admission, time limit and limits as /attend. Every error is
+the protocol's body, {"error": "..."}."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Coroutine
+from functools import partial
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from fastapi.routing import APIRoute
+
+from schemas.oip import (
+    ATTENTION_MODEL,
+    BINARY_EXTENSION,
+    HEADER_LENGTH,
+    MODEL_VERSION,
+    model_metadata,
+)
+from schemas.request import TOY_MODEL
+from service.errors import LimitExceeded
+from service.protocol import OIP_ANSWER, OIP_INFER, OIP_PRELUDE
+from service.server.compute_pool import Held
+from service.server.handlers import REFUSALS, json_response
+from service.server.routes.attend import JSON, DeliveredResponse, client_disconnected, read_body
+from service.server.security import require_api_key
+
+BINARY = "application/octet-stream"
+HEADER_LENGTH_DIGITS = re.compile(r"[0-9]{1,19}")
+# the types a browser may send from any page without a CORS preflight: they must not start a computation
+SIMPLE_FORM_TYPES = ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data")
+
+
+class OipFailure(Exception):
+    """Answered with the protocol's error body."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.headers = status, headers
+
+
+def oip_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return json_response(status, {"error": message}, headers)
+
+
+class OipRoute(APIRoute):
+    """A route whose refusals (API key, parameters, body limit, busy, time limit) are the protocol's
+    {"error": ...} rather than the service's {"detail": ...}: tritonclient and KServe read `error`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except OipFailure as failure:
+                return oip_error(failure.status, str(failure), failure.headers)
+            except HTTPException as error:
+                return oip_error(error.status_code, str(error.detail), dict(error.headers or {}))
+            except RequestValidationError as error:
+                return oip_error(400, "; ".join(str(e.get("msg")) for e in error.errors()))
+            except LimitExceeded as error:
+                return oip_error(413, str(error))
+            except tuple(REFUSALS) as error:
+                reason, status, retry = REFUSALS[type(error)]
+                request.app.state.metrics.rejected.labels(reason).inc()
+                return oip_error(status, str(error), {"Retry-After": "1"} if retry else None)
+
+        return route
+
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol"], route_class=OipRoute)
+keyed = [Depends(require_api_key)]
+
+
+@router.get("", summary="Server metadata", dependencies=keyed)
+async def server_metadata(request: Request) -> dict[str, Any]:
+    return {"name": "attention-service", "version": request.app.version, "extensions": [BINARY_EXTENSION]}
+
+
+@router.api_route("/health/live", methods=["GET", "HEAD"], summary="The server is alive")
+async def live() -> dict[str, bool]:
+    return {"live": True}
+
+
+def _ready(request: Request) -> bool:
+    state = request.app.state
+    return bool(state.ready) and state.compute.up > 0
+
+
+@router.api_route("/health/ready", methods=["GET", "HEAD"], summary="The server is ready to infer")
+async def ready(request: Request) -> Response:
+    if not _ready(request):
+        return json_response(503, {"ready": False}, {"Retry-After": "1"})
+    return json_response(200, {"ready": True})
+
+
+def _metadata(request: Request, name: str, version: str | None) -> dict[str, Any]:
+    """The model's metadata; a 404 for a name that is not `attention`, the toy model or a model of
+    GET /models, or a version other than the one there is."""
+    if version is not None and version != MODEL_VERSION:
+        raise OipFailure(404, f"model {name!r} has no version {version!r}; expected {MODEL_VERSION!r}")
+    if name in (ATTENTION_MODEL, TOY_MODEL):
+        return model_metadata(name, None, toy=name == TOY_MODEL)
+    models = request.app.state.compute.models
+    for entry in models:
+        if entry["name"] == name:
+            return model_metadata(name, entry.get("layers"), toy=False)
+    known = ", ".join([ATTENTION_MODEL, *(entry["name"] for entry in models), TOY_MODEL])
+    raise OipFailure(404, f"found model {name!r}; expected one of: {known}")
+
+
+@router.get("/models/{name}", summary="Model metadata: inputs and outputs", dependencies=keyed)
+@router.get("/models/{name}/versions/{version}", summary="Model metadata", dependencies=keyed)
+async def get_model_metadata(request: Request, name: str, version: str | None = None) -> dict[str, Any]:
+    return _metadata(request, name, version)
+
+
+@router.get("/models/{name}/ready", summary="The model is ready to infer", dependencies=keyed)
+@router.get("/models/{name}/versions/{version}/ready", summary="The model is ready", dependencies=keyed)
+async def model_ready(request: Request, name: str, version: str | None = None) -> Response:
+    _metadata(request, name, version)
+    if not _ready(request):
+        return json_response(503, {"name": name, "ready": False}, {"Retry-After": "1"})
+    return json_response(200, {"name": name, "ready": True})
+
+
+def _check_media(request: Request) -> None:
+    declared = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if declared in SIMPLE_FORM_TYPES:
+        raise OipFailure(
+            415,
+            f"found Content-Type {declared!r}; expected application/json, application/octet-stream or none "
+            "(a body a browser form could send does not start a computation)",
+        )
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":
+        raise OipFailure(415, f"found Content-Encoding {encoding!r}; expected an uncompressed body")
+
+
+def header_length(request: Request, body_length: int) -> int:
+    """The length of the body's JSON header: Inference-Header-Content-Length, a decimal number of bytes from 1
+    to the body's length, or the whole body when absent. Nothing past the body can ever be read."""
+    declared = request.headers.getlist(HEADER_LENGTH)
+    if not declared:
+        return body_length
+    if len(declared) > 1:
+        raise OipFailure(400, f"found {len(declared)} {HEADER_LENGTH} headers; expected one")
+    if not HEADER_LENGTH_DIGITS.fullmatch(declared[0]) or not 1 <= int(declared[0]) <= body_length:
+        raise OipFailure(
+            400,
+            f"found {HEADER_LENGTH} {declared[0][:40]!r}; expected a decimal number of bytes from 1 to the "
+            f"body's length, {body_length}",
+        )
+    return int(declared[0])
+
+
+class InferResponse(DeliveredResponse):
+    """The compute process's answer: for a 200, OIP_ANSWER (the JSON header's length) then the response,
+    sent from after it without a copy, with Inference-Header-Content-Length when binary data follows."""
+
+    def __init__(self, held: Held, send_timeout: float):
+        if held.status != 200:
+            Response.__init__(self, held.content, status_code=held.status, media_type=JSON)
+        else:
+            (length,) = OIP_ANSWER.unpack_from(held.content)
+            payload = memoryview(held.content)[OIP_ANSWER.size :]
+            binary = length < len(payload)
+            Response.__init__(
+                self,
+                payload,
+                status_code=200,
+                headers={HEADER_LENGTH: str(length)} if binary else None,
+                media_type=BINARY if binary else JSON,
+            )
+        self.release, self.send_timeout = held.release, send_timeout
+
+
+@router.post("/models/{name}/infer", summary="Inference: JSON or binary tensors", dependencies=keyed)
+@router.post("/models/{name}/versions/{version}/infer", summary="Inference", dependencies=keyed)
+async def infer(request: Request, name: str, version: str | None = None) -> Response:
+    state = request.app.state
+    _metadata(request, name, version)
+    _check_media(request)
+    body = await read_body(request, state.settings.max_request_bytes)
+    length = header_length(request, len(body))
+    model = name.encode()
+    envelope = b"".join((OIP_PRELUDE.pack(length, len(model)), model, body))
+    del body  # one copy of the body held while it waits and computes
+    held = await state.compute.run(
+        envelope, disconnected=partial(client_disconnected, request), kind=OIP_INFER
+    )
+    return InferResponse(held, state.settings.send_timeout_s)
