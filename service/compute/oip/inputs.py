@@ -98,10 +98,9 @@ def _to_float64(name: str, datatype: str, values: np.ndarray) -> np.ndarray:
             values = values.astype(np.float32)
     if datatype in FLOAT_DATATYPES and not np.isfinite(values).all():
         index = int(np.flatnonzero(~np.isfinite(values.reshape(-1)))[0])
-        raise OipError(
-            f"input {name!r}: element {index} is {values.reshape(-1)[index]!r}; expected a finite "
-            f"number{' within FP32 range (about 3.4e38)' if datatype == 'FP32' else ''}"
-        )
+        found = float(values.reshape(-1)[index])
+        within = " within FP32 range (about 3.4e38)" if datatype == "FP32" and np.isinf(found) else ""
+        raise OipError(f"input {name!r}: element {index} is {found}; expected a finite number{within}")
     if datatype == "BOOL" and values.dtype == np.uint8 and (values > 1).any():
         index = int(np.flatnonzero(values.reshape(-1) > 1)[0])
         raise OipError(

@@ -49,8 +49,11 @@ def oip_encoder(
 
     def encode(sections: dict[str, Any], decimals: int | None, meta: Callable[[], bytes]) -> bytes:
         values: dict[str, np.ndarray | list[list[str]]] = dict(_named_tensors(sections))
+        # tokens: rows padded to the longest with "" (no token is empty), a [batch, seq] tensor
         if TOKENS in sections:
-            values[TOKENS] = sections[TOKENS]
+            rows = sections[TOKENS]
+            seq = max(len(row) for row in rows)
+            values[TOKENS] = [row + [""] * (seq - len(row)) for row in rows]
         wanted = outputs if outputs is not None else [Output(name, binary_default) for name in values]
         described: list[dict[str, Any]] = []
         buffers: list[bytes | memoryview] = []
