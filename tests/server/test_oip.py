@@ -104,8 +104,10 @@ def test_golden_example_through_tritonclient(server, binary_inputs):
     result = client(server).infer(
         "attention",
         cat_inputs("FP64", binary_inputs),
+        request_id="cat-1",
         parameters={"dtype": "float64", "output_projection": False},
     )
+    assert result.get_response()["id"] == "cat-1"
     expected = GOLDEN["expected"]
     for name in ("q", "k", "v", "scores", "scaled_scores", "weights", "context", "output"):
         if name not in expected:

@@ -8,6 +8,7 @@ numbers, masked entries as null (JSON has no -inf), rounded to `decimals` when i
 from __future__ import annotations
 
 import struct
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -81,10 +82,13 @@ def oip_encoder(
                 else:
                     entry["data"] = (rounded(array, decimals) if decimals is not None else array).reshape(-1)
             described.append(entry)
-        header: dict[str, Any] = {"model_name": model, "model_version": MODEL_VERSION}
-        if request_id is not None:
-            header["id"] = request_id
-        header |= {"parameters": {"meta": meta().decode()}, "outputs": described}
+        header = {
+            "model_name": model,
+            "model_version": MODEL_VERSION,
+            "id": request_id if request_id is not None else uuid.uuid4().hex,  # some clients require one
+            "parameters": {"meta": meta().decode()},
+            "outputs": described,
+        }
         header_json = orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY)
         return b"".join((OIP_ANSWER.pack(len(header_json)), header_json, *buffers))
 
