@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Coroutine
 from functools import partial
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
@@ -79,9 +79,39 @@ class OipRoute(APIRoute):
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol"], route_class=OipRoute)
 keyed = [Depends(require_api_key)]
+ModelName = Annotated[str, Path(description="`attention`, or a model of GET /models", examples=["attention"])]
 
 
-@router.get("", summary="Server metadata", dependencies=keyed)
+async def _version(version: Annotated[str, Path(description="The model's version", examples=["1"])]) -> None:
+    """Declares the {version} of the /versions/ routes (checked by _metadata)."""
+
+
+def versioned(route: dict[str, Any]) -> dict[str, Any]:
+    return {**route, "dependencies": [*route["dependencies"], Depends(_version)]}
+
+
+_ERROR_BODY = {
+    "application/json": {
+        "schema": {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
+    }
+}
+_WHEN = {
+    400: "The request does not fit: its JSON header, a datatype, shape or binary size, the header length.",
+    401: "ATTENTION_API_KEYS is set and the X-API-Key header holds no valid key.",
+    404: "No such model (or version).",
+    413: "The body, or the response it would produce, is over a limit.",
+    415: "A compressed body, or one a browser form could send (text/plain, form types).",
+    503: "Busy (retry after Retry-After seconds), or the model cannot be served.",
+    504: "The request waited and computed longer than ATTENTION_REQUEST_TIMEOUT_S.",
+}
+
+
+def refusals(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The documented error answers of a route, each with the protocol's error body."""
+    return {status: {"description": _WHEN[status], "content": _ERROR_BODY} for status in statuses}
+
+
+@router.get("", summary="Server metadata", dependencies=keyed, responses=refusals(401))
 async def server_metadata(request: Request) -> dict[str, Any]:
     return {"name": "attention-service", "version": request.app.version, "extensions": [BINARY_EXTENSION]}
 
@@ -96,16 +126,22 @@ def _ready(request: Request) -> bool:
     return bool(state.ready) and state.compute.up > 0
 
 
-@router.api_route("/health/ready", methods=["GET", "HEAD"], summary="The server is ready to infer")
+@router.api_route(
+    "/health/ready",
+    methods=["GET", "HEAD"],
+    summary="The server is ready to infer",
+    responses={503: {"description": "Still starting, or every compute process is being replaced."}},
+)
 async def ready(request: Request) -> Response:
     if not _ready(request):
         return json_response(503, {"ready": False}, {"Retry-After": "1"})
     return json_response(200, {"ready": True})
 
 
-def _metadata(request: Request, name: str, version: str | None) -> dict[str, Any]:
+def _metadata(request: Request, name: str) -> dict[str, Any]:
     """The model's metadata; a 404 for a name that is not `attention`, the toy model or a model of
-    GET /models, or a version other than the one there is."""
+    GET /models, or a version (in the path of the /versions/{version} routes) other than the one there is."""
+    version = request.path_params.get("version")
     if version is not None and version != MODEL_VERSION:
         raise OipFailure(404, f"model {name!r} has no version {version!r}; expected {MODEL_VERSION!r}")
     if name in (ATTENTION_MODEL, TOY_MODEL):
@@ -118,16 +154,25 @@ def _metadata(request: Request, name: str, version: str | None) -> dict[str, Any
     raise OipFailure(404, f"found model {name!r}; expected one of: {known}")
 
 
-@router.get("/models/{name}", summary="Model metadata: inputs and outputs", dependencies=keyed)
-@router.get("/models/{name}/versions/{version}", summary="Model metadata", dependencies=keyed)
-async def get_model_metadata(request: Request, name: str, version: str | None = None) -> dict[str, Any]:
-    return _metadata(request, name, version)
+_METADATA: dict[str, Any] = {"dependencies": keyed, "responses": refusals(401, 404)}
 
 
-@router.get("/models/{name}/ready", summary="The model is ready to infer", dependencies=keyed)
-@router.get("/models/{name}/versions/{version}/ready", summary="The model is ready", dependencies=keyed)
-async def model_ready(request: Request, name: str, version: str | None = None) -> Response:
-    _metadata(request, name, version)
+@router.get("/models/{name}", summary="Model metadata: inputs and outputs", **_METADATA)
+@router.get("/models/{name}/versions/{version}", summary="Model metadata", **versioned(_METADATA))
+async def get_model_metadata(request: Request, name: ModelName) -> dict[str, Any]:
+    return _metadata(request, name)
+
+
+_READY: dict[str, Any] = {
+    "dependencies": keyed,
+    "responses": {**refusals(401, 404), 503: {"description": "The service is not ready."}},
+}
+
+
+@router.get("/models/{name}/ready", summary="The model is ready to infer", **_READY)
+@router.get("/models/{name}/versions/{version}/ready", summary="The model is ready", **versioned(_READY))
+async def model_ready(request: Request, name: ModelName) -> Response:
+    _metadata(request, name)
     if not _ready(request):
         return json_response(503, {"name": name, "ready": False}, {"Retry-After": "1"})
     return json_response(200, {"name": name, "ready": True})
@@ -184,11 +229,39 @@ class InferResponse(DeliveredResponse):
         self.release, self.send_timeout = held.release, send_timeout
 
 
-@router.post("/models/{name}/infer", summary="Inference: JSON or binary tensors", dependencies=keyed)
-@router.post("/models/{name}/versions/{version}/infer", summary="Inference", dependencies=keyed)
-async def infer(request: Request, name: str, version: str | None = None) -> Response:
+_INFER: dict[str, Any] = {
+    "dependencies": keyed,
+    "response_class": Response,
+    "responses": {
+        200: {
+            "description": "The output tensors: JSON, or a JSON header (its length in "
+            "Inference-Header-Content-Length) followed by the binary outputs.",
+            "content": {
+                JSON: {"schema": {"type": "object"}},
+                BINARY: {"schema": {"type": "string", "format": "binary"}},
+            },
+        },
+        **refusals(400, 401, 404, 413, 415, 503, 504),
+    },
+    "openapi_extra": {
+        "requestBody": {
+            "required": True,
+            "description": "The inference request: JSON, or a JSON header (its length in "
+            "Inference-Header-Content-Length) followed by the inputs' binary data.",
+            "content": {
+                JSON: {"schema": {"type": "object"}},
+                BINARY: {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    },
+}
+
+
+@router.post("/models/{name}/infer", summary="Inference: JSON or binary tensors", **_INFER)
+@router.post("/models/{name}/versions/{version}/infer", summary="Inference", **versioned(_INFER))
+async def infer(request: Request, name: ModelName) -> Response:
     state = request.app.state
-    _metadata(request, name, version)
+    _metadata(request, name)
     _check_media(request)
     body = await read_body(request, state.settings.max_request_bytes)
     length = header_length(request, len(body))
