@@ -339,6 +339,7 @@ def test_header_length_that_does_not_fit_the_body_is_400(server, length, expecte
         (cat_binary(datatype="FP16", size=24), CAT.astype(np.float16).tobytes(), "found datatype 'FP16'"),
         (cat_binary(shape=[-3, -4]), CAT32.tobytes(), "expected sizes of at least 0"),
         (cat_binary(shape=[1, 3, 4, 1]), CAT32.tobytes(), "input 'embeddings': expected [seq, d_model]"),
+        (cat_binary(size=0, shape=[0, 4]), b"", "found shape [0, 4] with an empty axis"),
         (cat_binary(), np.full(12, np.nan, np.float32).tobytes(), "element 0 is nan; expected a finite"),
     ],
 )
