@@ -11,7 +11,7 @@ import numpy as np
 from schemas.request import TOY_D_MODEL, TOY_MODEL, AttendRequest
 from service.compute.attention import attention_on
 from service.compute.device import Converter, check_range
-from service.compute.encoding import encode
+from service.compute.encoding import Encoder, encode
 from service.compute.inputs import Inputs, resolve_inputs
 from service.compute.limits import check_batch, check_limits, check_sequence_sizes
 from service.compute.meta import build_meta, weight_settings
@@ -49,7 +49,9 @@ def _numbers(request: AttendRequest) -> list[tuple[tuple[str, ...], np.ndarray |
     ]
 
 
-def attend_explicit(request: AttendRequest, settings: Settings, started: float) -> bytes:
+def attend_explicit(
+    request: AttendRequest, settings: Settings, started: float, encoder: Encoder = encode
+) -> bytes:
     tokens = None
     if request.text is not None:
         inputs, sizes, tokens = _toy(request, settings)
@@ -82,7 +84,7 @@ def attend_explicit(request: AttendRequest, settings: Settings, started: float) 
     if tokens is not None:
         sections["tokens"] = padded_tokens(tokens)
         about |= {"model": TOY_MODEL, "lengths": [len(t) for t in tokens], "padded": padded}
-    return encode(
+    return encoder(
         sections,
         request.decimals,
         partial(build_meta, request, sizes, scale, convert.device, started, **about),

@@ -9,7 +9,7 @@ from typing import Any
 from schemas.request import TOY_MODEL, AttendRequest
 from service.compute.attention import attention_on
 from service.compute.device import Converter, check_range
-from service.compute.encoding import encode
+from service.compute.encoding import Encoder, encode
 from service.compute.limits import check_limits
 from service.compute.meta import build_meta
 from service.compute.models.registry import LoadedModel, ModelRegistry
@@ -55,7 +55,11 @@ def _check_head_sizes(request: AttendRequest, model: LoadedModel) -> None:
 
 
 def attend_pretrained(
-    request: AttendRequest, settings: Settings, models: ModelRegistry, started: float
+    request: AttendRequest,
+    settings: Settings,
+    models: ModelRegistry,
+    started: float,
+    encoder: Encoder = encode,
 ) -> bytes:
     """The forward runs as the model does (its dtype and device, its scale, not causal); a request that asks
     otherwise gets its layers' internals from a second attention over the same hidden states."""
@@ -125,7 +129,7 @@ def attend_pretrained(
         "lengths": encoded.lengths,
         "truncated": encoded.truncated,
     }
-    return encode(
+    return encoder(
         {"layers": results, "tokens": encoded.tokens},
         request.decimals,
         partial(build_meta, request, sizes, scale, convert.device, started, **about),

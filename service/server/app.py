@@ -21,6 +21,7 @@ from service.server.routes import attend as attend_route
 from service.server.routes import health, page
 from service.server.routes import metrics as metrics_route
 from service.server.routes import models as models_route
+from service.server.routes import oip as oip_route
 from service.settings import Settings, get_settings
 
 log = logging.getLogger("attention_service")
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(attend_route.router)
     app.include_router(models_route.router)
+    app.include_router(oip_route.router)
     app.include_router(metrics_route.router)
     app.include_router(page.router)
     app.mount("/static", page.static_files, name="static")
