@@ -43,7 +43,8 @@ TEMPLATES = {
 PAD, BOS, EOS = 0, 1, 2  # ids of the special tokens, trained first
 
 
-def _tokenizer(template: str) -> Any:
+def train_tokenizer(template: str, sentences: list[str] = SENTENCES, max_length: int = MAX_POSITIONS) -> Any:
+    """A byte-level BPE tokenizer trained on `sentences`, marking each text as `template` says ("<s> $A")."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -55,7 +56,7 @@ def _tokenizer(template: str) -> Any:
         special_tokens=list(_SPECIALS.values()),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tokenizer.train_from_iterator(SENTENCES, trainer)
+    tokenizer.train_from_iterator(sentences, trainer)
     if template != "$A":
         specials = [(t, tokenizer.token_to_id(t)) for t in ("<s>", "</s>") if t in template]
         tokenizer.post_processor = processors.TemplateProcessing(single=template, special_tokens=specials)
@@ -66,7 +67,7 @@ def _tokenizer(template: str) -> Any:
         eos_token="</s>",
         unk_token="<unk>",
         pad_token=None if without_pad else "<pad>",
-        model_max_length=MAX_POSITIONS,
+        model_max_length=max_length,
     )
 
 
@@ -173,7 +174,7 @@ def save_family_model(model_type: str, folder: Path, seed: int = 0) -> Path:
     import torch
     from transformers import AutoModel
 
-    tokenizer = _tokenizer(TEMPLATES[model_type])
+    tokenizer = train_tokenizer(TEMPLATES[model_type])
     config = _configs()[model_type](len(tokenizer))
     torch.manual_seed(seed)
     model = AutoModel.from_config(config)
