@@ -257,6 +257,11 @@ def test_pre_rotary_of_a_model_without_rotation_is_a_clear_422(families):
     assert response.status_code == 422
     detail = response.json()["detail"][0]
     assert detail["loc"] == ["body", "include"] and "absolute positions, no rotary embedding" in detail["msg"]
+    for body in ({"embeddings": [[1.0, 0.0]]}, {"text": "Hi", "model": "toy"}):
+        response = families.post({**body, "include": ["q", "k_pre_rotary"]})
+        assert response.status_code == 422, response.text
+        detail = response.json()["detail"][0]
+        assert detail["loc"] == ["body", "include"] and "found k_pre_rotary" in detail["msg"]
 
 
 @pytest.mark.parametrize("model_type", FAMILY_TYPES)
