@@ -106,7 +106,8 @@ def attend_pretrained(
     )
     pre_rotary = any(name in request.returned for name in ROTARY_TENSOR_NAMES)
     asked_for: dict[int, dict[str, Any]] = {}
-    for step in forward.layers(encoded.input_ids, key_mask, last=max(layers), pre_rotary=pre_rotary):
+    steps = forward.layers(encoded.input_ids, key_mask, last=max(layers), pre_rotary=pre_rotary, keep=layers)
+    for step in steps:
         if step.layer in layers:
             internals = (
                 step.internals

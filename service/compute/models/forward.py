@@ -11,7 +11,7 @@ output; the forward stops after the last layer asked for.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextvars import ContextVar
 from typing import Any, NamedTuple
 
@@ -67,8 +67,8 @@ class _Stop(Exception):
 class _Recording:
     """What one forward pass records, layer by layer, up to layer `last`."""
 
-    def __init__(self, forward: ModelForward, last: int, pre_rotary: bool):
-        self.forward, self.last, self.want_pre_rotary = forward, last, pre_rotary
+    def __init__(self, forward: ModelForward, last: int, keep: Collection[int], pre_rotary: bool):
+        self.forward, self.last, self.keep, self.want_pre_rotary = forward, last, keep, pre_rotary
         self.inputs: dict[int, tuple[Tensor, Rotary | None]] = {}
         self.attended: dict[int, _Attended] = {}
         self.passes: list[LayerPass] = []
@@ -178,9 +178,13 @@ class ModelForward:
     def _output_hook(self, layer: int) -> Any:
         def hook(module: torch.nn.Module, args: tuple[Any, ...], output: Tensor) -> None:
             recording = _RECORDING.get()
-            if recording is None or layer in {p.layer for p in recording.passes}:
+            if recording is None:
                 return
-            recording.passes.append(recording.layer_pass(layer, output))
+            if layer in recording.keep:
+                recording.passes.append(recording.layer_pass(layer, output))
+            else:  # only the layers asked for are held: the 413 estimate counts those
+                recording.inputs.pop(layer, None)
+                recording.attended.pop(layer, None)
             if layer == recording.last:
                 raise _Stop
 
@@ -192,10 +196,13 @@ class ModelForward:
         key_mask: Bool[Tensor, "batch pos"] | None,
         last: int,
         pre_rotary: bool = False,
+        keep: Collection[int] | None = None,
     ) -> Iterator[LayerPass]:
-        """The forward pass up to layer `last`, one LayerPass per layer in order. `key_mask`: the padding
-        (True = token); `pre_rotary`: also the projections before the rotary embedding."""
-        recording = _Recording(self, last, pre_rotary)
+        """The forward pass up to layer `last`, one LayerPass per layer of `keep` (default: every layer up to
+        `last`) in order. `key_mask`: the padding (True = token); `pre_rotary`: also the projections before
+        the rotary embedding."""
+        kept = range(last + 1) if keep is None else frozenset(keep)
+        recording = _Recording(self, last, kept, pre_rotary)
         token = _RECORDING.set(recording)
         device = self.model.device
         inputs = {"input_ids": input_ids.to(device)}
