@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.decoder import FOLDER_VARIABLE, MODEL_NAME, SENTENCE, save_bench_llama
 from service.server.openapi_examples import load_golden
 from tests.support.paths import ROOT
 from tests.support.servers import SERVICE_APP, Server
@@ -68,6 +69,8 @@ def scenarios() -> dict[str, dict[str, Any]]:
             "text": "The cat ate the fish because it was hungry, said the dog",
             "layer": "all",
         },
+        "e) Llama-family decoder (6 layers, d_model 384, 12 heads, 4 kv heads), 12 tokens, all layers, "
+        "weights only": {"text": SENTENCE, "model": MODEL_NAME, "layer": "all", "include": ["weights"]},
     }
 
 
@@ -235,7 +238,12 @@ def main() -> None:
         f"{args.concurrency} connections, {args.rounds} x {args.seconds:g} s per scenario and server",
         flush=True,
     )
-    servers = {"service": start(SERVICE_APP), "baseline": start("bench.baseline:app")}
+    models = Path(tempfile.mkdtemp(prefix="bench-models-"))
+    llama = str(save_bench_llama(models / MODEL_NAME))
+    servers = {
+        "service": start(SERVICE_APP, {"ATTENTION_MODELS": json.dumps({MODEL_NAME: llama})}),
+        "baseline": start("bench.baseline:app", {FOLDER_VARIABLE: llama}),
+    }
     results: list[Result] = []
     try:
         for scenario, request in scenarios().items():
@@ -279,6 +287,7 @@ def main() -> None:
     finally:
         for server in servers.values():
             server.stop()
+        shutil.rmtree(models, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     machine = {
         "python": platform.python_version(),
