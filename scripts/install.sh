@@ -55,9 +55,11 @@ took $started
 
 started=$SECONDS
 if [ "$extras" = test ]; then
-  say "2/3 the service and its test tools (FastAPI, uvicorn, transformers, ...; pytest, hypothesis, playwright,"
-  say "    schemathesis, ruff, mypy): 1-4 minutes"
+  say "2/3 the service, its test tools (FastAPI, uvicorn, transformers, ...; pytest, hypothesis, playwright,"
+  say "    schemathesis, ruff, mypy) and the Python client: 1-4 minutes"
   "${pip[@]}" -e ".[test]"
+  # the Python client (client/, its own package: httpx and numpy), which tests/client/ drives
+  "${pip[@]}" -e ./client
 else
   say "2/3 the service (FastAPI, uvicorn, transformers, tokenizers, safetensors, ...; not the test tools):"
   say "    1-3 minutes"

@@ -16,7 +16,7 @@ from service.compute.inputs import Inputs, resolve_inputs
 from service.compute.limits import check_batch, check_limits, check_sequence_sizes
 from service.compute.meta import build_meta, weight_settings
 from service.compute.sizes import Sizes
-from service.compute.toy import toy_extent, toy_inputs, toy_token_count, toy_tokens
+from service.compute.toy import padded_tokens, toy_extent, toy_inputs, toy_token_count, toy_tokens
 from service.compute.weights import BIASES, MATRICES, resolve_sizes, resolve_weights
 from service.errors import LimitExceeded
 from service.settings import Settings
@@ -80,8 +80,8 @@ def attend_explicit(request: AttendRequest, settings: Settings, started: float) 
         "masked": request.causal or padded,
     }
     if tokens is not None:
-        sections["tokens"] = tokens
-        about |= {"model": TOY_MODEL, "lengths": [len(t) for t in tokens]}
+        sections["tokens"] = padded_tokens(tokens)
+        about |= {"model": TOY_MODEL, "lengths": [len(t) for t in tokens], "padded": padded}
     return encode(
         sections,
         request.decimals,
