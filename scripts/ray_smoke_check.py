@@ -4,9 +4,10 @@ HTTP proxy. Two commands:
     python scripts/ray_smoke_check.py config deploy/ray/serve.yaml PORT   # the smoke test's Serve config
     python scripts/ray_smoke_check.py check URL DASHBOARD_URL METRICS_PORT...
 
-`config` prints the CPU application of deploy/ray/serve.yaml with what a 2-core machine shared with others can
-hold: 2 replicas of half a CPU each, one per node, the proxy on the head node only (both nodes share
-127.0.0.1, so two proxies would want the same port), a small body limit for the 413 case.
+`config` prints the CPU application of deploy/ray/serve.yaml with what a 2-core machine shared with others
+can hold: 2 replicas of half a CPU each (--replicas, --cpus: scripts/ray-bench.sh), one per node, the proxy
+on the head node only (both nodes share 127.0.0.1, so two proxies would want the same port), a small body
+limit for the 413 case. `wait` waits for the deployment's replicas to run.
 
 `check` waits for both replicas, then checks: the golden example's numbers, a 422 and the explorer page
 (scripts/smoke_check.py); that a text request, a 422 and a 413 answer exactly what the pipeline answers in
@@ -52,13 +53,13 @@ def log(message: str) -> None:
     print(f"ray-smoke: {message}", flush=True)
 
 
-def smoke_config(path: Path, port: int) -> dict[str, Any]:
+def smoke_config(path: Path, port: int, replicas: int = REPLICAS, cpus: float = 0.5) -> dict[str, Any]:
     config: dict[str, Any] = yaml.safe_load(path.read_text())
     (app,) = [app for app in config["applications"] if app["name"] == APP]
     app["runtime_env"]["env_vars"].update(SMOKE_ENV)
     (deployment,) = app["deployments"]
     deployment.pop("autoscaling_config", None)
-    deployment.update(num_replicas=REPLICAS, max_replicas_per_node=1, ray_actor_options={"num_cpus": 0.5})
+    deployment.update(num_replicas=replicas, max_replicas_per_node=1, ray_actor_options={"num_cpus": cpus})
     config["applications"] = [app]
     config["proxy_location"] = "HeadOnly"
     config["http_options"].update(host="127.0.0.1", port=port)
@@ -85,9 +86,9 @@ def wait_for(what: str, seconds: float, probe: Any) -> Any:
     raise AssertionError(f"{what}: not within {seconds:g} s")
 
 
-def running(dashboard: str) -> list[dict[str, Any]] | None:
+def running(dashboard: str, count: int = REPLICAS) -> list[dict[str, Any]] | None:
     alive = [r for r in replicas(dashboard) if r["state"] == "RUNNING"]
-    return alive if len(alive) == REPLICAS else None
+    return alive if len(alive) == count else None
 
 
 def same_as_in_process(client: httpx.Client, pipeline: InProcess, body: dict[str, Any]) -> int:
@@ -124,6 +125,9 @@ def check_answers(url: str, client: httpx.Client) -> None:
         assert refused.status_code == 413, (refused.status_code, refused.text[:300])
         assert refused.json()["limit"] == "ATTENTION_MAX_REQUEST_BYTES", refused.text[:300]
     log(f"bodies over ATTENTION_MAX_REQUEST_BYTES={limit}, declared or streamed: 413")
+    answer = client.post("/attend", json=BAD, headers={"x-request-id": "smoke-1"})
+    assert answer.headers.get_list("x-request-id") == ["smoke-1"], answer.headers.get_list("x-request-id")
+    log("one X-Request-ID, the caller's, in an answer through the proxy")
 
 
 def check_openapi(client: httpx.Client) -> None:
@@ -236,13 +240,25 @@ def main() -> None:
     config = commands.add_parser("config")
     config.add_argument("serve_yaml", type=Path)
     config.add_argument("port", type=int)
+    config.add_argument("--replicas", type=int, default=REPLICAS)
+    config.add_argument("--cpus", type=float, default=0.5, help="per replica")
+    wait = commands.add_parser("wait", help="until the deployment has this many replicas running")
+    wait.add_argument("dashboard")
+    wait.add_argument("replicas", type=int)
     check = commands.add_parser("check")
     check.add_argument("url")
     check.add_argument("dashboard")
     check.add_argument("metrics_ports", type=int, nargs="+")
     args = parser.parse_args()
     if args.command == "config":
-        print(yaml.safe_dump(smoke_config(args.serve_yaml, args.port), sort_keys=False))
+        print(
+            yaml.safe_dump(
+                smoke_config(args.serve_yaml, args.port, args.replicas, args.cpus), sort_keys=False
+            )
+        )
+        return
+    if args.command == "wait":
+        wait_for(f"{args.replicas} replicas running", 300, lambda: running(args.dashboard, args.replicas))
         return
     alive = wait_for(f"{REPLICAS} replicas running", 300, lambda: running(args.dashboard))
     with httpx.Client(base_url=args.url, timeout=60) as client:

@@ -27,6 +27,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import Gauge
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.compute.memory import MemoryKeeper
 from service.compute.models.registry import ModelRegistry
@@ -166,11 +167,29 @@ async def replica_lifespan(app: FastAPI) -> AsyncIterator[None]:
     compute.shutdown()
 
 
-def replica_app(settings: Settings, identity: ReplicaIdentity) -> FastAPI:
+class WithoutRequestIdHeader:
+    """Drops the app's X-Request-ID from its answers: Serve's proxy stamps every answer with the request's id
+    itself (the one it passed to the replica, the caller's or its own), which would make two."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_without(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [(k, v) for k, v in message["headers"] if k.lower() != b"x-request-id"]
+            await send(message)
+
+        await self.app(scope, receive, send_without if scope["type"] == "http" else send)
+
+
+def replica_app(settings: Settings, identity: ReplicaIdentity, behind_serve: bool = True) -> FastAPI:
     """service/server/app.py's app computing in this process; its /metrics adds attention_replica_info, so
     that each answer of /metrics says which replica's metrics it holds."""
     app = create_app(settings)
     app.router.lifespan_context = replica_lifespan  # in place of the compute pool's
+    if behind_serve:
+        app.add_middleware(WithoutRequestIdHeader)
     Gauge(
         "attention_replica_info",
         "The Ray Serve replica whose metrics these are (value 1): replica id, Ray node id, process id.",
@@ -186,4 +205,4 @@ def local_app() -> FastAPI:
     settings = Settings()
     if settings.torch_threads is None:
         settings = settings.model_copy(update={"torch_threads": 1})
-    return replica_app(settings, ReplicaIdentity(replica="local", node="local", pid=os.getpid()))
+    return replica_app(settings, ReplicaIdentity("local", "local", os.getpid()), behind_serve=False)
