@@ -1,9 +1,9 @@
 """The socket between the server process and a compute process: its frames, the start-up report, and the
 compute process's entry point (kept here, light, so that the server process never imports torch).
 
-A request is REQUEST (the body's length) then the body; an answer is ANSWER (HTTP status, length) then the
-body. The first answer, sent once before any request, is the start-up report: 200 with Started as JSON, or 503
-with {"detail": why} when a model cannot be served.
+A request is REQUEST (its kind, ATTEND or OIP_INFER, and the body's length) then the body; an answer is ANSWER
+(HTTP status, length) then the body. The first answer, sent once before any request, is the start-up report:
+200 with Started as JSON, or 503 with {"detail": why} when a model cannot be served.
 """
 
 from __future__ import annotations
@@ -16,8 +16,13 @@ from typing import Any, TypedDict
 from service.settings import Settings
 
 # the request's deadline on time.monotonic()'s clock, which all processes of a host share (a process skips a
-# request whose deadline has passed before it starts it: the server has answered it 504), and its body length
-REQUEST = struct.Struct("!dQ")
+# request whose deadline has passed before it starts it: the server has answered it 504), its kind, and its
+# body length
+REQUEST = struct.Struct("!dBQ")
+ATTEND = 0  # the body of POST /attend
+OIP_INFER = 1  # OIP_PRELUDE, the model name, then the body of POST /v2/models/{name}/infer
+OIP_PRELUDE = struct.Struct("!QH")  # the length of the infer body's JSON header, the model name's length
+OIP_ANSWER = struct.Struct("!Q")  # before a 200 answer to OIP_INFER: the length of its JSON header
 EXPIRED = b'{"detail": "the request\'s time limit passed before a compute process could start it"}'
 ANSWER = struct.Struct("!HQ")  # HTTP status, body length
 

@@ -11,12 +11,12 @@ import numpy as np
 from schemas.request import TOY_D_MODEL, TOY_MODEL, AttendRequest
 from service.compute.attention import attention_on
 from service.compute.device import Converter, check_range
-from service.compute.encoding import encode
+from service.compute.encoding import Encoder, encode
 from service.compute.inputs import Inputs, resolve_inputs
 from service.compute.limits import check_batch, check_limits, check_sequence_sizes
 from service.compute.meta import build_meta, weight_settings
 from service.compute.sizes import Sizes
-from service.compute.toy import toy_extent, toy_inputs, toy_token_count, toy_tokens
+from service.compute.toy import padded_tokens, toy_extent, toy_inputs, toy_token_count, toy_tokens
 from service.compute.weights import BIASES, MATRICES, resolve_sizes, resolve_weights
 from service.errors import LimitExceeded
 from service.settings import Settings
@@ -49,7 +49,9 @@ def _numbers(request: AttendRequest) -> list[tuple[tuple[str, ...], np.ndarray |
     ]
 
 
-def attend_explicit(request: AttendRequest, settings: Settings, started: float) -> bytes:
+def attend_explicit(
+    request: AttendRequest, settings: Settings, started: float, encoder: Encoder = encode
+) -> bytes:
     tokens = None
     if request.text is not None:
         inputs, sizes, tokens = _toy(request, settings)
@@ -80,9 +82,9 @@ def attend_explicit(request: AttendRequest, settings: Settings, started: float) 
         "masked": request.causal or padded,
     }
     if tokens is not None:
-        sections["tokens"] = tokens
-        about |= {"model": TOY_MODEL, "lengths": [len(t) for t in tokens]}
-    return encode(
+        sections["tokens"] = padded_tokens(tokens)
+        about |= {"model": TOY_MODEL, "lengths": [len(t) for t in tokens], "padded": padded}
+    return encoder(
         sections,
         request.decimals,
         partial(build_meta, request, sizes, scale, convert.device, started, **about),

@@ -10,6 +10,7 @@ import time
 import orjson
 
 from schemas.request import TOY_MODEL, AttendRequest
+from service.compute.encoding import Encoder, encode
 from service.compute.explicit import attend_explicit
 from service.compute.limits import check_batch
 from service.compute.models.registry import ModelRegistry
@@ -43,9 +44,21 @@ def attend(body: bytes, settings: Settings, models: ModelRegistry) -> bytes:
     started = time.perf_counter()
     check_text_batch(body, settings)
     request = AttendRequest.model_validate_json(body)
+    return attend_request(request, settings, models, started)
+
+
+def attend_request(
+    request: AttendRequest,
+    settings: Settings,
+    models: ModelRegistry,
+    started: float,
+    encoder: Encoder = encode,
+) -> bytes:
+    """A parsed request through its path; `encoder` writes the response (JSON for /attend, the Open Inference
+    Protocol's tensors for service/compute/oip.py)."""
     if request.text is not None and request.model != TOY_MODEL:
-        return attend_pretrained(request, settings, models, started)
-    return attend_explicit(request, settings, started)
+        return attend_pretrained(request, settings, models, started, encoder)
+    return attend_explicit(request, settings, started, encoder)
 
 
 def answer(body: bytes, settings: Settings, models: ModelRegistry) -> tuple[int, bytes]:

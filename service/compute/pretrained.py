@@ -9,7 +9,7 @@ from typing import Any
 from schemas.request import TOY_MODEL, AttendRequest
 from service.compute.attention import attention_on
 from service.compute.device import Converter, check_range
-from service.compute.encoding import encode
+from service.compute.encoding import Encoder, encode
 from service.compute.limits import check_limits
 from service.compute.meta import build_meta
 from service.compute.models.registry import LoadedModel, ModelRegistry
@@ -42,11 +42,11 @@ def _layers(request: AttendRequest, model: LoadedModel) -> list[int]:
 
 
 def _check_head_sizes(request: AttendRequest, model: LoadedModel) -> None:
-    """num_heads, d_k and d_v are the model's: a request may leave them out or repeat them, not change
-    them."""
+    """num_heads, d_k and d_v are the model's: a request may leave them out (or null) or repeat them, not
+    change them."""
     d_head = model.forward.d_head
     for name, value in (("num_heads", model.num_heads), ("d_k", d_head), ("d_v", d_head)):
-        if name in request.model_fields_set and getattr(request, name) != value:
+        if getattr(request, name) not in (None, value):
             raise RequestError(
                 (name,),
                 f"found {name} {getattr(request, name)}; the model {model.name!r} has {name} {value} "
@@ -55,7 +55,11 @@ def _check_head_sizes(request: AttendRequest, model: LoadedModel) -> None:
 
 
 def attend_pretrained(
-    request: AttendRequest, settings: Settings, models: ModelRegistry, started: float
+    request: AttendRequest,
+    settings: Settings,
+    models: ModelRegistry,
+    started: float,
+    encoder: Encoder = encode,
 ) -> bytes:
     """The forward runs as the model does (its dtype and device, its scale, not causal); a request that asks
     otherwise gets its layers' internals from a second attention over the same hidden states."""
@@ -122,10 +126,10 @@ def attend_pretrained(
         "layer": layers,
         "masked": padded or request.causal,
         "padded": padded,
-        "lengths": [len(t) for t in encoded.tokens],
-        "truncated": request.truncate,
+        "lengths": encoded.lengths,
+        "truncated": encoded.truncated,
     }
-    return encode(
+    return encoder(
         {"layers": results, "tokens": encoded.tokens},
         request.decimals,
         partial(build_meta, request, sizes, scale, convert.device, started, **about),

@@ -23,15 +23,17 @@ import torch
 from service.compute.device import resolve_device
 from service.compute.memory import MemoryKeeper
 from service.compute.models.registry import ModelRegistry
+from service.compute.oip import answer_infer
 from service.compute.pipeline import answer, attend
 from service.errors import ModelError
 from service.logs import log_json_to_stderr
-from service.protocol import ANSWER, EXPIRED, REQUEST, Started, expired
+from service.protocol import ANSWER, ATTEND, EXPIRED, OIP_INFER, REQUEST, Started, expired
 from service.settings import Settings
 
 WARM_UP = b'{"embeddings": [[1.0, 0.0], [0.0, 1.0]], "causal": true}'
 
 log = logging.getLogger("attention_service.compute")
+ROUTES = {ATTEND: answer, OIP_INFER: answer_infer}  # the request's kind -> what answers it
 
 
 def torch_threads(settings: Settings) -> int:
@@ -102,8 +104,8 @@ def _serve(channel: socket.socket, settings: Settings) -> None:
     memory = MemoryKeeper()  # after start-up and warm-up: that is the size at rest
     requests = channel.makefile("rb")
     while len(head := requests.read(REQUEST.size)) == REQUEST.size:  # short: the server has gone
-        deadline, length = REQUEST.unpack(head)
+        deadline, kind, length = REQUEST.unpack(head)
         body = requests.read(length)
-        _send(channel, *((504, EXPIRED) if expired(deadline) else answer(body, settings, models)))
+        _send(channel, *((504, EXPIRED) if expired(deadline) else ROUTES[kind](body, settings, models)))
         del body
         memory.after_request()

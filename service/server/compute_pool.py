@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from service.errors import ModelError
-from service.protocol import ANSWER, REQUEST, Started, compute_process
+from service.protocol import ANSWER, ATTEND, REQUEST, Started, compute_process
 from service.server.handlers import ClientGone, ComputeProcessDied, NoComputeProcess, Overloaded, TimedOut
 from service.settings import Settings
 
@@ -49,6 +49,7 @@ class Job:
     deadline: float  # on the event loop's clock, time.monotonic(), which the compute processes share
     answer: asyncio.Future[Answer] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     orphaned: bool = False  # its client left: its answer is dropped
+    kind: int = ATTEND  # what the body is (service/protocol.py)
 
 
 class Held(NamedTuple):
@@ -90,7 +91,7 @@ class ComputeProcess:
 
     def send(self, job: Job) -> None:
         self.sent.append(job)
-        self.writer.writelines((REQUEST.pack(job.deadline, len(job.body)), job.body))
+        self.writer.writelines((REQUEST.pack(job.deadline, job.kind, len(job.body)), job.body))
 
     def kill(self) -> None:
         """Stops the process in the middle of a request that ran past its time limit."""
@@ -163,10 +164,16 @@ class ComputePool:
         """Compute processes running, not counting those being replaced."""
         return len(self.processes)
 
-    async def run(self, body: bytes, disconnected: Callable[[], Awaitable[object]] | None = None) -> Held:
+    async def run(
+        self,
+        body: bytes,
+        disconnected: Callable[[], Awaitable[object]] | None = None,
+        kind: int = ATTEND,
+    ) -> Held:
         """The status and JSON body a compute process answers to the request `body`, with the job's place
         still taken: the caller calls `release` once the answer is delivered (undelivered, it is memory).
-        `disconnected()` returns when the client goes away (started only once the request is admitted)."""
+        `disconnected()` returns when the client goes away (started only once the request is admitted);
+        `kind` says what the body is (service/protocol.py)."""
         if not self.processes:
             raise NoComputeProcess(
                 "no compute process is running (they are being replaced, which takes seconds); retry shortly"
@@ -177,7 +184,7 @@ class ComputePool:
                 "waiting) are taken; retry shortly"
             )
         loop = asyncio.get_running_loop()
-        job = Job(body, deadline=loop.time() + self.timeout)
+        job = Job(body, deadline=loop.time() + self.timeout, kind=kind)
         self.admitted.add(job)
         self.waiting.append(job)
         self._dispatch()

@@ -49,6 +49,6 @@ def serve(channel: socket.socket, settings: Settings) -> None:
     _send(channel, 200, json.dumps(report).encode())
     requests = channel.makefile("rb")
     while len(head := requests.read(REQUEST.size)) == REQUEST.size:
-        deadline, length = REQUEST.unpack(head)
+        deadline, _, length = REQUEST.unpack(head)
         body = requests.read(length)
         _send(channel, *((504, EXPIRED) if expired(deadline) else _answer(body)))
