@@ -3,10 +3,11 @@ uvicorn).
 
 The app is service/server/app.py's, with the same routes, handlers, middleware and OpenAPI document; only its
 lifespan differs: instead of a pool of compute processes, the replica computes in its own process, on one
-compute thread, with the pipeline a compute process runs (service.compute.process.start at start-up: models
-and warm-up; service.compute.pipeline.answer for each request). Ray Serve is the pool: it sends a replica at
-most max_ongoing_requests at once, queues the others in its proxies (503 with Retry-After beyond
-max_queued_requests), and replaces a replica whose process dies or whose health check fails.
+compute thread, with what a compute process runs (service.compute.process.start at start-up: models and
+warm-up; its ROUTES for each request: the pipeline for /attend, the Open Inference Protocol's infer). Ray
+Serve is the pool: it sends a replica at most max_ongoing_requests at once, queues the others in its proxies
+(503 with Retry-After beyond max_queued_requests), and replaces a replica whose process dies or whose health
+check fails.
 
 A computation past ATTENTION_REQUEST_TIMEOUT_S is answered 504 as in the plain service, but a thread cannot be
 stopped: the replica then reports itself unhealthy (`runaway`), so Serve stops sending it requests and
@@ -31,9 +32,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.compute.memory import MemoryKeeper
 from service.compute.models.registry import ModelRegistry
-from service.compute.pipeline import answer
-from service.compute.process import start
-from service.protocol import EXPIRED, Started, expired
+from service.compute.process import ROUTES, start
+from service.protocol import ATTEND, EXPIRED, Started, expired
 from service.server.app import create_app
 from service.server.compute_pool import Answer, Held
 from service.server.handlers import ClientGone, NoComputeProcess, TimedOut
@@ -82,14 +82,14 @@ class ReplicaCompute:
         """1 while this replica can compute, 0 while a runaway computation holds its compute thread."""
         return 0 if self.runaway else 1
 
-    def _compute(self, body: bytes, deadline: float, job: object) -> Answer:
+    def _compute(self, body: bytes, kind: int, deadline: float, job: object) -> Answer:
         """On the compute thread: a job whose deadline passed while it waited is skipped (it was answered
         504), as in a compute process."""
         if expired(deadline):
             return 504, EXPIRED
         self.computing = job
         try:
-            return answer(body, self.settings, self.registry)
+            return ROUTES[kind](body, self.settings, self.registry)  # what a compute process answers
         finally:
             self.computing = None
             if self.runaway and job is self.runaway_job:
@@ -97,13 +97,15 @@ class ReplicaCompute:
                 self.runaway = None
             self.memory.after_request()
 
-    async def run(self, body: bytes, disconnected: Callable[[], Awaitable[object]] | None = None) -> Held:
+    async def run(
+        self, body: bytes, disconnected: Callable[[], Awaitable[object]] | None = None, kind: int = ATTEND
+    ) -> Held:
         if self.runaway:
             raise NoComputeProcess(f"{self.runaway}; retry shortly")
         job = object()
         deadline = time.monotonic() + self.timeout
         computing = asyncio.get_running_loop().run_in_executor(
-            self.executor, self._compute, body, deadline, job
+            self.executor, self._compute, body, kind, deadline, job
         )
         watcher = asyncio.ensure_future(disconnected()) if disconnected is not None else None
         awaited: set[asyncio.Future[Any]] = {computing} if watcher is None else {computing, watcher}

@@ -104,3 +104,18 @@ def test_a_computation_past_the_time_limit_is_504_and_the_replica_reports_itself
             time.sleep(0.2)
         assert server.post(GOLDEN_LIKE).status_code == 200
         assert json.loads(server.client.get("/readyz").content)["status"] == "ready"
+
+
+def test_replica_answers_the_open_inference_protocol_as_attend(replica):
+    """/v2/models/attention/infer goes through the compute processes' own route table in the replica too."""
+    import numpy as np
+    import tritonclient.http as triton
+
+    from tests.server.test_oip import CAT_WEIGHTS, GOLDEN, cat_inputs, client
+
+    outputs = [triton.InferRequestedOutput(name, binary_data=False) for name in ("weights", "output")]
+    result = client(replica).infer("attention", cat_inputs("FP32", binary=False), outputs=outputs)
+    body = {"embeddings": GOLDEN["embeddings"], "weights": {k: v.tolist() for k, v in CAT_WEIGHTS.items()}}
+    reference = replica.post(body).json()
+    for name in ("weights", "output"):
+        np.testing.assert_array_equal(result.as_numpy(name), np.array(reference[name], dtype=np.float32))
