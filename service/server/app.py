@@ -22,6 +22,7 @@ from service.server.routes import health, page
 from service.server.routes import metrics as metrics_route
 from service.server.routes import models as models_route
 from service.server.routes import oip as oip_route
+from service.server.routes.docs import add_docs
 from service.settings import Settings, get_settings
 
 log = logging.getLogger("attention_service")
@@ -97,6 +98,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "JSON: Q, K, V, scores, scaled scores, softmax weights, per-head context and output.",
         lifespan=lifespan,
         exception_handlers=HANDLERS,
+        # Swagger UI and ReDoc come from routes/docs.py, served by the service itself (FastAPI's load a CDN)
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings = settings or get_settings()
     app.state.metrics = Metrics()
@@ -108,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics_route.router)
     app.include_router(page.router)
     app.mount("/static", page.static_files, name="static")
+    add_docs(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
