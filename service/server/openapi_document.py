@@ -10,8 +10,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from schemas.oip import OIP_PREFIX, InferRequestHeader, InferResponseHeader
-from schemas.request import AttendRequest
+from schemas.oip import ATTENTION_MODEL, MODEL_VERSION, OIP_PREFIX, InferRequestHeader, InferResponseHeader
+from schemas.request import TOY_MODEL, AttendRequest
 from service.server.routes.documented import UNAUTHORIZED
 
 
@@ -33,6 +33,19 @@ def _without_validation_answer(document: dict[str, Any], prefix: str) -> None:
                 operation.get("responses", {}).pop("422", None)
 
 
+def _oip_models(document: dict[str, Any], names: list[str]) -> None:
+    """The protocol's {name} is one of the models this service serves, and {version} its one version: said in
+    the document, so that clients and contract testers see them (and reach the routes' checks, not a 404)."""
+    for path, operations in document["paths"].items():
+        if path.startswith(f"{OIP_PREFIX}/models/"):
+            for operation in operations.values():
+                for parameter in operation.get("parameters", []):
+                    if parameter["in"] == "path" and parameter["name"] == "name":
+                        parameter["schema"]["enum"] = names
+                    elif parameter["in"] == "path" and parameter["name"] == "version":
+                        parameter["schema"]["enum"] = [MODEL_VERSION]
+
+
 def build_document(app: FastAPI) -> dict[str, Any]:
     document = get_openapi(
         title=app.title, version=app.version, description=app.description, routes=app.routes
@@ -44,6 +57,8 @@ def build_document(app: FastAPI) -> dict[str, Any]:
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
     _without_validation_answer(document, OIP_PREFIX)
+    settings = app.state.settings
+    _oip_models(document, [ATTENTION_MODEL, settings.default_model, *settings.models, TOY_MODEL])
     if not app.state.settings.api_keys:
         _without_api_key(document)
     return document

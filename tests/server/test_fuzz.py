@@ -7,6 +7,7 @@ FUZZ_EXAMPLES sets the examples per operation (default 200)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,10 +44,19 @@ def run_schemathesis(url: str, examples: str, *options: str) -> str:
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=900, check=False, cwd=ROOT, env=env
     )
-    summary = result.stdout[-6000:]
+    summary = result.stdout[-20000:]
     assert result.returncode == 0, summary
-    assert "generated" in summary and "No issues found" in summary, summary
+    assert "generated" in summary and "No issues found" in summary or _only_oip_infer_warned(summary), summary
     return summary
+
+
+def _only_oip_infer_warned(summary: str) -> bool:
+    """Every generated case passed, and the only warnings are the protocol's infer rejecting most generated
+    bodies: its inputs' data must hold shape's product of elements, which no JSON Schema says (the statuses it
+    may answer are in schemathesis.toml; tests/server/test_oip.py holds the answers to tritonclient's)."""
+    passed = re.search(r"(\d+) generated, (\d+) passed", summary)
+    warned = re.findall(r"^\s+- (\S+ \S+)$", summary.split("WARNINGS", 1)[-1].split("SUMMARY", 1)[0], re.M)
+    return bool(passed and passed[1] == passed[2]) and all(w.endswith("/infer") for w in warned)
 
 
 def test_schemathesis_with_every_check_finds_nothing(server):
