@@ -27,6 +27,7 @@ from service.settings import Settings
 log = logging.getLogger("attention_service.compute")
 
 LARGE_BODY_BYTES = 2**18  # a list of texts in a body this large may be a batch bomb: counted first
+PIECE = 2**20  # a stream's frames are at most this long: a layer's line of 40 MB goes in pieces
 INTERNAL_ERROR = b'{"detail": "the computation failed unexpectedly; the service log has the details"}'
 
 
@@ -81,9 +82,9 @@ def answer(body: bytes, settings: Settings, models: ModelRegistry, media: int = 
 
 def frames(body: bytes, settings: Settings, models: ModelRegistry, media: int) -> Iterator[Frame]:
     """The frames of the answer (service/protocol.py), each made when the one before has been sent: one for
-    a format sent in one piece; for NDJSON the first line, each further line as soon as it is computed, and
-    an empty last frame. An error before the first line is the answer (a 4xx or 500 as JSON); after it, the
-    stream's last line (service/compute/formats/ndjson.py)."""
+    a format sent in one piece; for NDJSON the first line, each further line as soon as it is computed (in
+    frames of at most PIECE bytes), and an empty last frame. An error before the first line is the answer
+    (a 4xx or 500 as JSON); after it, the stream's last line (service/compute/formats/ndjson.py)."""
     if media != NDJSON:
         yield (*answer(body, settings, models, media), True)
         return
@@ -101,7 +102,8 @@ def frames(body: bytes, settings: Settings, models: ModelRegistry, media: int) -
     yield 200, first, False
     try:
         for line in lines:
-            yield 200, line, False
+            for offset in range(0, len(line), PIECE):  # the server holds one piece at a time, not a layer
+                yield 200, line[offset : offset + PIECE], False
             del line  # not held while the next line is computed
     except REQUEST_ERRORS as error:
         status, detail = error_answer(error)

@@ -29,7 +29,8 @@ def to_wire(array: np.ndarray, wire_dtype: str, what: str) -> np.ndarray:
     its nearest; a finite value past its range would become inf, which means masked: a 422 naming `what`
     (the tensor, and its layer) instead."""
     wire = WIRE_DTYPES[wire_dtype]
-    converted: np.ndarray = np.ascontiguousarray(array, dtype=wire)
+    with np.errstate(over="ignore"):  # an overflow is found below and refused
+        converted: np.ndarray = np.ascontiguousarray(array, dtype=wire)
     if wire.itemsize < array.dtype.itemsize:
         overflowed = np.isinf(converted) & np.isfinite(array)
         if overflowed.any():

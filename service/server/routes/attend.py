@@ -104,6 +104,8 @@ class StreamedResponse(Response):
     def __init__(self, held: Held, send_timeout: float):
         super().__init__(held.content, status_code=held.status, media_type=MEDIA_TYPES[NDJSON])
         self.held, self.send_timeout = held, send_timeout
+        # its length is unknown until it ends: sent chunked, not with the first line's length
+        self.raw_headers = [(name, value) for name, value in self.raw_headers if name != b"content-length"]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         metrics = scope["app"].state.metrics
