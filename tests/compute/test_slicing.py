@@ -38,7 +38,10 @@ def sliced(full: np.ndarray, name: str, heads: list[int], queries: list[int]) ->
     return cut[:, :, queries] if "q" in AXES[name] else cut
 
 
-@pytest.mark.parametrize("body", [EXPLICIT, TEXT], ids=["explicit", "model"])
+NOT_CAUSAL = {**EXPLICIT, "causal": False, "attention_mask": [[1, 1, 0, 1, 1, 1], [1, 1, 1, 1, 1, 0]]}
+
+
+@pytest.mark.parametrize("body", [EXPLICIT, NOT_CAUSAL, TEXT], ids=["explicit causal", "explicit", "model"])
 def test_slices_equal_the_slices_of_the_full_answer(compute, body):
     heads, queries = [1, 3], [0, 2, 5]
     if "text" in body:
