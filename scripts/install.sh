@@ -22,6 +22,8 @@ say "installing $torch_spec${TORCH_INDEX_URL:+ from $TORCH_INDEX_URL} (a CPU bui
 if [ "$extras" = test ]; then
   say "installing the service and its test tools (pytest, hypothesis, playwright, schemathesis, ruff, mypy): about a minute"
   "${pip[@]}" -e ".[test]"
+  # the Python client (client/, its own package: httpx and numpy), which tests/client/ drives
+  "${pip[@]}" -e ./client
 else
   say "installing the service (FastAPI, uvicorn, transformers, tokenizers, safetensors, ...): under a minute"
   "${pip[@]}" -e .

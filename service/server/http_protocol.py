@@ -19,16 +19,17 @@ environment like every other setting (service/settings.py), so the command line 
   Retry-After before its body is read (or, chunked, once it grows past the room left), instead of buffered.
   A Content-Length over ATTENTION_MAX_REQUEST_BYTES is not charged: the application refuses it (413) unread.
 
-Every refusal here is a JSON `{"detail": ...}` with `Connection: close`; the connection then stops reading
-requests, discards what the client still sends for at most LINGER_S and LINGER_BYTES (so that the client
-reads the answer rather than a reset, without a client that keeps sending costing the event loop) and is
-closed.
+Every refusal here is counted by reason in REFUSALS (/metrics: attention_connections_refused) and is a JSON
+`{"detail": ...}` with `Connection: close`; the connection then stops reading requests, discards what the
+client still sends for at most LINGER_S and LINGER_BYTES (so that the client reads the answer rather than a
+reset, without a client that keeps sending costing the event loop) and is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, ClassVar
@@ -47,6 +48,16 @@ LINGER_S = 1.0
 LINGER_BYTES = 2**18  # drained at most after a refusal, then reading pauses: a client still sending blocks
 
 log = logging.getLogger("attention_service.http")
+
+# refusals by reason, over every connection of this process: one of REFUSAL_REASONS
+REFUSAL_REASONS = (
+    "header_too_large",
+    "header_timeout",
+    "body_timeout",
+    "connections",
+    "body_bytes_in_flight",
+)
+REFUSALS: Counter[str] = Counter()
 
 
 @dataclass(frozen=True)
@@ -117,6 +128,7 @@ class HttpProtocol(HttpToolsProtocol):
             log.warning("refused a connection: %d open (ATTENTION_MAX_CONNECTIONS)", len(self.connections))
             self._refuse(
                 503,
+                "connections",
                 f"the server holds its most connections (ATTENTION_MAX_CONNECTIONS="
                 f"{self.limits.max_connections}); retry shortly",
                 retry_after=True,
@@ -247,6 +259,7 @@ class HttpProtocol(HttpToolsProtocol):
     def _head_too_large(self) -> None:
         self._refuse(
             431,
+            "header_too_large",
             "the request line and headers are over ATTENTION_MAX_HEADER_BYTES="
             f"{self.limits.max_header_bytes} bytes",
             write=self._idle(),
@@ -259,6 +272,7 @@ class HttpProtocol(HttpToolsProtocol):
         )
         self._refuse(
             503,
+            "body_bytes_in_flight",
             "the server holds its most bytes of request bodies (ATTENTION_MAX_BODY_BYTES_IN_FLIGHT="
             f"{self.limits.max_body_bytes_in_flight}); retry shortly",
             write=write,
@@ -281,6 +295,7 @@ class HttpProtocol(HttpToolsProtocol):
             return
         self._refuse(
             408,
+            "header_timeout",
             f"the request line and headers took longer than ATTENTION_HEADER_TIMEOUT_S="
             f"{self.limits.header_timeout_s:g} s",
             write=self._idle(),
@@ -299,14 +314,18 @@ class HttpProtocol(HttpToolsProtocol):
             return
         self._refuse(
             408,
+            "body_timeout",
             "the request body stalled for longer than ATTENTION_BODY_TIMEOUT_S="
             f"{self.limits.body_timeout_s:g} s",
             write=self._abandon_cycle(),
         )
 
-    def _refuse(self, status: int, detail: str, *, write: bool = True, retry_after: bool = False) -> None:
-        """Answers `status` (when `write`), stops reading requests and closes the connection after a short
-        linger."""
+    def _refuse(
+        self, status: int, reason: str, detail: str, *, write: bool = True, retry_after: bool = False
+    ) -> None:
+        """Counts the refusal, answers `status` (when `write`), stops reading requests and closes the
+        connection after a short linger."""
+        REFUSALS[reason] += 1
         self.refused = True
         for timer in (self.header_timer, self.body_timer):
             if timer is not None:

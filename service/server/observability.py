@@ -12,9 +12,14 @@ import logging
 import random
 import re
 import time
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.server.http_protocol import REFUSAL_REASONS, REFUSALS
 
 log = logging.getLogger("attention_service.requests")
 
@@ -63,6 +68,24 @@ class Metrics:
         self.device = Gauge(
             "attention_device_info", "The compute device (value 1).", ["device", "torch_version"], registry=r
         )
+        r.register(ConnectionRefusals())
+
+
+class ConnectionRefusals(Collector):
+    """The HTTP protocol's refusals (service/server/http_protocol.py): they happen before a request reaches
+    the application, so they are read from the protocol's own counts."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "attention_connections_refused",
+            "Connections answered and closed by the HTTP protocol before the application, by reason: "
+            "header_too_large (431), header_timeout and body_timeout (408), connections and "
+            "body_bytes_in_flight (503).",
+            labels=["reason"],
+        )
+        for reason in REFUSAL_REASONS:
+            family.add_metric([reason], REFUSALS[reason])
+        yield family
 
 
 def route_of(path: str) -> str:

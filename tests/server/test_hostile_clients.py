@@ -65,6 +65,14 @@ def answered(sock: socket.socket) -> bool:
     return bool(select.select([sock], [], [], 0)[0])
 
 
+def refusals(server: Server, reason: str) -> float:
+    """attention_connections_refused_total{reason} from the server's /metrics."""
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    match = re.search(rf'^attention_connections_refused_total{{reason="{reason}"}} (\S+)$', text, re.M)
+    assert match, text
+    return float(match.group(1))
+
+
 def rss_bytes(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) * 1024  # type: ignore[union-attr]
@@ -85,6 +93,7 @@ def test_an_endless_header_is_refused_431_and_closed_while_other_clients_are_ser
     within a second of passing the bound, and /healthz stays quick meanwhile."""
     latencies: list[float] = []
     stop = threading.Event()
+    refused_before = refusals(server, "header_too_large")
 
     def probe() -> None:
         with httpx.Client(base_url=server.url, timeout=30) as client:
@@ -133,6 +142,7 @@ def test_an_endless_header_is_refused_431_and_closed_while_other_clients_are_ser
         assert sent < 8 * 2**20, outcomes  # refused before the end (what was sent is mostly socket buffers)
         assert closed_after is not None and closed_after < 1.0, outcomes
     assert latencies and max(latencies) < 1.0, sorted(latencies)[-5:]
+    assert refusals(server, "header_too_large") == refused_before + 4  # operators see it in /metrics
 
 
 @pytest.fixture(scope="module")
@@ -229,6 +239,7 @@ def healthz_on_a_fresh_connection(server: Server) -> bytes:
 
 @pytest.mark.slow
 def test_connections_past_the_limit_are_answered_503_and_closed(bounded: Server):
+    refused_before = refusals(bounded, "connections")
     holders = [connect(bounded) for _ in range(8)]
     try:
         for sock in holders:
@@ -245,6 +256,7 @@ def test_connections_past_the_limit_are_answered_503_and_closed(bounded: Server)
     while status_of(answer := healthz_on_a_fresh_connection(bounded)) != 200:
         assert time.monotonic() < deadline, answer
         time.sleep(0.1)
+    assert refusals(bounded, "connections") >= refused_before + 1
 
 
 def upload_head(length: int | None) -> bytes:
@@ -262,6 +274,7 @@ def test_bodies_in_flight_are_bounded_and_the_next_upload_is_refused_503(bounded
     the other four are answered 503 (Retry-After) unread, and the server's memory grows by about two bodies,
     not six. A chunked upload is refused too once it does not fit; the room comes back when uploads end."""
     time.sleep(0.5)  # the connections of the tests before have gone
+    refused_before = refusals(bounded, "body_bytes_in_flight")
     baseline = rss_bytes(bounded.process.pid)
     part = b" " * (3 * 2**20)
     uploads = []
@@ -289,6 +302,7 @@ def test_bodies_in_flight_are_bounded_and_the_next_upload_is_refused_503(bounded
         chunked.sendall(upload_head(None) + b"%x\r\n%s\r\n" % (2**20, b" " * 2**20))
         answer, closed = read_to_end(chunked, seconds=5)
         assert status_of(answer) == 503 and closed is not None, answer
+        assert refusals(bounded, "body_bytes_in_flight") == refused_before + 5
     finally:
         for sock in uploads:
             sock.close()

@@ -1,16 +1,35 @@
 // The attention explorer: a reference client of POST /attend. It builds the request from the form, sends it,
-// and draws the answer: a weights heatmap per layer and head (or the head average), all heads as small
+// and shows the answer: a weights heatmap per layer and head (or the head average), all heads as small
 // multiples, token-to-token links, the five steps of one cell, and the tensors of one head as tables.
-"use strict";
+// The pictures are drawn by drawing.js from Matrix objects; "reading the response" below is the only code that
+// knows how the JSON answer is laid out.
+import {
+  cellImage, drawFigure, drawHeatmap, drawLegend, drawLinks, hasMasked, heatmapLayout, largestOf, linkRowAt,
+} from "./drawing.js";
+import { withText } from "./png-text.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { models: [], response: null, raw: "", view: null, cell: { query: 0, key: 0 } };
+const state = {
+  models: [], response: null, raw: "", request: null, view: null,
+  cell: { query: 0, key: 0 },  // the cell worked out step by step (picked by a click)
+  hover: null,                 // the heatmap cell under the pointer
+  pinned: null,                // the clicked cell: focused while the pointer is elsewhere
+  linkQuery: null,             // the query under the pointer in the links view
+  matrices: new Map(),         // weight matrices read from the response, by layer, batch item and head
+};
 const AVERAGE = "average";
+const HEATMAP_SIZE = 620;
+const POINT_AT_A_CELL = "Point at a cell";
+const LINKS_ALL_UP_TO = 32;  // tokens; the links view's "auto" draws every link up to it, else the strongest
+const TABLES_OPEN_UP_TO = 48;  // tokens; larger inputs start with the tensor tables closed (see renderTables)
 
 // ---- the request -------------------------------------------------------------------------------------------
 
 function mode() { return document.querySelector("input[name=mode]:checked").value; }
-function isToy() { return $("model").value === "toy"; }
+function isToy() {
+  const model = state.models.find((entry) => entry.name === $("model").value);
+  return model ? model.toy === true : $("model").value === "toy";
+}
 
 function buildRequest() {
   const body = { include: ["q", "k", "v", "scores", "scaled_scores", "weights", "context", "output"] };
@@ -89,7 +108,7 @@ function showApiError(status, payload) {
   }
 }
 
-// ---- the response, as layers of one batch item --------------------------------------------------------------
+// ---- reading the response: the answer's layers, tokens and weights of one batch item ------------------------
 
 function layersOf(response) {
   if (Array.isArray(response.layers)) return response.layers;
@@ -107,95 +126,46 @@ function keyTokensOf(response, batch) {
   return Array.from({ length: response.meta.seq_kv }, (_, index) => `k${index}`);
 }
 
-// [query][key] of one batch item and head, or the mean over heads; trimmed to the real tokens
+function headCountOf(layer, batch) {
+  return layer.weights[batch].length;
+}
+
+// The [query][key] weights of one batch item and head, or their mean over the heads, trimmed to the real
+// tokens, as a Matrix (drawing.js); masked entries (null in scaled_scores) are NaN
 function weightMatrix(layer, batch, head, rows, cols) {
-  const heads = layer.weights[batch];
-  const pick = (h) => heads[h].slice(0, rows).map((row) => row.slice(0, cols));
-  if (head !== AVERAGE) return pick(head);
-  const sum = pick(0).map((row) => row.map(() => 0));
-  heads.forEach((_, h) => pick(h).forEach((row, i) => row.forEach((value, j) => { sum[i][j] += value / heads.length; })));
-  return sum;
-}
-
-// ---- drawing ----------------------------------------------------------------------------------------------
-
-function colour(value) {
-  const t = Math.max(0, Math.min(1, value ?? 0));
-  const r = Math.round(255 - 224 * t), g = Math.round(255 - 160 * t), b = Math.round(255 - 64 * t);
-  return `rgb(${r},${g},${b})`;
-}
-
-function layoutFor(n, m, size, labelled) {
-  const labels = labelled && Math.max(n, m) <= 48 ? 90 : 0;
-  const cell = Math.max(2, Math.min(40, Math.floor((size - labels) / Math.max(n, m))));
-  return { labels, cell, width: labels + cell * m, height: labels + cell * n };
-}
-
-function drawHeatmap(canvas, matrix, rowLabels, colLabels, size) {
-  const n = matrix.length, m = n ? matrix[0].length : 0;
-  const geometry = layoutFor(n, m, size, rowLabels.length > 0);
-  const largest = Math.max(1e-12, ...matrix.flat().filter((value) => value !== null));  // colours span 0..largest
-  canvas.width = geometry.width;
-  canvas.height = geometry.height;
-  const context = canvas.getContext("2d");
-  context.fillStyle = "#fff";
-  context.fillRect(0, 0, canvas.width, canvas.height);
-  const { labels, cell } = geometry;
-  for (let i = 0; i < n; i++) {
-    for (let j = 0; j < m; j++) {
-      context.fillStyle = matrix[i][j] === null ? "#d9d9d9" : colour(matrix[i][j] / largest);
-      context.fillRect(labels + j * cell, labels + i * cell, cell, cell);
+  const heads = head === AVERAGE ? Array.from({ length: headCountOf(layer, batch) }, (_, h) => h) : [head];
+  const values = new Float32Array(rows * cols);
+  const maskedIn = new Uint16Array(rows * cols);
+  for (const h of heads) {
+    const weights = layer.weights[batch][h];
+    const scaled = layer.scaled_scores ? layer.scaled_scores[batch][h] : null;
+    for (let i = 0; i < rows; i++) {
+      const row = weights[i], scaledRow = scaled ? scaled[i] : null;
+      for (let j = 0; j < cols; j++) {
+        const weight = row[j];
+        if (weight === null || (scaledRow && scaledRow[j] === null)) maskedIn[i * cols + j] += 1;
+        else values[i * cols + j] += weight;
+      }
     }
   }
-  if (labels) {
-    context.fillStyle = "#1d232b";
-    context.font = `${Math.min(12, cell)}px system-ui, sans-serif`;
-    context.textAlign = "right";
-    context.textBaseline = "middle";
-    rowLabels.forEach((label, i) => context.fillText(label, labels - 4, labels + (i + 0.5) * cell, labels - 6));
-    colLabels.forEach((label, j) => {
-      context.save();
-      context.translate(labels + (j + 0.5) * cell, labels - 4);
-      context.rotate(-Math.PI / 2);
-      context.textAlign = "left";
-      context.fillText(label, 0, 0, labels - 6);
-      context.restore();
-    });
+  for (let index = 0; index < values.length; index++) {
+    values[index] = maskedIn[index] === heads.length ? NaN : values[index] / heads.length;
   }
-  Object.assign(canvas.dataset, { rows: n, cols: m, labels, cell });  // the geometry, for tests and other tools
-  return geometry;
+  return { rows, cols, values };
 }
 
-function drawLinks(canvas, matrix, queries, keys) {
-  const context = canvas.getContext("2d");
-  const rowHeight = Math.max(3, Math.min(22, Math.floor(560 / Math.max(queries.length, keys.length, 1))));
-  canvas.height = rowHeight * Math.max(queries.length, keys.length) + 10;
-  context.clearRect(0, 0, canvas.width, canvas.height);
-  const left = 110, right = canvas.width - 110;
-  const y = (index) => 5 + (index + 0.5) * rowHeight;
-  context.lineCap = "round";
-  matrix.forEach((row, i) => row.forEach((weight, j) => {
-    if (weight === null || weight < 0.02) return;  // faint lines would only hide the strong ones
-    context.strokeStyle = `rgba(31, 95, 191, ${Math.min(1, 0.15 + weight)})`;
-    context.lineWidth = Math.max(0.5, weight * Math.min(8, rowHeight * 0.6));
-    context.beginPath();
-    context.moveTo(left, y(i));
-    context.lineTo(right, y(j));
-    context.stroke();
-  }));
-  if (rowHeight >= 9) {
-    context.fillStyle = "#1d232b";
-    context.font = `${Math.min(12, rowHeight - 1)}px system-ui, sans-serif`;
-    context.textBaseline = "middle";
-    context.textAlign = "right";
-    queries.forEach((token, i) => context.fillText(token, left - 6, y(i), 100));
-    context.textAlign = "left";
-    keys.forEach((token, j) => context.fillText(token, right + 6, y(j), 100));
-  }
+function headTensor(layer, name, batch, head) {
+  return layer[name][batch][head];
+}
+
+// ---- tables and the step-through (HTML) ---------------------------------------------------------------------
+
+function plural(count, noun) {
+  return `${count} ${noun}${count === 1 ? "" : "s"}`;
 }
 
 function fmt(value, digits = 4) {
-  if (value === null || value === undefined) return "−∞";
+  if (value === null || value === undefined || Number.isNaN(value)) return "−∞";
   return Number(value).toFixed(digits);
 }
 
@@ -210,74 +180,25 @@ function escapeHtml(text) {
   return String(text).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", "\"": "&quot;" }[c]));
 }
 
-// ---- the view ----------------------------------------------------------------------------------------------
-
-function currentView() {
-  const response = state.response;
-  const layers = layersOf(response);
-  const layer = layers[Number($("view-layer").value)];
-  const batch = Number($("view-batch").value);
-  const headValue = $("view-head").value;
-  const head = headValue === AVERAGE ? AVERAGE : Number(headValue);
-  const lengths = response.meta.lengths;
-  const rows = lengths ? lengths[batch] : response.meta.seq;
-  const cols = lengths ? lengths[batch] : response.meta.seq_kv;
-  const queries = tokensOf(response, batch).slice(0, rows);
-  const keys = keyTokensOf(response, batch).slice(0, cols);
-  return { response, layer, batch, head, rows, cols, queries, keys };
-}
-
-function render() {
-  const started = performance.now();
-  const view = (state.view = currentView());
-  const matrix = weightMatrix(view.layer, view.batch, view.head, view.rows, view.cols);
-  view.matrix = matrix;
-  view.geometry = drawHeatmap($("heatmap"), matrix, view.queries, view.keys, 560);
-  drawLinks($("links"), matrix, view.queries, view.keys);
-  renderGrid(view);
-  renderTables(view);
-  renderSteps(view);
-  const meta = view.response.meta;
-  const headText = view.head === AVERAGE ? "average of all heads" : `head ${view.head}`;
-  $("meta-line").textContent = `${meta.model ? `model ${meta.model}, ` : ""}layer ${view.layer.layer}, ${headText}; `
-    + `${meta.num_heads} heads of d_k ${meta.d_k}; scale ${fmt(meta.scale, 6)}; ${meta.dtype} on ${meta.device}; `
-    + `${meta.elapsed_ms} ms in the service, drawn in ${(performance.now() - started).toFixed(0)} ms`;
-  $("results").dataset.renderMs = (performance.now() - started).toFixed(1);
-}
-
-function renderGrid(view) {
-  const grid = $("grid");
-  grid.replaceChildren();
-  const heads = view.layer.weights[view.batch].length;
-  for (let h = 0; h < heads; h++) {
-    const figure = document.createElement("figure");
-    figure.dataset.head = String(h);
-    if (h === view.head) figure.classList.add("selected");
-    const canvas = document.createElement("canvas");
-    drawHeatmap(canvas, weightMatrix(view.layer, view.batch, h, view.rows, view.cols), [], [], 120);
-    const caption = document.createElement("figcaption");
-    caption.textContent = `head ${h}`;
-    figure.append(canvas, caption);
-    figure.addEventListener("click", () => { $("view-head").value = String(h); render(); });
-    grid.append(figure);
-  }
-}
-
-function headSlice(tensor, view, head, rows) {
-  return tensor[view.batch][head].slice(0, rows);
-}
-
+// The tables are built only while their section is open: at 128 tokens they are some 30,000 cells, whose HTML
+// takes several times as long as all the pictures, so larger inputs start with the section closed.
 function renderTables(view) {
+  const section = $("tables-section");
+  section.dataset.built = String(section.open);
+  if (!section.open) {
+    $("tables").replaceChildren();
+    return;
+  }
   const head = view.head === AVERAGE ? 0 : view.head;
   const layer = view.layer;
   const note = view.head === AVERAGE ? "<p>Showing head 0 (pick a head to see its tensors).</p>" : "";
   const parts = [note];
   const dims = (name) => (j) => `${name}${j}`;
   for (const [name, rows, labels] of [["q", view.rows, view.queries], ["k", view.cols, view.keys], ["v", view.cols, view.keys]]) {
-    const data = headSlice(layer[name], view, head, rows);
+    const data = headTensor(layer, name, view.batch, head).slice(0, rows);
     parts.push(table(name.toUpperCase(), [data.length, data[0].length], data, labels, dims("d")));
   }
-  const scores = headSlice(layer.scores, view, head, view.rows).map((row) => row.slice(0, view.cols));
+  const scores = headTensor(layer, "scores", view.batch, head).slice(0, view.rows).map((row) => row.slice(0, view.cols));
   parts.push(table("scores", [scores.length, view.cols], scores, view.queries, (j) => escapeHtml(view.keys[j])));
   const output = layer.output[view.batch].slice(0, view.rows);
   parts.push(table("output (all heads)", [output.length, output[0].length], output, view.queries, dims("o")));
@@ -293,17 +214,17 @@ function renderSteps(view) {
   const head = view.head === AVERAGE ? 0 : view.head;
   const layer = view.layer;
   const query = Math.min(state.cell.query, view.rows - 1), key = Math.min(state.cell.key, view.cols - 1);
-  const q = layer.q[view.batch][head][query], k = layer.k[view.batch][head][key];
+  const q = headTensor(layer, "q", view.batch, head)[query], k = headTensor(layer, "k", view.batch, head)[key];
   const scale = view.response.meta.scale;
-  const scaledRow = layer.scaled_scores[view.batch][head][query].slice(0, view.cols);
+  const scaledRow = headTensor(layer, "scaled_scores", view.batch, head)[query].slice(0, view.cols);
   const dot = q.reduce((sum, value, d) => sum + value * k[d], 0);
   const finite = scaledRow.filter((value) => value !== null);
   const top = Math.max(...finite);
   const denominator = finite.reduce((sum, value) => sum + Math.exp(value - top), 0);
   const scaled = scaledRow[key];
   const weight = scaled === null ? 0 : Math.exp(scaled - top) / denominator;
-  const weights = layer.weights[view.batch][head][query].slice(0, view.cols);
-  const v = layer.v[view.batch][head];
+  const weights = headTensor(layer, "weights", view.batch, head)[query].slice(0, view.cols);
+  const v = headTensor(layer, "v", view.batch, head);
   const context0 = weights.reduce((sum, w, j) => sum + w * v[j][0], 0);
   const terms = q.slice(0, 6).map((value, d) => `${fmt(value, 3)}×${fmt(k[d], 3)}`).join(" + ");
   const options = (labels, selected) => labels.map((label, i) => `<option value="${i}"${i === selected ? " selected" : ""}>${i}: ${escapeHtml(label)}</option>`).join("");
@@ -314,40 +235,206 @@ function renderSteps(view) {
     <div class="step" data-step="project"><b>1. Project</b> q = x W<sub>q</sub> + b<sub>q</sub> = [${q.slice(0, 8).map((x) => fmt(x, 3)).join(", ")}${q.length > 8 ? ", …" : ""}],
       k = x W<sub>k</sub> + b<sub>k</sub> = [${k.slice(0, 8).map((x) => fmt(x, 3)).join(", ")}${k.length > 8 ? ", …" : ""}]</div>
     <div class="step" data-step="scores"><b>2. Score</b> <code class="math">q·k = ${terms}${q.length > 6 ? " + …" : ""} = ${fmt(dot)}</code>
-      (service: ${fmt(layer.scores[view.batch][head][query][key])})</div>
+      (service: ${fmt(headTensor(layer, "scores", view.batch, head)[query][key])})</div>
     <div class="step" data-step="scale"><b>3. Scale</b> <code class="math">${fmt(dot)} × ${fmt(scale, 6)} = ${scaled === null ? "masked (−∞)" : fmt(dot * scale)}</code></div>
     <div class="step" data-step="softmax"><b>4. Softmax</b> <code class="math">exp(${fmt(scaled)} − ${fmt(top)}) / Σ<sub>j</sub> exp(s<sub>j</sub> − ${fmt(top)}) = ${fmt(Math.exp((scaled ?? -Infinity) - top))} / ${fmt(denominator)} = ${fmt(weight)}</code>
       (service: <span id="step-weight">${fmt(weights[key])}</span>)</div>
     <div class="step" data-step="sum"><b>5. Weighted sum</b> <code class="math">context[0] = Σ<sub>j</sub> w<sub>j</sub> v<sub>j</sub>[0] = ${weights.slice(0, 4).map((w, j) => `${fmt(w, 3)}×${fmt(v[j][0], 3)}`).join(" + ")}${weights.length > 4 ? " + …" : ""} = ${fmt(context0)}</code>
-      (service: ${fmt(layer.context[view.batch][head][query][0])})</div>`;
-  $("step-query").addEventListener("change", (event) => { state.cell.query = Number(event.target.value); renderSteps(state.view); });
-  $("step-key").addEventListener("change", (event) => { state.cell.key = Number(event.target.value); renderSteps(state.view); });
+      (service: ${fmt(headTensor(layer, "context", view.batch, head)[query][0])})</div>`;
+  const pick = (axis) => (event) => {
+    state.cell[axis] = Number(event.target.value);
+    state.pinned = { ...state.cell };
+    renderSteps(state.view);
+    drawFocused(state.view);
+  };
+  $("step-query").addEventListener("change", pick("query"));
+  $("step-key").addEventListener("change", pick("key"));
+}
+
+// ---- the view: what is selected, and its pictures -----------------------------------------------------------
+
+function currentView() {
+  const response = state.response;
+  const layers = layersOf(response);
+  const layerIndex = Number($("view-layer").value);
+  const layer = layers[layerIndex];
+  const batch = Number($("view-batch").value);
+  const headValue = $("view-head").value;
+  const head = headValue === AVERAGE ? AVERAGE : Number(headValue);
+  const lengths = response.meta.lengths;
+  const rows = lengths ? lengths[batch] : response.meta.seq;
+  const cols = lengths ? lengths[batch] : response.meta.seq_kv;
+  const queries = tokensOf(response, batch).slice(0, rows);
+  const keys = keyTokensOf(response, batch).slice(0, cols);
+  return { response, layerIndex, layer, batch, head, rows, cols, queries, keys };
+}
+
+// the weights of one head (or their average) of the view's layer and batch item, read once per response
+function matrixOf(view, head) {
+  const key = `${view.layerIndex}/${view.batch}/${head}`;
+  if (!state.matrices.has(key)) state.matrices.set(key, weightMatrix(view.layer, view.batch, head, view.rows, view.cols));
+  return state.matrices.get(key);
+}
+
+function sharedScale() {
+  return $("shared-scale").checked;
+}
+
+function scaleMaxOf(matrix) {
+  return sharedScale() ? 1 : largestOf(matrix);
+}
+
+function headText(view) {
+  return view.head === AVERAGE ? `average of ${plural(headCountOf(view.layer, view.batch), "head")}` : `head ${view.head}`;
+}
+
+function render() {
+  const started = performance.now();
+  const view = (state.view = currentView());
+  view.matrix = matrixOf(view, view.head);
+  state.hover = null;
+  state.linkQuery = null;
+  showReadout(null);
+  drawPictures(view);
+  renderTables(view);
+  renderSteps(view);
+  const meta = view.response.meta;
+  $("meta-line").textContent = `${meta.model ? `model ${meta.model}, ` : ""}layer ${view.layer.layer}, ${headText(view)}; `
+    + `${plural(meta.num_heads, "head")} of d_k ${meta.d_k}; scale ${fmt(meta.scale, 6)}; ${meta.dtype} on ${meta.device}; `
+    + `${meta.elapsed_ms} ms in the service, drawn in ${(performance.now() - started).toFixed(0)} ms`;
+  $("results").dataset.renderMs = (performance.now() - started).toFixed(1);
+}
+
+// the heatmap, its legend, the links and the small multiples of the view (no tables)
+function drawPictures(view) {
+  view.scaleMax = scaleMaxOf(view.matrix);
+  view.cells = cellImage(view.matrix, view.scaleMax);
+  view.layout = heatmapLayout(view.rows, view.cols, HEATMAP_SIZE, true);
+  drawFocused(view);
+  drawLegend($("legend"), view.scaleMax, { masked: hasMasked(view.matrix) });
+  $("legend-caption").textContent = sharedScale()
+    ? "Colour: weight from 0 (white) to 1 (darkest), the same scale for every head"
+    : `Colour: weight from 0 (white) to ${fmt(view.scaleMax)} (darkest), the largest weight of this view; `
+      + "each small multiple is scaled to its own largest weight";
+  renderGrid(view);
+}
+
+function focusOf() {
+  return state.hover ?? state.pinned;
+}
+
+function linkOptions(view) {
+  const count = $("link-count").value;
+  const perQuery = count === "all" ? Infinity
+    : count === "auto" ? (Math.max(view.rows, view.cols) <= LINKS_ALL_UP_TO ? Infinity : 1) : Number(count);
+  return { minWeight: Number($("link-min").value), perQuery };
+}
+
+// the heatmap and the links with the focused cell (hovered or clicked) outlined and labelled
+function drawFocused(view) {
+  const focus = focusOf();
+  const valid = focus && focus.query < view.rows && focus.key < view.cols ? focus : null;
+  drawHeatmap($("heatmap"), view.cells, view.layout, { rowLabels: view.queries, colLabels: view.keys, focus: valid });
+  const focusQuery = state.linkQuery ?? (valid ? valid.query : null);
+  drawLinks($("links"), view.matrix, view.queries, view.keys, { ...linkOptions(view), focusQuery });
+  $("link-min-value").textContent = Number($("link-min").value).toFixed(2);
+}
+
+function renderGrid(view) {
+  const grid = $("grid");
+  grid.replaceChildren();
+  for (let h = 0; h < headCountOf(view.layer, view.batch); h++) {
+    const matrix = matrixOf(view, h);
+    const scaleMax = scaleMaxOf(matrix);
+    const figure = document.createElement("figure");
+    figure.dataset.head = String(h);
+    if (h === view.head) figure.classList.add("selected");
+    const canvas = document.createElement("canvas");
+    drawHeatmap(canvas, cellImage(matrix, scaleMax), heatmapLayout(view.rows, view.cols, 120, false));
+    canvas.dataset.max = String(scaleMax);
+    const caption = document.createElement("figcaption");
+    caption.textContent = sharedScale() ? `head ${h}` : `head ${h} (max ${fmt(scaleMax, 2)})`;
+    figure.append(canvas, caption);
+    figure.addEventListener("click", () => { $("view-head").value = String(h); render(); });
+    grid.append(figure);
+  }
+}
+
+// ---- pointing at cells and links ----------------------------------------------------------------------------
+
+function showReadout(cell) {
+  const readout = $("hover-value");
+  if (!cell) {
+    readout.textContent = POINT_AT_A_CELL;
+    delete readout.dataset.value;
+    delete readout.dataset.cell;
+    return;
+  }
+  const view = state.view;
+  const { query: i, key: j } = cell;
+  const value = view.matrix.values[i * view.cols + j];
+  const masked = Number.isNaN(value);
+  readout.textContent = `query ${i} "${view.queries[i]}" → key ${j} "${view.keys[j]}": ${masked ? "masked" : fmt(value, 6)}`;
+  readout.dataset.value = masked ? "" : String(value);
+  readout.dataset.cell = `${i},${j}`;
+}
+
+function cellAt(event) {
+  const view = state.view;
+  const canvas = $("heatmap");
+  const rect = canvas.getBoundingClientRect();
+  const { margin, cell } = view.layout;
+  const j = Math.floor((event.clientX - rect.left - canvas.clientLeft - margin) / cell);
+  const i = Math.floor((event.clientY - rect.top - canvas.clientTop - margin) / cell);
+  return i < 0 || j < 0 || i >= view.rows || j >= view.cols ? null : { query: i, key: j };
+}
+
+function sameCell(a, b) {
+  return a === b || (a !== null && b !== null && a.query === b.query && a.key === b.key);
 }
 
 function onHeatmapPointer(event) {
-  const view = state.view;
-  if (!view) return;
-  const rect = $("heatmap").getBoundingClientRect();
-  const { labels, cell } = view.geometry;
-  const j = Math.floor((event.clientX - rect.left - labels) / cell);
-  const i = Math.floor((event.clientY - rect.top - labels) / cell);
-  if (i < 0 || j < 0 || i >= view.rows || j >= view.cols) {
-    $("hover-value").textContent = "Point at a cell";
-    return;
-  }
-  const value = view.matrix[i][j];
-  $("hover-value").textContent = `query ${i} "${view.queries[i]}" → key ${j} "${view.keys[j]}": ${value === null ? "masked" : fmt(value, 6)}`;
-  $("hover-value").dataset.value = value === null ? "" : String(value);
-  $("hover-value").dataset.cell = `${i},${j}`;
+  if (!state.view) return;
+  const cell = cellAt(event);
+  showReadout(cell);
+  if (sameCell(cell, state.hover)) return;
+  state.hover = cell;
+  drawFocused(state.view);
+}
+
+function onHeatmapLeave() {
+  if (!state.view) return;
+  showReadout(null);
+  state.hover = null;
+  drawFocused(state.view);
 }
 
 function onHeatmapClick(event) {
-  onHeatmapPointer(event);
-  const cell = $("hover-value").dataset.cell;
+  if (!state.view) return;
+  const cell = cellAt(event);
   if (!cell) return;
-  const [query, key] = cell.split(",").map(Number);
-  state.cell = { query, key };
+  state.cell = { ...cell };
+  state.pinned = { ...cell };
+  onHeatmapPointer(event);
   renderSteps(state.view);
+}
+
+function onLinksPointer(event) {
+  const view = state.view;
+  if (!view) return;
+  const canvas = $("links");
+  const y = event.clientY - canvas.getBoundingClientRect().top - canvas.clientTop;
+  const query = linkRowAt(y, Math.max(view.rows, view.cols));
+  const inside = query >= 0 && query < view.rows ? query : null;
+  if (inside === state.linkQuery) return;
+  state.linkQuery = inside;
+  drawFocused(view);
+}
+
+function onLinksLeave() {
+  if (!state.view) return;
+  state.linkQuery = null;
+  drawFocused(state.view);
 }
 
 // ---- the form, the run, the downloads -----------------------------------------------------------------------
@@ -358,26 +445,44 @@ function fillSelect(select, values, label) {
 
 function showResponse(response) {
   state.response = response;
+  state.matrices.clear();
+  state.pinned = null;
+  state.cell = { query: 0, key: 0 };
   const layers = layersOf(response);
   fillSelect($("view-layer"), layers.map((_, index) => index), (index) => `layer ${layers[index].layer}`);
   const batch = response.meta.batch;
-  fillSelect($("view-batch"), Array.from({ length: batch }, (_, b) => b), (b) => (response.tokens ? response.tokens[b].join(" ").slice(0, 40) : `item ${b}`));
+  fillSelect($("view-batch"), Array.from({ length: batch }, (_, b) => b), (b) => (response.tokens ? tokensOf(response, b).slice(0, response.meta.lengths ? response.meta.lengths[b] : undefined).join(" ").slice(0, 40) : `item ${b}`));
   $("view-batch").parentElement.hidden = batch === 1;
   fillSelect($("view-head"), [AVERAGE, ...Array.from({ length: response.meta.num_heads }, (_, h) => h)],
     (h) => (h === AVERAGE ? "average of heads" : `head ${h}`));
   $("view-head").value = "0";
+  const tokens = Math.max(response.meta.seq, response.meta.seq_kv ?? 0);
+  if (tokens > TABLES_OPEN_UP_TO) $("tables-section").open = false;
+  $("tables-note").textContent = tokens > TABLES_OPEN_UP_TO ? `(${tokens} tokens: open to build the tables)` : "";
   $("results").hidden = false;
+  $("results").classList.remove("stale");
+  $("stale-note").hidden = true;
   render();
+}
+
+// a failed run: the status says so and results of an earlier run are marked as not matching the form
+function showFailure(statusText) {
+  $("status").textContent = statusText;
+  $("status").classList.add("failed");
+  $("results").classList.toggle("stale", state.response !== null);
+  $("stale-note").hidden = state.response === null;
 }
 
 async function run(event) {
   event.preventDefault();
   clearErrors();
+  $("status").classList.remove("failed");
   let body;
   try {
     body = buildRequest();
   } catch (problem) {
     showError(problem.field || "general", problem.message || String(problem));
+    showFailure("not sent: see the message in red");
     return;
   }
   $("run").disabled = true;
@@ -389,15 +494,16 @@ async function run(event) {
     try { payload = JSON.parse(text); } catch { payload = { detail: text }; }
     if (!reply.ok) {
       showApiError(reply.status, payload);
-      $("status").textContent = `error ${reply.status}`;
+      showFailure(`refused (HTTP ${reply.status}): see the message in red`);
       return;
     }
     state.raw = text;
+    state.request = body;
     $("status").textContent = `${(text.length / 1024).toFixed(0)} kB in ${payload.meta.elapsed_ms} ms`;
     showResponse(payload);
   } catch (error) {
     showError("general", `the service could not be reached: ${error.message}`);
-    $("status").textContent = "";
+    showFailure("failed: the service could not be reached");
   } finally {
     $("run").disabled = false;
   }
@@ -411,6 +517,33 @@ function download(name, blob) {
   link.click();
   link.remove();
   setTimeout(() => URL.revokeObjectURL(link.href), 1000);
+}
+
+// what the downloaded heatmap shows (model, layer, head), its colour scale, and the text it is of
+function figureTitle(view) {
+  const meta = view.response.meta;
+  const what = [meta.model === "toy" ? `toy model (d_model ${meta.d_model}, seed ${meta.seed})`
+    : meta.model ? meta.model : "explicit embeddings"];
+  if (Array.isArray(view.response.layers)) what.push(`layer ${view.layer.layer}`);
+  what.push(headText(view));
+  const colours = sharedScale() ? "colours 0 to 1" : `colours 0 to ${fmt(view.scaleMax)}`;
+  const text = state.request && state.request.text;
+  const subtitle = Array.isArray(text) ? text[view.batch] : typeof text === "string" ? text : "";
+  return { title: [...what, colours].join(" · "), subtitle, fileName: `attention-${what.join("-").replace(/[^A-Za-z0-9._-]+/g, "-")}.png` };
+}
+
+function downloadPng() {
+  const view = state.view;
+  const heatmap = document.createElement("canvas");
+  drawHeatmap(heatmap, view.cells, view.layout, { rowLabels: view.queries, colLabels: view.keys });
+  const legend = document.createElement("canvas");
+  drawLegend(legend, view.scaleMax, { masked: hasMasked(view.matrix) });
+  const figure = document.createElement("canvas");
+  const { title, subtitle, fileName } = figureTitle(view);
+  drawFigure(figure, { title, subtitle, heatmap, legend });
+  figure.toBlob(async (blob) => {
+    download(fileName, await withText(blob, subtitle ? { Title: title, Description: subtitle } : { Title: title }));
+  });
 }
 
 function syncForm() {
@@ -433,13 +566,21 @@ async function loadModels() {
   try {
     const listing = await (await fetch("/models")).json();
     state.models = listing.models;
-    const names = [...listing.models.map((model) => model.name), "toy"];
-    fillSelect($("model"), names, (name) => (name === "toy" ? "toy (seeded embeddings)" : name));
+    fillSelect($("model"), listing.models.map((model) => model.name),
+      (name) => (state.models.find((model) => model.name === name).toy ? `${name} (seeded embeddings)` : name));
     $("model").value = listing.default;
   } catch (error) {
     showError("model", `GET /models failed: ${error.message}`);
   }
   syncForm();
+}
+
+function redrawPictures() {
+  if (state.view) drawPictures(state.view);
+}
+
+function redrawLinks() {
+  if (state.view) drawFocused(state.view);
 }
 
 function init() {
@@ -448,10 +589,19 @@ function init() {
   document.querySelectorAll("input[name=mode]").forEach((input) => input.addEventListener("change", syncForm));
   $("model").addEventListener("change", syncForm);
   for (const id of ["view-layer", "view-head", "view-batch"]) $(id).addEventListener("change", render);
+  $("shared-scale").addEventListener("change", redrawPictures);
+  $("link-count").addEventListener("change", redrawLinks);
+  $("link-min").addEventListener("input", redrawLinks);
   $("heatmap").addEventListener("pointermove", onHeatmapPointer);
+  $("heatmap").addEventListener("pointerleave", onHeatmapLeave);
   $("heatmap").addEventListener("click", onHeatmapClick);
+  $("links").addEventListener("pointermove", onLinksPointer);
+  $("links").addEventListener("pointerleave", onLinksLeave);
   $("download-json").addEventListener("click", () => download("attention.json", new Blob([state.raw], { type: "application/json" })));
-  $("download-png").addEventListener("click", () => $("heatmap").toBlob((blob) => download("attention-heatmap.png", blob)));
+  $("download-png").addEventListener("click", downloadPng);
+  $("tables-section").addEventListener("toggle", () => {
+    if (state.view && $("tables-section").open && $("tables-section").dataset.built !== "true") renderTables(state.view);
+  });
   loadModels();
 }
 

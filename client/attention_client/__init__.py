@@ -1,0 +1,49 @@
+"""Typed Python client of the attention internals service: `Client` (blocking) and `AsyncClient` (asyncio).
+
+from attention_client import Client
+
+with Client("http://127.0.0.1:8000") as client:
+    result = client.attend(text="The cat sat", layer=0, include=["weights"])
+    result.layers[0].weights  # numpy float64 [batch, head, query_pos, key_pos]
+"""
+
+from attention_client.client import API_KEY_ENV, API_KEY_HEADER, DEFAULT_URL, AsyncClient, Client
+from attention_client.errors import (
+    APIError,
+    AttentionError,
+    InvalidRequest,
+    LimitExceeded,
+    ResponseError,
+    ServiceTimeout,
+    ServiceUnavailable,
+    Unauthorized,
+)
+from attention_client.result import Attention, FloatArray, Layers, NotReturned, Tensors
+from attention_client.wire import TENSOR_NAMES, Meta, ModelInfo, ModelList, TensorName, Weights
+
+__all__ = [
+    "API_KEY_ENV",
+    "API_KEY_HEADER",
+    "DEFAULT_URL",
+    "TENSOR_NAMES",
+    "APIError",
+    "AsyncClient",
+    "Attention",
+    "AttentionError",
+    "Client",
+    "FloatArray",
+    "InvalidRequest",
+    "Layers",
+    "LimitExceeded",
+    "Meta",
+    "ModelInfo",
+    "ModelList",
+    "NotReturned",
+    "ResponseError",
+    "ServiceTimeout",
+    "ServiceUnavailable",
+    "TensorName",
+    "Tensors",
+    "Unauthorized",
+    "Weights",
+]

@@ -1,0 +1,82 @@
+"""A 200 of `POST /attend` into an `Attention`, by the media type the service answered with.
+
+JSON is the one format today; a binary one (API.md "Formats") is one more entry of DECODERS, picked by the
+response's Content-Type, with the request's Accept set from a `format` option."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+import numpy as np
+
+from attention_client.errors import ResponseError
+from attention_client.result import Attention, FloatArray, Layers, Tensors
+from attention_client.wire import Meta
+
+JSON = "application/json"
+
+
+def decode(response: httpx.Response) -> Attention:
+    media_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    decoder = DECODERS.get(media_type)
+    if decoder is None:
+        raise ResponseError(f"found a response of {media_type or 'no Content-Type'}; expected {JSON}")
+    return decoder(response.content, response.headers.get("x-request-id"))
+
+
+def from_json(content: bytes, request_id: str | None) -> Attention:
+    try:
+        body = json.loads(content)
+        meta: Meta = body["meta"]
+        axes: dict[str, list[str]] = meta["axes"]
+        shapes: dict[str, list[int]] = meta.get("shapes", {})
+    except (ValueError, KeyError, TypeError) as error:
+        raise ResponseError(f"found a response without a readable `meta.axes` ({error!r})") from None
+
+    def tensors_of(part: Mapping[str, Any], where: str) -> dict[str, FloatArray]:
+        # every field that meta.axes names is a tensor, also one this client does not know yet
+        return {
+            name: _array(value, axes[name], shapes.get(name), where + name)
+            for name, value in part.items()
+            if name in axes
+        }
+
+    layers: dict[int, Tensors] = {}
+    for entry in body.get("layers") or []:
+        index = entry.get("layer") if isinstance(entry, dict) else None
+        if not isinstance(index, int):
+            raise ResponseError(f"found an entry of `layers` without its `layer` index: {str(entry)[:100]}")
+        layers[index] = Tensors(tensors_of(entry, f"layers[{index}]."), _axes(axes), f" in layer {index}")
+    return Attention(
+        tensors_of(body, ""),
+        _axes(axes),
+        layers=Layers(layers),
+        tokens=body.get("tokens") or [],
+        meta=meta,
+        request_id=request_id,
+    )
+
+
+def _axes(axes: Mapping[str, list[str]]) -> dict[str, tuple[str, ...]]:
+    return {name: tuple(names) for name, names in axes.items()}
+
+
+def _array(value: Any, axes: list[str], shape: list[int] | None, name: str) -> FloatArray:
+    """float64 (JSON's numbers exactly as written); null is a masked entry: -inf."""
+    try:
+        array = np.array(value, dtype=np.float64)
+    except (ValueError, TypeError) as error:
+        raise ResponseError(f"{name}: found no rectangular array of numbers ({error})") from None
+    if array.ndim != len(axes) or (shape is not None and list(array.shape) != list(shape)):
+        raise ResponseError(
+            f"{name}: found shape {list(array.shape)}; expected axes {axes}"
+            + (f" of shape {list(shape)} (meta.shapes)" if shape is not None else "")
+        )
+    array[np.isnan(array)] = -np.inf
+    return array
+
+
+DECODERS: dict[str, Callable[[bytes, str | None], Attention]] = {JSON: from_json}

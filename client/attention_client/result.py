@@ -1,0 +1,146 @@
+"""What `attend` returns: the tensors as numpy arrays with their axes, a model's layers by layer index, the
+tokens and `meta`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+import numpy.typing as npt
+
+from attention_client.errors import AttentionError
+from attention_client.wire import Meta
+
+FloatArray = npt.NDArray[np.float64]
+
+
+class NotReturned(AttentionError, KeyError):
+    """A tensor or layer that the response does not hold (not asked for in `include` or `layer`)."""
+
+    def __str__(self) -> str:  # KeyError's own str() would quote the message
+        return str(self.args[0])
+
+
+class Tensors(Mapping[str, FloatArray]):
+    """The returned tensors of one computation, by name (`q`, `weights`, ...), as float64 arrays (masked
+    entries -inf) whose axes are `axes[name]`. The top level of a response, or one layer of a model."""
+
+    def __init__(self, arrays: dict[str, FloatArray], axes: Mapping[str, tuple[str, ...]], where: str = ""):
+        self._arrays, self._where = arrays, where
+        self.axes: dict[str, tuple[str, ...]] = {name: axes[name] for name in arrays}
+
+    def __getitem__(self, name: str) -> FloatArray:
+        try:
+            return self._arrays[name]
+        except KeyError:
+            raise NotReturned(self._not_returned(name)) from None
+
+    def _not_returned(self, name: str) -> str:
+        returned = ", ".join(self._arrays) or "none"
+        return f"{name!r} was not returned{self._where} (returned: {returned}); ask for it in `include`"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+    def _shapes(self) -> list[str]:
+        return [f"{name}{list(array.shape)}" for name, array in self._arrays.items()]
+
+    def __repr__(self) -> str:
+        return f"Tensors({', '.join(self._shapes())})"
+
+    @property
+    def q(self) -> FloatArray:
+        """Q [batch, head, query_pos, d_k]."""
+        return self["q"]
+
+    @property
+    def k(self) -> FloatArray:
+        """K [batch, head, key_pos, d_k]."""
+        return self["k"]
+
+    @property
+    def v(self) -> FloatArray:
+        """V [batch, head, key_pos, d_v]."""
+        return self["v"]
+
+    @property
+    def scores(self) -> FloatArray:
+        """Q K^T [batch, head, query_pos, key_pos]."""
+        return self["scores"]
+
+    @property
+    def scaled_scores(self) -> FloatArray:
+        """scores * scale, masked entries -inf [batch, head, query_pos, key_pos]."""
+        return self["scaled_scores"]
+
+    @property
+    def weights(self) -> FloatArray:
+        """The softmax of each row of scaled_scores [batch, head, query_pos, key_pos]."""
+        return self["weights"]
+
+    @property
+    def context(self) -> FloatArray:
+        """weights V per head [batch, head, query_pos, d_v]."""
+        return self["context"]
+
+    @property
+    def output(self) -> FloatArray:
+        """concat(heads) W_o + b_o [batch, query_pos, d_out]."""
+        return self["output"]
+
+
+class Layers(Mapping[int, Tensors]):
+    """A pretrained model's layers by the model's layer index (`layers[3]`), in the order returned."""
+
+    def __init__(self, layers: dict[int, Tensors]):
+        self._layers = layers
+
+    def __getitem__(self, index: int) -> Tensors:
+        try:
+            return self._layers[index]
+        except KeyError:
+            returned = ", ".join(map(str, self._layers)) or "none: the request named no model"
+            raise NotReturned(
+                f"layer {index!r} was not returned (returned: {returned}); ask for it in `layer`"
+            ) from None
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._layers)
+
+    def __len__(self) -> int:
+        return len(self._layers)
+
+    def __repr__(self) -> str:
+        return f"Layers({list(self._layers)})"
+
+
+class Attention(Tensors):
+    """The answer of `attend`. Without a model the tensors are here (`result.weights`); with one they are per
+    layer (`result.layers[i].weights`). `tokens` [batch][seq] with `text` (else empty); `meta` as the service
+    sent it; `request_id` the X-Request-ID the service logged the request under."""
+
+    def __init__(
+        self,
+        arrays: dict[str, FloatArray],
+        axes: Mapping[str, tuple[str, ...]],
+        *,
+        layers: Layers,
+        tokens: list[list[str]],
+        meta: Meta,
+        request_id: str | None,
+    ):
+        super().__init__(arrays, axes)
+        self.layers, self.tokens, self.meta, self.request_id = layers, tokens, meta, request_id
+
+    def _not_returned(self, name: str) -> str:
+        if self.layers and not self._arrays:
+            layers = list(self.layers)
+            return f"with a model the tensors are per layer: result.layers[i][{name!r}] for i in {layers}"
+        return super()._not_returned(name)
+
+    def __repr__(self) -> str:
+        layers = [f"layers={list(self.layers)}"] if self.layers else []
+        return f"Attention({', '.join([*self._shapes(), *layers])})"

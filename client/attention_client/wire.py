@@ -1,0 +1,107 @@
+"""The wire contract's names as the client types them (API.md): request settings, `meta`, `GET /models`.
+
+The service's own pydantic models (schemas/ in the service's repository) are the source; this package cannot
+import them (it installs without the service), so tests/client/test_wire_names.py checks that these names
+stay equal to theirs."""
+
+from __future__ import annotations
+
+from typing import Literal, TypedDict
+
+import numpy.typing as npt
+
+TensorName = Literal["q", "k", "v", "scores", "scaled_scores", "weights", "context", "output"]
+TENSOR_NAMES: tuple[TensorName, ...] = (
+    "q",
+    "k",
+    "v",
+    "scores",
+    "scaled_scores",
+    "weights",
+    "context",
+    "output",
+)
+Device = Literal["auto", "cpu", "cuda"]
+Dtype = Literal["float32", "float64", "float16", "bfloat16"]
+
+
+class Weights(TypedDict, total=False):
+    """The request's `weights`: w_q, w_k, w_v all given (with optional w_o and biases), or generated from
+    `init` and `seed`. Matrices are anything numpy can turn into an array (lists, arrays, CPU tensors)."""
+
+    w_q: npt.ArrayLike
+    w_k: npt.ArrayLike
+    w_v: npt.ArrayLike
+    w_o: npt.ArrayLike
+    b_q: npt.ArrayLike
+    b_k: npt.ArrayLike
+    b_v: npt.ArrayLike
+    b_o: npt.ArrayLike
+    layout: Literal["in_out", "out_in"]
+    init: Literal["xavier_uniform", "normal", "identity"]
+    seed: int
+    output_projection: bool
+
+
+class _MetaAlways(TypedDict):
+    device: str
+    dtype: Dtype
+    scale: float
+    num_heads: int
+    d_k: int
+    d_v: int
+    d_model: int | None
+    d_out: int
+    batch: int
+    seq: int
+    seq_kv: int
+    causal: bool
+    masked: bool
+    weights_source: Literal["explicit", "generated", "none", "model"]
+    layout: Literal["in_out", "out_in"] | None
+    init: str | None
+    seed: int | None
+    output_projection: bool
+    torch_version: str
+    axes: dict[str, list[str]]
+    shapes: dict[str, list[int]]
+    elapsed_ms: float
+
+
+class Meta(_MetaAlways, total=False):
+    """The response's `meta`: what was computed and how (keys a newer service adds are there too)."""
+
+    model: str | None
+    layer: list[int] | None
+    lengths: list[int] | None
+    padded: bool | None
+    truncated: bool | None
+    decimals: int | None
+
+
+class _ModelAlways(TypedDict):
+    name: str
+    loaded: bool
+
+
+class ModelInfo(_ModelAlways, total=False):
+    """One entry of `GET /models`: a pretrained model, or the toy mode (`toy` true)."""
+
+    toy: bool
+    layers: int | None
+    heads: int | None
+    d_model: int
+    vocab_size: int
+    max_length: int
+    max_d_model: int
+    load_seconds: float
+    parameter_bytes: int
+    about: str
+    error: str
+
+
+class ModelList(TypedDict):
+    """`GET /models`: the model used for `text` when a request names none, and every model."""
+
+    default: str
+    models: list[ModelInfo]
