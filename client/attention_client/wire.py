@@ -23,6 +23,7 @@ TENSOR_NAMES: tuple[TensorName, ...] = (
 )
 Device = Literal["auto", "cpu", "cuda"]
 Dtype = Literal["float32", "float64", "float16", "bfloat16"]
+WireDtype = Literal["float32", "float16", "float64"]  # binary formats only: this client reads JSON
 
 
 class Weights(TypedDict, total=False):
@@ -77,6 +78,9 @@ class Meta(_MetaAlways, total=False):
     padded: bool | None
     truncated: bool | None
     decimals: int | None
+    heads: list[int] | None
+    queries: list[int] | None
+    wire_dtype: WireDtype | None
 
 
 class _ModelAlways(TypedDict):
