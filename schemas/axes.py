@@ -3,14 +3,20 @@ length of each axis. Shapes, the 413 estimates, `meta.axes`/`meta.shapes`, the r
 and the code's shape comments all use these names.
 
 The two position axes are `query_pos` (length `meta.seq`: the queries, one per token of X) and `key_pos`
-(length `meta.seq_kv`: the keys and values, one per token of C, which is X in self-attention).
+(length `meta.seq_kv`: the keys and values, one per token of C, which is X in self-attention). With
+grouped-query attention (a model with fewer key/value heads than query heads) `k`, `v` and `k_pre_rotary`
+have the axis `kv_head` (length `meta.num_kv_heads`) instead of `head`; query head h reads kv head
+h // (num_heads / num_kv_heads).
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-TensorName = Literal["q", "k", "v", "scores", "scaled_scores", "weights", "context", "output"]
+TensorName = Literal[
+    "q", "k", "v", "scores", "scaled_scores", "weights", "context", "output", "q_pre_rotary", "k_pre_rotary"
+]
+# returned when a request has no `include`
 TENSOR_NAMES: tuple[TensorName, ...] = (
     "q",
     "k",
@@ -21,6 +27,9 @@ TENSOR_NAMES: tuple[TensorName, ...] = (
     "context",
     "output",
 )
+# returned only when `include` names them: a rotary model's projections before the rotation
+ROTARY_TENSOR_NAMES: tuple[TensorName, ...] = ("q_pre_rotary", "k_pre_rotary")
+ALL_TENSOR_NAMES: tuple[TensorName, ...] = TENSOR_NAMES + ROTARY_TENSOR_NAMES
 
 TENSOR_AXES: dict[TensorName, tuple[str, ...]] = {
     "q": ("batch", "head", "query_pos", "d_k"),
@@ -31,12 +40,17 @@ TENSOR_AXES: dict[TensorName, tuple[str, ...]] = {
     "weights": ("batch", "head", "query_pos", "key_pos"),
     "context": ("batch", "head", "query_pos", "d_v"),
     "output": ("batch", "query_pos", "d_out"),
+    "q_pre_rotary": ("batch", "head", "query_pos", "d_k"),
+    "k_pre_rotary": ("batch", "head", "key_pos", "d_k"),
 }
+# the tensors with one entry per key/value head: their `head` axis is `kv_head` under grouped-query attention
+KV_TENSORS: frozenset[TensorName] = frozenset({"k", "v", "k_pre_rotary"})
 
 # the field of `meta` (and of the compute side's Sizes) that gives each axis's length
 AXIS_LENGTH: dict[str, str] = {
     "batch": "batch",
     "head": "num_heads",
+    "kv_head": "num_kv_heads",
     "query_pos": "seq",
     "key_pos": "seq_kv",
     "d_k": "d_k",
@@ -45,17 +59,31 @@ AXIS_LENGTH: dict[str, str] = {
 }
 
 TENSOR_MEANING: dict[TensorName, str] = {
-    "q": "Q, one vector per query and head",
-    "k": "K, one vector per key and head",
-    "v": "V, one vector per key and head",
-    "scores": "Q K^T, the raw dot products",
-    "scaled_scores": "scores * scale, masked entries null (-inf)",
+    "q": "Q, one vector per query and head (after the rotary embedding, for a rotary model)",
+    "k": "K, one vector per key and head, or per kv_head under grouped-query attention (after the rotary "
+    "embedding, for a rotary model)",
+    "v": "V, one vector per key and head, or per kv_head under grouped-query attention",
+    "scores": "Q K^T, the raw dot products (each query head with its kv head)",
+    "scaled_scores": "scores * scale (soft-capped when the model caps them: cap * tanh(. / cap)), masked "
+    "entries null (-inf)",
     "weights": "softmax of each row of scaled_scores (sums to 1, or all 0 if every key is masked)",
     "context": "weights V, per head",
     "output": "concat(heads) W_o + b_o (the heads concatenated without W_o)",
+    "q_pre_rotary": "a rotary model's Q before the rotary embedding (only when `include` names it)",
+    "k_pre_rotary": "a rotary model's K before the rotary embedding, per kv_head under grouped-query "
+    "attention (only when `include` names it)",
 }
 
 
+def tensor_axes(name: TensorName, grouped: bool = False) -> tuple[str, ...]:
+    """The axes of `name`; `grouped`: fewer key/value heads than query heads (k, v then have `kv_head`)."""
+    axes = TENSOR_AXES[name]
+    if grouped and name in KV_TENSORS:
+        return tuple("kv_head" if axis == "head" else axis for axis in axes)
+    return axes
+
+
 def shape_text(name: TensorName) -> str:
-    """e.g. "[batch, head, query_pos, d_k]"."""
-    return "[" + ", ".join(TENSOR_AXES[name]) + "]"
+    """e.g. "[batch, head, query_pos, d_k]" (with "head or kv_head" where grouped-query attention has it)."""
+    axes = ["head or kv_head" if a == "head" and name in KV_TENSORS else a for a in TENSOR_AXES[name]]
+    return "[" + ", ".join(axes) + "]"

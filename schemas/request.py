@@ -17,7 +17,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from schemas.axes import TENSOR_NAMES, TensorName
+from schemas.axes import ALL_TENSOR_NAMES, TENSOR_NAMES, TensorName
 from schemas.request_forms import (
     TOY_MODEL as TOY_MODEL,  # re-exported: the request's constants live here
 )
@@ -214,7 +214,10 @@ class AttendRequest(BaseModel):
         "A query row with no key left gets weights 0 and context 0 (never NaN).",
     )
     include: list[TensorName] | None = Field(
-        None, description="Which tensors to return. Default: all of " + ", ".join(TENSOR_NAMES) + "."
+        None,
+        description="Which tensors to return. Default: all of "
+        + ", ".join(TENSOR_NAMES)
+        + " (q_pre_rotary and k_pre_rotary, a rotary model's Q and K before rotation, only when named).",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description='"auto" (default) uses CUDA when present, else the CPU.'
@@ -327,4 +330,6 @@ class AttendRequest(BaseModel):
 
     @property
     def returned(self) -> tuple[TensorName, ...]:
-        return TENSOR_NAMES if self.include is None else tuple(n for n in TENSOR_NAMES if n in self.include)
+        if self.include is None:
+            return TENSOR_NAMES
+        return tuple(name for name in ALL_TENSOR_NAMES if name in self.include)

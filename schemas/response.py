@@ -32,6 +32,15 @@ class Meta(BaseModel):
     dtype: Literal["float32", "float64", "float16", "bfloat16"]
     scale: float = Field(description="The factor applied to the scores.")
     num_heads: int = Field(description="Heads: the length of the `head` axis.")
+    num_kv_heads: int = Field(
+        description="Key/value heads: the length of the `kv_head` axis of k and v under grouped-query "
+        "attention (fewer than num_heads); equal to num_heads otherwise."
+    )
+    kv_head_of: list[int] | None = Field(
+        None,
+        description="Under grouped-query attention: for each query head, the kv head it reads "
+        "(query heads h with kv_head_of[h] == g share kv head g).",
+    )
     d_k: int = Field(description="Query/key size per head: the length of the `d_k` axis.")
     d_v: int = Field(description="Value size per head: the length of the `d_v` axis.")
     d_model: int | None = Field(
@@ -41,7 +50,21 @@ class Meta(BaseModel):
     batch: int = Field(description="The length of the `batch` axis.")
     seq: int = Field(description="Queries: the length of the `query_pos` axis.")
     seq_kv: int = Field(description="Keys and values: the length of the `key_pos` axis.")
-    causal: bool
+    causal: bool = Field(
+        description="Whether queries attend only to keys at or before them (always, for a decoder model)."
+    )
+    sliding_window: list[int | None] | None = Field(
+        None,
+        description="With a model that has sliding-window layers: for each layer of `layer`, in that order, "
+        "its window (null: all keys). A causal model's query sees itself and the window - 1 keys before it; "
+        "ModernBERT's (local_attention) is centred on the query, half on each side.",
+    )
+    softcap: float | None = Field(
+        None, description="With a model that caps its scores: the cap c of scaled_scores = c * tanh(. / c)."
+    )
+    positions: str | None = Field(
+        None, description="With a model: its positional scheme (absolute, sinusoidal, rotary)."
+    )
     masked: bool = Field(
         description="Whether any key position was masked (attention_mask, padding or causal)."
     )
@@ -97,6 +120,8 @@ class Tensors(BaseModel):
     weights: Float4D | None = _tensor_field("weights")
     context: Float4D | None = _tensor_field("context")
     output: Float3D | None = _tensor_field("output")
+    q_pre_rotary: Float4D | None = _tensor_field("q_pre_rotary")
+    k_pre_rotary: Float4D | None = _tensor_field("k_pre_rotary")
 
 
 class LayerTensors(Tensors):

@@ -26,6 +26,26 @@ class ModelInfo(BaseModel):
     loaded: bool = Field(description="Whether it is in memory (false: loaded on first use, or unreadable).")
     layers: int | None = Field(None, description="Number of layers: `layer` takes 0 to layers - 1.")
     heads: int | None = Field(None, description="Heads per layer (the only num_heads it takes).")
+    family: str | None = Field(None, description="The config's model_type: bert, gpt2, llama, ...")
+    kind: Literal["encoder", "decoder"] | None = Field(
+        None, description="encoder (bidirectional) or decoder (causal: each token sees those before it)."
+    )
+    positions: Literal["absolute", "sinusoidal", "rotary"] | None = Field(
+        None, description="Positional scheme: learned absolute, sinusoidal, or rotary (q and k rotated)."
+    )
+    kv_heads: int | None = Field(
+        None, description="Key/value heads: fewer than heads under grouped-query attention."
+    )
+    head_size: int | None = Field(None, description="d_k = d_v of each head.")
+    window: int | None = Field(
+        None, description="The sliding window of its windowed layers (null: every layer sees every key)."
+    )
+    windowed_layers: list[int] | None = Field(None, description="The layers that attend within `window`.")
+    softcap: float | None = Field(None, description="The cap c of its soft-capped scores, c tanh(s / c).")
+    parameters: int | None = Field(None, description="Numbers in its weights files.")
+    dtype: Literal["float32", "bfloat16", "float16", "float64"] | None = Field(
+        None, description="The dtype its weights are loaded and its forward runs in (ATTENTION_MODELS)."
+    )
     d_model: int | None = Field(None, description="Hidden size (toy mode: the default d_model).")
     vocab_size: int | None = Field(None, description="Size of the tokenizer's vocabulary.")
     max_length: int | None = Field(None, description="Most tokens per text, [CLS] and [SEP] included.")

@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
-# Installs what is needed, then serves on http://127.0.0.1:8000 (HOST and PORT override; settings: README).
+# Installs the service into .venv if needed (not its test tools: ./scripts/test.sh adds those), then serves it.
+#   HOST, PORT      the address (default 127.0.0.1 and 8000; HOST=0.0.0.0 for other machines)
+#   GRACE_SECONDS   how long a shutdown waits for the requests in flight (default 30)
+# and the settings of the README (ATTENTION_*). Every log line is JSON, on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install.sh
+host=${HOST:-127.0.0.1} port=${PORT:-8000}
+# a person at a terminal is told where to go; a log collector gets the JSON lines alone
+if [ -t 2 ]; then
+  echo "serve: http://$host:$port (explorer at /, Swagger UI at /docs) once the log says \"ready\", in 5-10 s;" \
+    "Ctrl-C stops" >&2
+fi
 # --http: uvicorn's httptools with the service's connection limits (service/server/http_protocol.py)
-exec .venv/bin/python -m uvicorn service.server.app:app --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}" \
+exec .venv/bin/python -m uvicorn service.server.app:app --host "$host" --port "$port" \
   --http service.server.http_protocol:HttpProtocol \
   --no-access-log --timeout-graceful-shutdown "${GRACE_SECONDS:-30}"

@@ -4,8 +4,26 @@ import os
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LoadDtype = Literal["float32", "bfloat16", "float16", "float64"]
+
+
+class ModelSource(BaseModel):
+    """A model folder with its settings, e.g.
+    ATTENTION_MODELS='{"name": {"path": "/folder", "dtype": "bfloat16"}}'."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(
+        description="The Hugging Face folder (config.json, safetensors weights, tokenizer files)."
+    )
+    dtype: LoadDtype = Field(
+        "float32",
+        description="The dtype the model's weights are loaded and its forward pass runs in: float32 "
+        "(default); bfloat16 or float16 halve the memory of big checkpoints; float64 for exact comparisons.",
+    )
 
 
 class Settings(BaseSettings):
@@ -90,10 +108,13 @@ class Settings(BaseSettings):
         description="Origins allowed to call the API from a browser, as a JSON list "
         '(["https://app.example"]); none by default (the explorer page at / is same-origin and needs none).',
     )
-    models: dict[str, str] = Field(
+    models: dict[str, str | ModelSource] = Field(
         default_factory=dict,
         description='More models, as JSON {"name": "/folder"} of Hugging Face folders (config.json, '
-        "model.safetensors, tokenizer files). A name already taken replaces that model's folder.",
+        'safetensors weights, tokenizer files), or {"name": {"path": "/folder", "dtype": "bfloat16"}} to '
+        "load one in another dtype (float32 default, bfloat16, float16, float64). A name already taken "
+        "replaces "
+        "that model's folder.",
     )
     default_model: str = Field(
         "all-MiniLM-L6-v2", description="The model used for `text` when a request names none."

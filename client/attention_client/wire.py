@@ -49,6 +49,7 @@ class _MetaAlways(TypedDict):
     dtype: Dtype
     scale: float
     num_heads: int
+    num_kv_heads: int
     d_k: int
     d_v: int
     d_model: int | None
@@ -81,6 +82,10 @@ class Meta(_MetaAlways, total=False):
     heads: list[int] | None
     queries: list[int] | None
     wire_dtype: WireDtype | None
+    kv_head_of: list[int] | None
+    sliding_window: list[int | None] | None
+    softcap: float | None
+    positions: str | None
 
 
 class _ModelAlways(TypedDict):

@@ -8,6 +8,7 @@ from functools import partial
 
 import numpy as np
 
+from schemas.axes import ROTARY_TENSOR_NAMES
 from schemas.request import TOY_D_MODEL, TOY_MODEL, AttendRequest
 from service.compute.attention import attention_on
 from service.compute.device import Converter, check_range
@@ -20,7 +21,7 @@ from service.compute.sizes import Sizes
 from service.compute.slicing import Selection
 from service.compute.toy import padded_tokens, toy_extent, toy_inputs, toy_token_count, toy_tokens
 from service.compute.weights import BIASES, MATRICES, resolve_sizes, resolve_weights
-from service.errors import LimitExceeded
+from service.errors import LimitExceeded, RequestError
 from service.settings import Settings
 
 
@@ -52,6 +53,13 @@ def _numbers(request: AttendRequest) -> list[tuple[tuple[str, ...], np.ndarray |
 
 
 def attend_explicit(request: AttendRequest, settings: Settings, started: float) -> Result:
+    rotary = [name for name in ROTARY_TENSOR_NAMES if name in request.returned]
+    if rotary:
+        raise RequestError(
+            ("include",),
+            f"found {', '.join(rotary)}; only a pretrained model with rotary positions rotates Q and K, so "
+            "here q and k are the projections themselves (ask for q and k)",
+        )
     tokens = None
     if request.text is not None:
         inputs, sizes, tokens = _toy(request, settings)

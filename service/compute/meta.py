@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from schemas.axes import TENSOR_AXES, TensorName
+from schemas.axes import TensorName
 from schemas.request import AttendRequest
 from schemas.response import Meta
 from service.compute.device import device_name
@@ -30,6 +30,12 @@ def weight_settings(request: AttendRequest, direct: bool) -> dict[str, Any]:
     }
 
 
+def kv_head_of(sizes: Sizes) -> list[int]:
+    """For each query head, the key/value head it reads (repeat_kv's order: consecutive query heads share)."""
+    group = sizes.num_heads // sizes.num_kv_heads
+    return [head // group for head in range(sizes.num_heads)]
+
+
 def build_meta(
     request: AttendRequest,
     sizes: Sizes,
@@ -40,13 +46,16 @@ def build_meta(
     **about: Any,
 ) -> bytes:
     """meta as JSON; `about` holds what depends on the input path (weight settings, model, layers, lengths,
-    masked, output_projection) and on the format (wire_dtype). elapsed_ms counts from `started` to now."""
+    masked, output_projection; a model's causality, window, cap and positions) and on the format (wire_dtype).
+    elapsed_ms counts from `started` to now."""
     returned: tuple[TensorName, ...] = request.returned
     meta = Meta(
         device=device_name(device),
         dtype=request.dtype,
         scale=scale,
         num_heads=sizes.num_heads,
+        num_kv_heads=sizes.num_kv_heads,
+        kv_head_of=kv_head_of(sizes) if sizes.grouped else None,
         d_k=sizes.d_k,
         d_v=sizes.d_v,
         d_model=sizes.d_model,
@@ -54,10 +63,10 @@ def build_meta(
         batch=sizes.batch,
         seq=sizes.seq,
         seq_kv=sizes.seq_kv,
-        causal=request.causal,
+        causal=about.pop("causal", request.causal),
         torch_version=torch.__version__,
         decimals=request.decimals,
-        axes={name: list(TENSOR_AXES[name]) for name in returned},
+        axes={name: list(sizes.axes(name)) for name in returned},
         shapes={name: list(selection.shape(sizes, name)) for name in returned},
         **selection.about(),
         elapsed_ms=round((time.perf_counter() - started) * 1000, 3),

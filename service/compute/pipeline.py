@@ -51,6 +51,14 @@ def computed(body: bytes, settings: Settings, models: ModelRegistry, streamed: b
     started = time.perf_counter()
     check_text_batch(body, settings)
     request = AttendRequest.model_validate_json(body)
+    return attend_request(request, settings, models, started, streamed)
+
+
+def attend_request(
+    request: AttendRequest, settings: Settings, models: ModelRegistry, started: float, streamed: bool = False
+) -> Result:
+    """A parsed request through its path (also the Open Inference Protocol's, service/compute/oip/), to be
+    encoded in a format of service/compute/formats/ or as OIP outputs."""
     if request.text is not None and request.model != TOY_MODEL:
         return attend_pretrained(request, settings, models, started, streamed)
     return attend_explicit(request, settings, started)

@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable, Iterable
 
 import orjson
 import torch
@@ -24,15 +25,34 @@ import torch
 from service.compute.device import resolve_device
 from service.compute.memory import MemoryKeeper
 from service.compute.models.registry import ModelRegistry
+from service.compute.oip import answer_infer
 from service.compute.pipeline import attend, frames
 from service.errors import ModelError
 from service.logs import log_json_to_stderr
-from service.protocol import ANSWER, EXPIRED, REQUEST, Started, expired
+from service.protocol import ANSWER, ATTEND, EXPIRED, OIP_INFER, REQUEST, Frame, Started, expired
 from service.settings import Settings
 
 WARM_UP = b'{"embeddings": [[1.0, 0.0], [0.0, 1.0]], "causal": true}'
 
 log = logging.getLogger("attention_service.compute")
+
+# what answers a request of one kind: its body, the settings, the models and the response format asked for ->
+# the frames of its answer (service/protocol.py)
+Route = Callable[[bytes, Settings, ModelRegistry, int], Iterable[Frame]]
+
+
+def one_frame(answer: Callable[[bytes, Settings, ModelRegistry], tuple[int, bytes]]) -> Route:
+    """A route answered in one piece, in its own format whatever the Accept header (the Open Inference
+    Protocol's)."""
+
+    def route(body: bytes, settings: Settings, models: ModelRegistry, media: int) -> Iterable[Frame]:
+        return [(*answer(body, settings, models), True)]
+
+    return route
+
+
+# the request's kind -> what answers it: its answer's frames (service/protocol.py) in the format asked for
+ROUTES: dict[int, Route] = {ATTEND: frames, OIP_INFER: one_frame(answer_infer)}
 
 
 def torch_threads(settings: Settings) -> int:
@@ -105,9 +125,11 @@ def _serve(channel: socket.socket, settings: Settings) -> None:
     memory = MemoryKeeper()  # after start-up and warm-up: that is the size at rest
     requests = channel.makefile("rb")
     while len(head := requests.read(REQUEST.size)) == REQUEST.size:  # short: the server has gone
-        deadline, media, length = REQUEST.unpack(head)
+        deadline, kind, media, length = REQUEST.unpack(head)
         body = requests.read(length)
-        answered = [(504, EXPIRED, True)] if expired(deadline) else frames(body, settings, models, media)
+        answered = (
+            [(504, EXPIRED, True)] if expired(deadline) else ROUTES[kind](body, settings, models, media)
+        )
         for frame in answered:
             _send(channel, *frame)
             del frame  # not held while the next frame is made

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from schemas.axes import AXIS_LENGTH, TENSOR_AXES, TensorName
+from schemas.axes import AXIS_LENGTH, TensorName, tensor_axes
 
 
 @dataclass(frozen=True)
@@ -23,9 +23,22 @@ class Sizes:
     layers: int = (
         1  # how many times the attention is computed and returned (one per requested layer of a model)
     )
+    kv_heads: int | None = None  # key/value heads under grouped-query attention; None: one per query head
+
+    @property
+    def num_kv_heads(self) -> int:
+        return self.num_heads if self.kv_heads is None else self.kv_heads
+
+    @property
+    def grouped(self) -> bool:
+        """Grouped-query attention: fewer key/value heads than query heads (k and v have the kv_head axis)."""
+        return self.num_kv_heads != self.num_heads
+
+    def axes(self, name: TensorName) -> tuple[str, ...]:
+        return tensor_axes(name, self.grouped)
 
     def shape(self, name: TensorName) -> tuple[int, ...]:
-        return tuple(getattr(self, AXIS_LENGTH[axis]) for axis in TENSOR_AXES[name])
+        return tuple(getattr(self, AXIS_LENGTH[axis]) for axis in self.axes(name))
 
     def elements(self, name: TensorName) -> int:
         return math.prod(self.shape(name))
@@ -39,5 +52,8 @@ class Sizes:
     def weight_elements(self) -> int:
         """Numbers in W_q, W_k, W_v and W_o (counted from the input width also when Q, K, V are given directly
         and have none: the estimate errs on the safe side)."""
-        heads = self.num_heads
-        return self.input_width * heads * (2 * self.d_k + self.d_v) + heads * self.d_v * self.d_out
+        heads, kv_heads = self.num_heads, self.num_kv_heads
+        return (
+            self.input_width * (heads * self.d_k + kv_heads * (self.d_k + self.d_v))
+            + heads * self.d_v * self.d_out
+        )

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from schemas.axes import TENSOR_AXES, TensorName
+from schemas.axes import TensorName, tensor_axes
 from schemas.request import AttendRequest
 from service.compute.sizes import Sizes
 from service.errors import RequestError
@@ -20,9 +20,12 @@ SELECTED_AXES = {"heads": "head", "queries": "query_pos"}
 
 @dataclass(frozen=True)
 class Selection:
-    """The selected indexes of each axis that has a selection (`head`, `query_pos`)."""
+    """The selected indexes of each axis that has a selection (`head`, `query_pos`). Under grouped-query
+    attention k and v have a `kv_head` axis instead of `head`, which `heads` leaves whole (meta.kv_head_of
+    says which of them each query head reads)."""
 
     indexes: dict[str, tuple[int, ...]]
+    grouped: bool = False
 
     @classmethod
     def of(cls, request: AttendRequest, sizes: Sizes) -> Selection:
@@ -42,14 +45,14 @@ class Selection:
                     (field, at), f"found {chosen[at]}; expected an index from 0 to {length - 1} ({what})"
                 )
             indexes[axis] = tuple(chosen)
-        return cls(indexes)
+        return cls(indexes, sizes.grouped)
 
     def shape(self, sizes: Sizes, name: TensorName) -> tuple[int, ...]:
         """The shape of `name` as returned."""
         full = sizes.shape(name)
         return tuple(
             len(self.indexes[axis]) if axis in self.indexes else length
-            for axis, length in zip(TENSOR_AXES[name], full, strict=True)
+            for axis, length in zip(tensor_axes(name, self.grouped), full, strict=True)
         )
 
     def elements(self, sizes: Sizes, name: TensorName) -> int:
@@ -58,7 +61,7 @@ class Selection:
     def cut(self, name: TensorName, tensor: torch.Tensor) -> torch.Tensor:
         """`tensor` restricted to the selection (a copy of the selected entries; the tensor itself when
         nothing of its axes is selected)."""
-        for dim, axis in enumerate(TENSOR_AXES[name]):
+        for dim, axis in enumerate(tensor_axes(name, self.grouped)):
             if axis in self.indexes:
                 chosen = torch.tensor(self.indexes[axis], device=tensor.device)
                 tensor = tensor.index_select(dim, chosen)

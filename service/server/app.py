@@ -21,6 +21,8 @@ from service.server.routes import attend as attend_route
 from service.server.routes import health, page
 from service.server.routes import metrics as metrics_route
 from service.server.routes import models as models_route
+from service.server.routes import oip as oip_route
+from service.server.routes.docs import add_docs
 from service.settings import Settings, get_settings
 
 log = logging.getLogger("attention_service")
@@ -96,6 +98,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "JSON: Q, K, V, scores, scaled scores, softmax weights, per-head context and output.",
         lifespan=lifespan,
         exception_handlers=HANDLERS,
+        # Swagger UI and ReDoc come from routes/docs.py, served by the service itself (FastAPI's load a CDN)
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings = settings or get_settings()
     app.state.metrics = Metrics()
@@ -103,9 +108,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(attend_route.router)
     app.include_router(models_route.router)
+    app.include_router(oip_route.router)
     app.include_router(metrics_route.router)
     app.include_router(page.router)
     app.mount("/static", page.static_files, name="static")
+    add_docs(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from service.errors import ModelError
-from service.protocol import ANSWER, JSON, REQUEST, Frame, Started, compute_process
+from service.protocol import ANSWER, ATTEND, JSON, REQUEST, Frame, Started, compute_process
 from service.server.handlers import ClientGone, ComputeProcessDied, NoComputeProcess, Overloaded, TimedOut
 from service.settings import Settings
 
@@ -63,6 +63,7 @@ class Job:
     ended: bool = False  # its computation is over: answered in full, failed or timed out
     rest: asyncio.Queue[StreamItem] | None = None  # a stream's frames after the first (from its first frame)
     timer: asyncio.TimerHandle | None = None  # its deadline
+    kind: int = ATTEND  # what the body is (service/protocol.py)
 
 
 class Held(NamedTuple):
@@ -106,7 +107,7 @@ class ComputeProcess:
 
     def send(self, job: Job) -> None:
         self.sent.append(job)
-        self.writer.writelines((REQUEST.pack(job.deadline, job.media, len(job.body)), job.body))
+        self.writer.writelines((REQUEST.pack(job.deadline, job.kind, job.media, len(job.body)), job.body))
 
     def kill(self) -> None:
         """Stops the process in the middle of a request that ran past its time limit."""
@@ -184,11 +185,13 @@ class ComputePool:
         body: bytes,
         disconnected: Callable[[], Awaitable[object]] | None = None,
         media: int = JSON,
+        kind: int = ATTEND,
     ) -> Held:
         """The status and body a compute process answers to the request `body` in the format `media`, with the
         job's place still taken: the caller calls `release` once the answer is delivered (undelivered, it is
         memory); a stream's caller first delivers the rest of it with `stream`. `disconnected()` returns when
-        the client goes away (started only once the request is admitted)."""
+        the client goes away (started only once the request is admitted); `kind` says what the body is
+        (service/protocol.py)."""
         if not self.processes:
             raise NoComputeProcess(
                 "no compute process is running (they are being replaced, which takes seconds); retry shortly"
@@ -199,7 +202,7 @@ class ComputePool:
                 "waiting) are taken; retry shortly"
             )
         loop = asyncio.get_running_loop()
-        job = Job(body, deadline=loop.time() + self.timeout, media=media)
+        job = Job(body, deadline=loop.time() + self.timeout, media=media, kind=kind)
         self.admitted.add(job)
         self.waiting.append(job)
         self._dispatch()

@@ -88,11 +88,32 @@ class ConnectionRefusals(Collector):
         yield family
 
 
+OIP_ROUTES = (
+    "/v2",
+    "/v2/health/live",
+    "/v2/health/ready",
+    "/v2/models/{name}",
+    "/v2/models/{name}/ready",
+    "/v2/models/{name}/infer",
+)
+
+
+def _oip_route(path: str) -> str:
+    """An Open Inference Protocol path with its model name (and version) as placeholders."""
+    parts = path.split("/")
+    if parts[1:3] == ["v2", "models"] and len(parts) > 3:
+        versioned = len(parts) > 5 and parts[4] == "versions"
+        parts = [*parts[:3], "{name}", *parts[6 if versioned else 4 :]]
+    return "/".join(parts)
+
+
 def route_of(path: str) -> str:
     """A bounded set of labels: the routes, /static, or other (so that random paths cannot grow the
     metrics)."""
     if path in ROUTES:
         return path
+    if path.startswith("/v2") and (route := _oip_route(path)) in OIP_ROUTES:
+        return route
     return "/static" if path.startswith("/static/") else "other"
 
 

@@ -1,7 +1,7 @@
 """The OpenAPI document at /openapi.json, true to what this service does with its settings: FastAPI's
-document, plus the request schema (which FastAPI cannot see because /attend parses its own body, in a compute
-process with pydantic-core's JSON parser rather than json.loads on the event loop), and the API key declared
-only when ATTENTION_API_KEYS is set."""
+document, plus the request schemas (which FastAPI cannot see because /attend and the Open Inference Protocol's
+infer parse their own bodies, in a compute process with pydantic-core's JSON parser rather than json.loads on
+the event loop), and the API key declared only when ATTENTION_API_KEYS is set."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from schemas.oip import OIP_PREFIX, InferRequestHeader, InferResponseHeader
 from schemas.request import AttendRequest
 from service.server.routes.documented import UNAUTHORIZED
 
@@ -23,14 +24,26 @@ def _without_api_key(document: dict[str, Any]) -> None:
             operation.get("responses", {}).pop(str(UNAUTHORIZED), None)
 
 
+def _without_validation_answer(document: dict[str, Any], prefix: str) -> None:
+    """FastAPI declares a 422 on every route with parameters; the Open Inference Protocol's routes answer a
+    parameter they cannot read with the protocol's 400 instead (service/server/routes/oip.py)."""
+    for path, operations in document["paths"].items():
+        if path.startswith(prefix):
+            for operation in operations.values():
+                operation.get("responses", {}).pop("422", None)
+
+
 def build_document(app: FastAPI) -> dict[str, Any]:
     document = get_openapi(
         title=app.title, version=app.version, description=app.description, routes=app.routes
     )
-    request_schema = AttendRequest.model_json_schema(ref_template="#/components/schemas/{model}")
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    schemas.update(request_schema.pop("$defs", {}))
-    schemas[AttendRequest.__name__] = request_schema
+    # bodies that routes read themselves (FastAPI does not see them), referred to by name from the routes
+    for model in (AttendRequest, InferRequestHeader, InferResponseHeader):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    _without_validation_answer(document, OIP_PREFIX)
     if not app.state.settings.api_keys:
         _without_api_key(document)
     return document

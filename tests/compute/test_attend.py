@@ -30,7 +30,7 @@ def test_response_carries_every_axis_and_meta(compute):
         "output": [2, 3, 4],
     }
     assert meta["shapes"] == expected_shapes
-    assert meta["axes"] == {name: list(axes) for name, axes in TENSOR_AXES.items()}
+    assert meta["axes"] == {name: list(TENSOR_AXES[name]) for name in TENSOR_NAMES}
     for name, shape in expected_shapes.items():
         assert list(np.asarray(body[name]).shape) == shape
     assert meta["scale"] == pytest.approx(1 / np.sqrt(3))

@@ -28,6 +28,7 @@ def test_typed_special_tokens_are_text_in_a_batch_and_when_truncated(compute):
     reply = compute.post({"text": texts, "truncate": True, "layer": 0, "include": ["weights"]})
     assert reply.status_code == 200, reply.text
     first, second = reply.json()["tokens"]
-    assert first == ["[CLS]", "[", "pad", "]", "[", "pad", "]", "[SEP]"]
-    assert second.count("[SEP]") == 1 and second[-1] == "[SEP]"
     assert reply.json()["meta"]["lengths"] == [8, 512]
+    # the typed "[PAD]" is text; the real padding (to the batch's length) is the pad token itself
+    assert first == ["[CLS]", "[", "pad", "]", "[", "pad", "]", "[SEP]"] + ["[PAD]"] * (512 - 8)
+    assert second.count("[SEP]") == 1 and second[-1] == "[SEP]"

@@ -11,10 +11,11 @@ import sys
 import pytest
 
 from service.compute.models.registry import DEFAULT_MODEL
+from tests.support.families import WINDOW, save_family_model
 from tests.support.models import pickled_model, tampered_minilm
 from tests.support.paths import ROOT
 from tests.support.reference import check_parity
-from tests.support.servers import SERVICE_APP, free_port
+from tests.support.servers import SERVICE_APP, Server, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -62,3 +63,52 @@ def test_tampered_weights_are_refused_at_start_up(tmp_path):
 def test_only_safetensors_are_served_at_start_up(tmp_path):
     folder = pickled_model(tmp_path / "pickled")
     assert "only safetensors weights are served" in failed_start_up({"pickled": str(folder)})
+
+
+def test_decoder_families_listed_and_served_over_http(tmp_path):
+    """Lazy loading: GET /models describes the unloaded models from their config and weights' headers
+    (family, kind, positions, kv heads, window, cap, dtype, parameters); a request then loads and serves
+    them."""
+    gemma2 = save_family_model("gemma2", tmp_path / "gemma2")
+    mistral = save_family_model("mistral", tmp_path / "mistral")
+    models = {"tiny-gemma2": str(gemma2), "tiny-mistral": {"path": str(mistral), "dtype": "bfloat16"}}
+    env = {"ATTENTION_MODELS": json.dumps(models), "ATTENTION_LOAD_MODELS": "lazy"}
+    with Server(env) as server:
+        listed = {m["name"]: m for m in server.client.get("/models").json()["models"]}
+        facts = (
+            "family",
+            "kind",
+            "positions",
+            "heads",
+            "kv_heads",
+            "head_size",
+            "window",
+            "softcap",
+            "dtype",
+        )
+        assert {k: listed["tiny-gemma2"][k] for k in facts} == {
+            "family": "gemma2",
+            "kind": "decoder",
+            "positions": "rotary",
+            "heads": 4,
+            "kv_heads": 2,
+            "head_size": 16,
+            "window": WINDOW,
+            "softcap": 2.0,
+            "dtype": "float32",
+        }
+        assert listed["tiny-mistral"]["dtype"] == "bfloat16" and listed["tiny-mistral"]["loaded"] is False
+        assert listed["tiny-gemma2"]["parameters"] > 10_000 and listed["tiny-gemma2"]["max_length"] == 48
+        response = server.post({"text": "Hi there", "model": "tiny-mistral", "include": ["weights", "k"]})
+        assert response.status_code == 200, response.text
+        meta = response.json()["meta"]
+        assert meta["num_kv_heads"] == 2 and meta["causal"] is True and meta["sliding_window"] == [WINDOW] * 3
+
+
+def test_unsupported_model_type_stops_the_start_with_the_supported_list(tmp_path):
+    from transformers import OPTConfig
+
+    folder = save_family_model("gpt2", tmp_path / "opt")
+    OPTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, ffn_dim=32).save_pretrained(folder)
+    stderr = failed_start_up({"opt": str(folder)})
+    assert "found model_type 'opt'" in stderr and "supported: model_type bert, roberta" in stderr

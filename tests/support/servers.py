@@ -55,8 +55,9 @@ class Server:
         uvicorn_args: tuple[str, ...] = (),
         wait: bool = True,
     ):
-        """env: ATTENTION_* settings; log: a file for the app's stderr (the service's JSON log lines); quiet:
-        its stderr is dropped; uvicorn_args: more options, after SERVICE_UVICORN_ARGS (a later one wins).
+        """env: ATTENTION_* settings; log: a file for the app's stderr and stdout (JSON log lines: the
+        service's and uvicorn's, whose access log goes to stdout); quiet: its stderr is dropped; uvicorn_args:
+        more options, after SERVICE_UVICORN_ARGS (a later one wins).
         Returns once /readyz answers 200 (wait=False: at once, and wait_ready() waits); raises RuntimeError
         if the app exits or is not ready within startup_timeout seconds."""
         self.app, self.startup_timeout, self.ready = app, startup_timeout, False
@@ -82,6 +83,7 @@ class Server:
             cwd=ROOT,
             env={**os.environ, **(env or {})},
             stderr=stderr,
+            stdout=stderr if log is not None else None,
         )
         self.client = httpx.Client(base_url=self.url, timeout=60)
         if wait:

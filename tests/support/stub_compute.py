@@ -62,7 +62,7 @@ def serve(channel: socket.socket, settings: Settings) -> None:
     _send(channel, 200, json.dumps(report).encode())
     requests = channel.makefile("rb")
     while len(head := requests.read(REQUEST.size)) == REQUEST.size:
-        deadline, _, length = REQUEST.unpack(head)
+        deadline, _, _, length = REQUEST.unpack(head)
         body = requests.read(length)
         if expired(deadline):
             _send(channel, 504, EXPIRED)

@@ -1,1 +1,2 @@
-"""Pretrained models: loading (registry.py), tokenizing, and each family's forward pass (bert.py)."""
+"""Pretrained models: the families served (families.py), loading (registry.py), tokenizing, and the
+models' own forward pass with the service's attention (forward.py)."""

@@ -1,8 +1,8 @@
 """GET /: the attention explorer page, with its script and style under /static (no CDN: it works offline).
 
-The page and its files are sent with a strict Content-Security-Policy: scripts, styles and fetches from this
-origin only (the page has no inline script or style), no plugins, no <base>, and no framing by another site.
-Swagger UI (/docs) and ReDoc (/redoc) load their assets from a CDN and are not covered by it."""
+The page and its files are sent with a strict Content-Security-Policy (security.py): scripts, styles and
+fetches from this origin only (the page has no inline script or style), no plugins, no <base>, and no framing
+by another site."""
 
 from __future__ import annotations
 
@@ -14,12 +14,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 from starlette.types import Scope
 
+from service.server.security import browser_headers
+
 STATIC = Path(__file__).resolve().parents[1] / "static"
-CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
-    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
-PAGE_HEADERS = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Referrer-Policy": "no-referrer"}
+PAGE_HEADERS = browser_headers()
 
 router = APIRouter(tags=["explorer"])
 

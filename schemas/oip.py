@@ -1,0 +1,198 @@
+"""The Open Inference Protocol v2 (KServe / Triton REST) vocabulary of this service: model names, input and
+output tensor names and their datatypes, and the request's JSON header. Shared by the server process (model
+metadata, routing) and the compute processes (decoding inputs, encoding outputs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.axes import TENSOR_AXES, TENSOR_NAMES, TensorName
+
+OIP_PREFIX = "/v2"  # where the protocol's routes are
+ATTENTION_MODEL = "attention"  # the embeddings and Q/K/V forms; text models go by their GET /models names
+MODEL_VERSION = "1"
+BINARY_EXTENSION = "binary_tensor_data"
+HEADER_LENGTH = "Inference-Header-Content-Length"
+TOKENS = "tokens"
+
+# datatype -> numpy dtype of its binary form (little-endian, as the protocol sends it)
+NUMERIC_DATATYPES = {"FP32": "<f4", "FP64": "<f8", "INT64": "<i8", "BOOL": "|u1"}
+BYTES = "BYTES"
+FLOAT_DATATYPES = ("FP32", "FP64")
+MASK_DATATYPES = ("INT64", "BOOL", "FP32", "FP64")
+
+EMBEDDING_INPUTS = ("embeddings", "context", "query", "key", "value")
+WEIGHT_INPUTS = ("w_q", "w_k", "w_v", "w_o", "b_q", "b_k", "b_v", "b_o")
+MASK_INPUT = "attention_mask"
+TEXT_INPUT = "text"
+
+# the shape each input has in model metadata (-1: any length); embeddings-like inputs also take rank 2
+INPUT_SHAPES: dict[str, list[int]] = {
+    **dict.fromkeys(EMBEDDING_INPUTS, [-1, -1, -1]),
+    **dict.fromkeys(WEIGHT_INPUTS[:4], [-1, -1]),
+    **dict.fromkeys(WEIGHT_INPUTS[4:], [-1]),
+    MASK_INPUT: [-1, -1],
+    TEXT_INPUT: [-1],
+}
+
+# OIP's own request parameters, which are not fields of the /attend request
+BINARY_DATA_OUTPUT = "binary_data_output"
+BINARY_DATA = "binary_data"
+BINARY_DATA_SIZE = "binary_data_size"
+
+
+def layer_output(layer: int, name: str) -> str:
+    return f"layers.{layer}.{name}"
+
+
+def tensor_metadata(name: str, datatype: str, rank: int) -> dict[str, Any]:
+    return {"name": name, "datatype": datatype, "shape": [-1] * rank}
+
+
+def model_metadata(name: str, layers: int | None, toy: bool) -> dict[str, Any]:
+    """GET /v2/models/{name}: `layers` is the pretrained model's layer count (None for `attention` and the
+    toy model, whose outputs are the tensors themselves)."""
+    if name == ATTENTION_MODEL:
+        input_names: tuple[str, ...] = (*EMBEDDING_INPUTS, *WEIGHT_INPUTS, MASK_INPUT)
+    elif toy:
+        input_names = (TEXT_INPUT, *WEIGHT_INPUTS)
+    else:
+        input_names = (TEXT_INPUT,)
+    inputs = [
+        {
+            "name": input_name,
+            "datatype": BYTES if input_name == TEXT_INPUT else "FP32",
+            "shape": INPUT_SHAPES[input_name],
+        }
+        for input_name in input_names
+    ]
+    outputs: list[dict[str, Any]] = []
+    if layers is None:
+        outputs = [tensor_metadata(t, "FP32", len(TENSOR_AXES[t])) for t in TENSOR_NAMES]
+    else:
+        outputs = [
+            tensor_metadata(layer_output(i, t), "FP32", len(TENSOR_AXES[t]))
+            for i in range(layers)
+            for t in TENSOR_NAMES
+        ]
+    if name != ATTENTION_MODEL:
+        outputs.append(tensor_metadata(TOKENS, BYTES, 2))
+    return {
+        "name": name,
+        "versions": [MODEL_VERSION],
+        "platform": "pytorch",
+        "inputs": inputs,
+        "outputs": outputs,
+    }
+
+
+def parse_output_name(name: str) -> tuple[int | None, TensorName | None]:
+    """(layer, tensor) of an output name: "weights" -> (None, "weights"), "layers.3.q" -> (3, "q"),
+    "tokens" -> (None, None); raises ValueError for any other name."""
+    if name == TOKENS:
+        return None, None
+    parts = name.split(".")
+    if len(parts) == 1 and name in TENSOR_NAMES:
+        return None, name
+    if len(parts) == 3 and parts[0] == "layers" and parts[1].isascii() and parts[1].isdigit():
+        tensor = parts[2]
+        if tensor in TENSOR_NAMES and len(parts[1]) < 10:
+            return int(parts[1]), tensor
+    raise ValueError(name)
+
+
+_OPEN = ConfigDict(extra="allow", strict=True)
+
+
+class InferInput(BaseModel):
+    model_config = _OPEN
+
+    name: str = Field(min_length=1, max_length=64)
+    shape: list[int] = Field(max_length=8)
+    datatype: str = Field(max_length=16)
+    parameters: dict[str, Any] | None = None
+    data: Any = None
+
+
+class RequestedOutput(BaseModel):
+    model_config = _OPEN
+
+    name: str = Field(min_length=1, max_length=64)
+    parameters: dict[str, Any] | None = None
+
+
+class InferRequestHeader(BaseModel):
+    """The JSON header of POST /v2/models/{name}/infer (the whole body without binary data)."""
+
+    model_config = _OPEN
+
+    id: str | None = Field(None, max_length=256)
+    parameters: dict[str, Any] | None = None
+    inputs: list[InferInput] = Field(min_length=1, max_length=64)
+    outputs: list[RequestedOutput] | None = Field(None, max_length=1024)
+
+
+# the answers, as the OpenAPI document declares them
+
+
+class OipError(BaseModel):
+    """Every refusal of the /v2 routes: the protocol's error body."""
+
+    error: str
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class Liveness(BaseModel):
+    live: bool
+
+
+class ServerReadiness(BaseModel):
+    ready: bool
+
+
+class ModelReadiness(BaseModel):
+    name: str
+    ready: bool
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int] = Field(description="-1 for an axis whose length depends on the request")
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class InferOutput(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(
+        description="A response tensor's name, `layers.{i}.{name}` for a model's layer, or `tokens`"
+    )
+    datatype: str
+    shape: list[int]
+    parameters: dict[str, Any] | None = Field(None, description="`binary_data_size` when the data is binary")
+    data: list[Any] | None = Field(None, description="Row-major; absent when the data is binary")
+
+
+class InferResponseHeader(BaseModel):
+    """The answer of POST /v2/models/{name}/infer (its JSON header when binary data follows)."""
+
+    model_name: str
+    model_version: str
+    id: str
+    parameters: dict[str, Any] = Field(description="`meta`: the response's meta as a JSON string")
+    outputs: list[InferOutput]

@@ -1,0 +1,273 @@
+"""A model's own forward pass with the service's attention module as its attention.
+
+transformers lets a registered function stand in for the attention of every family in families.py
+(AttentionInterface): it receives the projected and rotated q, un-repeated k and v, the model's mask, its
+scaling and soft-cap, and returns the context that the model then projects with its own W_o. The function
+registered here computes every internal with service/compute/attention.py, so the hidden states entering
+each layer are the model's own, computed with the service's attention. Hooks record each layer's attention
+input with its rotary cos and sin (to recompute a layer at a request's dtype, scale or causality) and W_o's
+output; the forward stops after the last layer asked for.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Collection, Iterator
+from contextvars import ContextVar
+from typing import Any, NamedTuple
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from service.compute.attention import (
+    AllowedPositions,
+    AttentionInternals,
+    HeadInternals,
+    Overflow,
+    Projections,
+    Rotary,
+    attend_heads,
+    overflowed,
+    pre_rotary,
+)
+from service.compute.device import Converter
+from service.compute.models.families import Family, LayerParts, head_size, layer_windows, model_scale
+from service.compute.models.families import num_kv_heads as kv_heads_of
+from service.compute.models.families import softcap as softcap_of
+
+SERVICE_ATTENTION = "attention_service"  # the attn_implementation name the models are loaded with
+
+
+class LayerPass(NamedTuple):
+    """One layer of the forward pass: what its attention received (the hidden states after any norm before
+    it, the rotary cos and sin, the model's mask), its weights and scale, and its attention's internals."""
+
+    layer: int
+    attention_input: Float[Tensor, "batch pos d_model"]
+    projections: Projections
+    rotary: Rotary | None
+    allowed: AllowedPositions | None  # the model's own mask: True = attend
+    scale: float
+    internals: AttentionInternals
+
+
+class _Attended(NamedTuple):
+    q: Tensor
+    k: Tensor
+    v: Tensor
+    heads: HeadInternals
+    allowed: AllowedPositions | None
+    scale: float
+
+
+class _Stop(Exception):
+    """Raised by the hook of the last layer asked for: the rest of the forward pass is not needed."""
+
+
+class _Recording:
+    """What one forward pass records, layer by layer, up to layer `last`."""
+
+    def __init__(self, forward: ModelForward, last: int, keep: Collection[int], pre_rotary: bool):
+        self.forward, self.last, self.keep, self.want_pre_rotary = forward, last, keep, pre_rotary
+        self.inputs: dict[int, tuple[Tensor, Rotary | None]] = {}
+        self.attended: dict[int, _Attended] = {}
+        self.passes: list[LayerPass] = []
+        self.hand_over: Callable[[LayerPass], None] | None = None  # set: each pass goes there, not to passes
+
+    def record(self, layer_pass: LayerPass) -> None:
+        if self.hand_over is None:
+            self.passes.append(layer_pass)
+        else:
+            self.hand_over(layer_pass)
+
+    def layer_pass(self, layer: int, output: Tensor) -> LayerPass:
+        x, rotary = self.inputs.pop(layer)
+        a = self.attended.pop(layer)
+        parts = self.forward.parts[layer]
+        q_pre = k_pre = None
+        if self.want_pre_rotary and rotary is not None:
+            q_pre, k_pre = pre_rotary(x, parts.projections, self.forward.num_heads, self.forward.num_kv_heads)
+        internals = AttentionInternals(a.q, a.k, a.v, *a.heads, output, q_pre, k_pre)
+        tensor = overflowed(internals, a.allowed)
+        if tensor is not None:
+            raise Overflow(tensor, output.dtype, f"layer {layer}: ")
+        return LayerPass(layer, x, parts.projections, rotary, a.allowed, a.scale, internals)
+
+
+_RECORDING: ContextVar[_Recording | None] = ContextVar("attention_recording", default=None)
+
+
+def _allowed(mask: Tensor | None, key_pos: int) -> AllowedPositions | None:
+    """The model's mask as True = attend: the boolean mask registered below, or an additive one (0 where
+    allowed) should a family build its own."""
+    if mask is None:
+        return None
+    mask = mask[..., :key_pos]
+    return mask if mask.dtype == torch.bool else mask == 0
+
+
+def service_attention(
+    module: torch.nn.Module,
+    query: Float[Tensor, "batch head query_pos d_k"],
+    key: Float[Tensor, "batch kv_head key_pos d_k"],
+    value: Float[Tensor, "batch kv_head key_pos d_v"],
+    attention_mask: Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    softcap: float | None = None,
+    **kwargs: Any,
+) -> tuple[Float[Tensor, "batch query_pos head d_v"], Float[Tensor, "batch head query_pos key_pos"]]:
+    """The attention function registered with transformers: the service's attention over the model's q, k,
+    v, mask, scaling and soft-cap (eval mode: no dropout). Returns the context in the layout the models
+    expect, and the weights."""
+    allowed = _allowed(attention_mask, key.shape[-2])
+    scale = float(scaling) if scaling is not None else query.shape[-1] ** -0.5
+    half = query.dtype in (torch.float16, torch.bfloat16)
+    heads = attend_heads(query, key, value, scale, allowed, softcap, torch.float32 if half else None)
+    recording = _RECORDING.get()
+    if recording is not None:
+        layer = recording.forward.layer_of[id(module)]
+        recording.attended[layer] = _Attended(query, key, value, heads, allowed, scale)
+    return heads.context.transpose(1, 2), heads.weights
+
+
+def register() -> None:
+    """Registers service_attention, and a mask function that always builds the mask (transformers may skip
+    a plain causal mask for SDPA, whose is_causal flag stands in for it; this function needs it)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    sdpa_mask = ALL_MASK_ATTENTION_FUNCTIONS["sdpa"]
+
+    def always_built_mask(*args: Any, **kwargs: Any) -> Any:
+        return sdpa_mask(*args, **{**kwargs, "allow_is_causal_skip": False})
+
+    AttentionInterface.register(SERVICE_ATTENTION, service_attention)
+    AttentionMaskInterface.register(SERVICE_ATTENTION, always_built_mask)
+
+
+class ModelForward:
+    """A transformers base model (eval mode, loaded with attn_implementation SERVICE_ATTENTION) and the
+    hooks that record each layer's attention."""
+
+    def __init__(self, model: Any, family: Family):
+        self.model, self.family = model, family
+        config = model.config
+        self.parts: list[LayerParts] = family.layers(model)
+        self.layer_of = {id(parts.attention): index for index, parts in enumerate(self.parts)}
+        self.num_heads = int(config.num_attention_heads)
+        self.num_kv_heads = kv_heads_of(config)
+        self.d_head = head_size(config)
+        self.d_model = int(config.hidden_size)
+        self.scale = model_scale(config, self.parts[0])  # the model's own
+        self.causal = family.kind == "decoder"
+        self.positions = family.positions(config)
+        self.windows = layer_windows(config)
+        self.softcap = softcap_of(config)
+        self.native = Converter(model.device, model.dtype)  # the forward runs as the model does
+        for index, parts in enumerate(self.parts):
+            parts.attention.register_forward_pre_hook(self._input_hook, with_kwargs=True)
+            parts.output.register_forward_hook(self._output_hook(index))
+
+    @property
+    def rotary(self) -> bool:
+        return self.positions == "rotary"
+
+    def _input_hook(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        recording = _RECORDING.get()
+        if recording is None:
+            return
+        hidden = args[0] if args else kwargs["hidden_states"]
+        embedding = kwargs.get("position_embeddings")
+        rotary = None if embedding is None else Rotary(*embedding)
+        recording.inputs[self.layer_of[id(module)]] = (hidden, rotary)
+
+    def _output_hook(self, layer: int) -> Any:
+        def hook(module: torch.nn.Module, args: tuple[Any, ...], output: Tensor) -> None:
+            recording = _RECORDING.get()
+            if recording is None:
+                return
+            if layer in recording.keep:
+                recording.record(recording.layer_pass(layer, output))
+            else:  # only the layers asked for are held: the 413 estimate counts those
+                recording.inputs.pop(layer, None)
+                recording.attended.pop(layer, None)
+            if layer == recording.last:
+                raise _Stop
+
+        return hook
+
+    def layers(
+        self,
+        input_ids: Int[Tensor, "batch pos"],
+        key_mask: Bool[Tensor, "batch pos"] | None,
+        last: int,
+        pre_rotary: bool = False,
+        keep: Collection[int] | None = None,
+        lazily: bool = False,
+    ) -> Iterator[LayerPass]:
+        """The forward pass up to layer `last`, one LayerPass per layer of `keep` (default: every layer up to
+        `last`) in order. `key_mask`: the padding (True = token); `pre_rotary`: also the projections before
+        the rotary embedding; `lazily`: each layer is computed when the one before has been taken, and only
+        it is held (a stream), rather than the whole pass at once."""
+        kept = range(last + 1) if keep is None else frozenset(keep)
+        recording = _Recording(self, last, kept, pre_rotary)
+        if lazily:
+            yield from self._handed_over(recording, input_ids, key_mask)
+            return
+        self._run(recording, input_ids, key_mask)
+        yield from recording.passes
+
+    def _run(self, recording: _Recording, input_ids: Tensor, key_mask: Tensor | None) -> None:
+        token = _RECORDING.set(recording)
+        device = self.model.device
+        inputs = {"input_ids": input_ids.to(device)}
+        if key_mask is not None:
+            inputs["attention_mask"] = key_mask.to(device=device, dtype=torch.long)
+        try:
+            with torch.inference_mode():
+                self.model(**inputs, **({"use_cache": False} if self.causal else {}))
+        except _Stop:
+            pass
+        finally:
+            _RECORDING.reset(token)
+
+    def _handed_over(
+        self, recording: _Recording, input_ids: Tensor, key_mask: Tensor | None
+    ) -> Iterator[LayerPass]:
+        """The forward pass on a thread of its own (transformers' models run a whole pass per call), whose
+        hook hands each kept layer over here and waits until the next one is asked for; closed early (a
+        client gone, an error), the pass stops at the next layer."""
+        handed: queue.SimpleQueue[LayerPass | BaseException | None] = queue.SimpleQueue()  # None: the end
+        resume = threading.Semaphore(0)
+        stopped = False
+
+        def hand_over(layer_pass: LayerPass) -> None:
+            handed.put(layer_pass)
+            resume.acquire()
+            if stopped:
+                raise _Stop
+
+        def work() -> None:
+            try:
+                self._run(recording, input_ids, key_mask)
+                handed.put(None)
+            except BaseException as error:  # raised where the layers are read
+                handed.put(error)
+
+        recording.hand_over = hand_over
+        worker = threading.Thread(target=work, name="attention-forward", daemon=True)
+        worker.start()
+        try:
+            while (item := handed.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                del item  # not held while the next layer is computed
+                resume.release()
+        finally:
+            stopped = True
+            resume.release()
+            worker.join()

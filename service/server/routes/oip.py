@@ -1,0 +1,345 @@
+"""The Open Inference Protocol v2 (the KServe / Triton REST protocol) beside /attend: health, server and model
+metadata, and POST /v2/models/{name}/infer with JSON tensors and the binary tensor extension.
+
+The server process only checks what it can see without reading a tensor (the model name, the body's byte
+limit, the binary header's length against the body) and hands the body to a compute process as an OIP_INFER
+request (service/compute/oip/), with the same admission, time limit and limits as /attend. Every error is
+the protocol's body, {"error": "..."}."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Coroutine
+from functools import partial
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from fastapi.routing import APIRoute
+
+from schemas.oip import (
+    ATTENTION_MODEL,
+    BINARY_EXTENSION,
+    HEADER_LENGTH,
+    MODEL_VERSION,
+    OIP_PREFIX,
+    InferRequestHeader,
+    InferResponseHeader,
+    Liveness,
+    ModelMetadata,
+    ModelReadiness,
+    OipError,
+    ServerMetadata,
+    ServerReadiness,
+    model_metadata,
+)
+from schemas.request import TOY_MODEL
+from service.errors import LimitExceeded
+from service.protocol import OIP_ANSWER, OIP_INFER, OIP_PRELUDE
+from service.server.compute_pool import Held
+from service.server.handlers import REFUSALS, json_response
+from service.server.routes.attend import JSON, DeliveredResponse, client_disconnected, read_body
+from service.server.security import require_api_key
+
+BINARY = "application/octet-stream"
+HEADER_LENGTH_DIGITS = re.compile(r"[0-9]{1,19}")
+# the types a browser may send from any page without a CORS preflight: they must not start a computation
+SIMPLE_FORM_TYPES = ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data")
+
+
+class OipFailure(Exception):
+    """Answered with the protocol's error body."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.headers = status, headers
+
+
+def oip_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return json_response(status, {"error": message}, headers)
+
+
+class OipRoute(APIRoute):
+    """A route whose refusals (API key, parameters, body limit, busy, time limit) are the protocol's
+    {"error": ...} rather than the service's {"detail": ...}: tritonclient and KServe read `error`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except OipFailure as failure:
+                return oip_error(failure.status, str(failure), failure.headers)
+            except HTTPException as error:
+                return oip_error(error.status_code, str(error.detail), dict(error.headers or {}))
+            except RequestValidationError as error:
+                return oip_error(400, "; ".join(str(e.get("msg")) for e in error.errors()))
+            except LimitExceeded as error:
+                return oip_error(413, str(error))
+            except tuple(REFUSALS) as error:
+                reason, status, retry = REFUSALS[type(error)]
+                request.app.state.metrics.rejected.labels(reason).inc()
+                return oip_error(status, str(error), {"Retry-After": "1"} if retry else None)
+
+        return route
+
+
+router = APIRouter(prefix=OIP_PREFIX, tags=["open inference protocol"], route_class=OipRoute)
+keyed = [Depends(require_api_key)]
+ModelName = Annotated[str, Path(description="`attention`, or a model of GET /models", examples=["attention"])]
+
+
+async def _version(version: Annotated[str, Path(description="The model's version", examples=["1"])]) -> None:
+    """Declares the {version} of the /versions/ routes (checked by _metadata)."""
+
+
+def add_routes(
+    path: str, endpoint: Callable[..., Any], method: str, operation_id: str, summary: str, **route: Any
+) -> None:
+    """The route at /v2{path} and, for a model's route, at its /versions/{version} twin: each with its own
+    short operation id (`operation_id`, and `operation_id` with `_version` for the twin)."""
+    router.add_api_route(
+        path, endpoint, methods=[method], operation_id=operation_id, summary=summary, **route
+    )
+    if "{name}" in path:
+        versioned = path.replace("{name}", "{name}/versions/{version}")
+        dependencies = [*route.pop("dependencies", []), Depends(_version)]
+        router.add_api_route(
+            versioned,
+            endpoint,
+            methods=[method],
+            operation_id=f"{operation_id}_version",
+            summary=f"{summary} (of a version)",
+            dependencies=dependencies,
+            **route,
+        )
+
+
+_WHEN = {
+    400: "The request does not fit: its JSON header, a datatype, shape or binary size, the header length.",
+    401: "ATTENTION_API_KEYS is set and the X-API-Key header holds no valid key.",
+    404: "No such model (or version).",
+    413: "The body, or the response it would produce, is over a limit.",
+    415: "A compressed body, or one a browser form could send (text/plain, form types).",
+    503: "Busy (retry after Retry-After seconds), or the model cannot be served.",
+    504: "The request waited and computed longer than ATTENTION_REQUEST_TIMEOUT_S.",
+}
+
+
+def refusals(*statuses: int, **meanings: str) -> dict[int | str, dict[str, Any]]:
+    """The documented error answers of a route, each with the protocol's error body; `meanings` overrides a
+    description (keyword `s503="..."`)."""
+    return {
+        status: {"model": OipError, "description": meanings.get(f"s{status}", _WHEN[status])}
+        for status in statuses
+    }
+
+
+NO_BODY: dict[int | str, dict[str, Any]] = {200: {"description": "As GET, without a body."}}
+NOT_READY = "Still starting, or every compute process is being replaced."
+
+
+async def server_metadata(request: Request) -> ServerMetadata:
+    return ServerMetadata(
+        name="attention-service", version=request.app.version, extensions=[BINARY_EXTENSION]
+    )
+
+
+async def live() -> Liveness:
+    return Liveness(live=True)
+
+
+async def live_head() -> Response:
+    return Response()
+
+
+def _ready(request: Request) -> bool:
+    state = request.app.state
+    return bool(state.ready) and state.compute.up > 0
+
+
+async def ready(request: Request) -> Response:
+    if not _ready(request):
+        return json_response(503, {"error": f"not ready: {NOT_READY.lower()}"}, {"Retry-After": "1"})
+    return json_response(200, ServerReadiness(ready=True).model_dump())
+
+
+async def ready_head(request: Request) -> Response:
+    return Response(status_code=200 if _ready(request) else 503)
+
+
+def _metadata(request: Request, name: str) -> dict[str, Any]:
+    """The model's metadata; a 404 for a name that is not `attention`, the toy model or a model of
+    GET /models, or a version (in the path of the /versions/{version} routes) other than the one there is."""
+    version = request.path_params.get("version")
+    if version is not None and version != MODEL_VERSION:
+        raise OipFailure(404, f"model {name!r} has no version {version!r}; expected {MODEL_VERSION!r}")
+    if name in (ATTENTION_MODEL, TOY_MODEL):
+        return model_metadata(name, None, toy=name == TOY_MODEL)
+    models = request.app.state.compute.models
+    for entry in models:
+        if entry["name"] == name:
+            return model_metadata(name, entry.get("layers"), toy=False)
+    known = ", ".join([ATTENTION_MODEL, *(entry["name"] for entry in models), TOY_MODEL])
+    raise OipFailure(404, f"found model {name!r}; expected one of: {known}")
+
+
+async def get_model_metadata(request: Request, name: ModelName) -> ModelMetadata:
+    return ModelMetadata.model_validate(_metadata(request, name))
+
+
+async def model_ready(request: Request, name: ModelName) -> Response:
+    _metadata(request, name)
+    if not _ready(request):
+        return json_response(
+            503, {"error": f"model {name!r} not ready: {NOT_READY.lower()}"}, {"Retry-After": "1"}
+        )
+    return json_response(200, ModelReadiness(name=name, ready=True).model_dump())
+
+
+def _check_media(request: Request) -> None:
+    declared = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if declared in SIMPLE_FORM_TYPES:
+        raise OipFailure(
+            415,
+            f"found Content-Type {declared!r}; expected application/json, application/octet-stream or none "
+            "(a body a browser form could send does not start a computation)",
+        )
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":
+        raise OipFailure(415, f"found Content-Encoding {encoding!r}; expected an uncompressed body")
+
+
+def header_length(request: Request, body_length: int) -> int:
+    """The length of the body's JSON header: Inference-Header-Content-Length, a decimal number of bytes from 1
+    to the body's length, or the whole body when absent. Nothing past the body can ever be read."""
+    declared = request.headers.getlist(HEADER_LENGTH)
+    if not declared:
+        return body_length
+    if len(declared) > 1:
+        raise OipFailure(400, f"found {len(declared)} {HEADER_LENGTH} headers; expected one")
+    if not HEADER_LENGTH_DIGITS.fullmatch(declared[0]) or not 1 <= int(declared[0]) <= body_length:
+        raise OipFailure(
+            400,
+            f"found {HEADER_LENGTH} {declared[0][:40]!r}; expected a decimal number of bytes from 1 to the "
+            f"body's length, {body_length}",
+        )
+    return int(declared[0])
+
+
+class InferResponse(DeliveredResponse):
+    """The compute process's answer: for a 200, OIP_ANSWER (the JSON header's length) then the response,
+    sent from after it without a copy, with Inference-Header-Content-Length when binary data follows."""
+
+    def __init__(self, held: Held, send_timeout: float):
+        if held.status != 200:
+            Response.__init__(self, held.content, status_code=held.status, media_type=JSON)
+        else:
+            (length,) = OIP_ANSWER.unpack_from(held.content)
+            payload = memoryview(held.content)[OIP_ANSWER.size :]
+            binary = length < len(payload)
+            Response.__init__(
+                self,
+                payload,
+                status_code=200,
+                headers={HEADER_LENGTH: str(length)} if binary else None,
+                media_type=BINARY if binary else JSON,
+            )
+        self.release, self.send_timeout = held.release, send_timeout
+
+
+_INFER: dict[str, Any] = {
+    "dependencies": keyed,
+    "response_class": Response,
+    "responses": {
+        200: {
+            "description": "The output tensors: JSON, or a JSON header (its length in "
+            "Inference-Header-Content-Length) followed by the binary outputs.",
+            "content": {
+                JSON: {"schema": {"$ref": f"#/components/schemas/{InferResponseHeader.__name__}"}},
+                BINARY: {"schema": {"type": "string", "format": "binary"}},
+            },
+        },
+        **refusals(400, 401, 404, 413, 415, 503, 504),
+    },
+    "openapi_extra": {
+        "requestBody": {
+            "required": True,
+            "description": "The inference request: JSON, or a JSON header (its length in "
+            "Inference-Header-Content-Length) followed by the inputs' binary data.",
+            "content": {
+                JSON: {"schema": {"$ref": f"#/components/schemas/{InferRequestHeader.__name__}"}},
+                BINARY: {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    },
+}
+
+
+async def infer(request: Request, name: ModelName) -> Response:
+    state = request.app.state
+    _metadata(request, name)
+    _check_media(request)
+    body = await read_body(request, state.settings.max_request_bytes)
+    length = header_length(request, len(body))
+    model = name.encode()
+    envelope = b"".join((OIP_PRELUDE.pack(length, len(model)), model, body))
+    del body  # one copy of the body held while it waits and computes
+    held = await state.compute.run(
+        envelope, disconnected=partial(client_disconnected, request), kind=OIP_INFER
+    )
+    return InferResponse(held, state.settings.send_timeout_s)
+
+
+_HEAD: dict[str, Any] = {"response_class": Response}
+add_routes(
+    "",
+    server_metadata,
+    "GET",
+    "oip_server_metadata",
+    "Server metadata",
+    dependencies=keyed,
+    responses=refusals(401),
+)
+add_routes("/health/live", live, "GET", "oip_live", "The server is alive")
+add_routes(
+    "/health/live", live_head, "HEAD", "oip_live_head", "The server is alive", responses=NO_BODY, **_HEAD
+)
+add_routes(
+    "/health/ready",
+    ready,
+    "GET",
+    "oip_ready",
+    "The server is ready to infer",
+    responses={200: {"model": ServerReadiness}, **refusals(503, s503=NOT_READY)},
+)
+add_routes(
+    "/health/ready",
+    ready_head,
+    "HEAD",
+    "oip_ready_head",
+    "The server is ready to infer",
+    responses={**NO_BODY, 503: {"description": NOT_READY}},
+    **_HEAD,
+)
+add_routes(
+    "/models/{name}",
+    get_model_metadata,
+    "GET",
+    "oip_model_metadata",
+    "Model metadata: inputs and outputs",
+    dependencies=keyed,
+    responses=refusals(401, 404),
+)
+add_routes(
+    "/models/{name}/ready",
+    model_ready,
+    "GET",
+    "oip_model_ready",
+    "The model is ready to infer",
+    dependencies=keyed,
+    responses={200: {"model": ModelReadiness}, **refusals(401, 404, 503, s503=NOT_READY)},
+)
+add_routes("/models/{name}/infer", infer, "POST", "oip_infer", "Inference: JSON or binary tensors", **_INFER)
