@@ -88,16 +88,20 @@ def answer(body: bytes, settings: Settings, models: ModelRegistry, media: int = 
         return 500, INTERNAL_ERROR
 
 
-def frames(body: bytes, settings: Settings, models: ModelRegistry, media: int) -> Iterator[Frame]:
+def frames(
+    body: bytes, settings: Settings, models: ModelRegistry, media: int, joined: bool = False
+) -> Iterator[Frame]:
     """The frames of the answer (service/protocol.py), each made when the one before has been sent: one for
     a format sent in one piece; for NDJSON the first line, each further line as soon as it is computed (in
     frames of at most PIECE bytes), and an empty last frame. An error before the first line is the answer
-    (a 4xx or 500 as JSON); after it, the stream's last line (service/compute/formats/ndjson.py)."""
+    (a 4xx or 500 as JSON); after it, the stream's last line (service/compute/formats/ndjson.py).
+    `joined`: the frames are held together before they are sent (a Ray replica), so the limits count the
+    whole stream."""
     if media != NDJSON:
         yield (*answer(body, settings, models, media), True)
         return
     try:
-        lines = ndjson_lines(computed(body, settings, models, streamed=True))
+        lines = ndjson_lines(computed(body, settings, models, streamed=not joined))
         first = next(lines)
     except REQUEST_ERRORS as error:
         status, detail = error_answer(error)

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
@@ -32,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.compute.memory import MemoryKeeper
 from service.compute.models.registry import ModelRegistry
+from service.compute.pipeline import frames
 from service.compute.process import ROUTES, start
 from service.protocol import ATTEND, EXPIRED, JSON, Started, expired
 from service.server.app import create_app
@@ -85,15 +87,14 @@ class ReplicaCompute:
     def _compute(self, body: bytes, kind: int, media: int, deadline: float, job: object) -> Answer:
         """On the compute thread: a job whose deadline passed while it waited is skipped (it was answered
         504), as in a compute process. A stream's frames are joined into one answer (Serve's proxy delivers
-        it as a whole: a replica holds an NDJSON answer entire, the limits counting each line)."""
+        it as a whole: a replica holds an NDJSON answer entire, so the limits count all of it)."""
         if expired(deadline):
             return 504, EXPIRED
         self.computing = job
         try:
-            frames = list(
-                ROUTES[kind](body, self.settings, self.registry, media)
-            )  # a compute process's answer
-            return frames[0][0], b"".join(content for _, content, _ in frames)
+            route = partial(frames, joined=True) if kind == ATTEND else ROUTES[kind]  # as a compute process
+            answered = list(route(body, self.settings, self.registry, media))
+            return answered[0][0], b"".join(content for _, content, _ in answered)
         finally:
             self.computing = None
             if self.runaway and job is self.runaway_job:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+import service.compute.attention as attention
 import service.compute.models.forward as forward
 from service.compute.models.registry import load_model
 from service.errors import ModelError
@@ -364,13 +365,13 @@ def test_a_decoder_streams_each_layer_as_its_forward_pass_reaches_it(families, m
     body = {"text": SENTENCES, "model": model_type, "layer": "all", "include": ["weights", "k"]}
     expected = post(families, body)
     computed: list[int] = []
-    attend_heads = forward.attend_heads  # type: ignore[attr-defined]
+    attend_heads = attention.attend_heads
 
     def recorded(*args: Any, **kwargs: Any) -> Any:
         computed.append(len(computed))
         return attend_heads(*args, **kwargs)
 
-    monkeypatch.setattr(forward, "attend_heads", recorded)
+    monkeypatch.setattr(forward, "attend_heads", recorded)  # the name the forward pass calls
     frames = families.stream(body)
     assert json.loads(next(frames)[1])["meta"]["layer"] == expected["meta"]["layer"] and computed == []
     assert json.loads(next(frames)[1]) == expected["layers"][0] and computed == [0]

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+import service.compute.attention as attention
 import service.compute.models.forward as forward
 from service.compute.pipeline import PIECE
 from service.protocol import SAFETENSORS
@@ -124,13 +125,13 @@ def test_a_stream_carries_the_json_answer(compute, name):
 
 def test_a_stream_sends_the_first_layer_before_the_next_is_computed(compute, monkeypatch):
     computed: list[int] = []  # one entry per layer's attention the model's forward pass has run
-    attend_heads = forward.attend_heads  # type: ignore[attr-defined]
+    attend_heads = attention.attend_heads
 
     def recorded(*args, **kwargs):
         computed.append(len(computed))
         return attend_heads(*args, **kwargs)
 
-    monkeypatch.setattr(forward, "attend_heads", recorded)
+    monkeypatch.setattr(forward, "attend_heads", recorded)  # the name the forward pass calls
     frames = compute.stream({"text": SENTENCES, "layer": "all", "include": ["weights"]})
     first = next(frames)
     assert json.loads(first[1])["meta"]["layer"] == [0, 1, 2, 3, 4, 5] and computed == []
