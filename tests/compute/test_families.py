@@ -377,3 +377,16 @@ def test_a_decoder_streams_each_layer_as_its_forward_pass_reaches_it(families, m
     assert json.loads(next(frames)[1]) == expected["layers"][0] and computed == [0]
     rest = [json.loads(content) for _, content, last in frames if not last]
     assert rest == expected["layers"][1:] and len(computed) == len(expected["layers"])
+
+
+def test_heads_select_query_heads_and_leave_the_kv_head_axis_whole(families):
+    """Under grouped-query attention `heads` cuts the head axis (q, weights) and leaves k and v, whose axis is
+    kv_head, whole; the values are those of the full answer."""
+    body = {"text": "Hi there", "model": "gemma2", "include": ["q", "k", "weights"]}
+    full = post(families, body)
+    cut = post(families, {**body, "heads": [1, 3]})
+    assert cut["meta"]["shapes"]["weights"][1] == 2 and cut["meta"]["shapes"]["k"][1] == 2
+    for whole, part in zip(full["layers"], cut["layers"], strict=True):
+        np.testing.assert_array_equal(np.array(part["q"]), np.array(whole["q"])[:, [1, 3]])
+        np.testing.assert_array_equal(np.array(part["k"]), np.array(whole["k"]))
+        assert np.array(part["weights"]).shape[1] == 2
