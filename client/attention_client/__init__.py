@@ -19,12 +19,23 @@ from attention_client.errors import (
     Unauthorized,
 )
 from attention_client.result import Attention, FloatArray, Layers, NotReturned, Tensors
-from attention_client.wire import TENSOR_NAMES, Meta, ModelInfo, ModelList, TensorName, Weights
+from attention_client.wire import (
+    ALL_TENSOR_NAMES,
+    ROTARY_TENSOR_NAMES,
+    TENSOR_NAMES,
+    Meta,
+    ModelInfo,
+    ModelList,
+    TensorName,
+    Weights,
+)
 
 __all__ = [
+    "ALL_TENSOR_NAMES",
     "API_KEY_ENV",
     "API_KEY_HEADER",
     "DEFAULT_URL",
+    "ROTARY_TENSOR_NAMES",
     "TENSOR_NAMES",
     "APIError",
     "AsyncClient",

@@ -35,6 +35,7 @@ def from_json(content: bytes, request_id: str | None) -> Attention:
         shapes: dict[str, list[int]] = meta.get("shapes", {})
     except (ValueError, KeyError, TypeError) as error:
         raise ResponseError(f"found a response without a readable `meta.axes` ({error!r})") from None
+    kv_head_of = _kv_head_of(meta) if any("kv_head" in names for names in axes.values()) else None
 
     def tensors_of(part: Mapping[str, Any], where: str) -> dict[str, FloatArray]:
         # every field that meta.axes names is a tensor, also one this client does not know yet
@@ -49,7 +50,9 @@ def from_json(content: bytes, request_id: str | None) -> Attention:
         index = entry.get("layer") if isinstance(entry, dict) else None
         if not isinstance(index, int):
             raise ResponseError(f"found an entry of `layers` without its `layer` index: {str(entry)[:100]}")
-        layers[index] = Tensors(tensors_of(entry, f"layers[{index}]."), _axes(axes), f" in layer {index}")
+        layers[index] = Tensors(
+            tensors_of(entry, f"layers[{index}]."), _axes(axes), f" in layer {index}", kv_head_of=kv_head_of
+        )
     return Attention(
         tensors_of(body, ""),
         _axes(axes),
@@ -58,6 +61,23 @@ def from_json(content: bytes, request_id: str | None) -> Attention:
         meta=meta,
         request_id=request_id,
     )
+
+
+def _kv_head_of(meta: Meta) -> list[int]:
+    """Grouped-query attention's map from query head to kv head, checked against the sizes of its axes."""
+    kv_head_of = meta.get("kv_head_of")
+    num_heads, num_kv_heads = meta.get("num_heads"), meta.get("num_kv_heads")
+    if not (
+        isinstance(kv_head_of, list)
+        and len(kv_head_of) == num_heads
+        and isinstance(num_kv_heads, int)
+        and all(isinstance(g, int) and 0 <= g < num_kv_heads for g in kv_head_of)
+    ):
+        raise ResponseError(
+            f"found meta.kv_head_of {str(kv_head_of)[:100]}; expected, with a `kv_head` axis, the kv head of "
+            f"each of the {num_heads} query heads, each from 0 to {num_kv_heads} (num_kv_heads) - 1"
+        )
+    return kv_head_of
 
 
 def _axes(axes: Mapping[str, list[str]]) -> dict[str, tuple[str, ...]]:

@@ -3,7 +3,7 @@ tokens and `meta`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -23,11 +23,30 @@ class NotReturned(AttentionError, KeyError):
 
 class Tensors(Mapping[str, FloatArray]):
     """The returned tensors of one computation, by name (`q`, `weights`, ...), as float64 arrays (masked
-    entries -inf) whose axes are `axes[name]`. The top level of a response, or one layer of a model."""
+    entries -inf) whose axes are `axes[name]`. The top level of a response, or one layer of a model.
 
-    def __init__(self, arrays: dict[str, FloatArray], axes: Mapping[str, tuple[str, ...]], where: str = ""):
-        self._arrays, self._where = arrays, where
+    Under grouped-query attention (a model with fewer key/value heads than query heads) `k`, `v` and
+    `k_pre_rotary` have the axis `kv_head` instead of `head`; `per_query_head(name)` repeats them to one
+    entry per query head."""
+
+    def __init__(
+        self,
+        arrays: dict[str, FloatArray],
+        axes: Mapping[str, tuple[str, ...]],
+        where: str = "",
+        *,
+        kv_head_of: Sequence[int] | None = None,
+    ):
+        self._arrays, self._where, self._kv_head_of = arrays, where, kv_head_of
         self.axes: dict[str, tuple[str, ...]] = {name: axes[name] for name in arrays}
+
+    def per_query_head(self, name: str) -> FloatArray:
+        """`name` with the axis `head` (one entry per query head): a tensor with the axis `kv_head` repeated
+        so that query head h holds its kv head `meta["kv_head_of"][h]`, any other tensor as it is."""
+        array, axes = self[name], self.axes[name]
+        if "kv_head" not in axes or self._kv_head_of is None:  # decode checked that kv_head_of comes with it
+            return array
+        return np.take(array, list(self._kv_head_of), axis=axes.index("kv_head"))
 
     def __getitem__(self, name: str) -> FloatArray:
         try:
@@ -58,12 +77,12 @@ class Tensors(Mapping[str, FloatArray]):
 
     @property
     def k(self) -> FloatArray:
-        """K [batch, head, key_pos, d_k]."""
+        """K [batch, head or kv_head, key_pos, d_k]."""
         return self["k"]
 
     @property
     def v(self) -> FloatArray:
-        """V [batch, head, key_pos, d_v]."""
+        """V [batch, head or kv_head, key_pos, d_v]."""
         return self["v"]
 
     @property
@@ -90,6 +109,16 @@ class Tensors(Mapping[str, FloatArray]):
     def output(self) -> FloatArray:
         """concat(heads) W_o + b_o [batch, query_pos, d_out]."""
         return self["output"]
+
+    @property
+    def q_pre_rotary(self) -> FloatArray:
+        """A rotary model's Q before the rotary embedding [batch, head, query_pos, d_k]."""
+        return self["q_pre_rotary"]
+
+    @property
+    def k_pre_rotary(self) -> FloatArray:
+        """A rotary model's K before the rotary embedding [batch, head or kv_head, key_pos, d_k]."""
+        return self["k_pre_rotary"]
 
 
 class Layers(Mapping[int, Tensors]):
@@ -132,7 +161,7 @@ class Attention(Tensors):
         meta: Meta,
         request_id: str | None,
     ):
-        super().__init__(arrays, axes)
+        super().__init__(arrays, axes, kv_head_of=meta.get("kv_head_of"))
         self.layers, self.tokens, self.meta, self.request_id = layers, tokens, meta, request_id
 
     def _not_returned(self, name: str) -> str:

@@ -10,7 +10,10 @@ from typing import Literal, TypedDict
 
 import numpy.typing as npt
 
-TensorName = Literal["q", "k", "v", "scores", "scaled_scores", "weights", "context", "output"]
+TensorName = Literal[
+    "q", "k", "v", "scores", "scaled_scores", "weights", "context", "output", "q_pre_rotary", "k_pre_rotary"
+]
+# returned when a request has no `include`
 TENSOR_NAMES: tuple[TensorName, ...] = (
     "q",
     "k",
@@ -21,6 +24,9 @@ TENSOR_NAMES: tuple[TensorName, ...] = (
     "context",
     "output",
 )
+# returned only when `include` names them: a rotary model's q and k before the rotation
+ROTARY_TENSOR_NAMES: tuple[TensorName, ...] = ("q_pre_rotary", "k_pre_rotary")
+ALL_TENSOR_NAMES: tuple[TensorName, ...] = TENSOR_NAMES + ROTARY_TENSOR_NAMES
 Device = Literal["auto", "cpu", "cuda"]
 Dtype = Literal["float32", "float64", "float16", "bfloat16"]
 WireDtype = Literal["float32", "float16", "float64"]  # binary formats only: this client reads JSON
@@ -73,6 +79,10 @@ class _MetaAlways(TypedDict):
 class Meta(_MetaAlways, total=False):
     """The response's `meta`: what was computed and how (keys a newer service adds are there too)."""
 
+    kv_head_of: list[int] | None
+    sliding_window: list[int | None] | None
+    softcap: float | None
+    positions: str | None
     model: str | None
     layer: list[int] | None
     lengths: list[int] | None
@@ -82,31 +92,35 @@ class Meta(_MetaAlways, total=False):
     heads: list[int] | None
     queries: list[int] | None
     wire_dtype: WireDtype | None
-    kv_head_of: list[int] | None
-    sliding_window: list[int | None] | None
-    softcap: float | None
-    positions: str | None
 
 
-class _ModelAlways(TypedDict):
+class ModelInfo(TypedDict):
+    """One entry of `GET /models`: a pretrained model, or the toy mode (`toy` true). Every key is sent; a size
+    is None where the model has none (the toy mode) or its config does not say."""
+
     name: str
-    loaded: bool
-
-
-class ModelInfo(_ModelAlways, total=False):
-    """One entry of `GET /models`: a pretrained model, or the toy mode (`toy` true)."""
-
     toy: bool
+    loaded: bool
     layers: int | None
     heads: int | None
-    d_model: int
-    vocab_size: int
-    max_length: int
-    max_d_model: int
-    load_seconds: float
-    parameter_bytes: int
-    about: str
-    error: str
+    family: str | None
+    kind: Literal["encoder", "decoder"] | None
+    positions: Literal["absolute", "sinusoidal", "rotary"] | None
+    kv_heads: int | None
+    head_size: int | None
+    window: int | None
+    windowed_layers: list[int] | None
+    softcap: float | None
+    parameters: int | None
+    dtype: Dtype | None
+    d_model: int | None
+    vocab_size: int | None
+    max_length: int | None
+    load_seconds: float | None
+    parameter_bytes: int | None
+    error: str | None
+    max_d_model: int | None
+    about: str | None
 
 
 class ModelList(TypedDict):

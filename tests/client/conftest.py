@@ -1,6 +1,7 @@
 """The Python client (client/, package attention_client) against the real service: uvicorn in a subprocess
 (tests/support/servers.py) with API keys on and small body limits, so that 401, 413 and a 503 with Retry-After
-can be produced on purpose."""
+can be produced on purpose, and besides MiniLM a tiny random Llama with grouped-query attention
+(tests/support/families.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import httpx
 import pytest
 
 from attention_client import Client
+from tests.support.families import save_family_model
 from tests.support.servers import API_KEY, Server
 
 BODY_LIMIT = 20000  # ATTENTION_MAX_REQUEST_BYTES and ATTENTION_MAX_BODY_BYTES_IN_FLIGHT of the service below
@@ -27,11 +29,21 @@ SERVICE_ENV = {
     "ATTENTION_MAX_BODY_BYTES_IN_FLIGHT": str(BODY_LIMIT),
 }
 
+GROUPED = "tiny-llama"  # 4 query heads over 2 kv heads, rotary, causal
+
 
 @pytest.fixture(scope="session")
-def service() -> Iterator[Server]:
+def grouped_folder() -> Iterator[Path]:
+    folder = Path(tempfile.mkdtemp(prefix="attention-client-llama-"))
+    yield save_family_model("llama", folder)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def service(grouped_folder: Path) -> Iterator[Server]:
     log = Path(tempfile.mkdtemp(prefix="attention-client-test-")) / "service.log"
-    with Server(SERVICE_ENV, log=log) as srv:
+    env = {**SERVICE_ENV, "ATTENTION_MODELS": json.dumps({GROUPED: str(grouped_folder)})}
+    with Server(env, log=log) as srv:
         yield srv
     shutil.rmtree(log.parent, ignore_errors=True)
 

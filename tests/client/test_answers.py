@@ -11,6 +11,7 @@ from attention_client.decode import decode
 from attention_client.errors import error_from
 
 AXES = '"axes": {"weights": ["batch", "head", "query_pos", "key_pos"]}'
+GROUPED = '"num_heads": 4, "num_kv_heads": 2, "axes": {"k": ["batch", "kv_head", "key_pos", "d_k"]}'
 
 
 def answer(body: str, content_type: str = "application/json", status: int = 200) -> httpx.Response:
@@ -46,6 +47,16 @@ def test_a_503_without_retry_after_says_so():
             "expected axes ['batch', 'head', 'query_pos', 'key_pos'] of shape [1, 1, 1, 2]",
         ),
         ('{"layers": [{"weights": []}], "meta": {' + AXES + "}}", "application/json", "without its `layer`"),
+        (
+            '{"k": [[[[1.0]], [[2.0]]]], "meta": {' + GROUPED + ', "kv_head_of": [0, 0, 1, 2]}}',
+            "application/json",
+            "found meta.kv_head_of [0, 0, 1, 2]; expected, with a `kv_head` axis, the kv head of each of",
+        ),
+        (
+            '{"k": [[[[1.0]], [[2.0]]]], "meta": {' + GROUPED + "}}",
+            "application/json",
+            "found meta.kv_head_of None",
+        ),
     ],
 )
 def test_an_answer_off_the_contract_is_a_response_error(body, content_type, found):

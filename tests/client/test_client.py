@@ -1,13 +1,16 @@
-"""The blocking client against the real service: the worked examples' numbers, MiniLM's layers against
-transformers, masked entries, the service's errors as exceptions, the API key and /models."""
+"""The blocking client against the real service: the worked examples' numbers, MiniLM's layers and a
+grouped-query Llama's against transformers, masked entries, the service's errors as exceptions, the API key
+and /models."""
 
 from __future__ import annotations
 
 import httpx
 import numpy as np
 import pytest
+import torch
 
 from attention_client import (
+    TENSOR_NAMES,
     Client,
     InvalidRequest,
     LimitExceeded,
@@ -16,7 +19,7 @@ from attention_client import (
     Unauthorized,
 )
 from schemas.axes import TENSOR_AXES
-from tests.client.conftest import BODY_LIMIT
+from tests.client.conftest import BODY_LIMIT, GROUPED
 from tests.client.examples import SENTENCE, cat_eats_fish_weights, golden
 from tests.support.models import minilm_folder
 from tests.support.reference import reference
@@ -32,8 +35,8 @@ def test_cat_eats_fish_numbers_and_axes(client, layout, dtype, tolerance):
     result = client.attend(
         embeddings=example["embeddings"], weights=cat_eats_fish_weights(layout), dtype=dtype
     )
-    assert set(result) == set(TENSOR_AXES)
-    assert result.axes == TENSOR_AXES
+    # no `include`: the default tensors (not a rotary model's pre-rotary ones), with the golden axes
+    assert result.axes == {name: TENSOR_AXES[name] for name in TENSOR_NAMES}
     for name, expected in example["expected"].items():
         array = result[name]
         assert array.dtype == np.float64
@@ -87,6 +90,41 @@ def test_minilm_layers_by_index_match_transformers(client):
         _ = chosen.layers[1].output
     with pytest.raises(KeyError, match=r"per layer: result.layers\[i\]\['weights'\]"):
         _ = chosen.weights
+
+
+def test_a_grouped_query_decoder_has_kv_head_axes_and_matches_transformers(client, grouped_folder):
+    from transformers import AutoModel, AutoTokenizer
+
+    names = ["q", "k", "v", "weights", "q_pre_rotary", "k_pre_rotary"]
+    result = client.attend(text=SENTENCE, model=GROUPED, include=names)
+    assert result.meta["num_heads"] == 4 and result.meta["num_kv_heads"] == 2
+    assert result.meta["kv_head_of"] == [0, 0, 1, 1] and result.meta["positions"] == "rotary"
+    assert result.meta["causal"] is True
+    model = AutoModel.from_pretrained(grouped_folder, attn_implementation="eager")
+    tokenizer = AutoTokenizer.from_pretrained(grouped_folder)
+    encoded = tokenizer(SENTENCE, return_tensors="pt")
+    assert result.tokens == [tokenizer.convert_ids_to_tokens(encoded["input_ids"][0])]
+    seq = len(result.tokens[0])
+    with torch.no_grad():
+        attentions = model(**encoded, output_attentions=True).attentions
+    causal = np.tril(np.ones((seq, seq), dtype=bool))
+    for index, layer in result.layers.items():
+        assert layer.axes["k"] == layer.axes["k_pre_rotary"] == ("batch", "kv_head", "key_pos", "d_k")
+        assert layer.axes["v"] == ("batch", "kv_head", "key_pos", "d_v")
+        assert layer.k.shape == layer.k_pre_rotary.shape == (1, 2, seq, 8)
+        assert layer.q.shape == layer.q_pre_rotary.shape == (1, 4, seq, 8)
+        np.testing.assert_allclose(layer.weights[0], attentions[index][0].numpy(), atol=1e-5)
+        # query heads 0, 1 read kv head 0 and heads 2, 3 kv head 1: softmax(q k^T / sqrt(d_k)) again
+        k = layer.per_query_head("k")
+        assert (
+            k.shape == (1, 4, seq, 8)
+            and (k[0, 1] == layer.k[0, 0]).all()
+            and (k[0, 2] == layer.k[0, 1]).all()
+        )
+        assert layer.per_query_head("q") is layer.q
+        scores = np.where(causal, layer.q[0] @ k[0].swapaxes(-1, -2) / np.sqrt(8), -np.inf)
+        weights = np.exp(scores - scores.max(-1, keepdims=True))
+        np.testing.assert_allclose(layer.weights[0], weights / weights.sum(-1, keepdims=True), atol=1e-5)
 
 
 def test_masked_entries_are_minus_infinity(client):
@@ -179,4 +217,11 @@ def test_models(client):
     assert by_name["toy"]["toy"] is True
     typed = ModelInfo.__required_keys__ | ModelInfo.__optional_keys__
     for entry in listed["models"]:
-        assert set(entry) <= typed, f"keys the client does not type: {set(entry) - typed}"
+        assert set(entry) == typed, f"untyped: {set(entry) - typed}; not sent: {typed - set(entry)}"
+    assert {k: by_name[GROUPED][k] for k in ("family", "kind", "positions", "heads", "kv_heads")} == {
+        "family": "llama",
+        "kind": "decoder",
+        "positions": "rotary",
+        "heads": 4,
+        "kv_heads": 2,
+    }

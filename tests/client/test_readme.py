@@ -1,5 +1,5 @@
-"""The Python examples of README.md and client/README.md run against the service and print what the text block
-after each one shows."""
+"""The Python examples of this client in README.md and client/README.md run against the service and print what
+the text block after each one shows (README.md's others, e.g. tritonclient's, are not this client's)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ EXAMPLE = re.compile(r"```python\n(?P<code>.*?)```\s*(?:```text\n(?P<output>.*?)
 
 
 def examples(readme: Path) -> list[tuple[str, str | None]]:
-    return [(found["code"], found["output"]) for found in EXAMPLE.finditer(readme.read_text())]
+    found = EXAMPLE.finditer(readme.read_text())
+    return [(each["code"], each["output"]) for each in found if "attention_client" in each["code"]]
 
 
 @pytest.mark.parametrize("readme", ["README.md", "client/README.md"])

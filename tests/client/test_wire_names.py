@@ -7,10 +7,25 @@ from __future__ import annotations
 import inspect
 import typing
 
-from attention_client import API_KEY_HEADER, TENSOR_NAMES, AsyncClient, Client, Meta, Weights
+from attention_client import (
+    ALL_TENSOR_NAMES,
+    API_KEY_HEADER,
+    ROTARY_TENSOR_NAMES,
+    TENSOR_NAMES,
+    AsyncClient,
+    Client,
+    Meta,
+    ModelInfo,
+    ModelList,
+    TensorName,
+    Weights,
+)
 from schemas import axes
 from schemas.request import AttendRequest, WeightSpec
+from schemas.response import LayerTensors
 from schemas.response import Meta as ServiceMeta
+from schemas.service_info import ModelInfo as ServiceModelInfo
+from schemas.service_info import ModelList as ServiceModelList
 from service.server.security import api_key_header
 
 
@@ -47,6 +62,18 @@ def test_weights_and_meta_keys_are_the_services_fields():
     assert set(Meta.__required_keys__ | Meta.__optional_keys__) == set(ServiceMeta.model_fields)
 
 
+def test_model_list_keys_are_the_services_fields():
+    # GET /models sends every field of its entries (null where a model has none): all are required keys
+    assert set(ModelInfo.__required_keys__) == set(ServiceModelInfo.model_fields)
+    assert not ModelInfo.__optional_keys__
+    assert set(ModelList.__required_keys__) == set(ServiceModelList.model_fields)
+
+
 def test_tensor_names_and_the_key_header():
     assert TENSOR_NAMES == axes.TENSOR_NAMES
+    assert ROTARY_TENSOR_NAMES == axes.ROTARY_TENSOR_NAMES
+    assert ALL_TENSOR_NAMES == axes.ALL_TENSOR_NAMES
+    assert typing.get_args(TensorName) == typing.get_args(axes.TensorName)
+    # every tensor field of a response (a model's layer: the same ones and its index)
+    assert set(ALL_TENSOR_NAMES) == set(LayerTensors.model_fields) - {"layer"}
     assert api_key_header.model.name == API_KEY_HEADER
