@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from bench.bench import measure, scenarios, start
+from bench.bench import measure_at, scenarios, start
 from tests.support.servers import SERVICE_APP
 
 SCENARIOS = ("a)", "c)")
@@ -34,7 +34,7 @@ def main() -> None:
             if not scenario.startswith(SCENARIOS):
                 continue
             body = json.dumps(request).encode()
-            result = measure(scenario, args.label, port, body, args.seconds, args.concurrency)
+            result = measure_at(scenario, args.label, port, body, args.seconds, args.concurrency)
             rate = result.requests_per_s
             print(
                 f"{args.label:24s} {scenario[:2]} {rate:8.1f} req/s  p50 {result.p50_ms:7.2f} ms"

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from schemas.axes import ALL_TENSOR_NAMES, TENSOR_NAMES, TensorName
 from schemas.request_forms import (
@@ -45,6 +55,10 @@ Integer = Annotated[int, BeforeValidator(_integral)]
 Size = Annotated[int, Field(ge=1, le=INT32_MAX), BeforeValidator(_integral)]
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1), BeforeValidator(_integral)]
 Decimals = Annotated[int, Field(ge=0, le=15), BeforeValidator(_integral)]
+# head indexes or query positions to return; at most ATTENTION_MAX_SEQ-many fit a valid request, and the
+# schema bound keeps a body of millions of indexes from being validated one by one
+Index = Annotated[int, Field(ge=0, le=INT32_MAX), BeforeValidator(_integral)]
+Selection = Annotated[list[Index], Field(min_length=1, max_length=2**16)]
 _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
@@ -214,6 +228,23 @@ class AttendRequest(BaseModel):
     decimals: Decimals | None = Field(
         None, description="Round returned floats to this many decimals. Default: no rounding."
     )
+    wire_dtype: Literal["float32", "float16", "float64"] | None = Field(
+        None,
+        description="Element type of the tensors in binary responses (Accept: application/x-safetensors). "
+        'Default: "float32", or "float64" when `dtype` is float64, so that binary values are bit for bit '
+        'those JSON carries. "float16" halves the bytes; a value past its range (65504) is a 422. '
+        "JSON and NDJSON responses ignore it (use `decimals`).",
+    )
+    heads: Selection | None = Field(
+        None,
+        description="Return only these heads (sorted, distinct indexes, each below num_heads): every "
+        "returned tensor with a `head` axis keeps these entries, in this order. Default: all heads.",
+    )
+    queries: Selection | None = Field(
+        None,
+        description="Return only these query positions (sorted, distinct indexes, each below seq): every "
+        "returned tensor with a `query_pos` axis keeps these entries. Default: all positions.",
+    )
 
     @model_validator(mode="after")
     def _one_input_form(self) -> AttendRequest:
@@ -242,6 +273,20 @@ class AttendRequest(BaseModel):
                 "found weights with query/key/value; Q, K and V given directly take no projections"
             )
         return self
+
+    @field_validator("heads", "queries")
+    @classmethod
+    def _sorted_and_distinct(cls, indexes: list[int] | None, info: ValidationInfo) -> list[int] | None:
+        for position, (before, index) in enumerate(itertools.pairwise(indexes or []), start=1):
+            if index <= before:
+                found = "a repeat of" if index == before else "smaller than"
+                # its own error type: an order JSON Schema cannot state (tests/server/schemathesis/hooks.py)
+                raise PydanticCustomError(
+                    "indexes_not_sorted",
+                    f"found {info.field_name}[{position}] = {index}, {found} {info.field_name}"
+                    f"[{position - 1}] = {before}; expected sorted, distinct indexes",
+                )
+        return indexes
 
     @field_validator("text")
     @classmethod
@@ -275,7 +320,7 @@ class AttendRequest(BaseModel):
         return self
 
     @property
-    def heads(self) -> int:
+    def head_count(self) -> int:
         """num_heads of the explicit and toy path: as given, else DEFAULT_NUM_HEADS."""
         return self.num_heads if self.num_heads is not None else DEFAULT_NUM_HEADS
 

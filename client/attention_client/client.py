@@ -19,7 +19,7 @@ from attention_client.errors import error_from
 from attention_client.request import attend_body
 from attention_client.result import Attention
 from attention_client.retry import RetryPolicy, retry_after
-from attention_client.wire import Device, Dtype, ModelList, TensorName, Weights
+from attention_client.wire import Device, Dtype, ModelList, TensorName, Weights, WireDtype
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 API_KEY_HEADER = "X-API-Key"  # the service's header (ATTENTION_API_KEYS)
@@ -105,6 +105,9 @@ class Client:
         device: Device | None = None,
         dtype: Dtype | None = None,
         decimals: int | None = None,
+        heads: Sequence[int] | None = None,
+        queries: Sequence[int] | None = None,
+        wire_dtype: WireDtype | None = None,
     ) -> Attention:
         """`POST /attend`. The arguments are the request's fields (API.md, or /docs); one input form:
         `embeddings` (with `weights`, optionally `context`), `query` + `key` + `value`, or `text` (with
@@ -194,6 +197,9 @@ class AsyncClient:
         device: Device | None = None,
         dtype: Dtype | None = None,
         decimals: int | None = None,
+        heads: Sequence[int] | None = None,
+        queries: Sequence[int] | None = None,
+        wire_dtype: WireDtype | None = None,
     ) -> Attention:
         """`POST /attend`, as `Client.attend`."""
         return decode(await self._send("POST", "/attend", **_attend_request(locals())))

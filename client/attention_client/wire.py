@@ -29,6 +29,7 @@ ROTARY_TENSOR_NAMES: tuple[TensorName, ...] = ("q_pre_rotary", "k_pre_rotary")
 ALL_TENSOR_NAMES: tuple[TensorName, ...] = TENSOR_NAMES + ROTARY_TENSOR_NAMES
 Device = Literal["auto", "cpu", "cuda"]
 Dtype = Literal["float32", "float64", "float16", "bfloat16"]
+WireDtype = Literal["float32", "float16", "float64"]  # binary formats only: this client reads JSON
 
 
 class Weights(TypedDict, total=False):
@@ -88,6 +89,9 @@ class Meta(_MetaAlways, total=False):
     padded: bool | None
     truncated: bool | None
     decimals: int | None
+    heads: list[int] | None
+    queries: list[int] | None
+    wire_dtype: WireDtype | None
 
 
 class ModelInfo(TypedDict):

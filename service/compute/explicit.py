@@ -12,11 +12,13 @@ from schemas.axes import ROTARY_TENSOR_NAMES
 from schemas.request import TOY_D_MODEL, TOY_MODEL, AttendRequest
 from service.compute.attention import attention_on
 from service.compute.device import Converter, check_range
-from service.compute.encoding import Encoder, encode
+from service.compute.formats.result import Result
+from service.compute.formats.wire import wire_dtype_of
 from service.compute.inputs import Inputs, resolve_inputs
 from service.compute.limits import check_batch, check_limits, check_sequence_sizes
 from service.compute.meta import build_meta, weight_settings
 from service.compute.sizes import Sizes
+from service.compute.slicing import Selection
 from service.compute.toy import padded_tokens, toy_extent, toy_inputs, toy_token_count, toy_tokens
 from service.compute.weights import BIASES, MATRICES, resolve_sizes, resolve_weights
 from service.errors import LimitExceeded, RequestError
@@ -34,7 +36,7 @@ def _toy(request: AttendRequest, settings: Settings) -> tuple[Inputs, Sizes, lis
     lengths = [toy_token_count(text, settings.max_seq) for text in texts]
     check_sequence_sizes(settings, len(texts), max(lengths))
     sizes = resolve_sizes(request, toy_extent(lengths, d_model))
-    check_limits(settings, sizes, request.returned)
+    check_limits(settings, sizes, request.returned, Selection.of(request, sizes))
     tokens = [toy_tokens(text) for text in texts]
     seed = request.weights.seed if request.weights is not None else 0
     return toy_inputs(tokens, d_model, seed), sizes, tokens
@@ -50,9 +52,7 @@ def _numbers(request: AttendRequest) -> list[tuple[tuple[str, ...], np.ndarray |
     ]
 
 
-def attend_explicit(
-    request: AttendRequest, settings: Settings, started: float, encoder: Encoder = encode
-) -> bytes:
+def attend_explicit(request: AttendRequest, settings: Settings, started: float) -> Result:
     rotary = [name for name in ROTARY_TENSOR_NAMES if name in request.returned]
     if rotary:
         raise RequestError(
@@ -66,7 +66,8 @@ def attend_explicit(
     else:
         inputs = resolve_inputs(request)
         sizes = resolve_sizes(request, inputs.extent)
-        check_limits(settings, sizes, request.returned)
+        check_limits(settings, sizes, request.returned, Selection.of(request, sizes))
+    selection = Selection.of(request, sizes)
     convert = Converter.for_request(request.device, request.dtype)
     check_range(convert.dtype, _numbers(request))
     projections = resolve_weights(request, sizes)
@@ -82,7 +83,6 @@ def attend_explicit(
         request.causal,
         inputs.key_mask,
     )
-    sections: dict[str, object] = {name: getattr(internals, name) for name in request.returned}
     padded = inputs.key_mask is not None and not inputs.key_mask.all()
     about: dict[str, object] = {
         **weight_settings(request, inputs.direct),
@@ -90,10 +90,13 @@ def attend_explicit(
         "masked": request.causal or padded,
     }
     if tokens is not None:
-        sections["tokens"] = padded_tokens(tokens)
         about |= {"model": TOY_MODEL, "lengths": [len(t) for t in tokens], "padded": padded}
-    return encoder(
-        sections,
-        request.decimals,
-        partial(build_meta, request, sizes, scale, convert.device, started, **about),
+    return Result(
+        tensors={name: selection.cut(name, getattr(internals, name)) for name in request.returned},
+        layers=None,
+        order=None,
+        tokens=None if tokens is None else padded_tokens(tokens),
+        meta=partial(build_meta, request, sizes, scale, convert.device, started, selection, **about),
+        decimals=request.decimals,
+        wire_dtype=wire_dtype_of(request.wire_dtype, request.dtype),
     )

@@ -4,19 +4,21 @@ for."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import partial
-from typing import Any
 
 from schemas.axes import ROTARY_TENSOR_NAMES
 from schemas.request import TOY_MODEL, AttendRequest
 from service.compute.attention import attention_on
 from service.compute.device import Converter, check_range
-from service.compute.encoding import Encoder, encode
+from service.compute.formats.result import Layer, Result
+from service.compute.formats.wire import wire_dtype_of
 from service.compute.limits import check_limits
 from service.compute.meta import build_meta
 from service.compute.models.registry import LoadedModel, ModelRegistry
 from service.compute.models.tokenizer import tokenize
 from service.compute.sizes import Sizes
+from service.compute.slicing import Selection
 from service.errors import RequestError
 from service.settings import Settings
 
@@ -67,15 +69,12 @@ def _check_rotary_names(request: AttendRequest, model: LoadedModel) -> None:
 
 
 def attend_pretrained(
-    request: AttendRequest,
-    settings: Settings,
-    models: ModelRegistry,
-    started: float,
-    encoder: Encoder = encode,
-) -> bytes:
+    request: AttendRequest, settings: Settings, models: ModelRegistry, started: float, streamed: bool = False
+) -> Result:
     """The forward runs as the model does (its dtype and device, its scale, its causality, window and
     cap); a request that asks otherwise gets its layers' internals from a second attention over the same
-    attention inputs, with the model's own mask and rotation."""
+    attention inputs, with the model's own mask and rotation. The layers are computed as the result's
+    `layers` are read (a stream reads and sends one at a time)."""
     model = _model(models, request.model or settings.default_model)
     layers = _layers(request, model)
     _check_head_sizes(request, model)
@@ -95,7 +94,8 @@ def attend_pretrained(
         layers=len(layers),
         kv_heads=forward.num_kv_heads,
     )
-    check_limits(settings, sizes, request.returned)
+    selection = Selection.of(request, sizes)
+    check_limits(settings, sizes, request.returned, selection, streamed)
     convert = Converter.for_request(request.device, request.dtype)
     check_range(convert.dtype, [(("scale",), request.scale)])
     scale = request.scale if request.scale is not None else forward.scale
@@ -109,10 +109,15 @@ def attend_pretrained(
         forward.causal,
     )
     pre_rotary = any(name in request.returned for name in ROTARY_TENSOR_NAMES)
-    asked_for: dict[int, dict[str, Any]] = {}
-    steps = forward.layers(encoded.input_ids, key_mask, last=max(layers), pre_rotary=pre_rotary, keep=layers)
-    for step in steps:
-        if step.layer in layers:
+
+    def computed() -> Iterator[Layer]:
+        """Each requested layer once, as the forward pass reaches it."""
+        steps = forward.layers(
+            encoded.input_ids, key_mask, last=max(layers), pre_rotary=pre_rotary, keep=layers, lazily=streamed
+        )
+        for step in steps:
+            if step.layer not in layers:
+                continue
             internals = (
                 step.internals
                 if as_the_model_does
@@ -133,11 +138,9 @@ def attend_pretrained(
                     model_allowed=step.allowed,
                 )
             )
-            asked_for[step.layer] = {
-                "layer": step.layer,
-                **{n: getattr(internals, n) for n in request.returned},
-            }
-    results = [asked_for[index] for index in layers]
+            yield step.layer, {n: selection.cut(n, getattr(internals, n)) for n in request.returned}
+            del step, internals  # not held while the next layer is computed
+
     windows = [forward.windows[index] for index in layers]
     windowed = any(window is not None for window in forward.windows)
     about = {
@@ -157,8 +160,12 @@ def attend_pretrained(
         "softcap": forward.softcap,
         "positions": forward.positions,
     }
-    return encoder(
-        {"layers": results, "tokens": encoded.tokens},
-        request.decimals,
-        partial(build_meta, request, sizes, scale, convert.device, started, **about),
+    return Result(
+        tensors={},
+        layers=computed(),
+        order=layers,
+        tokens=encoded.tokens,
+        meta=partial(build_meta, request, sizes, scale, convert.device, started, selection, **about),
+        decimals=request.decimals,
+        wire_dtype=wire_dtype_of(request.wire_dtype, request.dtype),
     )

@@ -1,7 +1,8 @@
 """A compute process: it owns torch and the models, and answers request bodies one at a time.
 
 The server process runs the event loop and nothing else; each request body comes here over a socket and goes
-back as an HTTP status and a JSON body (the frames of service/protocol.py). A process rather than a thread
+back as an HTTP status and a body in the format asked for, in one piece or streamed a line at a time (the
+frames of service/protocol.py). A process rather than a thread
 because of CPython's GIL: every torch call releases and retakes it, so a compute thread and the event loop
 hand it back and forth across cores dozens of times per request, which costs more than a small computation
 itself; and a process can be stopped in the middle of a computation that runs past its time limit
@@ -16,6 +17,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable, Iterable
 
 import orjson
 import torch
@@ -24,16 +26,33 @@ from service.compute.device import resolve_device
 from service.compute.memory import MemoryKeeper
 from service.compute.models.registry import ModelRegistry
 from service.compute.oip import answer_infer
-from service.compute.pipeline import answer, attend
+from service.compute.pipeline import attend, frames
 from service.errors import ModelError
 from service.logs import log_json_to_stderr
-from service.protocol import ANSWER, ATTEND, EXPIRED, OIP_INFER, REQUEST, Started, expired
+from service.protocol import ANSWER, ATTEND, EXPIRED, OIP_INFER, REQUEST, Frame, Started, expired
 from service.settings import Settings
 
 WARM_UP = b'{"embeddings": [[1.0, 0.0], [0.0, 1.0]], "causal": true}'
 
 log = logging.getLogger("attention_service.compute")
-ROUTES = {ATTEND: answer, OIP_INFER: answer_infer}  # the request's kind -> what answers it
+
+# what answers a request of one kind: its body, the settings, the models and the response format asked for ->
+# the frames of its answer (service/protocol.py)
+Route = Callable[[bytes, Settings, ModelRegistry, int], Iterable[Frame]]
+
+
+def one_frame(answer: Callable[[bytes, Settings, ModelRegistry], tuple[int, bytes]]) -> Route:
+    """A route answered in one piece, in its own format whatever the Accept header (the Open Inference
+    Protocol's)."""
+
+    def route(body: bytes, settings: Settings, models: ModelRegistry, media: int) -> Iterable[Frame]:
+        return [(*answer(body, settings, models), True)]
+
+    return route
+
+
+# the request's kind -> what answers it: its answer's frames (service/protocol.py) in the format asked for
+ROUTES: dict[int, Route] = {ATTEND: frames, OIP_INFER: one_frame(answer_infer)}
 
 
 def torch_threads(settings: Settings) -> int:
@@ -68,8 +87,10 @@ def start(settings: Settings) -> tuple[ModelRegistry, Started]:
     )
 
 
-def _send(channel: socket.socket, status: int, body: bytes) -> None:
-    channel.sendall(ANSWER.pack(status, len(body)))
+def _send(channel: socket.socket, status: int, body: bytes, last: bool = True) -> None:
+    """One frame. A stream's frames wait here while the server's end is full: a client that reads slowly
+    holds the computation back rather than piling its lines up in memory."""
+    channel.sendall(ANSWER.pack(status, last, len(body)))
     channel.sendall(body)  # not concatenated: an answer can be hundreds of megabytes
 
 
@@ -104,8 +125,13 @@ def _serve(channel: socket.socket, settings: Settings) -> None:
     memory = MemoryKeeper()  # after start-up and warm-up: that is the size at rest
     requests = channel.makefile("rb")
     while len(head := requests.read(REQUEST.size)) == REQUEST.size:  # short: the server has gone
-        deadline, kind, length = REQUEST.unpack(head)
+        deadline, kind, media, length = REQUEST.unpack(head)
         body = requests.read(length)
-        _send(channel, *((504, EXPIRED) if expired(deadline) else ROUTES[kind](body, settings, models)))
-        del body
+        answered = (
+            [(504, EXPIRED, True)] if expired(deadline) else ROUTES[kind](body, settings, models, media)
+        )
+        for frame in answered:
+            _send(channel, *frame)
+            del frame  # not held while the next frame is made
+        del body, answered
         memory.after_request()

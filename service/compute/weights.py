@@ -6,6 +6,7 @@ layout they arrived in, so the attention module has one convention only.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -42,7 +43,7 @@ def _check_given(request: AttendRequest, name: str, derived: int) -> None:
         raise RequestError(
             (name,),
             f"found {name} {given}; the tensors give {name} {derived} (per head, with num_heads "
-            f"{request.heads})",
+            f"{request.head_count})",
         )
 
 
@@ -77,14 +78,14 @@ def _check_bias(spec: WeightSpec, name: str, size: int, what: str) -> None:
 
 
 def _direct_heads(request: AttendRequest, widths: tuple[int, int]) -> tuple[int, int, int]:
-    heads = request.heads
+    heads = request.head_count
     d_k = _per_head(widths[0], heads, "the last axis of query")
     d_v = _per_head(widths[1], heads, "the last axis of value")
     return d_k, d_v, heads * d_v
 
 
 def _explicit_heads(request: AttendRequest, spec: WeightSpec, d_model: int) -> tuple[int, int, int]:
-    heads = request.heads
+    heads = request.head_count
     w_q = _check_matrix(spec, "w_q", d_model, None, ("d_model", "heads*d_k"))
     _check_matrix(spec, "w_k", d_model, w_q.shape[1], ("d_model", "heads*d_k"))
     w_v = _check_matrix(spec, "w_v", d_model, None, ("d_model", "heads*d_v"))
@@ -104,7 +105,7 @@ def _explicit_heads(request: AttendRequest, spec: WeightSpec, d_model: int) -> t
 
 
 def _generated_heads(request: AttendRequest, d_model: int) -> tuple[int, int, int]:
-    heads = request.heads
+    heads = request.head_count
     default = None if d_model % heads else d_model // heads
     d_k = request.d_k or default
     d_v = request.d_v or default
@@ -133,7 +134,7 @@ def resolve_sizes(request: AttendRequest, extent: Extent) -> Sizes:
     if extent.direct_widths is not None or (spec is not None and spec.explicit):
         _check_given(request, "d_k", d_k)
         _check_given(request, "d_v", d_v)
-    return Sizes(extent.batch, extent.seq, extent.seq_kv, extent.d_model, request.heads, d_k, d_v, d_out)
+    return Sizes(extent.batch, extent.seq, extent.seq_kv, extent.d_model, request.head_count, d_k, d_v, d_out)
 
 
 def _generate(init: str, generator: torch.Generator, d_in: int, d_out: int) -> Tensor:
@@ -160,11 +161,31 @@ def resolve_weights(request: AttendRequest, sizes: Sizes) -> Projections:
         biases = {n: torch.from_numpy(getattr(spec, n)) for n in BIASES if getattr(spec, n) is not None}
         return Projections(**matrices, **biases)
     spec = spec or WeightSpec()
-    generator = torch.Generator(device="cpu").manual_seed(spec.seed)
-    heads, d_model = sizes.num_heads, sizes.d_model
+    widths = (sizes.d_model, sizes.num_heads * sizes.d_k, sizes.num_heads * sizes.d_v)
+    settings = (spec.init, spec.seed, *widths, spec.output_projection)
+    if sizes.weight_elements <= CACHED_WEIGHT_ELEMENTS:
+        return _generated_and_kept(*settings)
+    return _generated(*settings)
+
+
+# generated weights of at most this many numbers (8 MB in float64) are kept for the next request with the same
+# settings (at most KEPT of them): drawing them costs more than the rest of a 128 x 384 request
+CACHED_WEIGHT_ELEMENTS = 2**20
+KEPT = 4
+
+
+def _generated(
+    init: str, seed: int, d_model: int, width_qk: int, width_v: int, output_projection: bool
+) -> Projections:
+    """W_q, W_k, W_v (and W_o) drawn in this order from one generator seeded with `seed`. Callers never
+    change the tensors (kept ones are shared)."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
     return Projections(
-        w_q=_generate(spec.init, generator, d_model, heads * sizes.d_k),
-        w_k=_generate(spec.init, generator, d_model, heads * sizes.d_k),
-        w_v=_generate(spec.init, generator, d_model, heads * sizes.d_v),
-        w_o=_generate(spec.init, generator, heads * sizes.d_v, d_model) if spec.output_projection else None,
+        w_q=_generate(init, generator, d_model, width_qk),
+        w_k=_generate(init, generator, d_model, width_qk),
+        w_v=_generate(init, generator, d_model, width_v),
+        w_o=_generate(init, generator, width_v, d_model) if output_projection else None,
     )
+
+
+_generated_and_kept = functools.lru_cache(maxsize=KEPT)(_generated)

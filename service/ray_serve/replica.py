@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
@@ -32,8 +33,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.compute.memory import MemoryKeeper
 from service.compute.models.registry import ModelRegistry
+from service.compute.pipeline import frames
 from service.compute.process import ROUTES, start
-from service.protocol import ATTEND, EXPIRED, Started, expired
+from service.protocol import ATTEND, EXPIRED, JSON, Started, expired
 from service.server.app import create_app
 from service.server.compute_pool import Answer, Held
 from service.server.handlers import ClientGone, NoComputeProcess, TimedOut
@@ -82,14 +84,17 @@ class ReplicaCompute:
         """1 while this replica can compute, 0 while a runaway computation holds its compute thread."""
         return 0 if self.runaway else 1
 
-    def _compute(self, body: bytes, kind: int, deadline: float, job: object) -> Answer:
+    def _compute(self, body: bytes, kind: int, media: int, deadline: float, job: object) -> Answer:
         """On the compute thread: a job whose deadline passed while it waited is skipped (it was answered
-        504), as in a compute process."""
+        504), as in a compute process. A stream's frames are joined into one answer (Serve's proxy delivers
+        it as a whole: a replica holds an NDJSON answer entire, so the limits count all of it)."""
         if expired(deadline):
             return 504, EXPIRED
         self.computing = job
         try:
-            return ROUTES[kind](body, self.settings, self.registry)  # what a compute process answers
+            route = partial(frames, joined=True) if kind == ATTEND else ROUTES[kind]  # as a compute process
+            answered = list(route(body, self.settings, self.registry, media))
+            return answered[0][0], b"".join(content for _, content, _ in answered)
         finally:
             self.computing = None
             if self.runaway and job is self.runaway_job:
@@ -98,14 +103,18 @@ class ReplicaCompute:
             self.memory.after_request()
 
     async def run(
-        self, body: bytes, disconnected: Callable[[], Awaitable[object]] | None = None, kind: int = ATTEND
+        self,
+        body: bytes,
+        disconnected: Callable[[], Awaitable[object]] | None = None,
+        media: int = JSON,
+        kind: int = ATTEND,
     ) -> Held:
         if self.runaway:
             raise NoComputeProcess(f"{self.runaway}; retry shortly")
         job = object()
         deadline = time.monotonic() + self.timeout
         computing = asyncio.get_running_loop().run_in_executor(
-            self.executor, self._compute, body, kind, deadline, job
+            self.executor, self._compute, body, kind, media, deadline, job
         )
         watcher = asyncio.ensure_future(disconnected()) if disconnected is not None else None
         awaited: set[asyncio.Future[Any]] = {computing} if watcher is None else {computing, watcher}

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import torch
 
+import service.compute.attention as attention
+import service.compute.models.forward as forward
 from service.compute.models.registry import load_model
 from service.errors import ModelError
 from tests.support.compute import InProcess
@@ -354,3 +356,37 @@ def test_unsupported_model_type_is_refused_with_the_supported_list(tmp_path, fam
         ModelError, match="found model_type 'opt'; supported: model_type bert, roberta.*gemma2"
     ):
         load_model("opt", folder)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gemma2"])
+def test_a_decoder_streams_each_layer_as_its_forward_pass_reaches_it(families, monkeypatch, model_type):
+    """NDJSON: layer 0's line comes before layer 1's attention runs (the forward pass waits for the stream),
+    and the lines carry what the JSON answer does."""
+    body = {"text": SENTENCES, "model": model_type, "layer": "all", "include": ["weights", "k"]}
+    expected = post(families, body)
+    computed: list[int] = []
+    attend_heads = attention.attend_heads
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        computed.append(len(computed))
+        return attend_heads(*args, **kwargs)
+
+    monkeypatch.setattr(forward, "attend_heads", recorded)  # the name the forward pass calls
+    frames = families.stream(body)
+    assert json.loads(next(frames)[1])["meta"]["layer"] == expected["meta"]["layer"] and computed == []
+    assert json.loads(next(frames)[1]) == expected["layers"][0] and computed == [0]
+    rest = [json.loads(content) for _, content, last in frames if not last]
+    assert rest == expected["layers"][1:] and len(computed) == len(expected["layers"])
+
+
+def test_heads_select_query_heads_and_leave_the_kv_head_axis_whole(families):
+    """Under grouped-query attention `heads` cuts the head axis (q, weights) and leaves k and v, whose axis is
+    kv_head, whole; the values are those of the full answer."""
+    body = {"text": "Hi there", "model": "gemma2", "include": ["q", "k", "weights"]}
+    full = post(families, body)
+    cut = post(families, {**body, "heads": [1, 3]})
+    assert cut["meta"]["shapes"]["weights"][1] == 2 and cut["meta"]["shapes"]["k"][1] == 2
+    for whole, part in zip(full["layers"], cut["layers"], strict=True):
+        np.testing.assert_array_equal(np.array(part["q"]), np.array(whole["q"])[:, [1, 3]])
+        np.testing.assert_array_equal(np.array(part["k"]), np.array(whole["k"]))
+        assert np.array(part["weights"]).shape[1] == 2

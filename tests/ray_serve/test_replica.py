@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import time
 
+import numpy as np
 import pytest
 
 from service.server.app import create_app
 from tests.support.compute import InProcess
+from tests.support.formats import read_safetensors
 from tests.support.openapi import comparable
 from tests.support.servers import Server
 
@@ -119,3 +121,29 @@ def test_replica_answers_the_open_inference_protocol_as_attend(replica):
     reference = replica.post(body).json()
     for name in ("weights", "output"):
         np.testing.assert_array_equal(result.as_numpy(name), np.array(reference[name], dtype=np.float32))
+
+
+def test_replica_answers_safetensors_and_ndjson_the_stream_whole_and_limited_as_one_piece(replica):
+    """The Accept header's formats on a replica: safetensors as the plain service writes it, NDJSON as the
+    stream's lines joined into one answer; a stream too large to hold whole is a 413 there."""
+    pipeline = InProcess.from_env({})
+    text = {"text": "The cat ate the fish", "layer": [0, 5], "include": ["weights"]}
+    binary = replica.post(text, headers={"accept": "application/x-safetensors"})
+    assert binary.status_code == 200 and binary.headers["content-type"] == "application/x-safetensors"
+    tensors, metadata = read_safetensors(binary.content)
+    expected = pipeline.post(text).json()
+    assert sorted(tensors) == ["layers.0.weights", "layers.5.weights"]
+    for index, layer in zip((0, 5), expected["layers"], strict=True):
+        np.testing.assert_allclose(tensors[f"layers.{index}.weights"], layer["weights"], atol=1e-5)
+    assert json.loads(metadata["tokens"]) == expected["tokens"]
+    lines = replica.post(text, headers={"accept": "application/x-ndjson"})
+    assert lines.status_code == 200 and lines.headers["content-type"] == "application/x-ndjson"
+    parsed = [json.loads(line) for line in lines.content.splitlines()]
+    assert [line.get("layer") for line in parsed] == [None, 0, 5]
+    expected = pipeline.post(text).json()
+    assert _close(
+        [line["weights"] for line in parsed[1:]], [layer["weights"] for layer in expected["layers"]]
+    )
+    too_large = {"text": " ".join(["word"] * 510), "layer": "all", "include": ["weights"]}
+    refused = replica.post(too_large, headers={"accept": "application/x-ndjson"})
+    assert refused.status_code == 413 and refused.json()["limit"] == "ATTENTION_MAX_RESPONSE_ELEMENTS"

@@ -504,3 +504,22 @@ def test_limits_are_checked_before_computing(server):
     }
     body, length = binary_request(header, *(bytes(size) for _ in range(3)))
     assert "over the limit ATTENTION_MAX" in error_of(infer_raw(server, body, length), 413)
+
+
+def test_wire_dtype_heads_and_queries_pass_as_parameters(server):
+    """wire_dtype float16 gives FP16 outputs (each value float32's nearest float16), heads and queries cut
+    them as /attend does; all three echoed in meta."""
+    outputs = [triton.InferRequestedOutput("layers.2.weights")]
+    parameters = {"wire_dtype": "float16", "heads": [1, 5], "queries": [0, 2]}
+    result = client(server).infer(DEFAULT_MODEL, [texts_input(TEXTS)], outputs=outputs, parameters=parameters)
+    (described,) = result.get_response()["outputs"]
+    assert described["datatype"] == "FP16"
+    reference = attend(
+        server, {"text": TEXTS, "layer": 2, "include": ["weights"], "heads": [1, 5], "queries": [0, 2]}
+    )
+    expected = np.array(reference["layers"][0]["weights"], dtype=np.float32).astype(np.float16)
+    got = result.as_numpy("layers.2.weights")
+    assert got.dtype == np.float16 and got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
+    meta = json.loads(result.get_response()["parameters"]["meta"])
+    assert (meta["wire_dtype"], meta["heads"], meta["queries"]) == ("float16", [1, 5], [0, 2])

@@ -11,7 +11,9 @@ output; the forward stops after the last layer asked for.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+import queue
+import threading
+from collections.abc import Callable, Collection, Iterator
 from contextvars import ContextVar
 from typing import Any, NamedTuple
 
@@ -72,6 +74,13 @@ class _Recording:
         self.inputs: dict[int, tuple[Tensor, Rotary | None]] = {}
         self.attended: dict[int, _Attended] = {}
         self.passes: list[LayerPass] = []
+        self.hand_over: Callable[[LayerPass], None] | None = None  # set: each pass goes there, not to passes
+
+    def record(self, layer_pass: LayerPass) -> None:
+        if self.hand_over is None:
+            self.passes.append(layer_pass)
+        else:
+            self.hand_over(layer_pass)
 
     def layer_pass(self, layer: int, output: Tensor) -> LayerPass:
         x, rotary = self.inputs.pop(layer)
@@ -181,7 +190,7 @@ class ModelForward:
             if recording is None:
                 return
             if layer in recording.keep:
-                recording.passes.append(recording.layer_pass(layer, output))
+                recording.record(recording.layer_pass(layer, output))
             else:  # only the layers asked for are held: the 413 estimate counts those
                 recording.inputs.pop(layer, None)
                 recording.attended.pop(layer, None)
@@ -197,12 +206,21 @@ class ModelForward:
         last: int,
         pre_rotary: bool = False,
         keep: Collection[int] | None = None,
+        lazily: bool = False,
     ) -> Iterator[LayerPass]:
         """The forward pass up to layer `last`, one LayerPass per layer of `keep` (default: every layer up to
         `last`) in order. `key_mask`: the padding (True = token); `pre_rotary`: also the projections before
-        the rotary embedding."""
+        the rotary embedding; `lazily`: each layer is computed when the one before has been taken, and only
+        it is held (a stream), rather than the whole pass at once."""
         kept = range(last + 1) if keep is None else frozenset(keep)
         recording = _Recording(self, last, kept, pre_rotary)
+        if lazily:
+            yield from self._handed_over(recording, input_ids, key_mask)
+            return
+        self._run(recording, input_ids, key_mask)
+        yield from recording.passes
+
+    def _run(self, recording: _Recording, input_ids: Tensor, key_mask: Tensor | None) -> None:
         token = _RECORDING.set(recording)
         device = self.model.device
         inputs = {"input_ids": input_ids.to(device)}
@@ -215,4 +233,41 @@ class ModelForward:
             pass
         finally:
             _RECORDING.reset(token)
-        yield from recording.passes
+
+    def _handed_over(
+        self, recording: _Recording, input_ids: Tensor, key_mask: Tensor | None
+    ) -> Iterator[LayerPass]:
+        """The forward pass on a thread of its own (transformers' models run a whole pass per call), whose
+        hook hands each kept layer over here and waits until the next one is asked for; closed early (a
+        client gone, an error), the pass stops at the next layer."""
+        handed: queue.SimpleQueue[LayerPass | BaseException | None] = queue.SimpleQueue()  # None: the end
+        resume = threading.Semaphore(0)
+        stopped = False
+
+        def hand_over(layer_pass: LayerPass) -> None:
+            handed.put(layer_pass)
+            resume.acquire()
+            if stopped:
+                raise _Stop
+
+        def work() -> None:
+            try:
+                self._run(recording, input_ids, key_mask)
+                handed.put(None)
+            except BaseException as error:  # raised where the layers are read
+                handed.put(error)
+
+        recording.hand_over = hand_over
+        worker = threading.Thread(target=work, name="attention-forward", daemon=True)
+        worker.start()
+        try:
+            while (item := handed.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                del item  # not held while the next layer is computed
+                resume.release()
+        finally:
+            stopped = True
+            resume.release()
+            worker.join()

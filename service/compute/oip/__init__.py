@@ -16,7 +16,7 @@ from schemas.oip import ATTENTION_MODEL, InferRequestHeader
 from schemas.request import TOY_MODEL, AttendRequest
 from service.compute.models.registry import ModelRegistry
 from service.compute.oip.inputs import OipError, decode_inputs
-from service.compute.oip.outputs import oip_encoder
+from service.compute.oip.outputs import oip_body
 from service.compute.oip.request import WEIGHT_PARAMETERS, translate
 from service.compute.pipeline import attend_request
 from service.errors import LimitExceeded, ModelError, RequestError, describe_validation_errors
@@ -68,9 +68,9 @@ def _infer(envelope: bytes, settings: Settings, models: ModelRegistry) -> bytes:
     except ValidationError as error:
         found = describe_validation_errors(error.errors(include_url=False), prefix=())
         raise OipError("; ".join(f"{_where(e['loc'], set(decoded))}: {e['msg']}" for e in found)) from None
-    encoder = oip_encoder(model, header.id, translated.outputs, translated.binary_default)
     try:
-        return attend_request(request, settings, models, started, encoder)
+        result = attend_request(request, settings, models, started)
+        return oip_body(result, model, header.id, translated.outputs, translated.binary_default)
     except RequestError as error:
         raise OipError(f"{_where(error.loc, set(decoded))}: {error.msg}") from None
 

@@ -9,30 +9,31 @@ from __future__ import annotations
 
 import struct
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import orjson
-import torch
 
 from schemas.oip import BINARY_DATA_SIZE, BYTES, MODEL_VERSION, TOKENS, layer_output
-from service.compute.encoding import Encoder, host_arrays, rounded
+from service.compute.encoding import rounded
+from service.compute.formats.result import Result
+from service.compute.formats.wire import wire_arrays
 from service.compute.oip.request import Output
 from service.protocol import OIP_ANSWER
 
 _LENGTH = struct.Struct("<I")  # a BYTES element's length prefix
+DATATYPES = {2: "FP16", 4: "FP32", 8: "FP64"}  # the wire dtypes' (formats/wire.py), by their width
 
 
-def _named_tensors(sections: dict[str, Any]) -> Iterator[tuple[str, np.ndarray]]:
-    """Every computed tensor by its output name, on the host: one copy from the device per layer."""
-    top = {name: value for name, value in sections.items() if isinstance(value, torch.Tensor)}
-    if top:
-        yield from host_arrays(top).items()
-    for layer in sections.get("layers", ()):
-        tensors = {name: value for name, value in layer.items() if isinstance(value, torch.Tensor)}
-        for name, array in host_arrays(tensors).items():
-            yield layer_output(layer["layer"], name), array
+def _named_tensors(result: Result) -> Iterator[tuple[str, np.ndarray]]:
+    """Every computed tensor by its output name, on the host in the wire dtype: one copy from the device per
+    layer."""
+    yield from wire_arrays(result.tensors, result.wire_dtype).items()
+    if result.layers is not None:
+        for index, tensors in result.layers_in_order():
+            for name, array in wire_arrays(tensors, result.wire_dtype, f"layer {index}'s ").items():
+                yield layer_output(index, name), array
 
 
 def _tokens_binary(tokens: list[list[str]]) -> bytes:
@@ -42,54 +43,52 @@ def _tokens_binary(tokens: list[list[str]]) -> bytes:
     return b"".join(parts)
 
 
-def oip_encoder(
-    model: str, request_id: str | None, outputs: list[Output] | None, binary_default: bool
-) -> Encoder:
-    """An encoder for service.compute.pipeline.attend_request: `outputs` in their order (None: every tensor
-    computed, then tokens, each binary if `binary_default`)."""
-
-    def encode(sections: dict[str, Any], decimals: int | None, meta: Callable[[], bytes]) -> bytes:
-        values: dict[str, np.ndarray | list[list[str]]] = dict(_named_tensors(sections))
-        # tokens: rows padded to the longest with "" (no token is empty), a [batch, seq] tensor
-        if TOKENS in sections:
-            rows = sections[TOKENS]
-            seq = max(len(row) for row in rows)
-            values[TOKENS] = [row + [""] * (seq - len(row)) for row in rows]
-        wanted = outputs if outputs is not None else [Output(name, binary_default) for name in values]
-        described: list[dict[str, Any]] = []
-        buffers: list[bytes | memoryview] = []
-        for name, binary in wanted:
-            value = values[name]
-            entry: dict[str, Any] = {"name": name}
-            if isinstance(value, list):  # tokens: [batch][seq] strings
-                entry |= {"datatype": BYTES, "shape": [len(value), len(value[0]) if value else 0]}
-                if binary:
-                    buffers.append(_tokens_binary(value))
-                    entry["parameters"] = {BINARY_DATA_SIZE: len(buffers[-1])}
-                else:
-                    entry["data"] = [token for row in value for token in row]
+def oip_body(
+    result: Result, model: str, request_id: str | None, outputs: list[Output] | None, binary_default: bool
+) -> bytes:
+    """The infer response to what service.compute.pipeline.attend_request computed: `outputs` in their order
+    (None: every tensor computed, then tokens, each binary if `binary_default`), tensors in the request's
+    wire_dtype (FP32 by default, FP64 for a float64 computation)."""
+    decimals = result.decimals
+    values: dict[str, np.ndarray | list[list[str]]] = dict(_named_tensors(result))
+    # tokens: rows padded to the longest with "" (no token is empty), a [batch, seq] tensor
+    if result.tokens is not None:
+        rows = result.tokens
+        seq = max(len(row) for row in rows)
+        values[TOKENS] = [row + [""] * (seq - len(row)) for row in rows]
+    wanted = outputs if outputs is not None else [Output(name, binary_default) for name in values]
+    described: list[dict[str, Any]] = []
+    buffers: list[bytes | memoryview] = []
+    for name, binary in wanted:
+        value = values[name]
+        entry: dict[str, Any] = {"name": name}
+        if isinstance(value, list):  # tokens: [batch][seq] strings
+            entry |= {"datatype": BYTES, "shape": [len(value), len(value[0]) if value else 0]}
+            if binary:
+                buffers.append(_tokens_binary(value))
+                entry["parameters"] = {BINARY_DATA_SIZE: len(buffers[-1])}
             else:
-                array = np.ascontiguousarray(value)
-                entry |= {
-                    "datatype": "FP64" if array.dtype == np.float64 else "FP32",
-                    "shape": list(array.shape),
-                }
-                if binary:  # little-endian, as the protocol sends it (a no-op on every host torch runs on)
-                    little = array.astype(array.dtype.newbyteorder("<"), copy=False)
-                    data = memoryview(little.data).cast("B")
-                    buffers.append(data)
-                    entry["parameters"] = {BINARY_DATA_SIZE: len(data)}
-                else:
-                    entry["data"] = (rounded(array, decimals) if decimals is not None else array).reshape(-1)
-            described.append(entry)
-        header = {
-            "model_name": model,
-            "model_version": MODEL_VERSION,
-            "id": request_id if request_id is not None else uuid.uuid4().hex,  # some clients require one
-            "parameters": {"meta": meta().decode()},
-            "outputs": described,
-        }
-        header_json = orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY)
-        return b"".join((OIP_ANSWER.pack(len(header_json)), header_json, *buffers))
-
-    return encode
+                entry["data"] = [token for row in value for token in row]
+        else:
+            array = np.ascontiguousarray(value)
+            entry |= {
+                "datatype": DATATYPES[array.dtype.itemsize],
+                "shape": list(array.shape),
+            }
+            if binary:  # little-endian, as the protocol sends it (a no-op on every host torch runs on)
+                little = array.astype(array.dtype.newbyteorder("<"), copy=False)
+                data = memoryview(little.data).cast("B")
+                buffers.append(data)
+                entry["parameters"] = {BINARY_DATA_SIZE: len(data)}
+            else:
+                entry["data"] = (rounded(array, decimals) if decimals is not None else array).reshape(-1)
+        described.append(entry)
+    header = {
+        "model_name": model,
+        "model_version": MODEL_VERSION,
+        "id": request_id if request_id is not None else uuid.uuid4().hex,  # some clients require one
+        "parameters": {"meta": result.meta(wire_dtype=result.wire_dtype).decode()},
+        "outputs": described,
+    }
+    header_json = orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY)
+    return b"".join((OIP_ANSWER.pack(len(header_json)), header_json, *buffers))

@@ -14,6 +14,7 @@ UNAUTHORIZED = 401
 ERROR_MEANING: dict[int, str] = {
     UNAUTHORIZED: "ATTENTION_API_KEYS is set and the X-API-Key header holds no valid key "
     "(with WWW-Authenticate: ApiKey).",
+    406: "The Accept header names no format the service produces; `detail` lists those it does.",
     413: "The request or the response it would produce is over a limit: `limit`, `maximum` and `estimate` "
     "say which and by how much.",
     415: "The body is not declared as application/json (Content-Type).",
