@@ -8,6 +8,10 @@ response bytes, and the service/baseline ratio of requests/s.
 
     python -m bench.bench                          # all scenarios, 3 rounds of 5 s: about 3 minutes
     python -m bench.bench --seconds 1 --rounds 1   # the smoke run of .ci/run
+
+Some scenarios ask the service for another format (SERVICE_ACCEPT: the baseline answers JSON whatever the
+Accept); the streamed ones (ONE_AT_A_TIME) are measured one request at a time on each server, with the peak
+resident memory of its process tree above its size at rest.
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ import shutil
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import safetensors.numpy
 
 from service.server.openapi_examples import load_golden
 from tests.support.paths import ROOT
@@ -44,6 +50,15 @@ class Result:
     p99_ms: float
     response_bytes: int
     errors: int
+    peak_rss_mb_above_rest: float | None = None
+
+
+B_EVERY_INTERNAL = "b) 128 tokens, d_model 384, 6 heads of d_k 64"
+B_SAFETENSORS = "b-st) the same, every internal in safetensors"
+STREAM_512 = "e) MiniLM, 512-token text, all layers, weights, streamed (NDJSON)"
+SAFETENSORS, NDJSON = "application/x-safetensors", "application/x-ndjson"
+SERVICE_ACCEPT = {B_SAFETENSORS: SAFETENSORS, STREAM_512: NDJSON}  # the rest: JSON
+ONE_AT_A_TIME = {STREAM_512}
 
 
 def scenarios() -> dict[str, dict[str, Any]]:
@@ -54,11 +69,14 @@ def scenarios() -> dict[str, dict[str, Any]]:
             "embeddings": cat["embeddings"],
             "weights": {f"w_{m}": cat[f"w_{m}_in_out"] for m in "qkv"},
         },
-        "b) 128 tokens, d_model 384, 6 heads of d_k 64": {
-            "embeddings": rng.uniform(-1, 1, (128, 384)).round(6).tolist(),
-            "weights": {"seed": 0},
-            "num_heads": 6,
-        },
+        B_EVERY_INTERNAL: (
+            b := {
+                "embeddings": rng.uniform(-1, 1, (128, 384)).round(6).tolist(),
+                "weights": {"seed": 0},
+                "num_heads": 6,
+            }
+        ),
+        B_SAFETENSORS: b,
         "c) MiniLM, 12-token sentence, all layers, weights only": {
             "text": "The cat ate the fish because it was hungry, said the dog",
             "layer": "all",
@@ -68,7 +86,19 @@ def scenarios() -> dict[str, dict[str, Any]]:
             "text": "The cat ate the fish because it was hungry, said the dog",
             "layer": "all",
         },
+        STREAM_512: {"text": " ".join(["word"] * 510), "layer": "all", "include": ["weights"]},
     }
+
+
+def decoded(payload: bytes, media: str) -> dict[str, Any]:
+    """A service answer in `media` as the JSON answer's weights and output (or layers' weights)."""
+    if media == SAFETENSORS:
+        tensors = safetensors.numpy.load(payload)
+        return {"weights": tensors["weights"], "output": tensors["output"], "meta": {}}
+    if media == NDJSON:
+        lines = [json.loads(line) for line in payload.splitlines() if line]
+        return {"layers": lines[1:]}
+    return json.loads(payload)  # type: ignore[no-any-return]
 
 
 def comparable(response: dict[str, Any]) -> list[np.ndarray]:
@@ -97,14 +127,29 @@ async def one_request(reader, writer, request: bytes) -> tuple[int, bytes]:
     for line in head.split(b"\r\n"):
         if line.lower().startswith(b"content-length:"):
             length = int(line.split(b":")[1])
+        if line.lower().replace(b" ", b"") == b"transfer-encoding:chunked":
+            return status, await read_chunked(reader)
     return status, await reader.readexactly(length)
 
 
-async def drive(port: int, body: bytes, seconds: float, concurrency: int, max_requests: int):
-    request = (
-        f"POST /attend HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+async def read_chunked(reader) -> bytes:
+    chunks = []
+    while size := int((await reader.readuntil(b"\r\n")).strip(), 16):
+        chunks.append(await reader.readexactly(size))
+        await reader.readexactly(2)
+    await reader.readexactly(2)
+    return b"".join(chunks)
+
+
+def http_request(body: bytes, accept: str = "application/json") -> bytes:
+    return (
+        f"POST /attend HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nAccept: {accept}\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
+
+
+async def drive(port: int, body: bytes, seconds: float, concurrency: int, max_requests: int, accept: str):
+    request = http_request(body, accept)
     latencies: list[float] = []
     errors, sizes = 0, []
     stop_at = time.perf_counter() + seconds
@@ -128,6 +173,7 @@ async def drive(port: int, body: bytes, seconds: float, concurrency: int, max_re
 WRK_SCRIPT = """
 local f = io.open(os.getenv("BENCH_BODY"), "rb"); wrk.body = f:read("*a"); f:close()
 wrk.method = "POST"; wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Accept"] = os.getenv("BENCH_ACCEPT")
 function done(summary, latency, requests)
   io.write(string.format("RESULT %d %f %f %f %d\\n", summary.requests, summary.duration / 1e6,
     latency:percentile(50) / 1e3, latency:percentile(99) / 1e3,
@@ -138,12 +184,12 @@ end
 
 
 def measure_with_wrk(
-    scenario: str, server: str, port: int, body: bytes, seconds: float, concurrency: int
+    scenario: str, server: str, port: int, body: bytes, seconds: float, concurrency: int, accept: str
 ) -> Result:
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "body.json").write_bytes(body)
         (Path(folder) / "post.lua").write_text(WRK_SCRIPT)
-        env = {**os.environ, "BENCH_BODY": str(Path(folder) / "body.json")}
+        env = {**os.environ, "BENCH_BODY": str(Path(folder) / "body.json"), "BENCH_ACCEPT": accept}
 
         def wrk(duration: float) -> str:
             command = [
@@ -162,7 +208,7 @@ def measure_with_wrk(
         wrk(1)  # warm-up
         output = wrk(seconds)
     requests, elapsed, p50, p99, errors = output.split("RESULT ")[1].split()
-    _, payload = asyncio.run(fetch(port, body))
+    _, payload = asyncio.run(fetch(port, body, accept))
     return Result(
         scenario,
         server,
@@ -176,15 +222,21 @@ def measure_with_wrk(
     )
 
 
-def measure(scenario: str, server: str, port: int, body: bytes, seconds: float, concurrency: int) -> Result:
+def measure(
+    scenario: str, server: Server, name: str, body: bytes, seconds: float, concurrency: int
+) -> Result:
+    accept = SERVICE_ACCEPT.get(scenario, "application/json") if name == "service" else "application/json"
+    if scenario in ONE_AT_A_TIME:
+        return measure_one_at_a_time(scenario, server, name, body, seconds, accept)
+    port = server.port
     if shutil.which("wrk"):
-        return measure_with_wrk(scenario, server, port, body, seconds, concurrency)
-    asyncio.run(drive(port, body, min(1.0, seconds / 5), concurrency, 50))  # warm-up
-    latencies, elapsed, errors, sizes = asyncio.run(drive(port, body, seconds, concurrency, 10**9))
+        return measure_with_wrk(scenario, name, port, body, seconds, concurrency, accept)
+    asyncio.run(drive(port, body, min(1.0, seconds / 5), concurrency, 50, accept))  # warm-up
+    latencies, elapsed, errors, sizes = asyncio.run(drive(port, body, seconds, concurrency, 10**9, accept))
     quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else (latencies or [0.0]) * 99
     return Result(
         scenario,
-        server,
+        name,
         len(latencies),
         round(elapsed, 2),
         round(len(latencies) / elapsed, 1),
@@ -195,20 +247,75 @@ def measure(scenario: str, server: str, port: int, body: bytes, seconds: float, 
     )
 
 
-async def fetch(port: int, body: bytes) -> tuple[int, bytes]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**26)
-    request = (
-        f"POST /attend HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-    answer = await one_request(reader, writer, request)
+async def fetch(port: int, body: bytes, accept: str = "application/json") -> tuple[int, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**27)
+    answer = await one_request(reader, writer, http_request(body, accept))
     writer.close()
     return answer
 
 
-def same_numbers(port_a: int, port_b: int, body: bytes) -> float:
+def tree_resident_mb(server: Server) -> float:
+    """The resident memory of the server's process and all its descendants (compute processes)."""
+    pids, total = [server.process.pid], 0
+    while pids:
+        pid = pids.pop()
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            for thread in Path(f"/proc/{pid}/task").iterdir():
+                pids.extend(int(child) for child in (thread / "children").read_text().split())
+        except OSError:  # ended meanwhile
+            continue
+        total += int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
+    return total / 1024
+
+
+def measure_one_at_a_time(
+    scenario: str, server: Server, name: str, body: bytes, seconds: float, accept: str
+) -> Result:
+    """Requests one after the other for about `seconds` (at least one), with the peak resident memory of the
+    server's process tree above its size before them (sampled every 10 ms)."""
+    rest = tree_resident_mb(server)
+    peak, done = rest, threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        while not done.wait(0.01):
+            peak = max(peak, tree_resident_mb(server))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    latencies: list[float] = []
+    errors, size, started = 0, 0, time.perf_counter()
+    try:
+        while not latencies or time.perf_counter() - started < seconds:
+            begun = time.perf_counter()
+            status, payload = asyncio.run(fetch(server.port, body, accept))
+            latencies.append(time.perf_counter() - begun)
+            errors, size = errors + (status != 200), len(payload)
+    finally:
+        done.set()
+        watcher.join()
+    elapsed = time.perf_counter() - started
+    p50 = statistics.median(latencies) * 1000
+    return Result(
+        scenario,
+        name,
+        len(latencies),
+        round(elapsed, 2),
+        round(len(latencies) / elapsed, 3),
+        round(p50, 1),
+        round(max(latencies) * 1000, 1),
+        size,
+        errors,
+        round(peak - rest, 1),
+    )
+
+
+def same_numbers(scenario: str, port_a: int, port_b: int, body: bytes) -> float:
     """Largest difference between the two servers' weights and outputs: the comparison is like for like."""
-    ours, theirs = (comparable(json.loads(asyncio.run(fetch(port, body))[1])) for port in (port_a, port_b))
+    media = SERVICE_ACCEPT.get(scenario, "application/json")
+    ours = comparable(decoded(asyncio.run(fetch(port_a, body, media))[1], media))
+    theirs = comparable(json.loads(asyncio.run(fetch(port_b, body))[1]))
     return max(float(np.max(np.abs(a - b))) for a, b in zip(ours, theirs, strict=True))
 
 
@@ -242,7 +349,7 @@ def main() -> None:
             if args.only not in scenario:
                 continue
             body = json.dumps(request).encode()
-            diff = same_numbers(servers["service"].port, servers["baseline"].port, body)
+            diff = same_numbers(scenario, servers["service"].port, servers["baseline"].port, body)
             print(
                 f"{scenario}: request {len(body):,} bytes; service and baseline agree to {diff:.1e}",
                 flush=True,
@@ -251,19 +358,22 @@ def main() -> None:
             rounds: dict[str, list[Result]] = {name: [] for name in servers}
             for _ in range(args.rounds):  # alternated, so that a slow spell of the machine hits both servers
                 for name, server in servers.items():
-                    rounds[name].append(
-                        measure(scenario, name, server.port, body, args.seconds, args.concurrency)
-                    )
+                    rounds[name].append(measure(scenario, server, name, body, args.seconds, args.concurrency))
             for name, measured in rounds.items():
                 r = sorted(measured, key=lambda result: result.requests_per_s)[
                     len(measured) // 2
                 ]  # the median
                 results.append(r)
-                spread = "/".join(f"{m.requests_per_s:.0f}" for m in measured)
+                spread = "/".join(f"{m.requests_per_s:.3g}" for m in measured)
+                memory = (
+                    ""
+                    if r.peak_rss_mb_above_rest is None
+                    else f", peak RSS +{r.peak_rss_mb_above_rest:.0f} MB"
+                )
                 print(
                     f"  {name:9s} {r.requests_per_s:9.1f} req/s  p50 {r.p50_ms:8.2f} ms  "
                     f"p99 {r.p99_ms:8.2f} ms  {r.response_bytes:>11,} bytes  "
-                    f"({r.requests} requests, {r.errors} errors; rounds {spread} req/s)",
+                    f"({r.requests} requests, {r.errors} errors; rounds {spread} req/s{memory})",
                     flush=True,
                 )
             ours, base = results[-2], results[-1]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from schemas.axes import TENSOR_NAMES, TensorName
 from schemas.tensor import Axes
@@ -23,6 +24,9 @@ Keys = Annotated[np.ndarray, Axes(("seq_kv", "heads*d_k"), ("batch", "seq_kv", "
 Values = Annotated[np.ndarray, Axes(("seq_kv", "heads*d_v"), ("batch", "seq_kv", "heads*d_v"))]
 
 INT32_MAX = 2**31 - 1  # sizes beyond it are refused as malformed; the operator's limits are far lower
+# head indexes or query positions to return; at most ATTENTION_MAX_SEQ-many fit a valid request, and the
+# schema bound keeps a body of millions of indexes from being validated one by one
+Selection = Annotated[list[Annotated[int, Field(ge=0, le=INT32_MAX)]], Field(min_length=1, max_length=2**16)]
 _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
@@ -187,6 +191,23 @@ class AttendRequest(BaseModel):
     decimals: int | None = Field(
         None, ge=0, le=15, description="Round returned floats to this many decimals. Default: no rounding."
     )
+    wire_dtype: Literal["float32", "float16", "float64"] | None = Field(
+        None,
+        description="Element type of the tensors in binary responses (Accept: application/x-safetensors). "
+        'Default: "float32", or "float64" when `dtype` is float64, so that binary values are bit for bit '
+        'those JSON carries. "float16" halves the bytes; a value past its range (65504) is a 422. '
+        "JSON and NDJSON responses ignore it (use `decimals`).",
+    )
+    heads: Selection | None = Field(
+        None,
+        description="Return only these heads (sorted, distinct indexes, each below num_heads): every "
+        "returned tensor with a `head` axis keeps these entries, in this order. Default: all heads.",
+    )
+    queries: Selection | None = Field(
+        None,
+        description="Return only these query positions (sorted, distinct indexes, each below seq): every "
+        "returned tensor with a `query_pos` axis keeps these entries. Default: all positions.",
+    )
 
     @model_validator(mode="after")
     def _one_input_form(self) -> AttendRequest:
@@ -215,6 +236,18 @@ class AttendRequest(BaseModel):
                 "found weights with query/key/value; Q, K and V given directly take no projections"
             )
         return self
+
+    @field_validator("heads", "queries")
+    @classmethod
+    def _sorted_and_distinct(cls, indexes: list[int] | None, info: ValidationInfo) -> list[int] | None:
+        for position, (before, index) in enumerate(itertools.pairwise(indexes or []), start=1):
+            if index <= before:
+                found = "a repeat of" if index == before else "smaller than"
+                raise ValueError(
+                    f"found {info.field_name}[{position}] = {index}, {found} {info.field_name}"
+                    f"[{position - 1}] = {before}; expected sorted, distinct indexes"
+                )
+        return indexes
 
     @field_validator("text")
     @classmethod

@@ -63,8 +63,19 @@ class Meta(BaseModel):
     )
     torch_version: str
     decimals: int | None = Field(None, description="Rounding of the returned numbers, if any.")
+    heads: list[int] | None = Field(
+        None, description="The heads returned (the request's `heads`); null: all of them."
+    )
+    queries: list[int] | None = Field(
+        None, description="The query positions returned (the request's `queries`); null: all of them."
+    )
+    wire_dtype: Literal["float32", "float16", "float64"] | None = Field(
+        None, description="Element type of the tensors of a binary response; null for JSON and NDJSON."
+    )
     axes: dict[str, list[str]] = Field(description="Axis names of each returned tensor.")
-    shapes: dict[str, list[int]] = Field(description="Shape of each returned tensor.")
+    shapes: dict[str, list[int]] = Field(
+        description="Shape of each returned tensor (with `heads`, `queries`: the lengths of the selection)."
+    )
     elapsed_ms: float = Field(description="Time spent computing and encoding, in milliseconds.")
 
 

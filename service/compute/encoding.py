@@ -60,10 +60,14 @@ def _host(value: Any, decimals: int | None) -> Any:
     }
 
 
+def encode_object(sections: dict[str, Any], decimals: int | None) -> bytes:
+    """`sections` (tensors, lists of per-layer dicts of tensors, tokens, plain values) as one JSON object."""
+    return orjson.dumps(_host(sections, decimals), option=orjson.OPT_SERIALIZE_NUMPY)
+
+
 def encode(sections: dict[str, Any], decimals: int | None, meta: Callable[[], bytes]) -> bytes:
     """The response object: `sections` (tensors, lists of per-layer dicts of tensors, tokens), then `meta()`,
     called once the tensors are encoded (which also waits for a GPU to finish) so that it can time them."""
-    body = _host(sections, decimals)
-    body_json = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)  # b'{...}'
-    separator = b"," if body else b""
+    body_json = encode_object(sections, decimals)  # b'{...}'
+    separator = b"," if sections else b""
     return body_json[:-1] + separator + b'"meta":' + meta() + b"}"

@@ -11,11 +11,13 @@ import numpy as np
 from schemas.request import TOY_D_MODEL, TOY_MODEL, AttendRequest
 from service.compute.attention import attention_on
 from service.compute.device import Converter, check_range
-from service.compute.encoding import encode
+from service.compute.formats.result import Result
+from service.compute.formats.wire import wire_dtype_of
 from service.compute.inputs import Inputs, resolve_inputs
 from service.compute.limits import check_batch, check_limits, check_sequence_sizes
 from service.compute.meta import build_meta, weight_settings
 from service.compute.sizes import Sizes
+from service.compute.slicing import Selection
 from service.compute.toy import toy_extent, toy_inputs, toy_token_count, toy_tokens
 from service.compute.weights import BIASES, MATRICES, resolve_sizes, resolve_weights
 from service.errors import LimitExceeded
@@ -33,7 +35,7 @@ def _toy(request: AttendRequest, settings: Settings) -> tuple[Inputs, Sizes, lis
     lengths = [toy_token_count(text, settings.max_seq) for text in texts]
     check_sequence_sizes(settings, len(texts), max(lengths))
     sizes = resolve_sizes(request, toy_extent(lengths, d_model))
-    check_limits(settings, sizes, request.returned)
+    check_limits(settings, sizes, request.returned, Selection.of(request, sizes))
     tokens = [toy_tokens(text) for text in texts]
     seed = request.weights.seed if request.weights is not None else 0
     return toy_inputs(tokens, d_model, seed), sizes, tokens
@@ -49,14 +51,15 @@ def _numbers(request: AttendRequest) -> list[tuple[tuple[str, ...], np.ndarray |
     ]
 
 
-def attend_explicit(request: AttendRequest, settings: Settings, started: float) -> bytes:
+def attend_explicit(request: AttendRequest, settings: Settings, started: float) -> Result:
     tokens = None
     if request.text is not None:
         inputs, sizes, tokens = _toy(request, settings)
     else:
         inputs = resolve_inputs(request)
         sizes = resolve_sizes(request, inputs.extent)
-        check_limits(settings, sizes, request.returned)
+        check_limits(settings, sizes, request.returned, Selection.of(request, sizes))
+    selection = Selection.of(request, sizes)
     convert = Converter.for_request(request.device, request.dtype)
     check_range(convert.dtype, _numbers(request))
     projections = resolve_weights(request, sizes)
@@ -72,7 +75,6 @@ def attend_explicit(request: AttendRequest, settings: Settings, started: float) 
         request.causal,
         inputs.key_mask,
     )
-    sections: dict[str, object] = {name: getattr(internals, name) for name in request.returned}
     padded = inputs.key_mask is not None and not inputs.key_mask.all()
     about: dict[str, object] = {
         **weight_settings(request, inputs.direct),
@@ -80,10 +82,13 @@ def attend_explicit(request: AttendRequest, settings: Settings, started: float) 
         "masked": request.causal or padded,
     }
     if tokens is not None:
-        sections["tokens"] = tokens
         about |= {"model": TOY_MODEL, "lengths": [len(t) for t in tokens]}
-    return encode(
-        sections,
-        request.decimals,
-        partial(build_meta, request, sizes, scale, convert.device, started, **about),
+    return Result(
+        tensors={name: selection.cut(name, getattr(internals, name)) for name in request.returned},
+        layers=None,
+        order=None,
+        tokens=tokens,
+        meta=partial(build_meta, request, sizes, scale, convert.device, started, selection, **about),
+        decimals=request.decimals,
+        wire_dtype=wire_dtype_of(request.wire_dtype, request.dtype),
     )

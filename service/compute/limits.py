@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from schemas.axes import TENSOR_NAMES, TensorName
 from service.compute.sizes import Sizes
+from service.compute.slicing import EVERYTHING, Selection
 from service.errors import LimitExceeded
 from service.settings import Settings
 
@@ -27,7 +28,16 @@ def check_sequence_sizes(settings: Settings, batch: int, longest: int) -> None:
     _check("ATTENTION_MAX_SEQ", settings.max_seq, longest, "sequence length")
 
 
-def check_limits(settings: Settings, sizes: Sizes, returned: Iterable[TensorName]) -> None:
+def check_limits(
+    settings: Settings,
+    sizes: Sizes,
+    returned: Iterable[TensorName],
+    selection: Selection = EVERYTHING,
+    streamed: bool = False,
+) -> None:
+    """The limits of a computation, from its sizes. The response counts only what is returned (`returned`,
+    cut to `selection`). A stream (`streamed`) holds and sends one layer at a time: its limits apply to each
+    layer."""
     returned = tuple(returned)
     check_sequence_sizes(settings, sizes.batch, max(sizes.seq, sizes.seq_kv))
     _check("ATTENTION_MAX_HEADS", settings.max_heads, sizes.num_heads, "num_heads")
@@ -35,19 +45,21 @@ def check_limits(settings: Settings, sizes: Sizes, returned: Iterable[TensorName
     _check(
         "ATTENTION_MAX_DIM", settings.max_dim, widest, "the widest of d_model, heads*d_k, heads*d_v, d_out"
     )
-    in_response = sizes.layers * sum(sizes.elements(name) for name in returned)
+    layers = 1 if streamed else sizes.layers
+    in_response = layers * sum(selection.elements(sizes, name) for name in returned)
     _check(
         "ATTENTION_MAX_RESPONSE_ELEMENTS",
         settings.max_response_elements,
         in_response,
-        f"numbers in the response ({', '.join(returned)})",
+        f"numbers in the response ({', '.join(returned)}{', each line' if streamed else ''})",
     )
     inputs = sizes.batch * (sizes.seq + sizes.seq_kv) * sizes.input_width
     internals = sum(sizes.elements(name) for name in TENSOR_NAMES)
-    held = inputs + sizes.layers * (sizes.weight_elements + internals)
+    held = inputs + layers * (sizes.weight_elements + internals)
     _check(
         "ATTENTION_MAX_COMPUTE_ELEMENTS",
         settings.max_compute_elements,
         held,
-        "numbers held by the computation (inputs, weights and every internal)",
+        "numbers held by the computation (inputs, weights and every internal"
+        f"{' of one layer' if streamed else ''})",
     )

@@ -12,6 +12,7 @@ from schemas.request import AttendRequest
 from schemas.response import Meta
 from service.compute.device import device_name
 from service.compute.sizes import Sizes
+from service.compute.slicing import EVERYTHING, Selection
 
 
 def weight_settings(request: AttendRequest, direct: bool) -> dict[str, Any]:
@@ -30,10 +31,16 @@ def weight_settings(request: AttendRequest, direct: bool) -> dict[str, Any]:
 
 
 def build_meta(
-    request: AttendRequest, sizes: Sizes, scale: float, device: torch.device, started: float, **about: Any
+    request: AttendRequest,
+    sizes: Sizes,
+    scale: float,
+    device: torch.device,
+    started: float,
+    selection: Selection = EVERYTHING,
+    **about: Any,
 ) -> bytes:
     """meta as JSON; `about` holds what depends on the input path (weight settings, model, layers, lengths,
-    masked, output_projection). elapsed_ms counts from `started` to now."""
+    masked, output_projection) and on the format (wire_dtype). elapsed_ms counts from `started` to now."""
     returned: tuple[TensorName, ...] = request.returned
     meta = Meta(
         device=device_name(device),
@@ -51,7 +58,8 @@ def build_meta(
         torch_version=torch.__version__,
         decimals=request.decimals,
         axes={name: list(TENSOR_AXES[name]) for name in returned},
-        shapes={name: list(sizes.shape(name)) for name in returned},
+        shapes={name: list(selection.shape(sizes, name)) for name in returned},
+        **selection.about(),
         elapsed_ms=round((time.perf_counter() - started) * 1000, 3),
         **about,
     )

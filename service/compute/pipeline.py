@@ -1,25 +1,33 @@
 """One request, bytes to bytes, in a compute process: the body parsed into schemas.request.AttendRequest
 (pydantic-core's JSON parser; tensor fields become numpy arrays), then the explicit and toy path
-(explicit.py) or the pretrained path (pretrained.py); errors in the request become their 4xx answer."""
+(explicit.py) or the pretrained path (pretrained.py), then the format the client accepts (formats/); errors
+in the request become their 4xx answer."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 
 import orjson
 
 from schemas.request import TOY_MODEL, AttendRequest
 from service.compute.explicit import attend_explicit
+from service.compute.formats.json_body import json_body
+from service.compute.formats.ndjson import error_line, ndjson_lines
+from service.compute.formats.result import Result
+from service.compute.formats.safetensors_body import safetensors_body
 from service.compute.limits import check_batch
 from service.compute.models.registry import ModelRegistry
 from service.compute.pretrained import attend_pretrained
 from service.errors import REQUEST_ERRORS, error_answer
+from service.protocol import JSON, NDJSON, SAFETENSORS, Frame
 from service.settings import Settings
 
 log = logging.getLogger("attention_service.compute")
 
 LARGE_BODY_BYTES = 2**18  # a list of texts in a body this large may be a batch bomb: counted first
+PIECE = 2**20  # a stream's frames are at most this long: a layer's line of 40 MB goes in pieces
 INTERNAL_ERROR = b'{"detail": "the computation failed unexpectedly; the service log has the details"}'
 
 
@@ -37,22 +45,31 @@ def check_text_batch(body: bytes, settings: Settings) -> None:
         check_batch(settings, len(texts))
 
 
-def attend(body: bytes, settings: Settings, models: ModelRegistry) -> bytes:
-    """The JSON response to a request body; raises one of REQUEST_ERRORS for a request that cannot be
-    served."""
+def computed(body: bytes, settings: Settings, models: ModelRegistry, streamed: bool = False) -> Result:
+    """What the request body asks for, computed (a model's layers as they are read); raises one of
+    REQUEST_ERRORS for a request that cannot be served. `streamed`: the answer is sent a layer at a time."""
     started = time.perf_counter()
     check_text_batch(body, settings)
     request = AttendRequest.model_validate_json(body)
     if request.text is not None and request.model != TOY_MODEL:
-        return attend_pretrained(request, settings, models, started)
+        return attend_pretrained(request, settings, models, started, streamed)
     return attend_explicit(request, settings, started)
 
 
-def answer(body: bytes, settings: Settings, models: ModelRegistry) -> tuple[int, bytes]:
-    """The HTTP status and JSON body for a request body: 200, a 4xx that says what is wrong, or a 500 for a
-    bug."""
+def attend(body: bytes, settings: Settings, models: ModelRegistry) -> bytes:
+    """The JSON response to a request body; raises one of REQUEST_ERRORS for a request that cannot be
+    served."""
+    return json_body(computed(body, settings, models))
+
+
+ONE_PIECE = {JSON: json_body, SAFETENSORS: safetensors_body}
+
+
+def answer(body: bytes, settings: Settings, models: ModelRegistry, media: int = JSON) -> tuple[int, bytes]:
+    """The HTTP status and body for a request body in a format sent in one piece (JSON, safetensors): 200, a
+    4xx that says what is wrong (as JSON), or a 500 for a bug."""
     try:
-        return 200, attend(body, settings, models)
+        return 200, ONE_PIECE[media](computed(body, settings, models))
     except REQUEST_ERRORS as error:
         status, detail = error_answer(error)
         return status, orjson.dumps(detail)
@@ -61,3 +78,39 @@ def answer(body: bytes, settings: Settings, models: ModelRegistry) -> tuple[int,
     ):  # a bug or an exhausted resource: logged here, a 500 for the request, the process goes on
         log.exception("computation failed")
         return 500, INTERNAL_ERROR
+
+
+def frames(body: bytes, settings: Settings, models: ModelRegistry, media: int) -> Iterator[Frame]:
+    """The frames of the answer (service/protocol.py), each made when the one before has been sent: one for
+    a format sent in one piece; for NDJSON the first line, each further line as soon as it is computed (in
+    frames of at most PIECE bytes), and an empty last frame. An error before the first line is the answer
+    (a 4xx or 500 as JSON); after it, the stream's last line (service/compute/formats/ndjson.py)."""
+    if media != NDJSON:
+        yield (*answer(body, settings, models, media), True)
+        return
+    try:
+        lines = ndjson_lines(computed(body, settings, models, streamed=True))
+        first = next(lines)
+    except REQUEST_ERRORS as error:
+        status, detail = error_answer(error)
+        yield status, orjson.dumps(detail), True
+        return
+    except Exception:
+        log.exception("computation failed")
+        yield 500, INTERNAL_ERROR, True
+        return
+    yield 200, first, False
+    try:
+        for line in lines:
+            for offset in range(0, len(line), PIECE):  # the server holds one piece at a time, not a layer
+                yield 200, line[offset : offset + PIECE], False
+            del line  # not held while the next line is computed
+    except REQUEST_ERRORS as error:
+        status, detail = error_answer(error)
+        yield status, error_line(status, detail), True
+        return
+    except Exception:
+        log.exception("computation failed")
+        yield 500, error_line(500, orjson.loads(INTERNAL_ERROR)), True
+        return
+    yield 200, b"", True

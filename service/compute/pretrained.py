@@ -3,18 +3,20 @@ with the service's attention (service/compute/models/), keeping the internals of
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import partial
-from typing import Any
 
 from schemas.request import TOY_MODEL, AttendRequest
 from service.compute.attention import attention_on
 from service.compute.device import Converter, check_range
-from service.compute.encoding import encode
+from service.compute.formats.result import Layer, Result
+from service.compute.formats.wire import wire_dtype_of
 from service.compute.limits import check_limits
 from service.compute.meta import build_meta
 from service.compute.models.registry import LoadedModel, ModelRegistry
 from service.compute.models.tokenizer import tokenize
 from service.compute.sizes import Sizes
+from service.compute.slicing import Selection
 from service.errors import RequestError
 from service.settings import Settings
 
@@ -55,10 +57,11 @@ def _check_head_sizes(request: AttendRequest, model: LoadedModel) -> None:
 
 
 def attend_pretrained(
-    request: AttendRequest, settings: Settings, models: ModelRegistry, started: float
-) -> bytes:
+    request: AttendRequest, settings: Settings, models: ModelRegistry, started: float, streamed: bool = False
+) -> Result:
     """The forward runs as the model does (its dtype and device, its scale, not causal); a request that asks
-    otherwise gets its layers' internals from a second attention over the same hidden states."""
+    otherwise gets its layers' internals from a second attention over the same hidden states. The layers are
+    computed as the result's `layers` are read (a stream reads and sends one at a time)."""
     model = _model(models, request.model or settings.default_model)
     layers = _layers(request, model)
     _check_head_sizes(request, model)
@@ -76,7 +79,8 @@ def attend_pretrained(
         model.d_model,
         layers=len(layers),
     )
-    check_limits(settings, sizes, request.returned)
+    selection = Selection.of(request, sizes)
+    check_limits(settings, sizes, request.returned, selection, streamed)
     convert = Converter.for_request(request.device, request.dtype)
     check_range(convert.dtype, [(("scale",), request.scale)])
     scale = request.scale if request.scale is not None else forward.scale
@@ -88,9 +92,12 @@ def attend_pretrained(
         forward.scale,
         False,
     )
-    asked_for: dict[int, dict[str, Any]] = {}
-    for step in forward.layers(encoded.input_ids, key_mask, last=max(layers)):
-        if step.layer in layers:
+
+    def computed() -> Iterator[Layer]:
+        """Each requested layer once, as the forward pass reaches it."""
+        for step in forward.layers(encoded.input_ids, key_mask, last=max(layers)):
+            if step.layer not in layers:
+                continue
             internals = (
                 step.internals
                 if as_the_model_does
@@ -107,11 +114,9 @@ def attend_pretrained(
                     layer=step.layer,
                 )
             )
-            asked_for[step.layer] = {
-                "layer": step.layer,
-                **{n: getattr(internals, n) for n in request.returned},
-            }
-    results = [asked_for[index] for index in layers]
+            yield step.layer, {n: selection.cut(n, getattr(internals, n)) for n in request.returned}
+            del step, internals  # not held while the next layer is computed
+
     about = {
         "weights_source": "model",
         "layout": None,
@@ -125,8 +130,12 @@ def attend_pretrained(
         "lengths": [len(t) for t in encoded.tokens],
         "truncated": request.truncate,
     }
-    return encode(
-        {"layers": results, "tokens": encoded.tokens},
-        request.decimals,
-        partial(build_meta, request, sizes, scale, convert.device, started, **about),
+    return Result(
+        tensors={},
+        layers=computed(),
+        order=layers,
+        tokens=encoded.tokens,
+        meta=partial(build_meta, request, sizes, scale, convert.device, started, selection, **about),
+        decimals=request.decimals,
+        wire_dtype=wire_dtype_of(request.wire_dtype, request.dtype),
     )

@@ -1,7 +1,8 @@
 """A compute process: it owns torch and the models, and answers request bodies one at a time.
 
 The server process runs the event loop and nothing else; each request body comes here over a socket and goes
-back as an HTTP status and a JSON body (the frames of service/protocol.py). A process rather than a thread
+back as an HTTP status and a body in the format asked for, in one piece or streamed a line at a time (the
+frames of service/protocol.py). A process rather than a thread
 because of CPython's GIL: every torch call releases and retakes it, so a compute thread and the event loop
 hand it back and forth across cores dozens of times per request, which costs more than a small computation
 itself; and a process can be stopped in the middle of a computation that runs past its time limit
@@ -23,7 +24,7 @@ import torch
 from service.compute.device import resolve_device
 from service.compute.memory import MemoryKeeper
 from service.compute.models.registry import ModelRegistry
-from service.compute.pipeline import answer, attend
+from service.compute.pipeline import attend, frames
 from service.errors import ModelError
 from service.logs import log_json_to_stderr
 from service.protocol import ANSWER, EXPIRED, REQUEST, Started, expired
@@ -66,8 +67,10 @@ def start(settings: Settings) -> tuple[ModelRegistry, Started]:
     )
 
 
-def _send(channel: socket.socket, status: int, body: bytes) -> None:
-    channel.sendall(ANSWER.pack(status, len(body)))
+def _send(channel: socket.socket, status: int, body: bytes, last: bool = True) -> None:
+    """One frame. A stream's frames wait here while the server's end is full: a client that reads slowly
+    holds the computation back rather than piling its lines up in memory."""
+    channel.sendall(ANSWER.pack(status, last, len(body)))
     channel.sendall(body)  # not concatenated: an answer can be hundreds of megabytes
 
 
@@ -102,8 +105,11 @@ def _serve(channel: socket.socket, settings: Settings) -> None:
     memory = MemoryKeeper()  # after start-up and warm-up: that is the size at rest
     requests = channel.makefile("rb")
     while len(head := requests.read(REQUEST.size)) == REQUEST.size:  # short: the server has gone
-        deadline, length = REQUEST.unpack(head)
+        deadline, media, length = REQUEST.unpack(head)
         body = requests.read(length)
-        _send(channel, *((504, EXPIRED) if expired(deadline) else answer(body, settings, models)))
-        del body
+        answered = [(504, EXPIRED, True)] if expired(deadline) else frames(body, settings, models, media)
+        for frame in answered:
+            _send(channel, *frame)
+            del frame  # not held while the next frame is made
+        del body, answered
         memory.after_request()

@@ -6,6 +6,7 @@ layout they arrived in, so the attention module has one convention only.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -160,11 +161,31 @@ def resolve_weights(request: AttendRequest, sizes: Sizes) -> Projections:
         biases = {n: torch.from_numpy(getattr(spec, n)) for n in BIASES if getattr(spec, n) is not None}
         return Projections(**matrices, **biases)
     spec = spec or WeightSpec()
-    generator = torch.Generator(device="cpu").manual_seed(spec.seed)
-    heads, d_model = sizes.num_heads, sizes.d_model
+    widths = (sizes.d_model, sizes.num_heads * sizes.d_k, sizes.num_heads * sizes.d_v)
+    settings = (spec.init, spec.seed, *widths, spec.output_projection)
+    if sizes.weight_elements <= CACHED_WEIGHT_ELEMENTS:
+        return _generated_and_kept(*settings)
+    return _generated(*settings)
+
+
+# generated weights of at most this many numbers (8 MB in float64) are kept for the next request with the same
+# settings (at most KEPT of them): drawing them costs more than the rest of a 128 x 384 request
+CACHED_WEIGHT_ELEMENTS = 2**20
+KEPT = 4
+
+
+def _generated(
+    init: str, seed: int, d_model: int, width_qk: int, width_v: int, output_projection: bool
+) -> Projections:
+    """W_q, W_k, W_v (and W_o) drawn in this order from one generator seeded with `seed`. Callers never
+    change the tensors (kept ones are shared)."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
     return Projections(
-        w_q=_generate(spec.init, generator, d_model, heads * sizes.d_k),
-        w_k=_generate(spec.init, generator, d_model, heads * sizes.d_k),
-        w_v=_generate(spec.init, generator, d_model, heads * sizes.d_v),
-        w_o=_generate(spec.init, generator, heads * sizes.d_v, d_model) if spec.output_projection else None,
+        w_q=_generate(init, generator, d_model, width_qk),
+        w_k=_generate(init, generator, d_model, width_qk),
+        w_v=_generate(init, generator, d_model, width_v),
+        w_o=_generate(init, generator, width_v, d_model) if output_projection else None,
     )
+
+
+_generated_and_kept = functools.lru_cache(maxsize=KEPT)(_generated)

@@ -10,9 +10,16 @@ request it was computing with a 503 and is replaced too; the requests sent to it
 process. A client that disconnects gives its place back at once, unless its request is being computed: that
 place stays taken until the computation ends or its time limit kills it.
 
-A job's computation ends in one place, `_settle` (answered, failed, timed out), and its place is freed in
-one place, `_release`: once its answer is delivered to the client (an undelivered answer is memory, so it
-counts), at once when it failed, or when a client that left no longer waits for it.
+A streamed answer (NDJSON) comes as several frames: the first is the answer `run` returns, the others are
+handed to `Held.stream` one at a time, and the process's next frame is read only once the one before is
+delivered, so that a slow reader holds the computation back (its socket fills) instead of filling memory. The
+time limit holds until the last frame: past it the stream ends with the TimedOut error and the process is
+killed, as when it dies mid-stream.
+
+A job's computation ends in one place, `_settle` (answered, failed, timed out, or a stream's end), and its
+place is freed in one place, `_release`: once its answer is delivered to the client (an undelivered answer is
+memory, so it counts), at once when it failed, or when a client that left no longer waits for it; a stream
+still being computed keeps its place until its end (its frames are dropped once nobody reads them).
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from service.errors import ModelError
-from service.protocol import ANSWER, REQUEST, Started, compute_process
+from service.protocol import ANSWER, JSON, REQUEST, Frame, Started, compute_process
 from service.server.handlers import ClientGone, ComputeProcessDied, NoComputeProcess, Overloaded, TimedOut
 from service.settings import Settings
 
@@ -39,24 +46,33 @@ SPAWN = multiprocessing.get_context("spawn")  # fork would copy the event loop's
 PIPELINE = 2
 STOP_SECONDS = 10
 
-Answer = tuple[int, bytes]  # HTTP status, JSON body
+Answer = tuple[int, bytes]  # HTTP status, body (its first frame for a stream)
 ComputeTarget = Callable[[socket.socket, Settings], None]  # a compute process's main function
+FrameSender = Callable[[bytes], Awaitable[None]]
+# what follows a stream's first frame in Job.rest: a frame, None for the end, or why it broke
+StreamItem = bytes | Exception | None
 
 
 @dataclass(eq=False)
 class Job:
     body: bytes
     deadline: float  # on the event loop's clock, time.monotonic(), which the compute processes share
+    media: int = JSON  # the response format (service/protocol.py MEDIA_TYPES)
     answer: asyncio.Future[Answer] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-    orphaned: bool = False  # its client left: its answer is dropped
+    orphaned: bool = False  # nobody reads its answer (its client left, or stopped reading): frames dropped
+    ended: bool = False  # its computation is over: answered in full, failed or timed out
+    rest: asyncio.Queue[StreamItem] | None = None  # a stream's frames after the first (from its first frame)
+    timer: asyncio.TimerHandle | None = None  # its deadline
 
 
 class Held(NamedTuple):
-    """An answer whose place stays taken until `release()` is called, once the answer is delivered."""
+    """An answer whose place stays taken until `release()` is called, once the answer is delivered. A
+    streamed answer's further frames come with `stream`, None for an answer in one piece."""
 
     status: int
     content: bytes
     release: Callable[[], None]
+    stream: Callable[[FrameSender], Awaitable[None]] | None = None
 
 
 class ComputeProcess:
@@ -78,7 +94,7 @@ class ComputeProcess:
         theirs.close()
         reader, writer = await asyncio.open_unix_connection(sock=ours, limit=2**20)
         try:
-            status, report = await read_answer(reader)
+            status, report, _ = await read_frame(reader)
         except ComputeProcessDied:
             raise ModelError(
                 f"the compute process exited with code {process.exitcode} while starting"
@@ -90,7 +106,7 @@ class ComputeProcess:
 
     def send(self, job: Job) -> None:
         self.sent.append(job)
-        self.writer.writelines((REQUEST.pack(job.deadline, len(job.body)), job.body))
+        self.writer.writelines((REQUEST.pack(job.deadline, job.media, len(job.body)), job.body))
 
     def kill(self) -> None:
         """Stops the process in the middle of a request that ran past its time limit."""
@@ -107,10 +123,10 @@ class ComputeProcess:
             await asyncio.to_thread(self.process.join)
 
 
-async def read_answer(reader: asyncio.StreamReader) -> Answer:
+async def read_frame(reader: asyncio.StreamReader) -> Frame:
     try:
-        status, length = ANSWER.unpack(await reader.readexactly(ANSWER.size))
-        return status, await reader.readexactly(length)
+        status, last, length = ANSWER.unpack(await reader.readexactly(ANSWER.size))
+        return status, await reader.readexactly(length), last
     except (asyncio.IncompleteReadError, ConnectionError):
         raise ComputeProcessDied(
             "the compute process stopped while computing this request; it is being replaced, retry shortly"
@@ -163,10 +179,16 @@ class ComputePool:
         """Compute processes running, not counting those being replaced."""
         return len(self.processes)
 
-    async def run(self, body: bytes, disconnected: Callable[[], Awaitable[object]] | None = None) -> Held:
-        """The status and JSON body a compute process answers to the request `body`, with the job's place
-        still taken: the caller calls `release` once the answer is delivered (undelivered, it is memory).
-        `disconnected()` returns when the client goes away (started only once the request is admitted)."""
+    async def run(
+        self,
+        body: bytes,
+        disconnected: Callable[[], Awaitable[object]] | None = None,
+        media: int = JSON,
+    ) -> Held:
+        """The status and body a compute process answers to the request `body` in the format `media`, with the
+        job's place still taken: the caller calls `release` once the answer is delivered (undelivered, it is
+        memory); a stream's caller first delivers the rest of it with `stream`. `disconnected()` returns when
+        the client goes away (started only once the request is admitted)."""
         if not self.processes:
             raise NoComputeProcess(
                 "no compute process is running (they are being replaced, which takes seconds); retry shortly"
@@ -177,13 +199,13 @@ class ComputePool:
                 "waiting) are taken; retry shortly"
             )
         loop = asyncio.get_running_loop()
-        job = Job(body, deadline=loop.time() + self.timeout)
+        job = Job(body, deadline=loop.time() + self.timeout, media=media)
         self.admitted.add(job)
         self.waiting.append(job)
         self._dispatch()
-        # the time limit holds whether or not the client stays: at the deadline the job ends with a 504 and
-        # a process still computing it is killed
-        timer = loop.call_at(job.deadline, self._time_out, job)
+        # the time limit holds whether or not the client stays: at the deadline the job ends with a 504 (or
+        # its stream with TimedOut) and a process still computing it is killed
+        job.timer = loop.call_at(job.deadline, self._time_out, job)
         watcher = asyncio.ensure_future(disconnected()) if disconnected is not None else None
         awaited: set[asyncio.Future[Any]] = {job.answer} if watcher is None else {job.answer, watcher}
         try:
@@ -192,24 +214,25 @@ class ComputePool:
             if watcher is not None:
                 watcher.cancel()
         if job.answer in done:
-            timer.cancel()
             status, content = job.answer.result()  # raises TimedOut or ComputeProcessDied
-            return Held(status, content, partial(self._release, job))
+            stream = None if job.rest is None else partial(self._stream, job)
+            return Held(status, content, partial(self._release, job), stream)
         # the client left: its place is given back at once, unless it is being computed: then the place stays
         # taken until the computation ends (its answer is dropped) or its deadline kills it, so that clients
         # who hang up cannot have more computations running than there are places
         job.orphaned = True
         if job in self.waiting:
             self.waiting.remove(job)
-            timer.cancel()
+            job.timer.cancel()
         if not any(process.sent and process.sent[0] is job for process in self.processes):
             self._release(job)
         raise ClientGone()
 
     def _time_out(self, job: Job) -> None:
-        """The job's deadline: it fails with TimedOut, and the process computing it, if any, is killed (a job
-        sent to a process but not yet started is skipped there: the process sees its deadline has passed)."""
-        if job.answer.done():
+        """The job's deadline: it fails with TimedOut (a stream under way ends with it), and the process
+        computing it, if any, is killed (a job sent to a process but not yet started is skipped there: the
+        process sees its deadline has passed)."""
+        if job.ended:
             return
         self._settle(
             job,
@@ -222,13 +245,25 @@ class ComputePool:
         if computing is not None:
             computing.kill()
 
-    def _settle(self, job: Job, outcome: Answer | Exception) -> None:
+    def _settle(self, job: Job, outcome: Answer | Exception | None) -> None:
         """The one place where a job's computation ends: its waiter is told (once). A failure frees its place
-        at once; an answer keeps it until delivered (`_release`), unless nobody is left to deliver it to."""
-        if job.answer.done():
+        at once; an answer keeps it until delivered (`_release`), unless nobody is left to deliver it to. A
+        stream under way (its first frame answered) ends with `outcome` None, or with the error that broke
+        it, which its reader gets after the frames before it."""
+        if job.ended:
             return  # its deadline passed first; this late answer is dropped
+        job.ended = True
+        if job.timer is not None:
+            job.timer.cancel()
         if job in self.waiting:
             self.waiting.remove(job)
+        if job.rest is not None:
+            if job.orphaned:
+                self._release(job)
+            else:
+                job.rest.put_nowait(outcome if isinstance(outcome, Exception) else None)
+            return
+        assert outcome is not None
         if isinstance(outcome, Exception):
             job.answer.set_exception(outcome)
             job.answer.exception()  # retrieved: a waiter that has gone must not log it as never retrieved
@@ -239,8 +274,45 @@ class ComputePool:
                 self._release(job)
 
     def _release(self, job: Job) -> None:
-        """Frees the job's place: its answer is delivered, or there is none to deliver."""
+        """Frees the job's place: its answer is delivered, or there is none to deliver. A stream still being
+        computed keeps its place until it ends; from now on its frames are dropped."""
+        if job.rest is not None and not job.ended:
+            job.orphaned = True
+            _drop_queued(job.rest)  # its reader may be waiting for them to be delivered
+            return
         self.admitted.discard(job)
+
+    def _open_stream(self, job: Job, first: Answer) -> None:
+        """A stream's first frame: the answer `run` returns; the frames after it go to `job.rest`."""
+        job.rest = asyncio.Queue()
+        if job.answer.done():  # already told it failed
+            return
+        job.answer.set_result(first)
+        if job.orphaned:  # its client left while it waited: nobody delivers it
+            self._release(job)
+
+    async def _stream_frame(self, job: Job, content: bytes) -> None:
+        """One frame after a stream's first; returns once it is delivered (or dropped), so that this process's
+        next frame is not read before: a slow reader slows the computation rather than filling memory."""
+        if job.ended or job.orphaned or job.rest is None:
+            return
+        job.rest.put_nowait(content)
+        await job.rest.join()
+
+    async def _stream(self, job: Job, send: FrameSender) -> None:
+        """Delivers a stream's frames after its first with `send`, until its end; raises TimedOut or
+        ComputeProcessDied when it broke off (the frames before that are delivered first)."""
+        assert job.rest is not None
+        while True:
+            item = await job.rest.get()
+            try:
+                if item is None:
+                    return
+                if isinstance(item, Exception):
+                    raise item
+                await send(item)
+            finally:
+                job.rest.task_done()
 
     def _dispatch(self) -> None:
         """Sends waiting jobs to the processes with room, the least loaded first."""
@@ -261,14 +333,25 @@ class ComputePool:
         task.add_done_callback(self.tasks.discard)
 
     async def _read_answers(self, process: ComputeProcess) -> None:
+        first = True  # the next frame is the first of the answer to process.sent[0]
         while True:
             try:
-                answer = await read_answer(process.reader)
+                status, content, last = await read_frame(process.reader)
             except ComputeProcessDied as died:
                 self._lost(process, died)
                 return
-            self._settle(process.sent.popleft(), answer)
-            self._dispatch()
+            job = process.sent[0]
+            if first and last:
+                self._settle(process.sent.popleft(), (status, content))
+            elif first:
+                self._open_stream(job, (status, content))
+            elif content:
+                await self._stream_frame(job, content)
+            if last and not first:  # a stream's end
+                self._settle(process.sent.popleft(), None)
+            first = last
+            if last:
+                self._dispatch()
 
     def _lost(self, process: ComputeProcess, died: ComputeProcessDied) -> None:
         """The process ended: the job it was computing fails, the jobs behind it wait again."""
@@ -307,3 +390,10 @@ class ComputePool:
         for task in list(self.tasks):
             task.cancel()
         self.processes.clear()
+
+
+def _drop_queued(queue: asyncio.Queue[StreamItem]) -> None:
+    """Empties a stream's queue, marking each frame delivered, so that its reader goes on."""
+    while not queue.empty():
+        queue.get_nowait()
+        queue.task_done()

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from service.errors import ModelError
+from service.protocol import NDJSON
 from service.server.compute_pool import PIPELINE, ComputePool
 from service.server.handlers import ClientGone, ComputeProcessDied, NoComputeProcess, Overloaded, TimedOut
 from service.settings import Settings
@@ -245,5 +246,113 @@ def test_a_process_that_cannot_serve_its_model_stops_the_start():
         with pytest.raises(ModelError, match="the stub cannot serve its model"):
             await pool.start()
         assert pool.up == 0 and pool.started is None
+
+    asyncio.run(scenario())
+
+
+async def streamed(held: Any, delay: float = 0) -> list[bytes]:
+    """A stream's frames after its first, each taken `delay` seconds after the one before (a slow reader)."""
+    frames: list[bytes] = []
+
+    async def take(frame: bytes) -> None:
+        await asyncio.sleep(delay)
+        frames.append(frame)
+
+    try:
+        await held.stream(take)
+    finally:
+        held.release()
+    return frames
+
+
+def test_a_stream_is_delivered_frame_by_frame_and_keeps_its_place_to_the_end():
+    async def scenario() -> None:
+        async with running(max_concurrent=1, max_queue=1) as (pool, replaced):
+            held = await pool.run(b"stream:3:0.05", media=NDJSON)
+            assert (held.status, held.content) == (200, b"first") and held.stream is not None
+            assert len(pool.admitted) == 1
+            behind = asyncio.ensure_future(answered(pool, b"echo behind"))
+            assert await streamed(held) == [b"line 0", b"line 1", b"line 2"]
+            assert await behind == (200, b"echo behind")  # the same process, after the stream's end
+            assert len(pool.admitted) == 0 and replaced == []
+
+    asyncio.run(scenario())
+
+
+def test_a_slow_reader_holds_the_stream_back_instead_of_piling_its_frames_up():
+    async def scenario() -> None:
+        async with running(max_concurrent=1, max_queue=1) as (pool, _):
+            held = await pool.run(b"stream:5", media=NDJSON)  # the stub sends all five at once
+            (process,) = pool.processes
+            seen: list[int] = []
+
+            async def take(frame: bytes) -> None:
+                job = process.sent[0]
+                assert job.rest is not None
+                seen.append(job.rest.qsize())
+                await asyncio.sleep(0.05)
+
+            assert held.stream is not None
+            await held.stream(take)
+            held.release()
+            assert seen == [0] * 5  # never a frame waiting behind the one being delivered
+
+    asyncio.run(scenario())
+
+
+def test_a_stream_past_its_time_limit_ends_with_timed_out_after_its_frames_and_the_process_is_replaced():
+    async def scenario() -> None:
+        async with running(request_timeout_s=0.5) as (pool, replaced):
+            (victim,) = pool.processes
+            held = await pool.run(b"stream:100:0.1", media=NDJSON)
+            frames: list[bytes] = []
+
+            async def take(frame: bytes) -> None:
+                frames.append(frame)
+
+            started = time.perf_counter()
+            assert held.stream is not None
+            with pytest.raises(TimedOut, match="ATTENTION_REQUEST_TIMEOUT_S=0.5"):
+                await held.stream(take)
+            held.release()
+            assert time.perf_counter() - started < 2
+            assert 1 <= len(frames) < 10 and frames[0] == b"line 0"
+            await until(lambda: replaced == ["timeout"] and pool.up == 1 and victim not in pool.processes)
+            assert len(pool.admitted) == 0
+            assert await answered(pool, b"echo back") == (200, b"echo back")
+
+    asyncio.run(scenario())
+
+
+def test_a_process_that_dies_mid_stream_ends_it_with_the_error_and_is_replaced():
+    async def scenario() -> None:
+        async with running() as (pool, replaced):
+            held = await pool.run(b"stream-crash:2", media=NDJSON)
+            frames: list[bytes] = []
+
+            async def take(frame: bytes) -> None:
+                frames.append(frame)
+
+            assert held.stream is not None
+            with pytest.raises(ComputeProcessDied):
+                await held.stream(take)
+            held.release()
+            assert frames == [b"line 0", b"line 1"]
+            await until(lambda: replaced == ["died"] and pool.up == 1)
+            assert len(pool.admitted) == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_stream_nobody_reads_any_more_keeps_its_place_until_it_is_computed():
+    async def scenario() -> None:
+        async with running(max_concurrent=1, max_queue=0) as (pool, replaced):
+            before = await pid_of_answer(pool)
+            held = await pool.run(b"stream:4:0.1", media=NDJSON)
+            held.release()  # the reader gave up (its send timed out) after the first frame
+            with pytest.raises(Overloaded):  # the computation goes on and holds its place
+                await pool.run(b"echo")
+            await until(lambda: len(pool.admitted) == 0, seconds=5)  # freed at the stream's end
+            assert await pid_of_answer(pool) == before and replaced == []
 
     asyncio.run(scenario())

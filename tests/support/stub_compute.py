@@ -5,6 +5,8 @@ frames of service/protocol.py and answers by the body it gets.
     b"pid"        200, this process's id
     b"sleep:0.5"  200, b"slept", after 0.5 s
     b"crash"      the process exits at once (as if the kernel's out-of-memory killer took it)
+    b"stream:3:0.1"  a stream: 200 b"first", then b"line 0" ... b"line 2", each after 0.1 s, then its end
+    b"stream-crash:2"  a stream: b"first", b"line 0", b"line 1", then the process exits
     otherwise     400, b"unknown"
 
 Its start-up report is Started with no models; with default_model "fail" it reports 503 instead (a model that
@@ -23,8 +25,19 @@ from service.settings import Settings
 FAIL_MODEL = "fail"
 
 
-def _send(channel: socket.socket, status: int, body: bytes) -> None:
-    channel.sendall(ANSWER.pack(status, len(body)) + body)
+def _send(channel: socket.socket, status: int, body: bytes, last: bool = True) -> None:
+    channel.sendall(ANSWER.pack(status, last, len(body)) + body)
+
+
+def _stream(channel: socket.socket, body: bytes) -> None:
+    command, count, *pause = body.decode().split(":")
+    _send(channel, 200, b"first", last=False)
+    for index in range(int(count)):
+        time.sleep(float(pause[0]) if pause else 0)
+        _send(channel, 200, f"line {index}".encode(), last=False)
+    if command == "stream-crash":
+        os._exit(1)
+    _send(channel, 200, b"", last=True)
 
 
 def _answer(body: bytes) -> tuple[int, bytes]:
@@ -49,6 +62,11 @@ def serve(channel: socket.socket, settings: Settings) -> None:
     _send(channel, 200, json.dumps(report).encode())
     requests = channel.makefile("rb")
     while len(head := requests.read(REQUEST.size)) == REQUEST.size:
-        deadline, length = REQUEST.unpack(head)
+        deadline, _, length = REQUEST.unpack(head)
         body = requests.read(length)
-        _send(channel, *((504, EXPIRED) if expired(deadline) else _answer(body)))
+        if expired(deadline):
+            _send(channel, 504, EXPIRED)
+        elif body.startswith(b"stream"):
+            _stream(channel, body)
+        else:
+            _send(channel, *_answer(body))

@@ -1,10 +1,12 @@
-"""POST /attend: read the body within its byte limit, hand it to a compute process, deliver the answer."""
+"""POST /attend: pick the format from Accept, read the body within its byte limit, hand it to a compute
+process, deliver the answer (in one piece, or a stream's lines as they come)."""
 
 from __future__ import annotations
 
 import asyncio
 from functools import partial
 
+import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
@@ -13,8 +15,10 @@ from starlette.types import Receive, Scope, Send
 from schemas.request import AttendRequest
 from schemas.response import AttendResponse, ErrorResponse, LimitError
 from service.errors import LimitExceeded
+from service.protocol import MEDIA_TYPES, NDJSON, SAFETENSORS
+from service.server.accept import NotAcceptable, negotiate
 from service.server.compute_pool import Held
-from service.server.handlers import ClientGone, json_response
+from service.server.handlers import REFUSALS, ClientGone, json_response
 from service.server.openapi_examples import request_examples
 from service.server.security import require_api_key
 
@@ -53,13 +57,26 @@ def unsupported_media_type(request: Request) -> Response | None:
     return json_response(415, {"detail": f"found {found}; expected Content-Type: {JSON}"})
 
 
+async def send_in_pieces(send: Send, body: bytes | memoryview, timeout: float, more_body: bool) -> None:
+    """`body` in pieces of CHUNK bytes, each sent within `timeout` (raises TimeoutError)."""
+    view = memoryview(body)
+    for offset in range(0, max(len(view), 1), CHUNK):
+        last = offset + CHUNK >= len(view)
+        piece = {
+            "type": "http.response.body",
+            "body": view[offset : offset + CHUNK],
+            "more_body": more_body or not last,
+        }
+        await asyncio.wait_for(send(piece), timeout)
+
+
 class DeliveredResponse(Response):
     """The compute process's answer, whose place in the compute pool is released once it is delivered: a
     client that does not read keeps its place taken (so slow readers cannot pile up answers in memory) until
     the send timeout cuts it off."""
 
-    def __init__(self, held: Held, send_timeout: float):
-        super().__init__(held.content, status_code=held.status, media_type=JSON)
+    def __init__(self, held: Held, send_timeout: float, media_type: str = JSON):
+        super().__init__(held.content, status_code=held.status, media_type=media_type)
         self.release, self.send_timeout = held.release, send_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -70,20 +87,49 @@ class DeliveredResponse(Response):
             if len(self.body) <= CHUNK:  # fits the socket's buffers: sent without waiting for the reader
                 await send({"type": "http.response.body", "body": self.body})
                 return
-            view = memoryview(self.body)
-            for offset in range(0, len(view), CHUNK):
-                last = offset + CHUNK >= len(view)
-                piece = {
-                    "type": "http.response.body",
-                    "body": view[offset : offset + CHUNK],
-                    "more_body": not last,
-                }
-                await asyncio.wait_for(send(piece), self.send_timeout)
+            await send_in_pieces(send, self.body, self.send_timeout, more_body=False)
         except TimeoutError:
             # the connection is closed with the answer unfinished (uvicorn logs the response as incomplete)
             scope["app"].state.metrics.rejected.labels("send_timeout").inc()
         finally:
             self.release()
+
+
+class StreamedResponse(Response):
+    """An NDJSON stream: its first line, then each line as the compute process sends it, each within the
+    send timeout (per megabyte). Its place is released at the end. A stream the service breaks off (time
+    limit, compute process died) ends with a line `{"error": {"status": ..., "detail": ...}}`, as one the
+    computation itself breaks off does."""
+
+    def __init__(self, held: Held, send_timeout: float):
+        super().__init__(held.content, status_code=held.status, media_type=MEDIA_TYPES[NDJSON])
+        self.held, self.send_timeout = held, send_timeout
+        # its length is unknown until it ends: sent chunked, not with the first line's length
+        self.raw_headers = [(name, value) for name, value in self.raw_headers if name != b"content-length"]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        metrics = scope["app"].state.metrics
+
+        async def send_line(line: bytes | memoryview) -> None:
+            await send_in_pieces(send, line, self.send_timeout, more_body=True)
+
+        try:
+            await send(
+                {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            )
+            await send_line(self.body)
+            assert self.held.stream is not None
+            try:
+                await self.held.stream(send_line)
+            except tuple(REFUSALS) as broken:
+                reason, status, _ = REFUSALS[type(broken)]
+                metrics.rejected.labels(reason).inc()
+                await send_line(orjson.dumps({"error": {"status": status, "detail": str(broken)}}) + b"\n")
+            await asyncio.wait_for(send({"type": "http.response.body", "body": b""}), self.send_timeout)
+        except TimeoutError:
+            metrics.rejected.labels("send_timeout").inc()  # closed unfinished, as DeliveredResponse
+        finally:
+            self.held.release()
 
 
 async def client_disconnected(request: Request) -> None:
@@ -100,7 +146,18 @@ async def client_disconnected(request: Request) -> None:
     "with exact expected values.",
     response_class=Response,
     responses={
-        200: {"model": AttendResponse, "description": "The requested tensors and `meta`."},
+        200: {
+            "model": AttendResponse,
+            "description": "The requested tensors and `meta`, in the format of the Accept header: JSON "
+            "(default), a safetensors file (tensors by name, a model's layers as `layers.{i}.{name}`, "
+            "`meta` and `tokens` as JSON strings in its `__metadata__`), or NDJSON (first "
+            '`{"meta", "tokens"}`, then one line per layer as it is computed; a stream that breaks off ends '
+            'with `{"error": {"status", "detail"}}`).',
+            "content": {
+                MEDIA_TYPES[SAFETENSORS]: {"schema": {"type": "string", "format": "binary"}},
+                MEDIA_TYPES[NDJSON]: {"schema": {"type": "string"}},
+            },
+        },
         413: {
             "model": LimitError,
             "description": "The request or the response it would produce is over a limit.",
@@ -115,6 +172,9 @@ async def client_disconnected(request: Request) -> None:
             "cannot be served (e.g. its weights file fails its checksum)."
         },
         415: {"description": "The body is not declared as application/json (Content-Type)."},
+        406: {
+            "description": "The Accept header names no format the service produces; the detail lists them.",
+        },
         504: {"description": "The request waited and computed longer than ATTENTION_REQUEST_TIMEOUT_S."},
     },
     openapi_extra={
@@ -134,6 +194,13 @@ async def post_attend(request: Request) -> Response:
     refused = unsupported_media_type(request)
     if refused is not None:
         return refused
+    try:
+        media = negotiate(request.headers.get("accept"))
+    except NotAcceptable as refused_format:
+        return json_response(406, {"detail": str(refused_format)})
     body = await read_body(request, state.settings.max_request_bytes)
-    held = await state.compute.run(body, disconnected=partial(client_disconnected, request))
-    return DeliveredResponse(held, state.settings.send_timeout_s)
+    held = await state.compute.run(body, disconnected=partial(client_disconnected, request), media=media)
+    if held.stream is not None:
+        return StreamedResponse(held, state.settings.send_timeout_s)
+    answered_as = MEDIA_TYPES[media] if held.status == 200 else JSON
+    return DeliveredResponse(held, state.settings.send_timeout_s, answered_as)

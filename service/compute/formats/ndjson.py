@@ -1,0 +1,32 @@
+"""application/x-ndjson: one JSON object per line, sent as each is ready. First `{"meta", "tokens"}` (meta
+is known before anything is computed; its elapsed_ms counts up to this line), then one
+`{"layer": i, <tensors>}` per layer of a model in the order of the forward pass, each sent as soon as it is
+computed (so a process holds one layer at a time), or one line of tensors without a model. An error after
+the first line ends the stream with a line `{"error": {"status": ..., "detail": ...}}`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import orjson
+
+from service.compute.encoding import encode_object
+from service.compute.formats.result import Result
+
+
+def ndjson_lines(result: Result) -> Iterator[bytes]:
+    """Each line, with its newline, computed as it is asked for."""
+    changes = {} if result.layers is None else {"layer": sorted(set(result.order or ()))}
+    tokens = orjson.dumps(result.tokens)
+    yield b'{"meta":' + result.meta(**changes) + b',"tokens":' + tokens + b"}\n"
+    if result.layers is None:
+        yield encode_object(dict(result.tensors), result.decimals) + b"\n"
+        return
+    for index, tensors in result.layers:
+        yield encode_object({"layer": index, **tensors}, result.decimals) + b"\n"
+        del tensors  # not held while the next layer is computed
+
+
+def error_line(status: int, body: dict[str, object]) -> bytes:
+    """The last line of a stream that failed after its first line: the error's status and body."""
+    return orjson.dumps({"error": {"status": status, **body}}) + b"\n"

@@ -1,0 +1,76 @@
+"""`heads` and `queries`: which entries of the `head` and `query_pos` axes a response returns. Checked
+against the sizes before anything is computed; the 413 estimate and `meta.shapes` count only the selection,
+and the tensors are cut before anything is encoded."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from schemas.axes import TENSOR_AXES, TensorName
+from schemas.request import AttendRequest
+from service.compute.sizes import Sizes
+from service.errors import RequestError
+
+# the request field that selects entries of each axis
+SELECTED_AXES = {"heads": "head", "queries": "query_pos"}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The selected indexes of each axis that has a selection (`head`, `query_pos`)."""
+
+    indexes: dict[str, tuple[int, ...]]
+
+    @classmethod
+    def of(cls, request: AttendRequest, sizes: Sizes) -> Selection:
+        """The request's `heads` and `queries`, each index checked against the axis's length (422 naming the
+        index). Sorted and distinct is the schema's to check."""
+        lengths = {"head": sizes.num_heads, "query_pos": sizes.seq}
+        indexes: dict[str, tuple[int, ...]] = {}
+        for field, axis in SELECTED_AXES.items():
+            chosen = getattr(request, field)
+            if chosen is None:
+                continue
+            length = lengths[axis]
+            if chosen[-1] >= length:  # sorted: the last is the largest
+                at = next(position for position, index in enumerate(chosen) if index >= length)
+                what = f"{length} heads" if axis == "head" else f"{length} query positions"
+                raise RequestError(
+                    (field, at), f"found {chosen[at]}; expected an index from 0 to {length - 1} ({what})"
+                )
+            indexes[axis] = tuple(chosen)
+        return cls(indexes)
+
+    def shape(self, sizes: Sizes, name: TensorName) -> tuple[int, ...]:
+        """The shape of `name` as returned."""
+        full = sizes.shape(name)
+        return tuple(
+            len(self.indexes[axis]) if axis in self.indexes else length
+            for axis, length in zip(TENSOR_AXES[name], full, strict=True)
+        )
+
+    def elements(self, sizes: Sizes, name: TensorName) -> int:
+        return math.prod(self.shape(sizes, name))
+
+    def cut(self, name: TensorName, tensor: torch.Tensor) -> torch.Tensor:
+        """`tensor` restricted to the selection (a copy of the selected entries; the tensor itself when
+        nothing of its axes is selected)."""
+        for dim, axis in enumerate(TENSOR_AXES[name]):
+            if axis in self.indexes:
+                chosen = torch.tensor(self.indexes[axis], device=tensor.device)
+                tensor = tensor.index_select(dim, chosen)
+        return tensor
+
+    def about(self) -> dict[str, list[int] | None]:
+        """`meta.heads` and `meta.queries`."""
+        return {field: _listed(self.indexes.get(axis)) for field, axis in SELECTED_AXES.items()}
+
+
+def _listed(indexes: tuple[int, ...] | None) -> list[int] | None:
+    return None if indexes is None else list(indexes)
+
+
+EVERYTHING = Selection({})
