@@ -67,10 +67,17 @@ def run(page, text: str | None = None) -> None:
         page.fill("#text", text)
     page.click("#run")
     page.wait_for_function("() => !document.getElementById('run').disabled")
+    settled(page)
+
+
+def settled(page) -> None:
+    """Waits until the page has nothing more to fetch (a layer just picked, the internals of a head)."""
+    page.wait_for_function("() => !document.getElementById('results').dataset.busy")
 
 
 def hovered_values(page, cells) -> dict[tuple[int, int], float]:
     """The value the page shows under the pointer at the centre of each (query, key) cell."""
+    settled(page)
     canvas = page.locator("#heatmap")
     labels, cell = (float(canvas.get_attribute(f"data-{name}")) for name in ("labels", "cell"))
     values = {}
