@@ -452,6 +452,7 @@ function render() {
     + `${plural(meta.num_heads, "head")} of d_k ${meta.d_k}; scale ${fmt(meta.scale, 6)}; ${meta.dtype} on ${meta.device}; `
     + `${meta.elapsed_ms} ms in the service, drawn in ${(performance.now() - started).toFixed(0)} ms`;
   $("results").dataset.renderMs = (performance.now() - started).toFixed(1);
+  $("results").dataset.drawnAt = String(performance.now());  // when it was drawn (the tests time runs by it)
 }
 
 // the heatmap, its legend, the links and the small multiples of the view (no tables)
