@@ -6,13 +6,30 @@ import itertools
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from schemas.axes import TENSOR_NAMES, TensorName
+from schemas.request_forms import (
+    TOY_MODEL as TOY_MODEL,  # re-exported: the request's constants live here
+)
+from schemas.request_forms import (
+    input_forms_json_schema,
+    layer_json_schema,
+    text_json_schema,
+    weights_json_schema,
+)
 from schemas.tensor import Axes
 
-TOY_MODEL = "toy"
 TOY_D_MODEL = 8  # d_model of toy-mode embeddings when a request names none
+DEFAULT_NUM_HEADS = 1  # heads of the explicit and toy path when a request names none
 
 Matrix = Annotated[np.ndarray, Axes(("rows", "cols"))]
 Vector = Annotated[np.ndarray, Axes(("size",))]
@@ -23,17 +40,31 @@ Queries = Annotated[np.ndarray, Axes(("seq", "heads*d_k"), ("batch", "seq", "hea
 Keys = Annotated[np.ndarray, Axes(("seq_kv", "heads*d_k"), ("batch", "seq_kv", "heads*d_k"))]
 Values = Annotated[np.ndarray, Axes(("seq_kv", "heads*d_v"), ("batch", "seq_kv", "heads*d_v"))]
 
+
+def _integral(value: object) -> object:
+    """JSON Schema's integer includes numbers with a zero fraction (2.0): they are read as the integer."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 INT32_MAX = 2**31 - 1  # sizes beyond it are refused as malformed; the operator's limits are far lower
+
+# integer fields: strict (no strings, no booleans), and 2.0 is 2 as in JSON Schema; the bounds sit inside the
+# type so that the JSON Schema of `Size | None` states them as minimum and maximum
+Integer = Annotated[int, BeforeValidator(_integral)]
+Size = Annotated[int, Field(ge=1, le=INT32_MAX), BeforeValidator(_integral)]
+Seed = Annotated[int, Field(ge=0, le=2**63 - 1), BeforeValidator(_integral)]
+Decimals = Annotated[int, Field(ge=0, le=15), BeforeValidator(_integral)]
 # head indexes or query positions to return; at most ATTENTION_MAX_SEQ-many fit a valid request, and the
 # schema bound keeps a body of millions of indexes from being validated one by one
-Selection = Annotated[list[Annotated[int, Field(ge=0, le=INT32_MAX)]], Field(min_length=1, max_length=2**16)]
+Index = Annotated[int, Field(ge=0, le=INT32_MAX), BeforeValidator(_integral)]
+Selection = Annotated[list[Index], Field(min_length=1, max_length=2**16)]
 _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class WeightSpec(BaseModel):
     """The projection weights: w_q, w_k, w_v all given, or all generated from `init` and `seed`."""
 
-    model_config = _STRICT | ConfigDict(arbitrary_types_allowed=True)
+    model_config = _STRICT | ConfigDict(arbitrary_types_allowed=True, json_schema_extra=weights_json_schema)
 
     w_q: Matrix | None = Field(
         None, description="W_q: [d_model, heads*d_k] (in_out) or [heads*d_k, d_model] (out_in)."
@@ -65,10 +96,8 @@ class WeightSpec(BaseModel):
         "a = sqrt(6 / (fan_in + fan_out))), normal (N(0, 1/d_in)), identity (ones on the main diagonal of "
         "the [d_in, d_out] matrix). Generated biases are zero.",
     )
-    seed: int = Field(
+    seed: Seed = Field(
         0,
-        ge=0,
-        le=2**63 - 1,
         description="Seed of the generated weights: the same seed gives the same weights on every machine "
         "and device (drawn in float64 on the CPU, then cast and moved).",
     )
@@ -106,7 +135,9 @@ class WeightSpec(BaseModel):
 class AttendRequest(BaseModel):
     """One input form: `embeddings` (optionally with `context`), `query`/`key`/`value`, or `text`."""
 
-    model_config = _STRICT | ConfigDict(arbitrary_types_allowed=True)
+    model_config = _STRICT | ConfigDict(
+        arbitrary_types_allowed=True, json_schema_extra=input_forms_json_schema
+    )
 
     embeddings: Embeddings | None = Field(
         None,
@@ -129,6 +160,7 @@ class AttendRequest(BaseModel):
     )
     text: str | list[str] | None = Field(
         None,
+        json_schema_extra=text_json_schema,
         description="Text to tokenize and embed with `model`: one string, or a list (a batch, padded with "
         "the attention mask applied automatically). Returns `tokens` [batch][seq].",
     )
@@ -139,33 +171,34 @@ class AttendRequest(BaseModel):
         'or "toy": whitespace tokens (characters for text without spaces) mapped to seeded embeddings of '
         "size `d_model`, then the weights of `weights`.",
     )
-    layer: int | list[int] | Literal["all"] | None = Field(
+    layer: Integer | list[Integer] | Literal["all"] | None = Field(
         None,
-        description='Pretrained models: the layer index, a list of them, or "all" (default). '
+        description='Pretrained models: the layer index, a list of them, or "all" (default, also for null). '
         "Results are under `layers`.",
+        json_schema_extra=layer_json_schema,
     )
     truncate: bool = Field(
         False,
         description="With `text`: cut texts longer than the model's maximum positions "
         "instead of refusing them.",
     )
-    d_model: int | None = Field(
-        None, ge=1, le=INT32_MAX, description="Toy mode: size of the seeded token embeddings. Default 8."
+    d_model: Size | None = Field(
+        None, description="Toy mode: size of the seeded token embeddings. Default 8."
     )
     weights: WeightSpec | None = Field(
         None,
         description="Projection weights for `embeddings`. Default: generated with xavier_uniform, seed 0.",
     )
-    num_heads: int = Field(1, ge=1, le=INT32_MAX, description="Number of heads h. Default 1.")
-    d_k: int | None = Field(
+    num_heads: Size | None = Field(
         None,
-        ge=1,
-        le=INT32_MAX,
+        description=f"Number of heads h. Default (null): {DEFAULT_NUM_HEADS}, or with `text` of a pretrained "
+        "model the model's own (which is the only value it takes).",
+    )
+    d_k: Size | None = Field(
+        None,
         description="Query/key size per head. Default: d_model / num_heads (from the weights when given).",
     )
-    d_v: int | None = Field(
-        None, ge=1, le=INT32_MAX, description="Value size per head. Default: d_k's default."
-    )
+    d_v: Size | None = Field(None, description="Value size per head. Default: d_k's default.")
     scale: float | None = Field(
         None, description="Multiplies the scores. Default 1/sqrt(d_k); 1 means no scaling."
     )
@@ -188,8 +221,8 @@ class AttendRequest(BaseModel):
     dtype: Literal["float32", "float64", "float16", "bfloat16"] = Field(
         "float32", description="Compute precision. Default float32."
     )
-    decimals: int | None = Field(
-        None, ge=0, le=15, description="Round returned floats to this many decimals. Default: no rounding."
+    decimals: Decimals | None = Field(
+        None, description="Round returned floats to this many decimals. Default: no rounding."
     )
     wire_dtype: Literal["float32", "float16", "float64"] | None = Field(
         None,
@@ -279,6 +312,11 @@ class AttendRequest(BaseModel):
                     f'embeddings and weights; expected them only with model "{TOY_MODEL}"'
                 )
         return self
+
+    @property
+    def head_count(self) -> int:
+        """num_heads of the explicit and toy path: as given, else DEFAULT_NUM_HEADS."""
+        return self.num_heads if self.num_heads is not None else DEFAULT_NUM_HEADS
 
     @property
     def texts(self) -> list[str]:

@@ -1,4 +1,4 @@
-"""The response of ``POST /attend`` and the error bodies.
+"""The response of ``POST /attend`` and the body of every error answer.
 
 The service encodes responses straight from tensors (see service/encoding.py); these models are the
 documented contract, and the tests validate real responses against them.
@@ -55,11 +55,18 @@ class Meta(BaseModel):
     output_projection: bool = Field(description="Whether W_o was applied.")
     model: str | None = Field(None, description='The model of `text` ("toy" for the toy mode).')
     layer: list[int] | None = Field(None, description="A pretrained model's layers, in the order returned.")
-    lengths: list[int] | None = Field(None, description="With `text`: each text's number of tokens.")
-    padded: bool | None = Field(None, description="With a pretrained model: whether the texts were padded.")
+    lengths: list[int] | None = Field(
+        None,
+        description="With `text`: each text's number of tokens; positions from it to `seq` are padding "
+        "(masked as keys).",
+    )
+    padded: bool | None = Field(
+        None, description="With `text`: whether a text was padded to the longest of the batch."
+    )
     truncated: bool | None = Field(
         None,
-        description="With a pretrained model: whether texts over the maximum length were cut (truncate).",
+        description="With a pretrained model: whether a text over the model's maximum length was cut "
+        "(truncate: true).",
     )
     torch_version: str
     decimals: int | None = Field(None, description="Rounding of the returned numbers, if any.")
@@ -106,7 +113,9 @@ class AttendResponse(Tensors):
         None, description="With a pretrained model: one entry per layer."
     )
     tokens: list[list[str]] | None = Field(
-        None, description="With `text`: the tokens of each text [batch][seq]."
+        None,
+        description="With `text`: the tokens of each text [batch][seq], one per position of the tensors: "
+        "shorter texts of a batch end in the pad token ([PAD]; `meta.lengths` gives the real lengths).",
     )
     meta: Meta
 
@@ -114,15 +123,17 @@ class AttendResponse(Tensors):
 class ErrorItem(BaseModel):
     loc: list[str | int] = Field(description='Where in the request, e.g. ["body", "weights", "w_q"].')
     msg: str = Field(description="What was found and what was expected.")
-    type: str
+    type: str = Field(description='The kind of problem, e.g. "value_error", "missing", "tensor_ragged".')
 
 
-class ErrorResponse(BaseModel):
-    detail: list[ErrorItem]
+class ErrorBody(BaseModel):
+    """The body of every 4xx and 5xx answer: `detail` says what went wrong; a 413 adds the limit, its value
+    and the estimate."""
 
-
-class LimitError(BaseModel):
-    detail: str = Field(description="Which limit, its value and the estimate for this request.")
-    limit: str
-    maximum: int
-    estimate: int
+    detail: str | list[ErrorItem] = Field(
+        description="422: one item per problem (the field, what was found, what was expected); "
+        "other statuses: one message."
+    )
+    limit: str | None = Field(None, description="413: the setting that was exceeded, e.g. ATTENTION_MAX_SEQ.")
+    maximum: int | None = Field(None, description="413: that setting's value.")
+    estimate: int | None = Field(None, description="413: what this request needs of it.")

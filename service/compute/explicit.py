@@ -18,7 +18,7 @@ from service.compute.limits import check_batch, check_limits, check_sequence_siz
 from service.compute.meta import build_meta, weight_settings
 from service.compute.sizes import Sizes
 from service.compute.slicing import Selection
-from service.compute.toy import toy_extent, toy_inputs, toy_token_count, toy_tokens
+from service.compute.toy import padded_tokens, toy_extent, toy_inputs, toy_token_count, toy_tokens
 from service.compute.weights import BIASES, MATRICES, resolve_sizes, resolve_weights
 from service.errors import LimitExceeded
 from service.settings import Settings
@@ -82,12 +82,12 @@ def attend_explicit(request: AttendRequest, settings: Settings, started: float) 
         "masked": request.causal or padded,
     }
     if tokens is not None:
-        about |= {"model": TOY_MODEL, "lengths": [len(t) for t in tokens]}
+        about |= {"model": TOY_MODEL, "lengths": [len(t) for t in tokens], "padded": padded}
     return Result(
         tensors={name: selection.cut(name, getattr(internals, name)) for name in request.returned},
         layers=None,
         order=None,
-        tokens=tokens,
+        tokens=None if tokens is None else padded_tokens(tokens),
         meta=partial(build_meta, request, sizes, scale, convert.device, started, selection, **about),
         decimals=request.decimals,
         wire_dtype=wire_dtype_of(request.wire_dtype, request.dtype),

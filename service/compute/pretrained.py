@@ -44,11 +44,11 @@ def _layers(request: AttendRequest, model: LoadedModel) -> list[int]:
 
 
 def _check_head_sizes(request: AttendRequest, model: LoadedModel) -> None:
-    """num_heads, d_k and d_v are the model's: a request may leave them out or repeat them, not change
-    them."""
+    """num_heads, d_k and d_v are the model's: a request may leave them out (or null) or repeat them, not
+    change them."""
     d_head = model.forward.d_head
     for name, value in (("num_heads", model.num_heads), ("d_k", d_head), ("d_v", d_head)):
-        if name in request.model_fields_set and getattr(request, name) != value:
+        if getattr(request, name) not in (None, value):
             raise RequestError(
                 (name,),
                 f"found {name} {getattr(request, name)}; the model {model.name!r} has {name} {value} "
@@ -127,8 +127,8 @@ def attend_pretrained(
         "layer": layers,
         "masked": padded or request.causal,
         "padded": padded,
-        "lengths": [len(t) for t in encoded.tokens],
-        "truncated": request.truncate,
+        "lengths": encoded.lengths,
+        "truncated": encoded.truncated,
     }
     return Result(
         tensors={},

@@ -9,6 +9,8 @@ import torch
 
 from service.compute.inputs import Extent, Inputs
 
+TOY_PAD_TOKEN = "[PAD]"  # the token of the padded positions of a batch of toy texts, as BERT writes it
+
 
 def toy_tokens(text: str) -> list[str]:
     """Whitespace tokens, or characters for text without spaces (e.g. 猫吃鱼)."""
@@ -49,3 +51,9 @@ def toy_inputs(tokens: list[list[str]], d_model: int, seed: int) -> Inputs:
             x[row, pos] = toy_embedding(token, seed, d_model)
         mask[row, : len(text_tokens)] = True
     return Inputs(x, x, x, key_mask=None if mask.all() else mask, direct=False)
+
+
+def padded_tokens(tokens: list[list[str]]) -> list[list[str]]:
+    """Each text's tokens padded with TOY_PAD_TOKEN to the longest: one token per position of the tensors."""
+    seq = max(len(text_tokens) for text_tokens in tokens)
+    return [text_tokens + [TOY_PAD_TOKEN] * (seq - len(text_tokens)) for text_tokens in tokens]

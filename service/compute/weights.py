@@ -43,7 +43,7 @@ def _check_given(request: AttendRequest, name: str, derived: int) -> None:
         raise RequestError(
             (name,),
             f"found {name} {given}; the tensors give {name} {derived} (per head, with num_heads "
-            f"{request.num_heads})",
+            f"{request.head_count})",
         )
 
 
@@ -78,14 +78,14 @@ def _check_bias(spec: WeightSpec, name: str, size: int, what: str) -> None:
 
 
 def _direct_heads(request: AttendRequest, widths: tuple[int, int]) -> tuple[int, int, int]:
-    heads = request.num_heads
+    heads = request.head_count
     d_k = _per_head(widths[0], heads, "the last axis of query")
     d_v = _per_head(widths[1], heads, "the last axis of value")
     return d_k, d_v, heads * d_v
 
 
 def _explicit_heads(request: AttendRequest, spec: WeightSpec, d_model: int) -> tuple[int, int, int]:
-    heads = request.num_heads
+    heads = request.head_count
     w_q = _check_matrix(spec, "w_q", d_model, None, ("d_model", "heads*d_k"))
     _check_matrix(spec, "w_k", d_model, w_q.shape[1], ("d_model", "heads*d_k"))
     w_v = _check_matrix(spec, "w_v", d_model, None, ("d_model", "heads*d_v"))
@@ -105,7 +105,7 @@ def _explicit_heads(request: AttendRequest, spec: WeightSpec, d_model: int) -> t
 
 
 def _generated_heads(request: AttendRequest, d_model: int) -> tuple[int, int, int]:
-    heads = request.num_heads
+    heads = request.head_count
     default = None if d_model % heads else d_model // heads
     d_k = request.d_k or default
     d_v = request.d_v or default
@@ -134,7 +134,7 @@ def resolve_sizes(request: AttendRequest, extent: Extent) -> Sizes:
     if extent.direct_widths is not None or (spec is not None and spec.explicit):
         _check_given(request, "d_k", d_k)
         _check_given(request, "d_v", d_v)
-    return Sizes(extent.batch, extent.seq, extent.seq_kv, extent.d_model, request.num_heads, d_k, d_v, d_out)
+    return Sizes(extent.batch, extent.seq, extent.seq_kv, extent.d_model, request.head_count, d_k, d_v, d_out)
 
 
 def _generate(init: str, generator: torch.Generator, d_in: int, d_out: int) -> Tensor:

@@ -10,14 +10,13 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from schemas.request import AttendRequest
 from service.logs import log_json_to_stderr
 from service.server.compute_pool import ComputePool
 from service.server.handlers import HANDLERS
 from service.server.observability import Metrics, RequestObserver
+from service.server.openapi_document import build_document
 from service.server.routes import attend as attend_route
 from service.server.routes import health, page
 from service.server.routes import metrics as metrics_route
@@ -60,17 +59,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document plus the request schema, which it cannot see because /attend parses its own body
-    (in a compute process, with pydantic-core's JSON parser, rather than json.loads on the event loop)."""
     if app.openapi_schema is None:
-        document = get_openapi(
-            title=app.title, version=app.version, description=app.description, routes=app.routes
-        )
-        request_schema = AttendRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-        schemas = document.setdefault("components", {}).setdefault("schemas", {})
-        schemas.update(request_schema.pop("$defs", {}))
-        schemas[AttendRequest.__name__] = request_schema
-        app.openapi_schema = document
+        app.openapi_schema = build_document(app)
     return app.openapi_schema
 
 

@@ -147,7 +147,8 @@ CASES = [
         ["d_v"],
         ["less than or equal to 2147483647", "integer of 401 digits"],
     ),
-    ("heads as float", {"embeddings": X, "num_heads": 2.0}, ["num_heads"], ["valid integer", "found 2.0"]),
+    # 2.0 is an integer to JSON Schema, and so to the service; 2.5 is not
+    ("heads as float", {"embeddings": X, "num_heads": 2.5}, ["num_heads"], ["valid integer", "found 2.5"]),
     ("unknown dtype", {"embeddings": X, "dtype": "float8"}, ["dtype"], ["'float32'", "found 'float8'"]),
     (
         "unknown device",

@@ -11,6 +11,7 @@ import pytest
 
 import service.compute.attention as attention
 import service.compute.models.bert as bert
+from service.compute.pipeline import PIECE
 from service.protocol import SAFETENSORS
 from tests.support.formats import (
     assert_same_arrays,
@@ -49,7 +50,10 @@ def lines_of(compute, body) -> list[bytes]:
     assert all(status == 200 for status, _, _ in frames), frames[-1]
     assert [last for _, _, last in frames] == [False] * (len(frames) - 1) + [True]
     assert frames[-1][1] == b""
-    return [content for _, content, _ in frames[:-1]]
+    assert all(len(content) <= PIECE for _, content, _ in frames)
+    lines = b"".join(content for _, content, _ in frames).split(b"\n")
+    assert lines[-1] == b""  # each line ends with its newline
+    return lines[:-1]
 
 
 @pytest.mark.parametrize("name", REQUESTS)
@@ -158,14 +162,11 @@ def test_a_512_token_text_streams_all_layers_of_weights_within_the_default_limit
     body = {"text": text, "layer": "all", "include": ["weights"]}
     refused = compute.post(body)
     assert refused.status_code == 413 and refused.json()["limit"] == "ATTENTION_MAX_RESPONSE_ELEMENTS"
-    frames = compute.stream(body)
-    meta = json.loads(next(frames)[1])["meta"]
-    assert meta["seq"] == 512
+    first, *lines = lines_of(compute, body)
+    assert json.loads(first)["meta"]["seq"] == 512
     layers = []
-    for status, content, last in frames:
-        assert status == 200
-        if not last:
-            line = json.loads(content)
-            layers.append(line["layer"])
-            assert np.asarray(line["weights"], dtype=np.float32).shape == (1, 12, 512, 512)
+    for line in lines:
+        parsed = json.loads(line)
+        layers.append(parsed["layer"])
+        assert np.asarray(parsed["weights"], dtype=np.float32).shape == (1, 12, 512, 512)
     assert layers == [0, 1, 2, 3, 4, 5]

@@ -31,7 +31,8 @@ def test_bundled_model_padded_batch_matches_transformers(compute):
     response = compute.post({"text": BATCH, "layer": [5, 0, 3]})
     check_parity(response, minilm_folder(), BATCH, [5, 0, 3])
     assert response.json()["meta"]["padded"] is True
-    assert response.json()["meta"]["lengths"] == [len(t) for t in response.json()["tokens"]]
+    meta, tokens = response.json()["meta"], response.json()["tokens"]
+    assert meta["lengths"] == [len(t) - t.count("[PAD]") for t in tokens]
 
 
 def test_float64_internals_match_transformers(compute):
@@ -78,7 +79,7 @@ def test_padding_does_not_change_real_tokens(compute):
     alone = compute.post({"text": "Hi there", "layer": "all", "include": ["weights", "output"]}).json()
     batch = compute.post({"text": BATCH, "layer": "all", "include": ["weights", "output"]}).json()
     n = len(alone["tokens"][0])
-    assert batch["tokens"][1] == alone["tokens"][0]
+    assert batch["tokens"][1][:n] == alone["tokens"][0]
     for single, padded in zip(alone["layers"], batch["layers"], strict=True):
         np.testing.assert_allclose(
             np.asarray(padded["weights"])[1, :, :n, :n], np.asarray(single["weights"])[0], atol=1e-5
@@ -97,7 +98,7 @@ def test_toy_mode_is_deterministic_and_splits_characters(compute):
     other = compute.post({**request, "weights": {"seed": 4}}).json()
     assert other["q"] != first["q"]
     words = compute.post({**request, "text": ["猫 吃 鱼", "猫 吃"]}).json()
-    assert words["tokens"] == [["猫", "吃", "鱼"], ["猫", "吃"]]
+    assert words["tokens"] == [["猫", "吃", "鱼"], ["猫", "吃", "[PAD]"]]
     # the same token has the same embedding in every position and text: identity weights expose it as Q
     identity = compute.post(
         {**request, "text": ["猫 吃 鱼", "鱼 猫"], "weights": {"init": "identity", "seed": 3}}
@@ -117,6 +118,8 @@ def test_too_long_text_is_refused_unless_truncation_is_asked(compute):
     cut = compute.post({"text": long_text, "layer": 0, "truncate": True, "include": ["weights"]})
     assert cut.status_code == 200
     assert len(cut.json()["tokens"][0]) == 512 and cut.json()["meta"]["truncated"] is True
+    short = compute.post({"text": "cat", "layer": 0, "truncate": True, "include": ["weights"]})
+    assert short.json()["meta"]["truncated"] is False  # asked, but nothing was cut
 
 
 @pytest.mark.parametrize(

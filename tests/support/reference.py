@@ -28,10 +28,8 @@ def reference(
         result = model(**encoded, output_attentions=True)
     for hook in hooks:
         hook.remove()
-    tokens = [
-        cast(list[str], tokenizer.convert_ids_to_tokens(ids[: int(n)]))
-        for ids, n in zip(encoded["input_ids"], encoded["attention_mask"].sum(1), strict=True)
-    ]
+    # one token per position, the padded ones included, as transformers' tokenizer pads the batch
+    tokens = [cast(list[str], tokenizer.convert_ids_to_tokens(ids)) for ids in encoded["input_ids"]]
     mask: torch.Tensor = encoded["attention_mask"].bool()
     return result.attentions, outputs, mask, tokens
 
@@ -43,6 +41,7 @@ def check_parity(response: Any, folder: Path, texts: list[str], layers: list[int
     body = response.json()
     attentions, outputs, mask, tokens = reference(folder, texts)
     assert body["tokens"] == tokens
+    assert body["meta"]["lengths"] == [int(n) for n in mask.sum(1)]
     assert [entry["layer"] for entry in body["layers"]] == layers
     real = mask.numpy()  # [batch, seq]
     for entry in body["layers"]:

@@ -30,9 +30,11 @@ _CUT_AT = (" ", "\n", "\t", "\r")  # whitespace for a BERT tokenizer: a token bo
 
 @dataclass(frozen=True)
 class Encoded:
-    tokens: list[list[str]]  # per text, without padding
+    tokens: list[list[str]]  # per text, padded with the tokenizer's pad token: one per tensor position
     input_ids: Int[Tensor, "batch pos"]
     attention_mask: Int[Tensor, "batch pos"]  # 1 = token, 0 = padding
+    lengths: list[int]  # per text, its tokens without the padding (after truncation)
+    truncated: bool  # whether a text was cut to the model's maximum length
 
 
 def readable_prefix(text: str, chars: int) -> str:
@@ -80,8 +82,10 @@ def tokenize(request: AttendRequest, model: LoadedModel, settings: Settings) -> 
     )
     check_sequence_sizes(settings, len(texts), encoded["input_ids"].shape[1])
     mask = encoded["attention_mask"]
-    tokens = [
-        tokenizer.convert_ids_to_tokens(ids[: int(n)].tolist())
-        for ids, n in zip(encoded["input_ids"], mask.sum(1), strict=True)
-    ]
-    return Encoded(tokens=tokens, input_ids=encoded["input_ids"], attention_mask=mask)
+    return Encoded(
+        tokens=[tokenizer.convert_ids_to_tokens(ids.tolist()) for ids in encoded["input_ids"]],
+        input_ids=encoded["input_ids"],
+        attention_mask=mask,
+        lengths=[int(n) for n in mask.sum(1)],
+        truncated=max(lengths) > model.max_length,
+    )

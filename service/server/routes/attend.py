@@ -13,13 +13,14 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from schemas.request import AttendRequest
-from schemas.response import AttendResponse, ErrorResponse, LimitError
+from schemas.response import AttendResponse
 from service.errors import LimitExceeded
 from service.protocol import MEDIA_TYPES, NDJSON, SAFETENSORS
 from service.server.accept import NotAcceptable, negotiate
 from service.server.compute_pool import Held
 from service.server.handlers import REFUSALS, ClientGone, json_response
 from service.server.openapi_examples import request_examples
+from service.server.routes.documented import UNAUTHORIZED, error_responses
 from service.server.security import require_api_key
 
 JSON = "application/json"
@@ -144,6 +145,7 @@ async def client_disconnected(request: Request) -> None:
     description="Q, K, V, the raw and scaled scores, the softmax weights, the per-head context and the "
     "output, each with all its axes (see `meta.axes`). The examples are the worked examples of the project, "
     "with exact expected values.",
+    operation_id="attend",
     response_class=Response,
     responses={
         200: {
@@ -158,24 +160,7 @@ async def client_disconnected(request: Request) -> None:
                 MEDIA_TYPES[NDJSON]: {"schema": {"type": "string"}},
             },
         },
-        413: {
-            "model": LimitError,
-            "description": "The request or the response it would produce is over a limit.",
-        },
-        422: {
-            "model": ErrorResponse,
-            "description": "Malformed input: the field, what was found, what was expected.",
-        },
-        401: {"description": "ATTENTION_API_KEYS is set and the X-API-Key header holds no valid key."},
-        503: {
-            "description": "Busy (every place taken: retry after Retry-After seconds), or the named model "
-            "cannot be served (e.g. its weights file fails its checksum)."
-        },
-        415: {"description": "The body is not declared as application/json (Content-Type)."},
-        406: {
-            "description": "The Accept header names no format the service produces; the detail lists them.",
-        },
-        504: {"description": "The request waited and computed longer than ATTENTION_REQUEST_TIMEOUT_S."},
+        **error_responses(UNAUTHORIZED, 406, 413, 415, 422, 503, 504),
     },
     openapi_extra={
         "requestBody": {

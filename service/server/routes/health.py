@@ -1,26 +1,62 @@
-"""Liveness and readiness for orchestrators and load balancers."""
+"""Liveness and readiness for orchestrators and load balancers (GET, and HEAD without a body)."""
+
+from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+
+from schemas.service_info import Health, Readiness
+from service.server.routes.documented import error_responses
 
 router = APIRouter(tags=["health"])
 
-
-@router.api_route("/healthz", methods=["GET", "HEAD"], summary="The process is alive")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+NOT_READY = "Still starting, or every compute process is being replaced."
+NO_BODY: dict[int | str, dict[str, Any]] = {200: {"description": "As GET, without a body."}}
 
 
-@router.api_route(
-    "/readyz",
-    methods=["GET", "HEAD"],
-    summary="The service is ready to compute",
-    responses={503: {"description": "Still starting, or every compute process is being replaced"}},
+@router.get("/healthz", operation_id="healthz", summary="The process is alive")
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.head(
+    "/healthz",
+    operation_id="healthz_head",
+    summary="The process is alive",
+    response_class=Response,
+    responses=NO_BODY,
 )
-async def readyz(request: Request) -> JSONResponse:
+async def healthz_head() -> Response:
+    return Response()
+
+
+def _readiness(request: Request) -> JSONResponse:
     state = request.app.state
     if not state.ready:
-        return JSONResponse({"status": "starting"}, status_code=503)
+        return JSONResponse({"detail": "starting: loading the models and warming up"}, status_code=503)
     if state.compute.up == 0:
-        return JSONResponse({"status": "replacing its compute processes"}, status_code=503)
-    return JSONResponse({"status": "ready", "device": state.device, "torch_version": state.torch_version})
+        return JSONResponse({"detail": "replacing its compute processes"}, status_code=503)
+    ready = Readiness(status="ready", device=state.device, torch_version=state.torch_version)
+    return JSONResponse(ready.model_dump())
+
+
+@router.get(
+    "/readyz",
+    operation_id="readyz",
+    summary="The service is ready to compute",
+    response_model=Readiness,
+    responses=error_responses(503, s503=NOT_READY),
+)
+async def readyz(request: Request) -> JSONResponse:
+    return _readiness(request)
+
+
+@router.head(
+    "/readyz",
+    operation_id="readyz_head",
+    summary="The service is ready to compute",
+    response_class=Response,
+    responses={**NO_BODY, 503: {"description": NOT_READY}},
+)
+async def readyz_head(request: Request) -> Response:
+    return Response(status_code=_readiness(request).status_code)

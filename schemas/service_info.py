@@ -1,0 +1,41 @@
+"""The answers of GET /healthz, GET /readyz and GET /models (their errors are schemas.response.ErrorBody)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = Field(description="The process is alive.")
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"] = Field(description="Every compute process is up: requests are computed.")
+    device: str = Field(description='Where the compute processes compute, e.g. "cpu" or "cuda:0".')
+    torch_version: str
+
+
+class ModelInfo(BaseModel):
+    """One model for `text`: a pretrained one from its config, or the toy mode. Sizes are null where the model
+    has none (the toy mode) or its config does not say."""
+
+    name: str = Field(description="The value of the request's `model`.")
+    toy: bool = Field(description="Whether this is the toy mode (seeded embeddings, the request's weights).")
+    loaded: bool = Field(description="Whether it is in memory (false: loaded on first use, or unreadable).")
+    layers: int | None = Field(None, description="Number of layers: `layer` takes 0 to layers - 1.")
+    heads: int | None = Field(None, description="Heads per layer (the only num_heads it takes).")
+    d_model: int | None = Field(None, description="Hidden size (toy mode: the default d_model).")
+    vocab_size: int | None = Field(None, description="Size of the tokenizer's vocabulary.")
+    max_length: int | None = Field(None, description="Most tokens per text, [CLS] and [SEP] included.")
+    load_seconds: float | None = Field(None, description="How long loading it took.")
+    parameter_bytes: int | None = Field(None, description="Bytes of its parameters in memory.")
+    error: str | None = Field(None, description="Why a model that is not loaded cannot be read.")
+    max_d_model: int | None = Field(None, description="Toy mode: the largest d_model a request may ask.")
+    about: str | None = Field(None, description="Toy mode: what it does.")
+
+
+class ModelList(BaseModel):
+    default: str = Field(description="The model of `text` when a request names none.")
+    models: list[ModelInfo]
