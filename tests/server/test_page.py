@@ -643,3 +643,50 @@ def test_the_safetensors_reader_gives_the_json_apis_values_in_float32_and_float1
                 wire,
                 name,
             )
+
+
+def test_each_layer_and_each_heads_internals_are_fetched_once_when_first_shown(page):
+    sent: list[tuple[str, dict]] = []
+    page.on(
+        "request",
+        lambda request: (
+            sent.append((request.headers.get("accept", ""), json.loads(request.post_data)))
+            if request.url.endswith("/attend")
+            else None
+        ),
+    )
+
+    def fetched_since(action) -> list[tuple]:
+        """What the page asked /attend for after `action`: (format, layer, include, heads) per request."""
+        del sent[:]
+        action()
+        settled(page)
+        return [
+            (accept.split("/")[-1], body.get("layer"), tuple(body["include"]), body.get("heads"))
+            for accept, body in sent
+        ]
+
+    weights = ("weights", "scaled_scores")
+    internals = ("q", "k", "v", "scores", "context", "output")
+    # 11 tokens: the step-through and the tables are shown, so head 0's internals follow the weights
+    assert fetched_since(lambda: run(page, SENTENCE)) == [
+        ("x-safetensors", 0, weights, None),
+        ("x-safetensors", 0, internals, [0]),
+    ]
+    assert fetched_since(lambda: page.select_option("#view-layer", "2")) == [
+        ("x-safetensors", 2, weights, None),
+        ("x-safetensors", 2, internals, [0]),
+    ]
+    assert fetched_since(lambda: page.select_option("#view-head", "3")) == [
+        ("x-safetensors", 2, internals, [3])
+    ]
+    assert fetched_since(lambda: page.select_option("#view-layer", "0")) == [
+        ("x-safetensors", 0, internals, [3])
+    ]
+    assert fetched_since(lambda: page.select_option("#view-head", "0")) == []  # all of it fetched before
+    assert fetched_since(lambda: page.select_option("#view-layer", "2")) == []
+    assert "[11, 32]" in page.locator("table[data-tensor='Q'] caption").inner_text()
+    with page.expect_download():
+        download = fetched_since(lambda: page.click("#download-json"))
+    everything = ("q", "k", "v", "scores", "scaled_scores", "weights", "context", "output")
+    assert download == [("json", "all", everything, None)]  # the whole answer, when asked for

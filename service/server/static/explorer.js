@@ -671,7 +671,8 @@ async function downloadJson() {
   button.disabled = true;
   try {
     const reply = await tracked(fetch("/attend", {
-      method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(state.run.body),
+      method: "POST", headers: { "content-type": "application/json", accept: "application/json" },
+      body: JSON.stringify(state.run.body),
     }));
     if (!reply.ok) throw new ApiRefusal(reply.status, await reply.json().catch(() => ({ detail: reply.statusText })));
     download("attention.json", await reply.blob());
