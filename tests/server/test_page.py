@@ -15,6 +15,7 @@ import shutil
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -646,7 +647,7 @@ def test_the_safetensors_reader_gives_the_json_apis_values_in_float32_and_float1
 
 
 def test_each_layer_and_each_heads_internals_are_fetched_once_when_first_shown(page):
-    sent: list[tuple[str, dict]] = []
+    sent: list[tuple[str, dict[str, Any]]] = []
     page.on(
         "request",
         lambda request: (
@@ -656,7 +657,7 @@ def test_each_layer_and_each_heads_internals_are_fetched_once_when_first_shown(p
         ),
     )
 
-    def fetched_since(action) -> list[tuple]:
+    def fetched_since(action) -> list[tuple[Any, ...]]:
         """What the page asked /attend for after `action`: (format, layer, include, heads) per request."""
         del sent[:]
         action()
