@@ -15,6 +15,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from schemas.axes import TENSOR_NAMES, TensorName
 from schemas.request_forms import (
@@ -276,9 +277,11 @@ class AttendRequest(BaseModel):
         for position, (before, index) in enumerate(itertools.pairwise(indexes or []), start=1):
             if index <= before:
                 found = "a repeat of" if index == before else "smaller than"
-                raise ValueError(
+                # its own error type: an order JSON Schema cannot state (tests/server/schemathesis/hooks.py)
+                raise PydanticCustomError(
+                    "indexes_not_sorted",
                     f"found {info.field_name}[{position}] = {index}, {found} {info.field_name}"
-                    f"[{position - 1}] = {before}; expected sorted, distinct indexes"
+                    f"[{position - 1}] = {before}; expected sorted, distinct indexes",
                 )
         return indexes
 
