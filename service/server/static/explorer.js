@@ -7,10 +7,13 @@ import {
   cellImage, drawFigure, drawHeatmap, drawLegend, drawLinks, hasMasked, heatmapLayout, largestOf, linkRowAt,
 } from "./drawing.js";
 import { withText } from "./png-text.js";
+import { readSafetensors } from "./safetensors.js";
 
 const $ = (id) => document.getElementById(id);
 const state = {
-  models: [], response: null, raw: "", request: null, view: null,
+  models: [], response: null, request: null, view: null,
+  run: null,                   // the current run: its request, and what has been fetched of its answer
+  busy: 0,                     // fetches under way
   cell: { query: 0, key: 0 },  // the cell worked out step by step (picked by a click)
   hover: null,                 // the heatmap cell under the pointer
   pinned: null,                // the clicked cell: focused while the pointer is elsewhere
@@ -32,7 +35,7 @@ function isToy() {
 }
 
 function buildRequest() {
-  const body = { include: ["q", "k", "v", "scores", "scaled_scores", "weights", "context", "output"] };
+  const body = { include: [...ALL_TENSORS] };
   if (mode() === "text") {
     const lines = $("text").value.split("\n").map((line) => line.trim()).filter((line) => line.length > 0);
     body.text = lines.length === 1 ? lines[0] : lines.length === 0 ? "" : lines;
@@ -108,11 +111,95 @@ function showApiError(status, payload) {
   }
 }
 
-// ---- reading the response: the answer's layers, tokens and weights of one batch item ------------------------
+// ---- reading the response: fetched in parts, as safetensors, and cached for the run ---------------------------
+// A run fetches only what is drawn: first the weights (and the scaled scores, whose -inf marks masked cells) of
+// the selected layer for all heads; another layer when it is picked; the other internals of one head (Q, K, V,
+// scores, context, output) when the step-through or the tables show them. Tensors are {shape, data} with the
+// API's axes: weights [batch, head, query, key]; the internals of one head carry a head axis of 1.
 
-function layersOf(response) {
-  if (Array.isArray(response.layers)) return response.layers;
-  return [{ layer: 0, ...response }];
+const SAFETENSORS = "application/x-safetensors";
+const LAYER_TENSORS = ["weights", "scaled_scores"];
+const HEAD_TENSORS = ["q", "k", "v", "scores", "context", "output"];
+const ALL_TENSORS = ["q", "k", "v", "scores", "scaled_scores", "weights", "context", "output"];
+
+// the layers a request covers: [null] without a pretrained model (tensors at the top level), else their indexes
+function layerKeysOf(body) {
+  const model = state.models.find((entry) => entry.name === body.model);
+  if (!("model" in body) || (model && model.toy)) return [null];
+  if (Number.isInteger(body.layer)) return [body.layer];
+  if (Array.isArray(body.layer)) return body.layer;
+  return Array.from({ length: model && model.layers ? model.layers : 1 }, (_, index) => index);
+}
+
+class ApiRefusal extends Error {
+  constructor(status, payload) {
+    super(`HTTP ${status}`);
+    Object.assign(this, { status, payload });
+  }
+}
+
+// POST /attend for `include` of one layer (and one head), read as safetensors: { meta, tokens, tensors, bytes }
+async function fetchTensors(run, layerKey, include, head) {
+  const body = { ...run.body, include };
+  if (layerKey !== null) body.layer = layerKey;
+  if (head !== undefined) body.heads = [head];
+  const reply = await fetch("/attend", {
+    method: "POST", headers: { "content-type": "application/json", accept: SAFETENSORS }, body: JSON.stringify(body),
+  });
+  if (!reply.ok) {
+    const text = await reply.text();
+    let payload;
+    try { payload = JSON.parse(text); } catch { payload = { detail: text }; }
+    throw new ApiRefusal(reply.status, payload);
+  }
+  const buffer = await reply.arrayBuffer();
+  const { metadata, tensors } = readSafetensors(buffer);
+  const prefix = layerKey === null ? "" : `layers.${layerKey}.`;
+  const named = Object.fromEntries(include.map((name) => [name, tensors[prefix + name]]));
+  const tokens = metadata.tokens ? JSON.parse(metadata.tokens) : null;
+  return { meta: JSON.parse(metadata.meta), tokens, tensors: named, bytes: buffer.byteLength };
+}
+
+// the weights of layer `index` of the run (all heads), fetched once
+function layerData(run, index) {
+  if (!run.layers.has(index)) {
+    const key = run.layerKeys[index];
+    const loading = fetchTensors(run, key, LAYER_TENSORS).then((answer) => {
+      const layer = { layer: key ?? 0, ...answer.tensors };
+      run.loaded.set(index, layer);
+      return layer;
+    }, (problem) => {
+      run.layers.delete(index);  // asked again next time
+      throw problem;
+    });
+    run.layers.set(index, tracked(loading));
+  }
+  return run.layers.get(index);
+}
+
+// the other internals of one head of layer `index`, fetched once
+function headData(run, index, head) {
+  const key = `${index}/${head}`;
+  if (!run.heads.has(key)) {
+    const loading = fetchTensors(run, run.layerKeys[index], HEAD_TENSORS, head).then((answer) => answer.tensors, (problem) => {
+      run.heads.delete(key);  // asked again next time
+      throw problem;
+    });
+    run.heads.set(key, tracked(loading));
+  }
+  return run.heads.get(key);
+}
+
+// promises the page is waiting for: #results carries data-busy while there are any (the tests wait on it)
+function tracked(promise) {
+  state.busy += 1;
+  $("results").dataset.busy = "true";
+  const done = () => {
+    state.busy -= 1;
+    if (state.busy === 0) delete $("results").dataset.busy;
+  };
+  promise.then(done, done);
+  return promise;
 }
 
 function tokensOf(response, batch) {
@@ -126,25 +213,38 @@ function keyTokensOf(response, batch) {
   return Array.from({ length: response.meta.seq_kv }, (_, index) => `k${index}`);
 }
 
-function headCountOf(layer, batch) {
-  return layer.weights[batch].length;
+function headCountOf(layer) {
+  return layer.weights.shape[1];
+}
+
+// the [rows][cols] matrix of a [batch, head, rows, cols] tensor at (batch, head), as flat values and row length
+function planeOf(tensor, batch, head) {
+  const [, heads, rows, cols] = tensor.shape;
+  const size = rows * cols;
+  return { values: tensor.data.subarray((batch * heads + head) * size, (batch * heads + head + 1) * size), cols };
+}
+
+// the first `rows` rows of one batch item (and head) of a tensor as plain arrays, for tables and the steps
+function rowsOf(tensor, batch, head, rows = Infinity) {
+  const { values, cols } = tensor.shape.length === 4 ? planeOf(tensor, batch, head)
+    : { values: tensor.data.subarray(batch * tensor.shape[1] * tensor.shape[2], (batch + 1) * tensor.shape[1] * tensor.shape[2]), cols: tensor.shape[2] };
+  const count = Math.min(rows, values.length / cols);
+  return Array.from({ length: count }, (_, i) => Array.from(values.subarray(i * cols, (i + 1) * cols)));
 }
 
 // The [query][key] weights of one batch item and head, or their mean over the heads, trimmed to the real
-// tokens, as a Matrix (drawing.js); masked entries (null in scaled_scores) are NaN
+// tokens, as a Matrix (drawing.js); masked entries (-inf in scaled_scores) are NaN
 function weightMatrix(layer, batch, head, rows, cols) {
-  const heads = head === AVERAGE ? Array.from({ length: headCountOf(layer, batch) }, (_, h) => h) : [head];
+  const heads = head === AVERAGE ? Array.from({ length: headCountOf(layer) }, (_, h) => h) : [head];
   const values = new Float32Array(rows * cols);
   const maskedIn = new Uint16Array(rows * cols);
   for (const h of heads) {
-    const weights = layer.weights[batch][h];
-    const scaled = layer.scaled_scores ? layer.scaled_scores[batch][h] : null;
+    const weights = planeOf(layer.weights, batch, h), scaled = planeOf(layer.scaled_scores, batch, h);
+    const width = weights.cols;
     for (let i = 0; i < rows; i++) {
-      const row = weights[i], scaledRow = scaled ? scaled[i] : null;
       for (let j = 0; j < cols; j++) {
-        const weight = row[j];
-        if (weight === null || (scaledRow && scaledRow[j] === null)) maskedIn[i * cols + j] += 1;
-        else values[i * cols + j] += weight;
+        if (scaled.values[i * width + j] === -Infinity) maskedIn[i * cols + j] += 1;
+        else values[i * cols + j] += weights.values[i * width + j];
       }
     }
   }
@@ -154,10 +254,6 @@ function weightMatrix(layer, batch, head, rows, cols) {
   return { rows, cols, values };
 }
 
-function headTensor(layer, name, batch, head) {
-  return layer[name][batch][head];
-}
-
 // ---- tables and the step-through (HTML) ---------------------------------------------------------------------
 
 function plural(count, noun) {
@@ -165,7 +261,7 @@ function plural(count, noun) {
 }
 
 function fmt(value, digits = 4) {
-  if (value === null || value === undefined || Number.isNaN(value)) return "−∞";
+  if (value === null || value === undefined || value === -Infinity || Number.isNaN(value)) return "−∞";
   return Number(value).toFixed(digits);
 }
 
@@ -189,42 +285,54 @@ function renderTables(view) {
     $("tables").replaceChildren();
     return;
   }
-  const head = view.head === AVERAGE ? 0 : view.head;
-  const layer = view.layer;
+  const internals = view.internals;
+  if (!internals) {
+    section.dataset.built = "false";
+    $("tables").innerHTML = `<p>Fetching the tensors of head ${headOf(view)}…</p>`;
+    return;
+  }
   const note = view.head === AVERAGE ? "<p>Showing head 0 (pick a head to see its tensors).</p>" : "";
   const parts = [note];
   const dims = (name) => (j) => `${name}${j}`;
   for (const [name, rows, labels] of [["q", view.rows, view.queries], ["k", view.cols, view.keys], ["v", view.cols, view.keys]]) {
-    const data = headTensor(layer, name, view.batch, head).slice(0, rows);
+    const data = rowsOf(internals[name], view.batch, 0, rows);
     parts.push(table(name.toUpperCase(), [data.length, data[0].length], data, labels, dims("d")));
   }
-  const scores = headTensor(layer, "scores", view.batch, head).slice(0, view.rows).map((row) => row.slice(0, view.cols));
+  const scores = rowsOf(internals.scores, view.batch, 0, view.rows).map((row) => row.slice(0, view.cols));
   parts.push(table("scores", [scores.length, view.cols], scores, view.queries, (j) => escapeHtml(view.keys[j])));
-  const output = layer.output[view.batch].slice(0, view.rows);
+  const output = rowsOf(internals.output, view.batch, 0, view.rows);
   parts.push(table("output (all heads)", [output.length, output[0].length], output, view.queries, dims("o")));
   $("tables").innerHTML = parts.join("");
 }
 
+function stepsShown(view) {
+  return view.rows <= 24 && view.cols <= 24;
+}
+
 function renderSteps(view) {
   const steps = $("steps");
-  if (view.rows > 24 || view.cols > 24) {
+  if (!stepsShown(view)) {
     steps.innerHTML = "<p>The step-through is for small inputs (up to 24 tokens).</p>";
     return;
   }
-  const head = view.head === AVERAGE ? 0 : view.head;
-  const layer = view.layer;
+  const internals = view.internals;
+  if (!internals) {
+    steps.innerHTML = `<p>Fetching the tensors of head ${headOf(view)}…</p>`;
+    return;
+  }
+  const head = headOf(view);
   const query = Math.min(state.cell.query, view.rows - 1), key = Math.min(state.cell.key, view.cols - 1);
-  const q = headTensor(layer, "q", view.batch, head)[query], k = headTensor(layer, "k", view.batch, head)[key];
+  const q = rowsOf(internals.q, view.batch, 0)[query], k = rowsOf(internals.k, view.batch, 0)[key];
   const scale = view.response.meta.scale;
-  const scaledRow = headTensor(layer, "scaled_scores", view.batch, head)[query].slice(0, view.cols);
+  const scaledRow = rowsOf(view.layer.scaled_scores, view.batch, head)[query].slice(0, view.cols);
   const dot = q.reduce((sum, value, d) => sum + value * k[d], 0);
-  const finite = scaledRow.filter((value) => value !== null);
+  const finite = scaledRow.filter((value) => value !== -Infinity);
   const top = Math.max(...finite);
   const denominator = finite.reduce((sum, value) => sum + Math.exp(value - top), 0);
   const scaled = scaledRow[key];
-  const weight = scaled === null ? 0 : Math.exp(scaled - top) / denominator;
-  const weights = headTensor(layer, "weights", view.batch, head)[query].slice(0, view.cols);
-  const v = headTensor(layer, "v", view.batch, head);
+  const weight = scaled === -Infinity ? 0 : Math.exp(scaled - top) / denominator;
+  const weights = rowsOf(view.layer.weights, view.batch, head)[query].slice(0, view.cols);
+  const v = rowsOf(internals.v, view.batch, 0);
   const context0 = weights.reduce((sum, w, j) => sum + w * v[j][0], 0);
   const terms = q.slice(0, 6).map((value, d) => `${fmt(value, 3)}×${fmt(k[d], 3)}`).join(" + ");
   const options = (labels, selected) => labels.map((label, i) => `<option value="${i}"${i === selected ? " selected" : ""}>${i}: ${escapeHtml(label)}</option>`).join("");
@@ -235,12 +343,12 @@ function renderSteps(view) {
     <div class="step" data-step="project"><b>1. Project</b> q = x W<sub>q</sub> + b<sub>q</sub> = [${q.slice(0, 8).map((x) => fmt(x, 3)).join(", ")}${q.length > 8 ? ", …" : ""}],
       k = x W<sub>k</sub> + b<sub>k</sub> = [${k.slice(0, 8).map((x) => fmt(x, 3)).join(", ")}${k.length > 8 ? ", …" : ""}]</div>
     <div class="step" data-step="scores"><b>2. Score</b> <code class="math">q·k = ${terms}${q.length > 6 ? " + …" : ""} = ${fmt(dot)}</code>
-      (service: ${fmt(headTensor(layer, "scores", view.batch, head)[query][key])})</div>
-    <div class="step" data-step="scale"><b>3. Scale</b> <code class="math">${fmt(dot)} × ${fmt(scale, 6)} = ${scaled === null ? "masked (−∞)" : fmt(dot * scale)}</code></div>
-    <div class="step" data-step="softmax"><b>4. Softmax</b> <code class="math">exp(${fmt(scaled)} − ${fmt(top)}) / Σ<sub>j</sub> exp(s<sub>j</sub> − ${fmt(top)}) = ${fmt(Math.exp((scaled ?? -Infinity) - top))} / ${fmt(denominator)} = ${fmt(weight)}</code>
+      (service: ${fmt(rowsOf(internals.scores, view.batch, 0)[query][key])})</div>
+    <div class="step" data-step="scale"><b>3. Scale</b> <code class="math">${fmt(dot)} × ${fmt(scale, 6)} = ${scaled === -Infinity ? "masked (−∞)" : fmt(dot * scale)}</code></div>
+    <div class="step" data-step="softmax"><b>4. Softmax</b> <code class="math">exp(${fmt(scaled)} − ${fmt(top)}) / Σ<sub>j</sub> exp(s<sub>j</sub> − ${fmt(top)}) = ${fmt(Math.exp(scaled - top))} / ${fmt(denominator)} = ${fmt(weight)}</code>
       (service: <span id="step-weight">${fmt(weights[key])}</span>)</div>
     <div class="step" data-step="sum"><b>5. Weighted sum</b> <code class="math">context[0] = Σ<sub>j</sub> w<sub>j</sub> v<sub>j</sub>[0] = ${weights.slice(0, 4).map((w, j) => `${fmt(w, 3)}×${fmt(v[j][0], 3)}`).join(" + ")}${weights.length > 4 ? " + …" : ""} = ${fmt(context0)}</code>
-      (service: ${fmt(headTensor(layer, "context", view.batch, head)[query][0])})</div>`;
+      (service: ${fmt(rowsOf(internals.context, view.batch, 0)[query][0])})</div>`;
   const pick = (axis) => (event) => {
     state.cell[axis] = Number(event.target.value);
     state.pinned = { ...state.cell };
@@ -253,11 +361,12 @@ function renderSteps(view) {
 
 // ---- the view: what is selected, and its pictures -----------------------------------------------------------
 
+// the selection, with the data of its layer (null while that is being fetched) and of its head (if fetched)
 function currentView() {
   const response = state.response;
-  const layers = layersOf(response);
   const layerIndex = Number($("view-layer").value);
-  const layer = layers[layerIndex];
+  const layer = state.run.loaded.get(layerIndex);
+  if (!layer) return null;
   const batch = Number($("view-batch").value);
   const headValue = $("view-head").value;
   const head = headValue === AVERAGE ? AVERAGE : Number(headValue);
@@ -266,7 +375,44 @@ function currentView() {
   const cols = lengths ? lengths[batch] : response.meta.seq_kv;
   const queries = tokensOf(response, batch).slice(0, rows);
   const keys = keyTokensOf(response, batch).slice(0, cols);
-  return { response, layerIndex, layer, batch, head, rows, cols, queries, keys };
+  const internals = state.run.internals.get(`${layerIndex}/${head === AVERAGE ? 0 : head}`);
+  return { response, layerIndex, layer, internals, batch, head, rows, cols, queries, keys };
+}
+
+// the head whose internals are shown: the selected one, or head 0 for the average
+function headOf(view) {
+  return view.head === AVERAGE ? 0 : view.head;
+}
+
+// the selected layer drawn, once its weights are here (fetched on first sight)
+function show() {
+  const run = state.run, index = Number($("view-layer").value);
+  if (run.loaded.has(index)) {
+    render();
+    return;
+  }
+  $("meta-line").textContent = `fetching layer ${run.layerKeys[index]}…`;
+  layerData(run, index).then(() => {
+    if (state.run === run && Number($("view-layer").value) === index) render();
+  }, (problem) => {
+    if (state.run === run) showFetchProblem(problem);
+  });
+}
+
+// the internals of the view's head, fetched when the step-through or the tables show them, then drawn
+function fetchInternals(view) {
+  if (view.internals || !(stepsShown(view) || $("tables-section").open)) return;
+  const run = state.run, head = headOf(view), key = `${view.layerIndex}/${head}`;
+  headData(run, view.layerIndex, head).then((tensors) => {
+    run.internals.set(key, tensors);
+    const now = state.view;
+    if (state.run !== run || !now || `${now.layerIndex}/${headOf(now)}` !== key) return;
+    now.internals = tensors;
+    renderTables(now);
+    renderSteps(now);
+  }, (problem) => {
+    if (state.run === run) showFetchProblem(problem);
+  });
 }
 
 // the weights of one head (or their average) of the view's layer and batch item, read once per response
@@ -285,12 +431,14 @@ function scaleMaxOf(matrix) {
 }
 
 function headText(view) {
-  return view.head === AVERAGE ? `average of ${plural(headCountOf(view.layer, view.batch), "head")}` : `head ${view.head}`;
+  return view.head === AVERAGE ? `average of ${plural(headCountOf(view.layer), "head")}` : `head ${view.head}`;
 }
 
 function render() {
   const started = performance.now();
-  const view = (state.view = currentView());
+  const view = currentView();
+  if (!view) return;
+  state.view = view;
   view.matrix = matrixOf(view, view.head);
   state.hover = null;
   state.linkQuery = null;
@@ -298,11 +446,13 @@ function render() {
   drawPictures(view);
   renderTables(view);
   renderSteps(view);
+  fetchInternals(view);
   const meta = view.response.meta;
   $("meta-line").textContent = `${meta.model ? `model ${meta.model}, ` : ""}layer ${view.layer.layer}, ${headText(view)}; `
     + `${plural(meta.num_heads, "head")} of d_k ${meta.d_k}; scale ${fmt(meta.scale, 6)}; ${meta.dtype} on ${meta.device}; `
     + `${meta.elapsed_ms} ms in the service, drawn in ${(performance.now() - started).toFixed(0)} ms`;
   $("results").dataset.renderMs = (performance.now() - started).toFixed(1);
+  $("results").dataset.drawnAt = String(performance.now());  // when it was drawn (the tests time runs by it)
 }
 
 // the heatmap, its legend, the links and the small multiples of the view (no tables)
@@ -343,7 +493,7 @@ function drawFocused(view) {
 function renderGrid(view) {
   const grid = $("grid");
   grid.replaceChildren();
-  for (let h = 0; h < headCountOf(view.layer, view.batch); h++) {
+  for (let h = 0; h < headCountOf(view.layer); h++) {
     const matrix = matrixOf(view, h);
     const scaleMax = scaleMaxOf(matrix);
     const figure = document.createElement("figure");
@@ -448,8 +598,8 @@ function showResponse(response) {
   state.matrices.clear();
   state.pinned = null;
   state.cell = { query: 0, key: 0 };
-  const layers = layersOf(response);
-  fillSelect($("view-layer"), layers.map((_, index) => index), (index) => `layer ${layers[index].layer}`);
+  const keys = state.run.layerKeys;
+  fillSelect($("view-layer"), keys.map((_, index) => index), (index) => `layer ${keys[index] ?? 0}`);
   const batch = response.meta.batch;
   fillSelect($("view-batch"), Array.from({ length: batch }, (_, b) => b), (b) => (response.tokens ? tokensOf(response, b).slice(0, response.meta.lengths ? response.meta.lengths[b] : undefined).join(" ").slice(0, 40) : `item ${b}`));
   $("view-batch").parentElement.hidden = batch === 1;
@@ -473,6 +623,17 @@ function showFailure(statusText) {
   $("stale-note").hidden = state.response === null;
 }
 
+// a refused or failed fetch: the message next to its field, the status says so
+function showFetchProblem(problem) {
+  if (problem instanceof ApiRefusal) {
+    showApiError(problem.status, problem.payload);
+    showFailure(`refused (HTTP ${problem.status}): see the message in red`);
+  } else {
+    showError("general", `the service could not be reached or its answer not read: ${problem.message}`);
+    showFailure("failed: the service could not be reached");
+  }
+}
+
 async function run(event) {
   event.preventDefault();
   clearErrors();
@@ -487,25 +648,38 @@ async function run(event) {
   }
   $("run").disabled = true;
   $("status").textContent = "computing…";
+  const run = { body, layerKeys: layerKeysOf(body), layers: new Map(), loaded: new Map(), heads: new Map(), internals: new Map() };
   try {
-    const reply = await fetch("/attend", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
-    const text = await reply.text();
-    let payload;
-    try { payload = JSON.parse(text); } catch { payload = { detail: text }; }
-    if (!reply.ok) {
-      showApiError(reply.status, payload);
-      showFailure(`refused (HTTP ${reply.status}): see the message in red`);
-      return;
-    }
-    state.raw = text;
+    const first = await tracked(fetchTensors(run, run.layerKeys[0], LAYER_TENSORS));
+    const layer = { layer: run.layerKeys[0] ?? 0, ...first.tensors };
+    run.loaded.set(0, layer);
+    run.layers.set(0, Promise.resolve(layer));
+    state.run = run;
     state.request = body;
-    $("status").textContent = `${(text.length / 1024).toFixed(0)} kB in ${payload.meta.elapsed_ms} ms`;
-    showResponse(payload);
-  } catch (error) {
-    showError("general", `the service could not be reached: ${error.message}`);
-    showFailure("failed: the service could not be reached");
+    $("status").textContent = `${(first.bytes / 1024).toFixed(0)} kB in ${first.meta.elapsed_ms} ms`;
+    showResponse({ meta: first.meta, tokens: first.tokens });
+  } catch (problem) {
+    showFetchProblem(problem);
   } finally {
     $("run").disabled = false;
+  }
+}
+
+// the whole answer of the run's request as JSON, fetched when asked for
+async function downloadJson() {
+  const button = $("download-json");
+  button.disabled = true;
+  try {
+    const reply = await tracked(fetch("/attend", {
+      method: "POST", headers: { "content-type": "application/json", accept: "application/json" },
+      body: JSON.stringify(state.run.body),
+    }));
+    if (!reply.ok) throw new ApiRefusal(reply.status, await reply.json().catch(() => ({ detail: reply.statusText })));
+    download("attention.json", await reply.blob());
+  } catch (problem) {
+    showFetchProblem(problem);
+  } finally {
+    button.disabled = false;
   }
 }
 
@@ -524,7 +698,7 @@ function figureTitle(view) {
   const meta = view.response.meta;
   const what = [meta.model === "toy" ? `toy model (d_model ${meta.d_model}, seed ${meta.seed})`
     : meta.model ? meta.model : "explicit embeddings"];
-  if (Array.isArray(view.response.layers)) what.push(`layer ${view.layer.layer}`);
+  if (state.run.layerKeys[0] !== null) what.push(`layer ${view.layer.layer}`);
   what.push(headText(view));
   const colours = sharedScale() ? "colours 0 to 1" : `colours 0 to ${fmt(view.scaleMax)}`;
   const text = state.request && state.request.text;
@@ -588,7 +762,7 @@ function init() {
   $("attend-form").addEventListener("submit", run);
   document.querySelectorAll("input[name=mode]").forEach((input) => input.addEventListener("change", syncForm));
   $("model").addEventListener("change", syncForm);
-  for (const id of ["view-layer", "view-head", "view-batch"]) $(id).addEventListener("change", render);
+  for (const id of ["view-layer", "view-head", "view-batch"]) $(id).addEventListener("change", show);
   $("shared-scale").addEventListener("change", redrawPictures);
   $("link-count").addEventListener("change", redrawLinks);
   $("link-min").addEventListener("input", redrawLinks);
@@ -597,10 +771,13 @@ function init() {
   $("heatmap").addEventListener("click", onHeatmapClick);
   $("links").addEventListener("pointermove", onLinksPointer);
   $("links").addEventListener("pointerleave", onLinksLeave);
-  $("download-json").addEventListener("click", () => download("attention.json", new Blob([state.raw], { type: "application/json" })));
+  $("download-json").addEventListener("click", downloadJson);
   $("download-png").addEventListener("click", downloadPng);
   $("tables-section").addEventListener("toggle", () => {
-    if (state.view && $("tables-section").open && $("tables-section").dataset.built !== "true") renderTables(state.view);
+    if (state.view && $("tables-section").open && $("tables-section").dataset.built !== "true") {
+      renderTables(state.view);
+      fetchInternals(state.view);
+    }
   });
   loadModels();
 }
