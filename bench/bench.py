@@ -88,7 +88,7 @@ def scenarios() -> dict[str, dict[str, Any]]:
             "layer": "all",
         },
         STREAM_512: {"text": " ".join(["word"] * 510), "layer": "all", "include": ["weights"]},
-        "e) Llama-family decoder (6 layers, d_model 384, 12 heads, 4 kv heads), 12 tokens, all layers, "
+        "f) Llama-family decoder (6 layers, d_model 384, 12 heads, 4 kv heads), 12 tokens, all layers, "
         "weights only": {"text": SENTENCE, "model": MODEL_NAME, "layer": "all", "include": ["weights"]},
     }
 
