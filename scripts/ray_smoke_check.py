@@ -71,7 +71,9 @@ def replicas(dashboard: str) -> list[dict[str, Any]]:
     """The deployment's replicas as Serve's REST API reports them (state, replica_id, node_id, pid)."""
     answer = httpx.get(f"{dashboard}/api/serve/applications/", timeout=10).json()
     app = answer["applications"].get(APP)
-    return [] if app is None else app["deployments"][APP]["replicas"]
+    # while the application deploys, Serve may list it before its deployment
+    deployment = {} if app is None else app.get("deployments", {}).get(APP, {})
+    return list(deployment.get("replicas", []))
 
 
 def wait_for(what: str, seconds: float, probe: Any) -> Any:
