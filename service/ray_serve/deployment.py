@@ -27,7 +27,7 @@ def build_replica_app() -> FastAPI:
     """Runs in each replica as it starts: the app, with this replica's identity and torch threads."""
     settings = Settings()
     if settings.torch_threads is None:
-        assigned: float = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)  # type: ignore[no-untyped-call]
+        assigned: float = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         settings = settings.model_copy(update={"torch_threads": torch_threads(assigned)})
     identity = ReplicaIdentity(
         replica=serve.get_replica_context().replica_id.unique_id,
@@ -58,5 +58,6 @@ def build(args: dict[str, Any]) -> Application:
             "and Serve options under deployments:"
         )
     # @serve.deployment made the class a Deployment, which mypy does not know
-    application: Application = AttentionReplica.options(**deployment_options(Settings())).bind()  # type: ignore[attr-defined]
+    deployment: Any = AttentionReplica
+    application: Application = deployment.options(**deployment_options(Settings())).bind()
     return application
