@@ -217,6 +217,7 @@ export function drawLegend(canvas, scaleMax, { masked = false } = {}) {
   }
   Object.assign(canvas.dataset, {
     max: String(scaleMax), barLeft: left, barTop: top, barWidth: width, barHeight: height,
+    maskedLeft: masked ? left + width + 16 : "", maskedTop: masked ? top : "", maskedSize: masked ? height : "",
   });
 }
 

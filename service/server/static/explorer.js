@@ -6,8 +6,10 @@
 import {
   cellImage, drawFigure, drawHeatmap, drawLegend, drawLinks, hasMasked, heatmapLayout, largestOf, linkRowAt,
 } from "./drawing.js";
+import { kvSharing, maskCaption, modelLabel, modelSummary } from "./describe.js";
 import { withText } from "./png-text.js";
 import { readSafetensors } from "./safetensors.js";
+import { readableTokens } from "./tokens.js";
 
 const $ = (id) => document.getElementById(id);
 const state = {
@@ -29,8 +31,11 @@ const TABLES_OPEN_UP_TO = 48;  // tokens; larger inputs start with the tensor ta
 // ---- the request -------------------------------------------------------------------------------------------
 
 function mode() { return document.querySelector("input[name=mode]:checked").value; }
+function selectedModel() {
+  return state.models.find((entry) => entry.name === $("model").value);
+}
 function isToy() {
-  const model = state.models.find((entry) => entry.name === $("model").value);
+  const model = selectedModel();
   return model ? model.toy === true : $("model").value === "toy";
 }
 
@@ -114,12 +119,15 @@ function showApiError(status, payload) {
 // ---- reading the response: fetched in parts, as safetensors, and cached for the run ---------------------------
 // A run fetches only what is drawn: first the weights (and the scaled scores, whose -inf marks masked cells) of
 // the selected layer for all heads; another layer when it is picked; the other internals of one head (Q, K, V,
-// scores, context, output) when the step-through or the tables show them. Tensors are {shape, data} with the
-// API's axes: weights [batch, head, query, key]; the internals of one head carry a head axis of 1.
+// scores, context, output) when the step-through or the tables show them, and a rotary model's q and k before the
+// rotation when asked for. Tensors are {shape, data} with the API's axes: weights [batch, head, query, key]; the
+// internals of one head carry a head axis of 1, except k and v under grouped-query attention: their kv_head axis
+// is never cut by `heads`, so the head's own is picked by meta.kv_head_of.
 
 const SAFETENSORS = "application/x-safetensors";
 const LAYER_TENSORS = ["weights", "scaled_scores"];
 const HEAD_TENSORS = ["q", "k", "v", "scores", "context", "output"];
+const PRE_ROTARY_TENSORS = ["q_pre_rotary", "k_pre_rotary"];
 const ALL_TENSORS = ["q", "k", "v", "scores", "scaled_scores", "weights", "context", "output"];
 
 // the layers a request covers: [null] without a pretrained model (tensors at the top level), else their indexes
@@ -165,7 +173,7 @@ function layerData(run, index) {
   if (!run.layers.has(index)) {
     const key = run.layerKeys[index];
     const loading = fetchTensors(run, key, LAYER_TENSORS).then((answer) => {
-      const layer = { layer: key ?? 0, ...answer.tensors };
+      const layer = layerOf(key, answer);
       run.loaded.set(index, layer);
       return layer;
     }, (problem) => {
@@ -177,11 +185,20 @@ function layerData(run, index) {
   return run.layers.get(index);
 }
 
-// the other internals of one head of layer `index`, fetched once
-function headData(run, index, head) {
-  const key = `${index}/${head}`;
+// one layer's answer: its index, its meta (its window), its tensors
+function layerOf(key, answer) {
+  return { layer: key ?? 0, meta: answer.meta, ...answer.tensors };
+}
+
+// `names` of one head of layer `index`, fetched once; with `kvHead`, where k and v are read (0: the one head
+// returned, or under grouped-query attention the head's kv head)
+function headData(run, index, head, names = HEAD_TENSORS, kind = "internals") {
+  const key = `${index}/${head}/${kind}`;
   if (!run.heads.has(key)) {
-    const loading = fetchTensors(run, run.layerKeys[index], HEAD_TENSORS, head).then((answer) => answer.tensors, (problem) => {
+    const loading = fetchTensors(run, run.layerKeys[index], names, head).then((answer) => {
+      const kvHeadOf = answer.meta.kv_head_of;
+      return { ...answer.tensors, kvHead: kvHeadOf ? kvHeadOf[head] : 0 };
+    }, (problem) => {
       run.heads.delete(key);  // asked again next time
       throw problem;
     });
@@ -202,14 +219,15 @@ function tracked(promise) {
   return promise;
 }
 
+// the tokens as shown (byte-level ones readable: tokens.js); response.tokens holds them as the API gives them
 function tokensOf(response, batch) {
-  if (response.tokens) return response.tokens[batch];
+  if (response.labels) return response.labels[batch];
   const seq = response.meta.seq;
   return Array.from({ length: seq }, (_, index) => `x${index}`);
 }
 
 function keyTokensOf(response, batch) {
-  if (response.tokens) return response.tokens[batch];
+  if (response.labels) return response.labels[batch];
   return Array.from({ length: response.meta.seq_kv }, (_, index) => `k${index}`);
 }
 
@@ -265,11 +283,13 @@ function fmt(value, digits = 4) {
   return Number(value).toFixed(digits);
 }
 
-function table(title, shape, rows, rowLabels, colLabel) {
+// a table of `rows`; its data-tensor is `tensor` (default the title), `note` follows the title in the caption
+function table(title, shape, rows, rowLabels, colLabel, { tensor = title, note = "" } = {}) {
   const width = rows.length ? rows[0].length : 0;
   const head = `<tr><th></th>${Array.from({ length: width }, (_, j) => `<th>${colLabel(j)}</th>`).join("")}</tr>`;
   const body = rows.map((row, i) => `<tr><th>${escapeHtml(rowLabels[i])}</th>${row.map((v) => `<td>${fmt(v)}</td>`).join("")}</tr>`);
-  return `<div class="table-wrap"><table data-tensor="${title}"><caption>${title} <small>[${shape.join(", ")}]</small></caption>${head}${body.join("")}</table></div>`;
+  const caption = `${title}${note ? ` ${escapeHtml(note)}` : ""} <small>[${shape.join(", ")}]</small>`;
+  return `<div class="table-wrap"><table data-tensor="${tensor}"><caption>${caption}</caption>${head}${body.join("")}</table></div>`;
 }
 
 function escapeHtml(text) {
@@ -294,9 +314,24 @@ function renderTables(view) {
   const note = view.head === AVERAGE ? "<p>Showing head 0 (pick a head to see its tensors).</p>" : "";
   const parts = [note];
   const dims = (name) => (j) => `${name}${j}`;
+  const kvNote = view.response.meta.kv_head_of ? `of kv head ${internals.kvHead}` : "";
+  const rotary = view.response.meta.positions === "rotary";
+  const pre = preRotaryShown(view) ? view.preRotary : null;
   for (const [name, rows, labels] of [["q", view.rows, view.queries], ["k", view.cols, view.keys], ["v", view.cols, view.keys]]) {
-    const data = rowsOf(internals[name], view.batch, 0, rows);
-    parts.push(table(name.toUpperCase(), [data.length, data[0].length], data, labels, dims("d")));
+    const at = name === "q" ? 0 : internals.kvHead;
+    const data = rowsOf(internals[name], view.batch, at, rows);
+    const rotated = rotary && name !== "v" ? "after the rotary embedding" : "";
+    const about = [name === "q" ? "" : kvNote, rotated].filter(Boolean).join(", ");
+    parts.push(table(name.toUpperCase(), [data.length, data[0].length], data, labels, dims("d"), { note: about ? `(${about})` : "" }));
+    if (name === "v" || !preRotaryShown(view)) continue;
+    const tensor = `${name.toUpperCase()}_pre_rotary`;
+    if (!pre) {
+      parts.push(`<p data-tensor="${tensor}">Fetching ${name} before the rotary embedding…</p>`);
+      continue;
+    }
+    const before = rowsOf(pre[`${name}_pre_rotary`], view.batch, at, rows);
+    const beforeNote = [name === "q" ? "" : kvNote, "before the rotary embedding"].filter(Boolean).join(", ");
+    parts.push(table(name.toUpperCase(), [before.length, before[0].length], before, labels, dims("d"), { tensor, note: `(${beforeNote})` }));
   }
   const scores = rowsOf(internals.scores, view.batch, 0, view.rows).map((row) => row.slice(0, view.cols));
   parts.push(table("scores", [scores.length, view.cols], scores, view.queries, (j) => escapeHtml(view.keys[j])));
@@ -322,8 +357,10 @@ function renderSteps(view) {
   }
   const head = headOf(view);
   const query = Math.min(state.cell.query, view.rows - 1), key = Math.min(state.cell.key, view.cols - 1);
-  const q = rowsOf(internals.q, view.batch, 0)[query], k = rowsOf(internals.k, view.batch, 0)[key];
-  const scale = view.response.meta.scale;
+  const kvHead = internals.kvHead;
+  const q = rowsOf(internals.q, view.batch, 0)[query], k = rowsOf(internals.k, view.batch, kvHead)[key];
+  const meta = view.response.meta;
+  const scale = meta.scale, cap = meta.softcap;
   const scaledRow = rowsOf(view.layer.scaled_scores, view.batch, head)[query].slice(0, view.cols);
   const dot = q.reduce((sum, value, d) => sum + value * k[d], 0);
   const finite = scaledRow.filter((value) => value !== -Infinity);
@@ -332,19 +369,35 @@ function renderSteps(view) {
   const scaled = scaledRow[key];
   const weight = scaled === -Infinity ? 0 : Math.exp(scaled - top) / denominator;
   const weights = rowsOf(view.layer.weights, view.batch, head)[query].slice(0, view.cols);
-  const v = rowsOf(internals.v, view.batch, 0);
+  const v = rowsOf(internals.v, view.batch, kvHead);
   const context0 = weights.reduce((sum, w, j) => sum + w * v[j][0], 0);
+  const vector = (values) => `[${values.slice(0, 8).map((x) => fmt(x, 3)).join(", ")}${values.length > 8 ? ", …" : ""}]`;
+  const rotary = meta.positions === "rotary";
+  const ofKv = meta.kv_head_of ? ` (kv head ${kvHead}, shared by the heads of its group)` : "";
+  const project = rotary
+    ? `<b>1. Project and rotate</b> q = rotary(x W<sub>q</sub> + b<sub>q</sub>, position ${query}) = ${vector(q)},
+      k = rotary(x W<sub>k</sub> + b<sub>k</sub>, position ${key})${ofKv} = ${vector(k)}`
+    : `<b>1. Project</b> q = x W<sub>q</sub> + b<sub>q</sub> = ${vector(q)},
+      k = x W<sub>k</sub> + b<sub>k</sub>${ofKv} = ${vector(k)}`;
+  const pre = preRotaryShown(view) ? view.preRotary : null;
+  const before = !preRotaryShown(view) ? ""
+    : pre ? `<div class="step" data-step="pre-rotary"><b>before rotation</b> q = ${vector(rowsOf(pre.q_pre_rotary, view.batch, 0)[query])},
+      k = ${vector(rowsOf(pre.k_pre_rotary, view.batch, kvHead)[key])}: the scores are of the rotated q and k</div>`
+      : "<div class=\"step\" data-step=\"pre-rotary\">Fetching q and k before the rotation…</div>";
+  const product = dot * scale;
+  const capped = cap ? ` → capped ${cap}·tanh(${fmt(product)} / ${cap}) = ${fmt(cap * Math.tanh(product / cap))}` : "";
+  const scaling = scaled === -Infinity ? "masked (−∞)" : `${fmt(product)}${capped}`;
   const terms = q.slice(0, 6).map((value, d) => `${fmt(value, 3)}×${fmt(k[d], 3)}`).join(" + ");
   const options = (labels, selected) => labels.map((label, i) => `<option value="${i}"${i === selected ? " selected" : ""}>${i}: ${escapeHtml(label)}</option>`).join("");
   steps.innerHTML = `
     <div class="row"><label>Query <select id="step-query">${options(view.queries, query)}</select></label>
       <label>Key <select id="step-key">${options(view.keys, key)}</select></label>
       ${view.head === AVERAGE ? "<span>(head 0)</span>" : ""}</div>
-    <div class="step" data-step="project"><b>1. Project</b> q = x W<sub>q</sub> + b<sub>q</sub> = [${q.slice(0, 8).map((x) => fmt(x, 3)).join(", ")}${q.length > 8 ? ", …" : ""}],
-      k = x W<sub>k</sub> + b<sub>k</sub> = [${k.slice(0, 8).map((x) => fmt(x, 3)).join(", ")}${k.length > 8 ? ", …" : ""}]</div>
-    <div class="step" data-step="scores"><b>2. Score</b> <code class="math">q·k = ${terms}${q.length > 6 ? " + …" : ""} = ${fmt(dot)}</code>
+    <div class="step" data-step="project">${project}</div>${before}
+    <div class="step" data-step="scores" data-dot="${dot}"><b>2. Score</b> <code class="math">q·k = ${terms}${q.length > 6 ? " + …" : ""} = ${fmt(dot)}</code>
       (service: ${fmt(rowsOf(internals.scores, view.batch, 0)[query][key])})</div>
-    <div class="step" data-step="scale"><b>3. Scale</b> <code class="math">${fmt(dot)} × ${fmt(scale, 6)} = ${scaled === -Infinity ? "masked (−∞)" : fmt(dot * scale)}</code></div>
+    <div class="step" data-step="scale"><b>3. Scale${cap ? " and cap" : ""}</b> <code class="math">${fmt(dot)} × ${fmt(scale, 6)} = ${scaling}</code>
+      (service: ${fmt(scaled)})</div>
     <div class="step" data-step="softmax"><b>4. Softmax</b> <code class="math">exp(${fmt(scaled)} − ${fmt(top)}) / Σ<sub>j</sub> exp(s<sub>j</sub> − ${fmt(top)}) = ${fmt(Math.exp(scaled - top))} / ${fmt(denominator)} = ${fmt(weight)}</code>
       (service: <span id="step-weight">${fmt(weights[key])}</span>)</div>
     <div class="step" data-step="sum"><b>5. Weighted sum</b> <code class="math">context[0] = Σ<sub>j</sub> w<sub>j</sub> v<sub>j</sub>[0] = ${weights.slice(0, 4).map((w, j) => `${fmt(w, 3)}×${fmt(v[j][0], 3)}`).join(" + ")}${weights.length > 4 ? " + …" : ""} = ${fmt(context0)}</code>
@@ -375,8 +428,10 @@ function currentView() {
   const cols = lengths ? lengths[batch] : response.meta.seq_kv;
   const queries = tokensOf(response, batch).slice(0, rows);
   const keys = keyTokensOf(response, batch).slice(0, cols);
-  const internals = state.run.internals.get(`${layerIndex}/${head === AVERAGE ? 0 : head}`);
-  return { response, layerIndex, layer, internals, batch, head, rows, cols, queries, keys };
+  const shownHead = head === AVERAGE ? 0 : head;
+  const internals = state.run.internals.get(`${layerIndex}/${shownHead}/internals`);
+  const preRotary = state.run.internals.get(`${layerIndex}/${shownHead}/pre-rotary`);
+  return { response, layerIndex, layer, internals, preRotary, batch, head, rows, cols, queries, keys };
 }
 
 // the head whose internals are shown: the selected one, or head 0 for the average
@@ -399,20 +454,32 @@ function show() {
   });
 }
 
-// the internals of the view's head, fetched when the step-through or the tables show them, then drawn
+// whether the run's model has rotary positions and q and k before the rotation are asked for
+function preRotaryShown(view) {
+  return view.response.meta.positions === "rotary" && $("pre-rotary").checked;
+}
+
+// the internals of the view's head, fetched when the step-through or the tables show them (q and k before the
+// rotation when also asked for), then drawn
 function fetchInternals(view) {
-  if (view.internals || !(stepsShown(view) || $("tables-section").open)) return;
-  const run = state.run, head = headOf(view), key = `${view.layerIndex}/${head}`;
-  headData(run, view.layerIndex, head).then((tensors) => {
-    run.internals.set(key, tensors);
-    const now = state.view;
-    if (state.run !== run || !now || `${now.layerIndex}/${headOf(now)}` !== key) return;
-    now.internals = tensors;
-    renderTables(now);
-    renderSteps(now);
-  }, (problem) => {
-    if (state.run === run) showFetchProblem(problem);
-  });
+  if (!(stepsShown(view) || $("tables-section").open)) return;
+  const wanted = [["internals", HEAD_TENSORS, "internals"]];
+  if (preRotaryShown(view)) wanted.push(["pre-rotary", PRE_ROTARY_TENSORS, "preRotary"]);
+  const run = state.run, head = headOf(view);
+  for (const [kind, names, field] of wanted) {
+    if (view[field]) continue;
+    const key = `${view.layerIndex}/${head}/${kind}`;
+    headData(run, view.layerIndex, head, names, kind).then((tensors) => {
+      run.internals.set(key, tensors);
+      const now = state.view;
+      if (state.run !== run || !now || now.layerIndex !== view.layerIndex || headOf(now) !== head) return;
+      now[field] = tensors;
+      renderTables(now);
+      renderSteps(now);
+    }, (problem) => {
+      if (state.run === run) showFetchProblem(problem);
+    });
+  }
 }
 
 // the weights of one head (or their average) of the view's layer and batch item, read once per response
@@ -448,8 +515,9 @@ function render() {
   renderSteps(view);
   fetchInternals(view);
   const meta = view.response.meta;
+  const kvHeads = meta.kv_head_of ? ` sharing ${plural(meta.num_kv_heads, "kv head")}` : "";
   $("meta-line").textContent = `${meta.model ? `model ${meta.model}, ` : ""}layer ${view.layer.layer}, ${headText(view)}; `
-    + `${plural(meta.num_heads, "head")} of d_k ${meta.d_k}; scale ${fmt(meta.scale, 6)}; ${meta.dtype} on ${meta.device}; `
+    + `${plural(meta.num_heads, "head")}${kvHeads} of d_k ${meta.d_k}; scale ${fmt(meta.scale, 6)}; ${meta.dtype} on ${meta.device}; `
     + `${meta.elapsed_ms} ms in the service, drawn in ${(performance.now() - started).toFixed(0)} ms`;
   $("results").dataset.renderMs = (performance.now() - started).toFixed(1);
   $("results").dataset.drawnAt = String(performance.now());  // when it was drawn (the tests time runs by it)
@@ -461,11 +529,16 @@ function drawPictures(view) {
   view.cells = cellImage(view.matrix, view.scaleMax);
   view.layout = heatmapLayout(view.rows, view.cols, HEATMAP_SIZE, true);
   drawFocused(view);
-  drawLegend($("legend"), view.scaleMax, { masked: hasMasked(view.matrix) });
+  const masked = hasMasked(view.matrix);
+  drawLegend($("legend"), view.scaleMax, { masked });
   $("legend-caption").textContent = sharedScale()
     ? "Colour: weight from 0 (white) to 1 (darkest), the same scale for every head"
     : `Colour: weight from 0 (white) to ${fmt(view.scaleMax)} (darkest), the largest weight of this view; `
       + "each small multiple is scaled to its own largest weight";
+  $("mask-caption").textContent = `Layer ${view.layer.layer}: ${maskCaption(view.layer.meta)}`
+    + (masked ? "; grey cells are masked (weight exactly 0), not small weights" : "");
+  $("kv-line").textContent = kvSharing(view.response.meta.kv_head_of, view.head === AVERAGE ? null : view.head);
+  $("kv-line").hidden = !view.response.meta.kv_head_of;
   renderGrid(view);
 }
 
@@ -499,11 +572,17 @@ function renderGrid(view) {
     const figure = document.createElement("figure");
     figure.dataset.head = String(h);
     if (h === view.head) figure.classList.add("selected");
+    const kvHeadOf = view.response.meta.kv_head_of;
+    if (kvHeadOf) {
+      figure.dataset.kvHead = String(kvHeadOf[h]);
+      if (view.head !== AVERAGE && kvHeadOf[h] === kvHeadOf[view.head]) figure.classList.add("same-kv");
+    }
     const canvas = document.createElement("canvas");
     drawHeatmap(canvas, cellImage(matrix, scaleMax), heatmapLayout(view.rows, view.cols, 120, false));
     canvas.dataset.max = String(scaleMax);
     const caption = document.createElement("figcaption");
-    caption.textContent = sharedScale() ? `head ${h}` : `head ${h} (max ${fmt(scaleMax, 2)})`;
+    const name = kvHeadOf ? `head ${h} · kv ${kvHeadOf[h]}` : `head ${h}`;
+    caption.textContent = sharedScale() ? name : `${name} (max ${fmt(scaleMax, 2)})`;
     figure.append(canvas, caption);
     figure.addEventListener("click", () => { $("view-head").value = String(h); render(); });
     grid.append(figure);
@@ -524,9 +603,16 @@ function showReadout(cell) {
   const { query: i, key: j } = cell;
   const value = view.matrix.values[i * view.cols + j];
   const masked = Number.isNaN(value);
-  readout.textContent = `query ${i} "${view.queries[i]}" → key ${j} "${view.keys[j]}": ${masked ? "masked" : fmt(value, 6)}`;
+  readout.textContent = `query ${i} ${tokenText(view, i, view.queries[i])} → key ${j} ${tokenText(view, j, view.keys[j])}: `
+    + `${masked ? "masked" : fmt(value, 6)}`;
   readout.dataset.value = masked ? "" : String(value);
   readout.dataset.cell = `${i},${j}`;
+}
+
+// a token as shown, in quotes, and as the API gives it where that differs ("␣cat" (Ġcat))
+function tokenText(view, position, label) {
+  const raw = view.response.tokens ? view.response.tokens[view.batch][position] : label;
+  return raw === label ? `"${label}"` : `"${label}" (${raw})`;
 }
 
 function cellAt(event) {
@@ -594,6 +680,9 @@ function fillSelect(select, values, label) {
 }
 
 function showResponse(response) {
+  const text = state.run.body.text;
+  const texts = typeof text === "string" ? [text] : Array.isArray(text) ? text : null;
+  if (response.tokens) response.labels = readableTokens(response.tokens, response.meta.lengths, texts);
   state.response = response;
   state.matrices.clear();
   state.pinned = null;
@@ -603,8 +692,10 @@ function showResponse(response) {
   const batch = response.meta.batch;
   fillSelect($("view-batch"), Array.from({ length: batch }, (_, b) => b), (b) => (response.tokens ? tokensOf(response, b).slice(0, response.meta.lengths ? response.meta.lengths[b] : undefined).join(" ").slice(0, 40) : `item ${b}`));
   $("view-batch").parentElement.hidden = batch === 1;
+  const kvHeadOf = response.meta.kv_head_of;
   fillSelect($("view-head"), [AVERAGE, ...Array.from({ length: response.meta.num_heads }, (_, h) => h)],
-    (h) => (h === AVERAGE ? "average of heads" : `head ${h}`));
+    (h) => (h === AVERAGE ? "average of heads" : kvHeadOf ? `head ${h} (kv head ${kvHeadOf[h]})` : `head ${h}`));
+  $("pre-rotary").parentElement.hidden = response.meta.positions !== "rotary";
   $("view-head").value = "0";
   const tokens = Math.max(response.meta.seq, response.meta.seq_kv ?? 0);
   if (tokens > TABLES_OPEN_UP_TO) $("tables-section").open = false;
@@ -651,7 +742,7 @@ async function run(event) {
   const run = { body, layerKeys: layerKeysOf(body), layers: new Map(), loaded: new Map(), heads: new Map(), internals: new Map() };
   try {
     const first = await tracked(fetchTensors(run, run.layerKeys[0], LAYER_TENSORS));
-    const layer = { layer: run.layerKeys[0] ?? 0, ...first.tensors };
+    const layer = layerOf(run.layerKeys[0], first);
     run.loaded.set(0, layer);
     run.layers.set(0, Promise.resolve(layer));
     state.run = run;
@@ -728,7 +819,18 @@ function syncForm() {
   document.querySelectorAll(".not-pretrained").forEach((element) => { element.hidden = pretrained; });
   document.querySelectorAll(".toy-only").forEach((element) => { element.hidden = !(text && isToy()); });
   $("layer").parentElement.hidden = !pretrained;
-  const model = state.models.find((entry) => entry.name === $("model").value);
+  const model = selectedModel();
+  $("model-about").textContent = text ? modelSummary(model) : "";
+  // a decoder is causal whatever the request says: the box shows it, and gets the person's choice back after
+  const decoder = pretrained && model !== undefined && model.kind === "decoder";
+  const causal = $("causal");
+  if (decoder && !causal.disabled) {
+    causal.dataset.chosen = String(causal.checked);
+    Object.assign(causal, { checked: true, disabled: true });
+  } else if (!decoder && causal.disabled) {
+    Object.assign(causal, { checked: causal.dataset.chosen === "true", disabled: false });
+  }
+  $("causal-note").hidden = !decoder;
   if (model && model.layers) {
     const current = $("layer").value;
     fillSelect($("layer"), ["all", ...Array.from({ length: model.layers }, (_, i) => i)], (value) => (value === "all" ? "all layers" : `layer ${value}`));
@@ -741,7 +843,7 @@ async function loadModels() {
     const listing = await (await fetch("/models")).json();
     state.models = listing.models;
     fillSelect($("model"), listing.models.map((model) => model.name),
-      (name) => (state.models.find((model) => model.name === name).toy ? `${name} (seeded embeddings)` : name));
+      (name) => modelLabel(state.models.find((model) => model.name === name)));
     $("model").value = listing.default;
   } catch (error) {
     showError("model", `GET /models failed: ${error.message}`);
@@ -764,6 +866,12 @@ function init() {
   $("model").addEventListener("change", syncForm);
   for (const id of ["view-layer", "view-head", "view-batch"]) $(id).addEventListener("change", show);
   $("shared-scale").addEventListener("change", redrawPictures);
+  $("pre-rotary").addEventListener("change", () => {
+    if (!state.view) return;
+    renderTables(state.view);
+    renderSteps(state.view);
+    fetchInternals(state.view);
+  });
   $("link-count").addEventListener("change", redrawLinks);
   $("link-min").addEventListener("input", redrawLinks);
   $("heatmap").addEventListener("pointermove", onHeatmapPointer);
