@@ -233,6 +233,11 @@ def test_masked_cells_are_the_legends_grey_where_scaled_scores_is_minus_inf_and_
                 assert page.locator("#legend").get_attribute("data-masked-left") == ""
             weights = np.asarray(layer["weights"])[0, head]
             assert (weights[~masked] > 0).all()  # ... and no weight is grey, however small
+        settled(page)  # head 3's q, k and v, for the step-through
+        page.select_option("#step-query", "5")
+        page.select_option("#step-key", "3")
+        scaled = float(page.locator("[data-step=scale]").get_attribute("data-scaled"))  # capped where capped
+        assert scaled == pytest.approx(layer["scaled_scores"][0][3][5][3], rel=1e-4, abs=1e-5)
         caption = page.locator("#mask-caption").inner_text()
         assert caption.startswith(caption_of(meta, layer["layer"], index)), caption
         window = meta["sliding_window"][index] if meta["sliding_window"] else None

@@ -396,7 +396,7 @@ function renderSteps(view) {
     <div class="step" data-step="project">${project}</div>${before}
     <div class="step" data-step="scores" data-dot="${dot}"><b>2. Score</b> <code class="math">q·k = ${terms}${q.length > 6 ? " + …" : ""} = ${fmt(dot)}</code>
       (service: ${fmt(rowsOf(internals.scores, view.batch, 0)[query][key])})</div>
-    <div class="step" data-step="scale"><b>3. Scale${cap ? " and cap" : ""}</b> <code class="math">${fmt(dot)} × ${fmt(scale, 6)} = ${scaling}</code>
+    <div class="step" data-step="scale" data-scaled="${cap ? cap * Math.tanh(product / cap) : product}"><b>3. Scale${cap ? " and cap" : ""}</b> <code class="math">${fmt(dot)} × ${fmt(scale, 6)} = ${scaling}</code>
       (service: ${fmt(scaled)})</div>
     <div class="step" data-step="softmax"><b>4. Softmax</b> <code class="math">exp(${fmt(scaled)} − ${fmt(top)}) / Σ<sub>j</sub> exp(s<sub>j</sub> − ${fmt(top)}) = ${fmt(Math.exp(scaled - top))} / ${fmt(denominator)} = ${fmt(weight)}</code>
       (service: <span id="step-weight">${fmt(weights[key])}</span>)</div>
@@ -690,7 +690,8 @@ function showResponse(response) {
   const keys = state.run.layerKeys;
   fillSelect($("view-layer"), keys.map((_, index) => index), (index) => `layer ${keys[index] ?? 0}`);
   const batch = response.meta.batch;
-  fillSelect($("view-batch"), Array.from({ length: batch }, (_, b) => b), (b) => (response.tokens ? tokensOf(response, b).slice(0, response.meta.lengths ? response.meta.lengths[b] : undefined).join(" ").slice(0, 40) : `item ${b}`));
+  const itemLabel = (b) => (texts ? texts[b] : response.tokens ? tokensOf(response, b).slice(0, response.meta.lengths ? response.meta.lengths[b] : undefined).join(" ") : `item ${b}`);
+  fillSelect($("view-batch"), Array.from({ length: batch }, (_, b) => b), (b) => itemLabel(b).slice(0, 40));
   $("view-batch").parentElement.hidden = batch === 1;
   const kvHeadOf = response.meta.kv_head_of;
   fillSelect($("view-head"), [AVERAGE, ...Array.from({ length: response.meta.num_heads }, (_, h) => h)],
