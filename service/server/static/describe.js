@@ -49,8 +49,9 @@ export function modelSummary(model) {
 }
 
 // Which keys a query of this layer may see and how its scores are capped, from the meta of an answer for
-// this one layer: e.g. "causal, sliding window 4: each query sees itself and the 3 keys before it"
-export function maskCaption(meta) {
+// this one layer: e.g. "causal, sliding window 4: each query sees itself and the 3 keys before it".
+// `masked`: whether the view has masked cells (without causality or a window: the request's attention_mask)
+export function maskCaption(meta, masked = false) {
   const window = meta.sliding_window ? meta.sliding_window[0] : null;
   let sentence;
   if (meta.causal && window) {
@@ -60,6 +61,8 @@ export function maskCaption(meta) {
   } else if (window) {
     const half = Math.floor(window / 2);
     sentence = `sliding window ${window}: each query sees itself and the ${plural(half, "key")} either side of it`;
+  } else if (masked) {
+    sentence = "not causal, no window: keys masked by attention_mask";
   } else {
     sentence = "not causal, no window: each query may see every key";
   }

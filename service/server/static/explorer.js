@@ -535,7 +535,7 @@ function drawPictures(view) {
     ? "Colour: weight from 0 (white) to 1 (darkest), the same scale for every head"
     : `Colour: weight from 0 (white) to ${fmt(view.scaleMax)} (darkest), the largest weight of this view; `
       + "each small multiple is scaled to its own largest weight";
-  $("mask-caption").textContent = `Layer ${view.layer.layer}: ${maskCaption(view.layer.meta)}`
+  $("mask-caption").textContent = `Layer ${view.layer.layer}: ${maskCaption(view.layer.meta, masked)}`
     + (masked ? "; grey cells are masked (weight exactly 0), not small weights" : "");
   $("kv-line").textContent = kvSharing(view.response.meta.kv_head_of, view.head === AVERAGE ? null : view.head);
   $("kv-line").hidden = !view.response.meta.kv_head_of;
