@@ -29,7 +29,7 @@ from service.compute.oip import answer_infer
 from service.compute.pipeline import attend, frames
 from service.errors import ModelError
 from service.logs import log_json_to_stderr
-from service.protocol import ANSWER, ATTEND, EXPIRED, OIP_INFER, REQUEST, Frame, Started, expired
+from service.protocol import ANSWER, ATTEND, OIP_INFER, REQUEST, Frame, Started, Tickets, skipped
 from service.settings import Settings
 
 WARM_UP = b'{"embeddings": [[1.0, 0.0], [0.0, 1.0]], "causal": true}'
@@ -94,14 +94,14 @@ def _send(channel: socket.socket, status: int, body: bytes, last: bool = True) -
     channel.sendall(body)  # not concatenated: an answer can be hundreds of megabytes
 
 
-def serve(channel: socket.socket, settings: Settings) -> None:
+def serve(channel: socket.socket, tickets: Tickets, settings: Settings) -> None:
     """The process's main function: start up, report, then answer requests until the server closes the
-    socket."""
+    socket (a request only once it has taken its ticket: service/protocol.py)."""
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the server went away first
-        _serve(channel, settings)
+        _serve(channel, tickets, settings)
 
 
-def _serve(channel: socket.socket, settings: Settings) -> None:
+def _serve(channel: socket.socket, tickets: Tickets, settings: Settings) -> None:
     # Ctrl-C and a SIGTERM sent to the whole process group are the server's to handle: it finishes the
     # admitted requests, then closes the socket, which ends this loop
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -124,12 +124,13 @@ def _serve(channel: socket.socket, settings: Settings) -> None:
     _send(channel, 200, orjson.dumps(report))
     memory = MemoryKeeper()  # after start-up and warm-up: that is the size at rest
     requests = channel.makefile("rb")
+    number = 0  # of the request, in the order the server sent them: its ticket's
     while len(head := requests.read(REQUEST.size)) == REQUEST.size:  # short: the server has gone
         deadline, kind, media, length = REQUEST.unpack(head)
         body = requests.read(length)
-        answered = (
-            [(504, EXPIRED, True)] if expired(deadline) else ROUTES[kind](body, settings, models, media)
-        )
+        skip = skipped(tickets, number, deadline)
+        number += 1
+        answered = [skip] if skip is not None else ROUTES[kind](body, settings, models, media)
         for frame in answered:
             _send(channel, *frame)
             del frame  # not held while the next frame is made

@@ -33,7 +33,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     metrics: Metrics = app.state.metrics
     app.state.compute = pool = ComputePool(
-        settings, on_replace=lambda reason: metrics.replaced.labels(reason).inc()
+        settings,
+        on_replace=lambda reason: metrics.replaced.labels(reason).inc(),
+        on_skip=metrics.skipped.inc,
     )
     started = (
         await pool.start()

@@ -8,7 +8,12 @@ the answer is a 504 and a process still computing it is killed and replaced, so 
 its core and memory back. A process that dies (killed by the operating system for memory, say) fails the
 request it was computing with a 503 and is replaced too; the requests sent to it behind that one go to another
 process. A client that disconnects gives its place back at once, unless its request is being computed: that
-place stays taken until the computation ends or its time limit kills it.
+place stays taken until the computation ends or its time limit kills it. A request already sent to a process
+but not yet started there (the one behind the job it computes) is cancelled: the server takes its ticket back
+(service/protocol.py Tickets), so the process skips it and answers CANCELLED at once, and its place is free at
+once; when the process has taken the ticket first, it is computing the request. So a client that sends heavy
+requests and hangs up at once cannot keep the processes busy with computations nobody waits for while holding
+no place.
 
 A streamed answer (NDJSON) comes as several frames: the first is the answer `run` returns, the others are
 handed to `Held.stream` one at a time, and the process's next frame is read only once the one before is
@@ -19,7 +24,8 @@ killed, as when it dies mid-stream.
 A job's computation ends in one place, `_settle` (answered, failed, timed out, or a stream's end), and its
 place is freed in one place, `_release`: once its answer is delivered to the client (an undelivered answer is
 memory, so it counts), at once when it failed, or when a client that left no longer waits for it; a stream
-still being computed keeps its place until its end (its frames are dropped once nobody reads them).
+still being computed keeps its place until its end (its frames are dropped once nobody reads them). A
+cancelled job's computation ends when its CANCELLED frame comes, in `_settle` too.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from service.errors import ModelError
-from service.protocol import ANSWER, ATTEND, JSON, REQUEST, Frame, Started, compute_process
+from service.protocol import ANSWER, ATTEND, JSON, REQUEST, Frame, Started, Tickets, compute_process
 from service.server.handlers import ClientGone, ComputeProcessDied, NoComputeProcess, Overloaded, TimedOut
 from service.settings import Settings
 
@@ -47,7 +53,7 @@ PIPELINE = 2
 STOP_SECONDS = 10
 
 Answer = tuple[int, bytes]  # HTTP status, body (its first frame for a stream)
-ComputeTarget = Callable[[socket.socket, Settings], None]  # a compute process's main function
+ComputeTarget = Callable[[socket.socket, Tickets, Settings], None]  # a compute process's main function
 FrameSender = Callable[[bytes], Awaitable[None]]
 # what follows a stream's first frame in Job.rest: a frame, None for the end, or why it broke
 StreamItem = bytes | Exception | None
@@ -64,6 +70,8 @@ class Job:
     rest: asyncio.Queue[StreamItem] | None = None  # a stream's frames after the first (from its first frame)
     timer: asyncio.TimerHandle | None = None  # its deadline
     kind: int = ATTEND  # what the body is (service/protocol.py)
+    ticket: int = -1  # its number at the process it was last sent to: its ticket's (service/protocol.py)
+    cancelled: bool = False  # its ticket taken back before the process started it: it is skipped there
 
 
 class Held(NamedTuple):
@@ -81,33 +89,53 @@ class ComputeProcess:
     answers."""
 
     def __init__(
-        self, process: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, started: Started
+        self,
+        process: Any,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        tickets: Tickets,
+        started: Started,
     ):
         self.process, self.reader, self.writer, self.started = process, reader, writer, started
+        self.tickets = tickets
         self.sent: deque[Job] = deque()
+        self.numbered = 0  # jobs sent so far: the next one's number
         self.timed_out = False
 
     @classmethod
     async def start(cls, settings: Settings, target: ComputeTarget) -> ComputeProcess:
         ours, theirs = socket.socketpair()
-        process = SPAWN.Process(target=target, args=(theirs, settings), name="attention-compute", daemon=True)
+        tickets = Tickets(PIPELINE)
+        process = SPAWN.Process(
+            target=target, args=(theirs, tickets, settings), name="attention-compute", daemon=True
+        )
         await asyncio.to_thread(process.start)
         theirs.close()
         reader, writer = await asyncio.open_unix_connection(sock=ours, limit=2**20)
         try:
             status, report, _ = await read_frame(reader)
         except ComputeProcessDied:
+            writer.close()
+            tickets.close()
             raise ModelError(
                 f"the compute process exited with code {process.exitcode} while starting"
             ) from None
         if status != 200:
             writer.close()
+            tickets.close()
             raise ModelError(orjson.loads(report)["detail"])
-        return cls(process, reader, writer, orjson.loads(report))
+        return cls(process, reader, writer, tickets, orjson.loads(report))
 
     def send(self, job: Job) -> None:
+        job.ticket, self.numbered = self.numbered, self.numbered + 1
+        self.tickets.issue(job.ticket)  # before the request: the process looks for it once it has read it
         self.sent.append(job)
         self.writer.writelines((REQUEST.pack(job.deadline, job.kind, job.media, len(job.body)), job.body))
+
+    def cancel(self, job: Job) -> bool:
+        """Takes back the ticket of `job`, sent here: True if the process had not started it (it skips it),
+        False if it is computing it."""
+        return self.tickets.take(job.ticket)
 
     def kill(self) -> None:
         """Stops the process in the middle of a request that ran past its time limit."""
@@ -122,6 +150,7 @@ class ComputeProcess:
         if self.process.is_alive():
             self.process.kill()
             await asyncio.to_thread(self.process.join)
+        self.tickets.close()
 
 
 async def read_frame(reader: asyncio.StreamReader) -> Frame:
@@ -140,6 +169,7 @@ class ComputePool:
         settings: Settings,
         on_replace: Callable[[str], None] = lambda reason: None,
         target: ComputeTarget = compute_process,
+        on_skip: Callable[[], None] = lambda: None,
     ):
         self.settings, self.target = settings, target
         self.capacity = settings.max_concurrent + settings.max_queue
@@ -148,6 +178,7 @@ class ComputePool:
         self.waiting: deque[Job] = deque()
         self.processes: set[ComputeProcess] = set()
         self.on_replace = on_replace  # told why each process is replaced (for metrics)
+        self.on_skip = on_skip  # told of each job never computed because its client left (for metrics)
         self.tasks: set[asyncio.Task[None]] = (
             set()
         )  # each process's answer reader, and replacements under way
@@ -224,12 +255,26 @@ class ComputePool:
         # taken until the computation ends (its answer is dropped) or its deadline kills it, so that clients
         # who hang up cannot have more computations running than there are places
         job.orphaned = True
-        if job in self.waiting:
-            self.waiting.remove(job)
-            job.timer.cancel()
-        if not any(process.sent and process.sent[0] is job for process in self.processes):
+        if self._withdraw(job):
+            self.on_skip()
             self._release(job)
         raise ClientGone()
+
+    def _withdraw(self, job: Job) -> bool:
+        """Makes sure a job whose client left is never computed, if it is not being computed: True then (taken
+        out of the queue, or cancelled at the process it was sent to, which answers it CANCELLED), False if a
+        process is computing it: the first job sent to it (being computed, or about to be), or one behind it
+        that the process has started already (its ticket taken, its answer to the job before not yet read)."""
+        if job in self.waiting:
+            self.waiting.remove(job)
+        else:
+            process = next((p for p in self.processes if job in p.sent), None)
+            if process is None or process.sent[0] is job or not process.cancel(job):
+                return False
+            job.cancelled = True
+        if job.timer is not None:
+            job.timer.cancel()  # it computes nothing that its deadline must stop
+        return True
 
     def _time_out(self, job: Job) -> None:
         """The job's deadline: it fails with TimedOut (a stream under way ends with it), and the process
@@ -361,7 +406,9 @@ class ComputePool:
         self.processes.discard(process)
         if process.sent:
             self._settle(process.sent.popleft(), died)
-        self.waiting.extendleft(reversed([job for job in process.sent if not job.answer.done()]))
+        # those cancelled (their client left, their place free) are not computed elsewhere either
+        behind = [job for job in process.sent if not job.answer.done() and not job.cancelled]
+        self.waiting.extendleft(reversed(behind))
         process.sent.clear()
         self._dispatch()
         if not self.closing:

@@ -62,6 +62,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.skipped = Counter(
+            "attention_computations_skipped",
+            "Requests never computed because their client left before a compute process started them "
+            "(waiting in the queue, or already sent to a compute process, which skips them).",
+            registry=r,
+        )
         self.model_load = Gauge(
             "attention_model_load_seconds", "Time to load each model.", ["model"], registry=r
         )

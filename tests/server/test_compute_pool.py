@@ -1,11 +1,13 @@
 """The compute pool and its admission gate, driven directly with asyncio against stub compute processes
 (tests/support/stub_compute.py: no torch, no HTTP), so that every outcome is reached deterministically:
 answered, refused (Overloaded), timed out (the process killed and replaced), died (the job behind it moves
-on), left by its client. Every admitted job gives its place back: pool.admitted is empty after each."""
+on), left by its client (skipped if not started). Every admitted job gives its place back: pool.admitted is
+empty after each."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -14,8 +16,8 @@ from typing import Any
 import pytest
 
 from service.errors import ModelError
-from service.protocol import NDJSON
-from service.server.compute_pool import PIPELINE, ComputePool
+from service.protocol import NDJSON, Tickets
+from service.server.compute_pool import PIPELINE, ComputePool, ComputeProcess, Job
 from service.server.handlers import ClientGone, ComputeProcessDied, NoComputeProcess, Overloaded, TimedOut
 from service.settings import Settings
 from tests.support.stub_compute import FAIL_MODEL, serve
@@ -26,10 +28,12 @@ def pool_settings(**changes: Any) -> Settings:
 
 
 @asynccontextmanager
-async def running(**changes: Any) -> AsyncIterator[tuple[ComputePool, list[str]]]:
+async def running(
+    on_skip: Callable[[], None] = lambda: None, **changes: Any
+) -> AsyncIterator[tuple[ComputePool, list[str]]]:
     """A started pool of stub processes and the reasons it gave for each replacement; shut down on exit."""
     replaced: list[str] = []
-    pool = ComputePool(pool_settings(**changes), on_replace=replaced.append, target=serve)
+    pool = ComputePool(pool_settings(**changes), on_replace=replaced.append, target=serve, on_skip=on_skip)
     await pool.start()
     try:
         yield pool, replaced
@@ -188,6 +192,106 @@ def test_a_client_that_leaves_mid_computation_costs_no_process_and_its_place_end
             assert replaced == [] and pool.up == 1
 
     asyncio.run(scenario())
+
+
+def test_a_job_whose_client_left_before_the_process_started_it_is_never_computed():
+    async def scenario() -> None:
+        skipped: list[None] = []
+        async with running(lambda: skipped.append(None), max_concurrent=1, max_queue=2) as (pool, replaced):
+            computing = asyncio.ensure_future(answered(pool, b"sleep:0.5"))
+            left = asyncio.Event()
+            leaving = asyncio.ensure_future(pool.run(b"sleep:10", disconnected=left.wait))
+            await asyncio.sleep(0)
+            (process,) = pool.processes
+            assert [job.body for job in process.sent] == [b"sleep:0.5", b"sleep:10"]  # already in its socket
+            started = time.perf_counter()
+            left.set()
+            with pytest.raises(ClientGone):
+                await leaving
+            assert len(pool.admitted) == 1 and skipped == [None]  # its place is free at once
+            # the next job is sent once the process is past the first: it computed that one only, and answers
+            # right after it, not 10 s later
+            assert await answered(pool, b"computed") == (200, b"1")
+            assert time.perf_counter() - started < 3
+            assert await computing == (200, b"slept")
+            assert len(pool.admitted) == 0 and replaced == []
+
+    asyncio.run(scenario())
+
+
+def ticket_taken(process: ComputeProcess, job: Job) -> bool:
+    """Whether the compute process has taken `job`'s ticket (started it), seen without taking it."""
+    queue = process.tickets.queues[job.ticket % PIPELINE]
+    try:
+        queue.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return True
+    return False
+
+
+def test_a_job_behind_whose_client_leaves_once_the_process_started_it_keeps_its_place_until_computed():
+    async def scenario() -> None:
+        skipped: list[None] = []
+        async with running(lambda: skipped.append(None), max_concurrent=1, max_queue=1) as (pool, replaced):
+            first = asyncio.ensure_future(answered(pool, b"echo first"))
+            await asyncio.sleep(0)  # sent
+            (process,) = pool.processes
+
+            async def leaves_once_started() -> None:
+                # holds the event loop, so that the answer to the first job is not read yet: the job is still
+                # behind it, as far as the pool knows, when its client leaves, though the process started it
+                behind = process.sent[1]
+                deadline = time.monotonic() + 10
+                while not ticket_taken(process, behind):
+                    assert time.monotonic() < deadline, "the stub did not start the job"
+                    time.sleep(0.01)
+
+            with pytest.raises(ClientGone):
+                await pool.run(b"sleep:0.5", disconnected=leaves_once_started)
+            assert skipped == []  # it is being computed: not cancelled, and its place stays taken
+            assert await first == (200, b"echo first")
+            assert len(pool.admitted) == 1  # the place of the computation whose client left
+            await until(lambda: len(pool.admitted) == 0, seconds=5)  # freed when its computation ends
+            assert await answered(pool, b"computed") == (200, b"2")
+            assert replaced == []
+
+    asyncio.run(scenario())
+
+
+def test_a_job_cancelled_behind_a_process_that_dies_is_not_computed_by_its_replacement():
+    async def scenario() -> None:
+        skipped: list[None] = []
+        async with running(lambda: skipped.append(None), max_concurrent=1, max_queue=1) as (pool, replaced):
+            dying = await pool.run(b"stream-crash:2:0.3", media=NDJSON)  # the process exits 0.6 s in
+            left = asyncio.Event()
+            leaving = asyncio.ensure_future(pool.run(b"echo never", disconnected=left.wait))
+            await asyncio.sleep(0)
+            left.set()
+            with pytest.raises(ClientGone):
+                await leaving
+            assert skipped == [None]
+            with pytest.raises(ComputeProcessDied):
+                await streamed(dying)
+            await until(lambda: pool.up == 1)
+            assert await answered(pool, b"computed") == (200, b"0")  # the replacement computed nothing before
+            assert replaced == ["died"] and len(pool.admitted) == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_ticket_goes_to_whoever_takes_it_first_and_to_them_only():
+    tickets = Tickets(PIPELINE)
+    try:
+        tickets.issue(0)
+        tickets.issue(1)
+        assert tickets.take(0)  # the process starts job 0...
+        assert not tickets.take(0)  # ...so the server cannot cancel it
+        assert tickets.take(1)  # the server cancels job 1...
+        assert not tickets.take(1)  # ...so the process skips it
+        tickets.issue(2)  # in job 0's queue, settled before job 2 is sent
+        assert not tickets.take(3) and tickets.take(2)
+    finally:
+        tickets.close()
 
 
 def test_the_time_limit_stops_a_computation_whose_client_left():

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.servers import API_KEY, CORS_ORIGIN, Server
+from tests.support.servers import API_KEY, CORS_ORIGIN, Server, metric
 
 # about 0.2 s of compute on 2 cores: two 502-token texts through all six MiniLM layers
 SLOW = json.dumps(
@@ -82,6 +82,47 @@ def test_a_client_that_leaves_mid_computation_does_not_cost_a_process():
         assert compute_processes(srv) == [before]
         assert 'attention_rejected_total{reason="client_disconnected"} 1.0' in srv.client.get("/metrics").text
         assert "attention_compute_processes_replaced_total{" not in srv.client.get("/metrics").text
+
+
+def texts_through_minilm(count: int) -> bytes:
+    """`count` 502-token texts through all six MiniLM layers, about 0.1 s of compute each on a quiet core,
+    answered small (the output at one position)."""
+    text = " ".join(["cat"] * 500)
+    request = {"text": [text] * count, "layer": 5, "include": ["output"], "queries": [0], "decimals": 1}
+    return json.dumps(request).encode()
+
+
+@pytest.mark.slow
+def test_a_request_whose_client_left_before_its_computation_began_is_never_computed():
+    """A pipelined request (already sent to the compute process, behind the one it computes) whose client
+    hangs up is skipped there: a client that sends heavy requests and leaves at once cannot keep the compute
+    processes busy while holding no place, so the next client waits for A only, not for A and B."""
+    one_core = {"ATTENTION_MAX_CONCURRENT": "1", "ATTENTION_TORCH_THREADS": "1"}  # as slow on any machine
+    with Server({**one_core, "ATTENTION_MAX_COMPUTE_ELEMENTS": "400000000"}) as srv:
+        disconnected = 'attention_rejected_total{reason="client_disconnected"}'
+        with ThreadPoolExecutor(2) as pool:
+
+            def timed(body: bytes) -> tuple[httpx.Response, float]:
+                response = httpx.post(srv.url + "/attend", content=body, headers=JSON, timeout=120)
+                return response, time.monotonic()
+
+            a = pool.submit(timed, texts_through_minilm(12))  # computing for a second or more
+            time.sleep(0.1)
+            with pytest.raises(httpx.TimeoutException):  # B: twice as heavy, sent behind A, then it hangs up
+                httpx.post(srv.url + "/attend", content=texts_through_minilm(24), headers=JSON, timeout=0.3)
+            deadline = time.monotonic() + 10
+            while metric(srv, disconnected) != 1:
+                assert time.monotonic() < deadline, "the server did not see B's client leave"
+                time.sleep(0.02)
+            assert not a.done(), "A ended before B's client left: the premise needs a heavier A"
+            c = pool.submit(timed, json.dumps(CAT).encode())
+            (a_answer, a_ended), (c_answer, c_ended) = a.result(), c.result()
+        assert a_answer.status_code == 200 and c_answer.status_code == 200
+        # C computed right after A: B (more than A's own compute) was not computed in between
+        a_seconds = a_answer.elapsed.total_seconds()
+        assert c_ended - a_ended < a_seconds / 4, (c_ended - a_ended, a_seconds)
+        assert metric(srv, "attention_computations_skipped_total") == 1
+        assert metric(srv, "attention_compute_processes_replaced_total") == 0
 
 
 @pytest.mark.slow

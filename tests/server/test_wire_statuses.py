@@ -12,17 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.servers import Server
+from tests.support.servers import Server, metric
 
 CAT = {"embeddings": [[0.8, 0.2, 0.4, 0.1], [0.1, 0.9, 0.3, 0.7], [0.3, 0.1, 0.9, 0.2]]}
-
-
-def metric(srv: Server, line_start: str) -> float:
-    """The value of the first /metrics line that starts with `line_start` (0 when absent)."""
-    for line in srv.client.get("/metrics").text.splitlines():
-        if line.startswith(line_start):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 @pytest.mark.parametrize(

@@ -138,3 +138,11 @@ class Server:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def metric(srv: Server, line_start: str) -> float:
+    """The value of the first /metrics line that starts with `line_start` (0 when absent)."""
+    for line in srv.client.get("/metrics").text.splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0

@@ -3,6 +3,7 @@ frames of service/protocol.py and answers by the body it gets.
 
     b"echo..."    200, the body itself
     b"pid"        200, this process's id
+    b"computed"   200, how many requests this process computed before this one (skipped ones are not)
     b"sleep:0.5"  200, b"slept", after 0.5 s
     b"crash"      the process exits at once (as if the kernel's out-of-memory killer took it)
     b"stream:3:0.1"  a stream: 200 b"first", then b"line 0" ... b"line 2", each after 0.1 s, then its end
@@ -19,7 +20,7 @@ import os
 import socket
 import time
 
-from service.protocol import ANSWER, EXPIRED, REQUEST, Started, expired
+from service.protocol import ANSWER, REQUEST, Started, Tickets, skipped
 from service.settings import Settings
 
 FAIL_MODEL = "fail"
@@ -40,11 +41,13 @@ def _stream(channel: socket.socket, body: bytes) -> None:
     _send(channel, 200, b"", last=True)
 
 
-def _answer(body: bytes) -> tuple[int, bytes]:
+def _answer(body: bytes, computed: int) -> tuple[int, bytes]:
     if body.startswith(b"echo"):
         return 200, body
     if body == b"pid":
         return 200, str(os.getpid()).encode()
+    if body == b"computed":
+        return 200, str(computed).encode()
     if body.startswith(b"sleep:"):
         time.sleep(float(body.removeprefix(b"sleep:")))
         return 200, b"slept"
@@ -53,20 +56,26 @@ def _answer(body: bytes) -> tuple[int, bytes]:
     return 400, b"unknown"
 
 
-def serve(channel: socket.socket, settings: Settings) -> None:
-    """The stub's main function, a ComputeTarget: report, then answer until the server closes the socket."""
+def serve(channel: socket.socket, tickets: Tickets, settings: Settings) -> None:
+    """The stub's main function, a ComputeTarget: report, then answer until the server closes the socket,
+    computing only the requests whose ticket it takes, as the real one (service/protocol.py)."""
     if settings.default_model == FAIL_MODEL:
         _send(channel, 503, json.dumps({"detail": "the stub cannot serve its model"}).encode())
         return
     report = Started(pid=os.getpid(), device="stub", torch_version="none", torch_threads=1, models=[])
     _send(channel, 200, json.dumps(report).encode())
     requests = channel.makefile("rb")
+    number = computed = 0
     while len(head := requests.read(REQUEST.size)) == REQUEST.size:
         deadline, _, _, length = REQUEST.unpack(head)
         body = requests.read(length)
-        if expired(deadline):
-            _send(channel, 504, EXPIRED)
-        elif body.startswith(b"stream"):
+        skip = skipped(tickets, number, deadline)
+        number += 1
+        if skip is not None:
+            _send(channel, *skip)
+            continue
+        if body.startswith(b"stream"):
             _stream(channel, body)
         else:
-            _send(channel, *_answer(body))
+            _send(channel, *_answer(body, computed))
+        computed += 1
