@@ -25,7 +25,6 @@ import shutil
 import statistics
 import subprocess
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ import safetensors.numpy
 
 from bench.decoder import FOLDER_VARIABLE, MODEL_NAME, SENTENCE, save_bench_llama
 from service.server.openapi_examples import load_golden
+from tests.support.memory import PeakResident
 from tests.support.paths import ROOT
 from tests.support.servers import SERVICE_APP, Server
 
@@ -269,47 +269,19 @@ async def fetch(port: int, body: bytes, accept: str = "application/json") -> tup
     return answer
 
 
-def tree_resident_mb(server: Server) -> float:
-    """The resident memory of the server's process and all its descendants (compute processes)."""
-    pids, total = [server.process.pid], 0
-    while pids:
-        pid = pids.pop()
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-            for thread in Path(f"/proc/{pid}/task").iterdir():
-                pids.extend(int(child) for child in (thread / "children").read_text().split())
-        except OSError:  # ended meanwhile
-            continue
-        total += int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
-    return total / 1024
-
-
 def measure_one_at_a_time(
     scenario: str, server: Server, name: str, body: bytes, seconds: float, accept: str
 ) -> Result:
     """Requests one after the other for about `seconds` (at least one), with the peak resident memory of the
     server's process tree above its size before them (sampled every 10 ms)."""
-    rest = tree_resident_mb(server)
-    peak, done = rest, threading.Event()
-
-    def watch() -> None:
-        nonlocal peak
-        while not done.wait(0.01):
-            peak = max(peak, tree_resident_mb(server))
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
     latencies: list[float] = []
     errors, size, started = 0, 0, time.perf_counter()
-    try:
+    with PeakResident(server.process.pid) as memory:
         while not latencies or time.perf_counter() - started < seconds:
             begun = time.perf_counter()
             status, payload = asyncio.run(fetch(server.port, body, accept))
             latencies.append(time.perf_counter() - begun)
             errors, size = errors + (status != 200), len(payload)
-    finally:
-        done.set()
-        watcher.join()
     elapsed = time.perf_counter() - started
     p50 = statistics.median(latencies) * 1000
     return Result(
@@ -322,7 +294,7 @@ def measure_one_at_a_time(
         round(max(latencies) * 1000, 1),
         size,
         errors,
-        round(peak - rest, 1),
+        round(memory.above_rest, 1),
     )
 
 

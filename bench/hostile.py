@@ -30,8 +30,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bench.load import rss_mb
 from service.server.openapi_examples import load_golden
+from tests.support.memory import tree_resident_mb
 from tests.support.paths import ROOT
 from tests.support.servers import Server
 
@@ -156,7 +156,7 @@ async def leaver(writer: asyncio.StreamWriter) -> None:
 
 async def sample_rss(pid: int, until: float, samples: list[float]) -> None:
     while time.monotonic() < until:
-        samples.append(rss_mb(pid))
+        samples.append(tree_resident_mb(pid))
         await asyncio.sleep(0.1)
 
 
@@ -188,7 +188,7 @@ async def run(
         "p50_ms": round(quantiles[49] * 1000, 2),
         "p99_ms": round(quantiles[98] * 1000, 2),
         "rss_mb_peak": round(max(samples), 1),
-        "rss_mb_final": round(rss_mb(pid), 1),
+        "rss_mb_final": round(tree_resident_mb(pid), 1),
     }
 
 
@@ -208,12 +208,12 @@ def main() -> None:
     server = Server({"ATTENTION_MAX_CONCURRENT": "1"}, quiet=True)
     try:
         limit = 32 * 2**20
-        rest = rss_mb(server.process.pid)
+        rest = tree_resident_mb(server.process.pid)
         attacks = args.attacks.split(",")
         quiet = asyncio.run(run(server.port, server.process.pid, args.seconds, args.well, [], limit))
         attacked = asyncio.run(run(server.port, server.process.pid, args.seconds, args.well, attacks, limit))
         time.sleep(2)
-        settled = rss_mb(server.process.pid)
+        settled = tree_resident_mb(server.process.pid)
     finally:
         server.stop(timeout=30)
     report = {

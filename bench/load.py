@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 
 from service.server.openapi_examples import load_golden
+from tests.support.memory import tree_resident_mb
 from tests.support.paths import ROOT
 from tests.support.servers import SERVICE_APP, Server
 
@@ -38,17 +39,6 @@ BODIES = [
     ),
 ]
 MIX = [0] * 7 + [1, 2, 3]  # mostly small requests, so that many pass through in a short run
-
-
-def rss_mb(pid: int) -> float:
-    """RSS of the process and all its descendants (the server and its compute processes)."""
-    total = 0.0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            total += int(line.split()[1]) / 1024
-    for thread in Path(f"/proc/{pid}/task").iterdir():  # a child belongs to the thread that started it
-        total += sum(rss_mb(int(child)) for child in (thread / "children").read_text().split())
-    return total
 
 
 async def run(port: int, requests: int, concurrency: int) -> tuple[Counter[int], list[float], int, float]:
@@ -100,11 +90,11 @@ def main() -> None:
     try:
         warm_up = max(200, args.requests // 10)
         asyncio.run(run(port, warm_up, args.concurrency))  # allocator pools, caches and threads settle first
-        rss_before = rss_mb(server.process.pid)
+        rss_before = tree_resident_mb(server.process.pid)
         statuses, latencies, missing_retry_after, seconds = asyncio.run(
             run(port, args.requests, args.concurrency)
         )
-        rss_after = rss_mb(server.process.pid)
+        rss_after = tree_resident_mb(server.process.pid)
     finally:
         server.stop(timeout=30)
     quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99

@@ -5,16 +5,13 @@ layer stays within its memory budget."""
 from __future__ import annotations
 
 import json
-import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from service.protocol import MEDIA_TYPES
 from service.server.accept import NotAcceptable, negotiate
-from tests.server.test_reliability import compute_processes
 from tests.support.formats import (
     assert_same_arrays,
     json_arrays,
@@ -22,6 +19,7 @@ from tests.support.formats import (
     read_safetensors,
     without_timing,
 )
+from tests.support.memory import PeakResident
 from tests.support.servers import Server
 
 SAFETENSORS, NDJSON = "application/x-safetensors", "application/x-ndjson"
@@ -99,32 +97,13 @@ def test_a_stream_over_http_arrives_line_by_line_and_carries_the_json_answer(ser
     assert streamed == expected
 
 
-def tree_resident_mb(server: Server) -> float:
-    """The resident memory of the server process and its compute processes together."""
-    total = 0
-    for pid in (server.process.pid, *compute_processes(server)):
-        status = Path(f"/proc/{pid}/status").read_text()
-        total += int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
-    return total / 1024
-
-
 @pytest.mark.slow
 def test_a_512_token_text_streams_every_layers_weights_within_300_mb_above_rest():
     body = {"text": " ".join(["word"] * 510), "layer": "all", "include": ["weights"]}
     with Server({"ATTENTION_MAX_CONCURRENT": "1"}) as srv:
         assert srv.post({"embeddings": [[1.0, 0.0], [0.0, 1.0]]}).status_code == 200
-        rest = tree_resident_mb(srv)
-        peak, done = rest, threading.Event()
-
-        def watch() -> None:
-            nonlocal peak
-            while not done.wait(0.01):
-                peak = max(peak, tree_resident_mb(srv))
-
-        watcher = threading.Thread(target=watch)
-        watcher.start()
         started, arrivals = time.perf_counter(), []
-        try:
+        with PeakResident(srv.process.pid) as memory:
             headers = {"content-type": "application/json", "accept": NDJSON}
             with httpx.stream(
                 "POST", f"{srv.url}/attend", content=json.dumps(body), headers=headers, timeout=120
@@ -141,11 +120,9 @@ def test_a_512_token_text_streams_every_layers_weights_within_300_mb_above_rest(
                         arrivals.append(time.perf_counter() - started)
                         pending = b""
                     pending = (pending + tail[:12])[:12]
-        finally:
-            done.set()
-            watcher.join()
         assert pending == b"" and starts[0].startswith(b'{"meta":')
         layers = [int(start.removeprefix(b'{"layer":').split(b",")[0]) for start in starts[1:]]
         assert layers == [0, 1, 2, 3, 4, 5]
+        rest, peak = memory.rest, memory.peak
         print(f"rest {rest:.0f} MB, peak {peak:.0f} MB; lines at {[round(t, 2) for t in arrivals]} s")
-        assert peak - rest <= 300, f"at rest {rest:.0f} MB, peak {peak:.0f} MB"
+        assert memory.above_rest <= 300, f"at rest {rest:.0f} MB, peak {peak:.0f} MB"

@@ -4,20 +4,15 @@ so without malloc_trim one large request would leave the process hundreds of meg
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.server.test_reliability import compute_processes
+from tests.support.memory import resident_mb
 from tests.support.servers import Server
 
 # 1024 x 1024 embeddings: a 10 MB body parsed into a million Python floats, then 32 MB tensors
 LARGE = {"embeddings": [[[0.123456] * 1024] * 1024], "num_heads": 4, "include": ["output"]}
-
-
-def resident_mb(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]) / 1024
 
 
 @pytest.mark.slow
