@@ -17,7 +17,7 @@ from service.compute.formats.json_body import json_body
 from service.compute.formats.ndjson import error_line, ndjson_lines
 from service.compute.formats.result import Result
 from service.compute.formats.safetensors_body import safetensors_body
-from service.compute.limits import check_batch
+from service.compute.limits import check_batch, check_strings
 from service.compute.models.registry import ModelRegistry
 from service.compute.pretrained import attend_pretrained
 from service.errors import REQUEST_ERRORS, error_answer
@@ -32,9 +32,14 @@ INTERNAL_ERROR = b'{"detail": "the computation failed unexpectedly; the service 
 
 
 def check_text_batch(body: bytes, settings: Settings) -> None:
-    """A large body's list of texts, counted from orjson's parse before pydantic builds it: pydantic makes
-    a Python object of each string first (300 ms for a million one-character texts) only to refuse them."""
-    if len(body) < LARGE_BODY_BYTES or b'"text"' not in body:
+    """A large body's list of texts, counted before pydantic builds it: pydantic makes a Python object of each
+    string first (300 ms for a million one-character texts) only to refuse them. A body of more strings than
+    a request can hold is refused from its quotes; otherwise its texts are counted from orjson's parse (fast
+    for a body of few strings)."""
+    if len(body) < LARGE_BODY_BYTES:
+        return
+    check_strings(settings, body)
+    if b'"text"' not in body:
         return
     try:
         parsed = orjson.loads(body)
