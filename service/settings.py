@@ -44,11 +44,12 @@ class Settings(BaseSettings):
         "internal), returned or not: bounds the memory of one request.",
     )
     max_concurrent: int = Field(
-        default_factory=lambda: max(1, (os.cpu_count() or 2) // 2),
+        default_factory=lambda: max(2, (os.cpu_count() or 2) // 2),
         ge=1,
         description="Compute processes, each computing one request at a time (each loads torch and the "
         "models: about 400 MB with MiniLM); the other requests wait their turn. Default: cores / 2, at "
-        "least 1, which leaves the event loop a core of its own.",
+        "least 2: on 4 cores and more that leaves the event loop a core of its own; on fewer, a second "
+        "process computes while the first does (the event loop needs about 0.2 ms of CPU per request).",
     )
     max_queue: int = Field(
         16,
