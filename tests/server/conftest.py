@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.browser import chromium
 from tests.support.servers import GUARDED_ENV, Server
 
 
@@ -80,3 +81,10 @@ def tiny_server(tiny_bert_folder: Path) -> Iterator[Server]:
     env = {"ATTENTION_MODELS": json.dumps({"tiny-bert": str(tiny_bert_folder)}), "ATTENTION_MAX_BATCH": "4"}
     with Server(env) as srv:
         yield srv
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """Chromium for one test module's browser tests (tests/support/browser.py)."""
+    with chromium() as launched:
+        yield launched

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from service.server.openapi_examples import load_golden
-from tests.support.browser import ARGS, CHROMIUM, OfflinePage, needs_chromium, offline_page
+from tests.support.browser import OfflinePage, needs_chromium, offline_page
 
 TENSORS = ("q", "k", "v", "scores", "scaled_scores", "weights", "context", "output")
 
@@ -61,16 +61,6 @@ def test_the_favicon_of_the_page_and_docs_is_a_png(server):
     assert icon.status_code == 200 and icon.headers["content-type"] == "image/png"
     assert icon.content.startswith(b"\x89PNG\r\n\x1a\n")
     assert '<link rel="icon" type="image/png" href="favicon.ico">' in server.client.get("/docs").text
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
 
 
 def golden_expectations(request: dict[str, Any]) -> dict[str, Any] | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -20,37 +19,17 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.support.browser import needs_chromium
 from tests.support.paths import ROOT
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        CHROMIUM is None, reason="no Chromium here (apt-get install -y chromium; .ci/run does)"
-    ),
+    needs_chromium,
 ]
 SENTENCE = "The cat ate the fish because it was hungry"
 # toy tokens are the words: one and two Han characters, kana, and Latin words among them
 CJK_TEXT = "我的猫 喜欢 吃 鱼 和 寿司 ラーメン and English"
 OUTPUT = ROOT / "test-output"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from tests.server.test_page import OUTPUT, canvas_pixels, run, settled
-from tests.support.browser import ARGS, CHROMIUM, needs_chromium
+from tests.support.browser import needs_chromium
 from tests.support.families import FAMILY_TYPES, WINDOW, save_family_model
 from tests.support.servers import Server
 
@@ -36,16 +36,6 @@ def families(tmp_path_factory) -> Any:
     env = {"ATTENTION_MODELS": json.dumps(models), "ATTENTION_LOAD_MODELS": "lazy"}
     with Server(env, log=root / "service.log") as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

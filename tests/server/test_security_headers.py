@@ -6,11 +6,11 @@ page works under its CSP in a real browser, with no violation reported."""
 from __future__ import annotations
 
 import re
-import shutil
 
 import httpx
 import pytest
 
+from tests.support.browser import WATCH_VIOLATIONS, needs_chromium
 from tests.support.paths import ROOT
 from tests.support.servers import API_KEY
 
@@ -28,7 +28,6 @@ OPEN = (
     "/redoc",
     "/openapi.json",
 )
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def policy(response: httpx.Response) -> dict[str, list[str]]:
@@ -86,32 +85,24 @@ def test_with_api_keys_on_only_attend_and_models_need_one(guarded):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (apt-get install -y chromium; .ci/run does)")
-def test_the_page_works_under_its_csp_without_a_violation(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        try:
-            page = browser.new_page()
-            messages: list[str] = []
-            page.on("console", lambda message: messages.append(f"{message.type}: {message.text}"))
-            page.add_init_script(
-                "window.__violations = [];"
-                "document.addEventListener('securitypolicyviolation', e => "
-                "window.__violations.push(e.violatedDirective + ' ' + e.blockedURI));"
-            )
-            response = page.goto(server.url + "/")
-            assert response is not None
-            assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
-            # a function, not an expression: Playwright evals an expression, which the CSP forbids
-            page.wait_for_function("() => document.querySelectorAll('#model option').length > 1")
-            page.click("#run")
-            page.wait_for_function("() => !document.getElementById('run').disabled")
-            assert page.locator("#heatmap").get_attribute("data-rows"), "no heatmap drawn"
-            # the step-through and the tables are written with innerHTML: no inline style or handler in them
-            assert page.evaluate("window.__violations") == []
-            refused = [m for m in messages if "Content Security Policy" in m or "Refused to" in m]
-            assert not refused, messages
-        finally:
-            browser.close()
+@needs_chromium
+def test_the_page_works_under_its_csp_without_a_violation(server, browser):
+    page = browser.new_page()
+    try:
+        messages: list[str] = []
+        page.on("console", lambda message: messages.append(f"{message.type}: {message.text}"))
+        page.add_init_script(WATCH_VIOLATIONS)
+        response = page.goto(server.url + "/")
+        assert response is not None
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+        # a function, not an expression: Playwright evals an expression, which the CSP forbids
+        page.wait_for_function("() => document.querySelectorAll('#model option').length > 1")
+        page.click("#run")
+        page.wait_for_function("() => !document.getElementById('run').disabled")
+        assert page.locator("#heatmap").get_attribute("data-rows"), "no heatmap drawn"
+        # the step-through and the tables are written with innerHTML: no inline style or handler in them
+        assert page.evaluate("window.__violations") == []
+        refused = [m for m in messages if "Content Security Policy" in m or "Refused to" in m]
+        assert not refused, messages
+    finally:
+        page.close()

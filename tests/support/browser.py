@@ -5,6 +5,8 @@ answer of 400 or more, and every Content-Security-Policy violation."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,11 +25,22 @@ ARGS = [
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="no Chromium here (apt-get install -y chromium; .ci/run does)"
 )
-_WATCH_VIOLATIONS = (
+WATCH_VIOLATIONS = (
     "window.__violations = [];"
     "document.addEventListener('securitypolicyviolation', e => "
     "window.__violations.push(e.violatedDirective + ' ' + e.blockedURI));"
 )
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """Debian's Chromium, launched through Playwright with the flags this machine needs."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
 
 
 @dataclass
@@ -61,5 +74,5 @@ def offline_page(browser: Any, viewport: dict[str, int] | None = None) -> Offlin
         "response", lambda r: watched.failed.append(f"{r.status} {r.url}") if r.status >= 400 else None
     )
     watched.page.on("console", lambda m: watched.errors.append(m.text) if m.type == "error" else None)
-    watched.page.add_init_script(_WATCH_VIOLATIONS)
+    watched.page.add_init_script(WATCH_VIOLATIONS)
     return watched
