@@ -76,7 +76,7 @@ def test_json_data_flat_or_nested_as_the_shape_is_the_same_tensor():
 
 def test_fp32_json_data_is_rounded_to_float32_as_declared():
     decoded = decode_inputs([json_input("embeddings", "FP32", [1, 1, 1], [0.1])], NOTHING, SETTINGS)
-    assert decoded["embeddings"].reshape(-1)[0] == float(np.float32(0.1)) != 0.1
+    assert np.asarray(decoded["embeddings"]).reshape(-1)[0] == float(np.float32(0.1)) != 0.1
 
 
 def test_binary_inputs_follow_each_other_in_the_order_of_the_header():

@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 
-from service.errors import ModelError
+from service.errors import ClientGone, ComputeProcessDied, ModelError, NoComputeProcess, Overloaded, TimedOut
 from service.protocol import ResponseFormat, Tickets
 from service.server.compute_pool import PIPELINE, ComputePool, ComputeProcess, Job
-from service.server.handlers import ClientGone, ComputeProcessDied, NoComputeProcess, Overloaded, TimedOut
 from service.settings import Settings
 from tests.support.stub_compute import FAIL_MODEL, serve
 
