@@ -64,22 +64,21 @@ def layer_output(layer: int, name: str) -> str:
     return f"layers.{layer}.{name}"
 
 
-def tensor_metadata(name: str, datatype: str, rank: int) -> dict[str, Any]:
-    return {"name": name, "datatype": datatype, "shape": [-1] * rank}
+def tensor_metadata(name: str, datatype: str, rank: int) -> TensorMetadata:
+    return TensorMetadata(name=name, datatype=datatype, shape=[-1] * rank)
 
 
-def model_metadata(name: str, layers: int | None) -> dict[str, Any]:
+def model_metadata(name: str, layers: int | None) -> ModelMetadata:
     """GET /v2/models/{name}: `layers` is the pretrained model's layer count (None for the explicit and the
     toy model, whose outputs are the tensors themselves, or a pretrained model whose config is unreadable)."""
     inputs = [
-        {
-            "name": input_name,
-            "datatype": BYTES if input_name == TEXT_INPUT else "FP32",
-            "shape": INPUT_SHAPES[input_name],
-        }
+        TensorMetadata(
+            name=input_name,
+            datatype=BYTES if input_name == TEXT_INPUT else "FP32",
+            shape=INPUT_SHAPES[input_name],
+        )
         for input_name in model_inputs(name)
     ]
-    outputs: list[dict[str, Any]] = []
     if layers is None:
         outputs = [tensor_metadata(t, "FP32", len(TENSOR_AXES[t])) for t in TENSOR_NAMES]
     else:
@@ -90,13 +89,9 @@ def model_metadata(name: str, layers: int | None) -> dict[str, Any]:
         ]
     if name != EXPLICIT_MODEL:
         outputs.append(tensor_metadata(TOKENS, BYTES, 2))
-    return {
-        "name": name,
-        "versions": [MODEL_VERSION],
-        "platform": "pytorch",
-        "inputs": inputs,
-        "outputs": outputs,
-    }
+    return ModelMetadata(
+        name=name, versions=[MODEL_VERSION], platform="pytorch", inputs=inputs, outputs=outputs
+    )
 
 
 def parse_output_name(name: str) -> tuple[int | None, TensorName | None]:

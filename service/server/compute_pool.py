@@ -38,6 +38,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from functools import partial
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 import orjson
@@ -81,7 +82,7 @@ class ComputeProcess:
 
     def __init__(
         self,
-        process: Any,
+        process: BaseProcess,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         tickets: Tickets,

@@ -167,7 +167,7 @@ def test_a_bytes_input_over_the_batch_limit_is_refused_before_its_texts_are_read
 @pytest.mark.parametrize("model", [EXPLICIT_MODEL, TOY_MODEL, BUNDLED_MODEL])
 def test_decoding_accepts_exactly_the_inputs_the_model_metadata_declares(model):
     """One place says which inputs a model takes: the metadata's inputs are those translate accepts."""
-    declared = [tensor["name"] for tensor in model_metadata(model, None)["inputs"]]
+    declared = [tensor.name for tensor in model_metadata(model, None).inputs]
     assert declared == list(model_inputs(model))
     header = InferRequestHeader(inputs=[json_input(declared[0], "FP64", [1], [1.0])])
     for name in declared:

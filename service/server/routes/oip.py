@@ -165,7 +165,7 @@ async def ready_head(state: State) -> Response:
     return Response(status_code=200 if state.computing() else 503)
 
 
-def _metadata(request: Request, compute: ComputeDependency, name: str) -> dict[str, Any]:
+def _metadata(request: Request, compute: ComputeDependency, name: str) -> ModelMetadata:
     """The model's metadata; a 404 for a name that is not the explicit model, the toy model or a model of
     GET /models, or a version (in the path of the /versions/{version} routes) other than the one there is."""
     version = request.path_params.get("version")
@@ -181,7 +181,7 @@ def _metadata(request: Request, compute: ComputeDependency, name: str) -> dict[s
 
 
 async def get_model_metadata(request: Request, compute: ComputeDependency, name: ModelName) -> ModelMetadata:
-    return ModelMetadata.model_validate(_metadata(request, compute, name))
+    return _metadata(request, compute, name)
 
 
 async def model_ready(
