@@ -3,7 +3,8 @@
 Served with `uvicorn --http service.server.http_protocol:HttpProtocol` (HTTP_PROTOCOL: scripts/serve.sh, the
 Dockerfile's CMD and the test servers of tests/support/servers.py all name it); its limits are the app's own
 settings (service/settings.py), which the app's lifespan hands to uvicorn's protocols in the lifespan state
-(HTTP_SETTINGS), so the command line names nothing else.
+(HTTP_SETTINGS), so the command line names nothing else. Another app served with it (the benchmark's
+baseline, measured under the same limits) gets the settings of the environment, as the service's app would.
 
 - Request line and headers: at most ATTENTION_MAX_HEADER_BYTES, else 431. httptools has no such bound and
   grows a header value that arrives in pieces by copying it whole each time, so one endless header would hold
@@ -40,7 +41,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
-from service.settings import Settings
+from service.settings import Settings, get_settings
 
 HTTP_PROTOCOL = "service.server.http_protocol:HttpProtocol"  # uvicorn's --http, wherever the service runs
 
@@ -74,13 +75,10 @@ class Limits:
     @classmethod
     def of(cls, app_state: dict[str, Any]) -> Limits:
         """The limits of the app's settings, from uvicorn's lifespan state (service/server/app.py puts them
-        there before the server accepts its first connection)."""
-        settings = app_state.get(HTTP_SETTINGS)
-        if not isinstance(settings, Settings):
-            raise RuntimeError(
-                f"{HTTP_PROTOCOL} serves the service's app only (its lifespan state has no "
-                f"{HTTP_SETTINGS!r}; is the lifespan off?)"
-            )
+        there before the server accepts its first connection); for an app that puts none there, those of the
+        environment."""
+        published = app_state.get(HTTP_SETTINGS)
+        settings = published if isinstance(published, Settings) else get_settings()
         return cls(
             max_header_bytes=settings.max_header_bytes,
             header_timeout_s=settings.header_timeout_s,

@@ -14,8 +14,8 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from service.server.http_protocol import CONNECTION_REFUSALS, HTTP_SETTINGS, HttpProtocol
-from service.settings import Settings
+from service.server.http_protocol import CONNECTION_REFUSALS, HTTP_SETTINGS, HttpProtocol, Limits
+from service.settings import Settings, get_settings
 
 OVERRIDDEN = (
     "__init__",
@@ -109,11 +109,10 @@ def test_uvicorn_calls_the_body_and_response_hooks_a_body_is_charged_until_answe
     assert HttpProtocol.body_bytes_in_flight == 0  # on_response_complete gave the charge back
 
 
-def test_without_the_apps_settings_the_protocol_refuses_to_serve():
-    loop = asyncio.new_event_loop()
-    try:
-        config = Config(app=answer_ok, lifespan="off", log_level="warning")
-        with pytest.raises(RuntimeError, match="lifespan state has no"):
-            HttpProtocol(config, ServerState(), {}, _loop=loop)
-    finally:
-        loop.close()
+def test_the_limits_are_the_apps_settings_else_the_environments():
+    published = Settings(max_header_bytes=2048, max_connections=3)
+    assert Limits.of({HTTP_SETTINGS: published}).max_header_bytes == 2048
+    assert Limits.of({HTTP_SETTINGS: published}).max_connections == 3
+    environment = get_settings()  # an app that publishes none (the benchmark's baseline)
+    assert Limits.of({}).max_header_bytes == environment.max_header_bytes
+    assert Limits.of({}).max_connections == environment.max_connections
