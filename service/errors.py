@@ -106,9 +106,20 @@ STATUSES: dict[type[Exception], Status] = {
     TimedOut: Status(504, "timeout"),
     ClientGone: Status(499, "client_disconnected"),
 }
-SERVICE_ERRORS = tuple(STATUSES)
-# what a compute process answers as a 4xx or 503 rather than a 500 (the others are the server's own)
+# what a compute process answers as a 4xx or 503 rather than a 500
 REQUEST_ERRORS = (ValidationError, RequestError, LimitExceeded, ModelError)
+# what the server process raises while it serves a request (ClientGone aside: nobody reads its answer)
+SERVER_ERRORS = (
+    InferRequestError,
+    UnknownModel,
+    NotAcceptable,
+    LimitExceeded,
+    UnsupportedMediaType,
+    Overloaded,
+    ComputeProcessDied,
+    NoComputeProcess,
+    TimedOut,
+)
 INTERNAL_ERROR = "the computation failed unexpectedly; the service log has the details"
 
 
@@ -163,7 +174,7 @@ def detail_body(error: Exception) -> dict[str, Any]:
 
 
 def detail_answer(error: Exception) -> tuple[int, bytes]:
-    """The status and {"detail"} body of one of SERVICE_ERRORS."""
+    """The status and {"detail"} body of an error of STATUSES."""
     return status_of(error).code, orjson.dumps(detail_body(error))
 
 

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from service.errors import (
-    SERVICE_ERRORS,
+    SERVER_ERRORS,
     ClientGone,
     Status,
     describe_validation_errors,
@@ -56,7 +56,7 @@ async def on_client_gone(request: Request, exc: Exception) -> Response:
 
 Handler = Callable[[Request, Any], Coroutine[Any, Any, Response]]
 HANDLERS: dict[int | type[Exception], Handler] = {
-    **dict.fromkeys(SERVICE_ERRORS, on_service_error),
+    **dict.fromkeys(SERVER_ERRORS, on_service_error),
     RequestValidationError: on_request_validation_error,
     ClientGone: on_client_gone,
 }

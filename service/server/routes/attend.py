@@ -14,7 +14,7 @@ from starlette.types import Receive, Scope, Send
 from schemas.request import AttendRequest
 from schemas.response import AttendResponse
 from service.errors import (
-    SERVICE_ERRORS,
+    SERVER_ERRORS,
     ClientGone,
     LimitExceeded,
     UnsupportedMediaType,
@@ -129,7 +129,7 @@ class StreamedResponse(Response):
             assert self.held.stream is not None
             try:
                 await self.held.stream(send_line)
-            except SERVICE_ERRORS as broken:
+            except SERVER_ERRORS as broken:
                 status = status_of(broken)
                 if status.refusal is not None:
                     metrics.rejected.labels(status.refusal).inc()

@@ -37,7 +37,7 @@ from schemas.oip import (
 )
 from schemas.request import TOY_MODEL
 from service.errors import (
-    SERVICE_ERRORS,
+    SERVER_ERRORS,
     InferRequestError,
     UnknownModel,
     UnsupportedMediaType,
@@ -78,7 +78,7 @@ class OipRoute(APIRoute):
                 return oip_error(error.status_code, str(error.detail), dict(error.headers or {}))
             except RequestValidationError as error:
                 return oip_error(400, "; ".join(str(e.get("msg")) for e in error.errors()))
-            except SERVICE_ERRORS as error:
+            except SERVER_ERRORS as error:
                 status = status_of(error)
                 count_refusal(request, status)
                 return oip_error(status.code, str(error), retry_headers(status))
