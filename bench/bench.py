@@ -110,9 +110,8 @@ def comparable(response: dict[str, Any]) -> list[np.ndarray]:
         return [np.asarray(layer) for layer in response["attentions"]]
     if "layers" in response:
         return [np.asarray(layer["weights"]) for layer in response["layers"]]
-    unbatch = (
-        (lambda array: array[0]) if "meta" in response else (lambda array: array)
-    )  # the service's batch axis
+    # the service's batch axis
+    unbatch = (lambda array: array[0]) if "meta" in response else (lambda array: array)
     return [unbatch(np.asarray(response["weights"])), unbatch(np.asarray(response["output"]))]
 
 

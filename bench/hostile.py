@@ -100,9 +100,8 @@ async def hostile(port: int, until: float, attack: Callable[[asyncio.StreamWrite
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             attacking = asyncio.ensure_future(attack(writer))
-            closed = asyncio.ensure_future(
-                reader.read()
-            )  # returns when the server closes (never read otherwise)
+            # returns when the server closes (never read otherwise)
+            closed = asyncio.ensure_future(reader.read())
             await asyncio.wait({attacking, closed}, timeout=max(0.0, until - time.monotonic()))
             attacking.cancel()
             closed.cancel()

@@ -9,9 +9,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.axes import TENSOR_AXES, TENSOR_NAMES, TensorName
+from schemas.request import TOY_MODEL
 
 OIP_PREFIX = "/v2"  # where the protocol's routes are
-ATTENTION_MODEL = "attention"  # the embeddings and Q/K/V forms; text models go by their GET /models names
+# the model of the explicit path (embeddings, or Q/K/V, with weights); the toy model and the pretrained models
+# go by their GET /models names
+EXPLICIT_MODEL = "attention"
 MODEL_VERSION = "1"
 BINARY_EXTENSION = "binary_tensor_data"
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -43,32 +46,39 @@ BINARY_DATA = "binary_data"
 BINARY_DATA_SIZE = "binary_data_size"
 
 
+def is_pretrained(model: str) -> bool:
+    """Whether `model` is a pretrained model (text through its layers; outputs `layers.{i}.{name}`), rather
+    than the explicit model or the toy model (outputs `{name}`)."""
+    return model not in (EXPLICIT_MODEL, TOY_MODEL)
+
+
+def model_inputs(model: str) -> tuple[str, ...]:
+    """The inputs `model` takes: the one place that says so, for its metadata and for decoding its
+    requests."""
+    if model == EXPLICIT_MODEL:
+        return (*EMBEDDING_INPUTS, *WEIGHT_INPUTS, MASK_INPUT)
+    return (TEXT_INPUT,) if is_pretrained(model) else (TEXT_INPUT, *WEIGHT_INPUTS)
+
+
 def layer_output(layer: int, name: str) -> str:
     return f"layers.{layer}.{name}"
 
 
-def tensor_metadata(name: str, datatype: str, rank: int) -> dict[str, Any]:
-    return {"name": name, "datatype": datatype, "shape": [-1] * rank}
+def tensor_metadata(name: str, datatype: str, rank: int) -> TensorMetadata:
+    return TensorMetadata(name=name, datatype=datatype, shape=[-1] * rank)
 
 
-def model_metadata(name: str, layers: int | None, toy: bool) -> dict[str, Any]:
-    """GET /v2/models/{name}: `layers` is the pretrained model's layer count (None for `attention` and the
-    toy model, whose outputs are the tensors themselves)."""
-    if name == ATTENTION_MODEL:
-        input_names: tuple[str, ...] = (*EMBEDDING_INPUTS, *WEIGHT_INPUTS, MASK_INPUT)
-    elif toy:
-        input_names = (TEXT_INPUT, *WEIGHT_INPUTS)
-    else:
-        input_names = (TEXT_INPUT,)
+def model_metadata(name: str, layers: int | None) -> ModelMetadata:
+    """GET /v2/models/{name}: `layers` is the pretrained model's layer count (None for the explicit and the
+    toy model, whose outputs are the tensors themselves, or a pretrained model whose config is unreadable)."""
     inputs = [
-        {
-            "name": input_name,
-            "datatype": BYTES if input_name == TEXT_INPUT else "FP32",
-            "shape": INPUT_SHAPES[input_name],
-        }
-        for input_name in input_names
+        TensorMetadata(
+            name=input_name,
+            datatype=BYTES if input_name == TEXT_INPUT else "FP32",
+            shape=INPUT_SHAPES[input_name],
+        )
+        for input_name in model_inputs(name)
     ]
-    outputs: list[dict[str, Any]] = []
     if layers is None:
         outputs = [tensor_metadata(t, "FP32", len(TENSOR_AXES[t])) for t in TENSOR_NAMES]
     else:
@@ -77,15 +87,11 @@ def model_metadata(name: str, layers: int | None, toy: bool) -> dict[str, Any]:
             for i in range(layers)
             for t in TENSOR_NAMES
         ]
-    if name != ATTENTION_MODEL:
+    if name != EXPLICIT_MODEL:
         outputs.append(tensor_metadata(TOKENS, BYTES, 2))
-    return {
-        "name": name,
-        "versions": [MODEL_VERSION],
-        "platform": "pytorch",
-        "inputs": inputs,
-        "outputs": outputs,
-    }
+    return ModelMetadata(
+        name=name, versions=[MODEL_VERSION], platform="pytorch", inputs=inputs, outputs=outputs
+    )
 
 
 def parse_output_name(name: str) -> tuple[int | None, TensorName | None]:

@@ -58,7 +58,7 @@ Decimals = Annotated[int, Field(ge=0, le=15), BeforeValidator(_integral)]
 # head indexes or query positions to return; at most ATTENTION_MAX_SEQ-many fit a valid request, and the
 # schema bound keeps a body of millions of indexes from being validated one by one
 Index = Annotated[int, Field(ge=0, le=INT32_MAX), BeforeValidator(_integral)]
-Selection = Annotated[list[Index], Field(min_length=1, max_length=2**16)]
+IndexList = Annotated[list[Index], Field(min_length=1, max_length=2**16)]
 _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
@@ -235,12 +235,12 @@ class AttendRequest(BaseModel):
         'those JSON carries. "float16" halves the bytes; a value past its range (65504) is a 422. '
         "JSON and NDJSON responses ignore it (use `decimals`).",
     )
-    heads: Selection | None = Field(
+    heads: IndexList | None = Field(
         None,
         description="Return only these heads (sorted, distinct indexes, each below num_heads): every "
         "returned tensor with a `head` axis keeps these entries, in this order. Default: all heads.",
     )
-    queries: Selection | None = Field(
+    queries: IndexList | None = Field(
         None,
         description="Return only these query positions (sorted, distinct indexes, each below seq): every "
         "returned tensor with a `query_pos` axis keeps these entries. Default: all positions.",

@@ -102,7 +102,7 @@ def input_forms_json_schema(schema: JsonDict) -> None:
     ]
 
 
-MATRICES = ("w_q", "w_k", "w_v")
+QKV_MATRICES = ("w_q", "w_k", "w_v")  # given together or not at all
 EXPLICIT_ONLY = ("w_o", "b_q", "b_k", "b_v", "b_o")
 
 
@@ -110,6 +110,6 @@ def weights_json_schema(schema: JsonDict) -> None:
     """WeightSpec: w_q, w_k, w_v all given or all generated; w_o and the biases only with them; b_o with
     w_o."""
     schema["allOf"] = [
-        *(_when(_present(name), _present(*MATRICES)) for name in (*MATRICES, *EXPLICIT_ONLY)),
+        *(_when(_present(name), _present(*QKV_MATRICES)) for name in (*QKV_MATRICES, *EXPLICIT_ONLY)),
         _when(_present("b_o"), _present("w_o")),
     ]

@@ -1,11 +1,16 @@
-"""Errors that both processes raise, and how they are written: every 4xx names the field, what was found and
-what was expected. Compute processes raise most of them; the server raises LimitExceeded for bodies over
-their byte limit and ModelError when no compute process can start."""
+"""Every error the service answers with, its HTTP status (one table, STATUSES), and the three bodies an error
+is written in: the service's {"detail": ...} (detail_body), the Open Inference Protocol's {"error": ...}
+(oip_error_body) and the last line of an NDJSON stream that broke off (stream_error_line).
+
+Every 4xx names the field, what was found and what was expected. Compute processes raise the errors in a
+request's content; the server raises the refusals (over a limit, busy, too slow) and ModelError when no
+compute process can start. Nothing here imports FastAPI or torch: both processes use it."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
+import orjson
 from pydantic import ValidationError
 
 from schemas.describe import describe
@@ -19,9 +24,18 @@ class RequestError(Exception):
         self.loc, self.msg = loc, msg
 
 
+class InferRequestError(Exception):
+    """An Open Inference Protocol request that does not fit the protocol or this service's models (400); its
+    message names the input, output or parameter at fault as the infer request does."""
+
+
 class ModelError(Exception):
     """A model that cannot be served: missing, tampered, unsupported (503 for a request, fatal at
     start-up)."""
+
+
+class UnknownModel(Exception):
+    """An Open Inference Protocol path names a model (or version) the service does not have (404)."""
 
 
 class LimitExceeded(Exception):
@@ -32,7 +46,91 @@ class LimitExceeded(Exception):
         self.limit, self.maximum, self.estimate = limit, maximum, estimate
 
 
+class NotAcceptable(Exception):
+    """The Accept header names no media type the service produces (406)."""
+
+
+class UnsupportedMediaType(Exception):
+    """A body a browser form could send, or a compressed one: it must not start a computation (415)."""
+
+
+class Overloaded(Exception):
+    """Every compute process is busy and the queue is full (503 with Retry-After)."""
+
+
+class TimedOut(Exception):
+    """The request waited and computed longer than request_timeout_s (504)."""
+
+    @classmethod
+    def after(cls, timeout: float) -> TimedOut:
+        return cls(
+            f"the request took longer than ATTENTION_REQUEST_TIMEOUT_S={timeout:g} s (waiting and "
+            "computing); ask for less (fewer layers, tensors or tokens) or retry later"
+        )
+
+
+class NoComputeProcess(Exception):
+    """No compute process is running: every one is being replaced (503 with Retry-After)."""
+
+
+class ComputeProcessDied(Exception):
+    """The compute process stopped while computing this request (killed, out of memory); it is replaced
+    (503)."""
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready (499, which nobody reads)."""
+
+
+class Status(NamedTuple):
+    """How an error is answered: its HTTP status; for a refusal that protects the service, the reason it is
+    counted under (/metrics: attention_rejected) and whether retrying soon may succeed (Retry-After: 1)."""
+
+    code: int
+    refusal: str | None = None
+    retry: bool = False
+
+
+STATUSES: dict[type[Exception], Status] = {
+    ValidationError: Status(422),  # a body that pydantic refused (/attend parses its own body)
+    RequestError: Status(422),
+    InferRequestError: Status(400),
+    UnknownModel: Status(404),
+    NotAcceptable: Status(406),
+    LimitExceeded: Status(413),
+    UnsupportedMediaType: Status(415),
+    ModelError: Status(503),
+    Overloaded: Status(503, "overloaded", retry=True),
+    ComputeProcessDied: Status(503, "compute_process_died", retry=True),
+    NoComputeProcess: Status(503, "no_compute_process", retry=True),
+    TimedOut: Status(504, "timeout"),
+    ClientGone: Status(499, "client_disconnected"),
+}
+# what a compute process answers as a 4xx or 503 rather than a 500
 REQUEST_ERRORS = (ValidationError, RequestError, LimitExceeded, ModelError)
+# what the server process raises while it serves a request (ClientGone aside: nobody reads its answer)
+SERVER_ERRORS = (
+    InferRequestError,
+    UnknownModel,
+    NotAcceptable,
+    LimitExceeded,
+    UnsupportedMediaType,
+    Overloaded,
+    ComputeProcessDied,
+    NoComputeProcess,
+    TimedOut,
+)
+INTERNAL_ERROR = "the computation failed unexpectedly; the service log has the details"
+
+
+def status_of(error: Exception) -> Status:
+    """The error's entry of STATUSES (raises KeyError for an error that is not one of the service's)."""
+    return next(STATUSES[kind] for kind in type(error).__mro__ if kind in STATUSES)
+
+
+def retry_headers(status: Status) -> dict[str, str] | None:
+    return {"Retry-After": "1"} if status.retry else None
+
 
 _UNION_TAGS = ("str", "int", "float", "bool")
 
@@ -58,14 +156,34 @@ def describe_validation_errors(
     return sorted(items, key=lambda item: -len(item["loc"]))
 
 
-def error_answer(exc: Exception) -> tuple[int, dict[str, Any]]:
-    """The status and body for one of REQUEST_ERRORS."""
-    if isinstance(exc, ValidationError):  # a body that pydantic refused (/attend parses its own body)
-        return 422, {"detail": describe_validation_errors(exc.errors(include_url=False), prefix=("body",))}
-    if isinstance(exc, RequestError):
-        return 422, {"detail": [{"loc": ["body", *exc.loc], "msg": exc.msg, "type": "value_error"}]}
-    if isinstance(exc, LimitExceeded):
-        return 413, {"detail": str(exc), "limit": exc.limit, "maximum": exc.maximum, "estimate": exc.estimate}
-    if isinstance(exc, ModelError):
-        return 503, {"detail": str(exc)}
-    raise TypeError(f"not a request error: {exc!r}")
+def detail_body(error: Exception) -> dict[str, Any]:
+    """The service's own error body: `detail` a list of {loc, msg, type} for a request's content (422), the
+    limit, its maximum and the estimate beside it for a 413, the message otherwise."""
+    if isinstance(error, ValidationError):
+        return {"detail": describe_validation_errors(error.errors(include_url=False), prefix=("body",))}
+    if isinstance(error, RequestError):
+        return {"detail": [{"loc": ["body", *error.loc], "msg": error.msg, "type": "value_error"}]}
+    if isinstance(error, LimitExceeded):
+        return {
+            "detail": str(error),
+            "limit": error.limit,
+            "maximum": error.maximum,
+            "estimate": error.estimate,
+        }
+    return {"detail": str(error)}
+
+
+def detail_answer(error: Exception) -> tuple[int, bytes]:
+    """The status and {"detail"} body of an error of STATUSES."""
+    return status_of(error).code, orjson.dumps(detail_body(error))
+
+
+def oip_error_body(message: str) -> bytes:
+    """The Open Inference Protocol's error body, which tritonclient and KServe read."""
+    return orjson.dumps({"error": message})
+
+
+def stream_error_line(status: int, body: dict[str, Any]) -> bytes:
+    """The last line of an NDJSON stream that broke off after its first line: the status and the {"detail"}
+    body it would have had as an answer."""
+    return orjson.dumps({"error": {"status": status, **body}}) + b"\n"

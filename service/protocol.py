@@ -1,5 +1,6 @@
-"""The socket between the server process and a compute process: its frames, the start-up report, and the
-compute process's entry point (kept here, light, so that the server process never imports torch).
+"""The socket between the server process and a compute process: its frames, the start-up report, the tickets
+and the response formats' codes. Both sides import it; it imports neither (a compute process starts in
+service/compute/entry.py).
 
 A request is REQUEST (its kind, ATTEND or OIP_INFER, the response format, the body's length) then the body; an
 answer is one or more frames, each ANSWER (HTTP status, whether it is the last, length) then its bytes. A
@@ -20,9 +21,8 @@ from __future__ import annotations
 import socket
 import struct
 import time
+from enum import IntEnum
 from typing import Any, TypedDict
-
-from service.settings import Settings
 
 # the request's deadline on time.monotonic()'s clock, which all processes of a host share (a process skips a
 # request whose deadline has passed before it starts it: the server has answered it 504), its kind, the
@@ -40,9 +40,16 @@ TICKET = b"t"
 ANSWER = struct.Struct("!H?Q")  # HTTP status, last frame of the answer, length
 Frame = tuple[int, bytes, bool]  # HTTP status, bytes, last
 
-# the response formats, by the code REQUEST carries: their media types
+
+class ResponseFormat(IntEnum):
+    """A response format, by the code REQUEST carries; MEDIA_TYPES[format] is its media type."""
+
+    JSON = 0
+    SAFETENSORS = 1
+    NDJSON = 2
+
+
 MEDIA_TYPES = ("application/json", "application/x-safetensors", "application/x-ndjson")
-JSON, SAFETENSORS, NDJSON = range(len(MEDIA_TYPES))
 
 
 class Started(TypedDict):
@@ -102,10 +109,3 @@ def skipped(tickets: Tickets, number: int, deadline: float) -> Frame | None:
     if expired(deadline):
         return 504, EXPIRED, True
     return None
-
-
-def compute_process(channel: socket.socket, tickets: Tickets, settings: Settings) -> None:
-    """The compute process's main function (see service/compute/process.py)."""
-    from service.compute.process import serve
-
-    serve(channel, tickets, settings)

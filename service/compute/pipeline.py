@@ -1,7 +1,8 @@
-"""One request, bytes to bytes, in a compute process: the body parsed into schemas.request.AttendRequest
-(pydantic-core's JSON parser; tensor fields become numpy arrays), then the explicit and toy path
-(explicit.py) or the pretrained path (pretrained.py), then the format the client accepts (formats/); errors
-in the request become their 4xx answer."""
+"""The /attend door of a compute process, bytes to bytes: the body parsed into schemas.request.AttendRequest
+(pydantic-core's JSON parser; tensor fields become numpy arrays), computed by dispatch.py (as the Open
+Inference Protocol's door, oip/, does), then written in the format the client accepts (formats/); errors in
+the request become their 4xx answer (service/errors.py).
+"""
 
 from __future__ import annotations
 
@@ -11,24 +12,30 @@ from collections.abc import Iterator
 
 import orjson
 
-from schemas.request import TOY_MODEL, AttendRequest
-from service.compute.explicit import attend_explicit
+from schemas.request import AttendRequest
+from service.compute.dispatch import compute
 from service.compute.formats.json_body import json_body
-from service.compute.formats.ndjson import error_line, ndjson_lines
+from service.compute.formats.ndjson import ndjson_lines
 from service.compute.formats.result import Result
 from service.compute.formats.safetensors_body import safetensors_body
 from service.compute.limits import check_batch, check_strings
 from service.compute.models.registry import ModelRegistry
-from service.compute.pretrained import attend_pretrained
-from service.errors import REQUEST_ERRORS, error_answer
-from service.protocol import JSON, NDJSON, SAFETENSORS, Frame
+from service.errors import (
+    INTERNAL_ERROR,
+    REQUEST_ERRORS,
+    detail_answer,
+    detail_body,
+    status_of,
+    stream_error_line,
+)
+from service.protocol import Frame, ResponseFormat
 from service.settings import Settings
 
 log = logging.getLogger("attention_service.compute")
 
 LARGE_BODY_BYTES = 2**18  # a list of texts in a body this large may be a batch bomb: counted first
 PIECE = 2**20  # a stream's frames are at most this long: a layer's line of 40 MB goes in pieces
-INTERNAL_ERROR = b'{"detail": "the computation failed unexpectedly; the service log has the details"}'
+INTERNAL_ERROR_BODY = orjson.dumps({"detail": INTERNAL_ERROR})
 
 
 def check_text_batch(body: bytes, settings: Settings) -> None:
@@ -56,17 +63,7 @@ def computed(body: bytes, settings: Settings, models: ModelRegistry, streamed: b
     started = time.perf_counter()
     check_text_batch(body, settings)
     request = AttendRequest.model_validate_json(body)
-    return attend_request(request, settings, models, started, streamed)
-
-
-def attend_request(
-    request: AttendRequest, settings: Settings, models: ModelRegistry, started: float, streamed: bool = False
-) -> Result:
-    """A parsed request through its path (also the Open Inference Protocol's, service/compute/oip/), to be
-    encoded in a format of service/compute/formats/ or as OIP outputs."""
-    if request.text is not None and request.model != TOY_MODEL:
-        return attend_pretrained(request, settings, models, started, streamed)
-    return attend_explicit(request, settings, started)
+    return compute(request, settings, models, started, streamed)
 
 
 def attend(body: bytes, settings: Settings, models: ModelRegistry) -> bytes:
@@ -75,26 +72,25 @@ def attend(body: bytes, settings: Settings, models: ModelRegistry) -> bytes:
     return json_body(computed(body, settings, models))
 
 
-ONE_PIECE = {JSON: json_body, SAFETENSORS: safetensors_body}
+ONE_PIECE = {ResponseFormat.JSON: json_body, ResponseFormat.SAFETENSORS: safetensors_body}
 
 
-def answer(body: bytes, settings: Settings, models: ModelRegistry, media: int = JSON) -> tuple[int, bytes]:
+def answer(
+    body: bytes, settings: Settings, models: ModelRegistry, media: ResponseFormat = ResponseFormat.JSON
+) -> tuple[int, bytes]:
     """The HTTP status and body for a request body in a format sent in one piece (JSON, safetensors): 200, a
     4xx that says what is wrong (as JSON), or a 500 for a bug."""
     try:
         return 200, ONE_PIECE[media](computed(body, settings, models))
     except REQUEST_ERRORS as error:
-        status, detail = error_answer(error)
-        return status, orjson.dumps(detail)
-    except (
-        Exception
-    ):  # a bug or an exhausted resource: logged here, a 500 for the request, the process goes on
+        return detail_answer(error)
+    except Exception:  # a bug or an exhausted resource: logged, a 500 for the request, the process goes on
         log.exception("computation failed")
-        return 500, INTERNAL_ERROR
+        return 500, INTERNAL_ERROR_BODY
 
 
 def frames(
-    body: bytes, settings: Settings, models: ModelRegistry, media: int, joined: bool = False
+    body: bytes, settings: Settings, models: ModelRegistry, media: ResponseFormat, joined: bool = False
 ) -> Iterator[Frame]:
     """The frames of the answer (service/protocol.py), each made when the one before has been sent: one for
     a format sent in one piece; for NDJSON the first line, each further line as soon as it is computed (in
@@ -102,19 +98,18 @@ def frames(
     (a 4xx or 500 as JSON); after it, the stream's last line (service/compute/formats/ndjson.py).
     `joined`: the frames are held together before they are sent (a Ray replica), so the limits count the
     whole stream."""
-    if media != NDJSON:
+    if media != ResponseFormat.NDJSON:
         yield (*answer(body, settings, models, media), True)
         return
     try:
         lines = ndjson_lines(computed(body, settings, models, streamed=not joined))
         first = next(lines)
     except REQUEST_ERRORS as error:
-        status, detail = error_answer(error)
-        yield status, orjson.dumps(detail), True
+        yield (*detail_answer(error), True)
         return
     except Exception:
         log.exception("computation failed")
-        yield 500, INTERNAL_ERROR, True
+        yield 500, INTERNAL_ERROR_BODY, True
         return
     yield 200, first, False
     try:
@@ -123,11 +118,11 @@ def frames(
                 yield 200, line[offset : offset + PIECE], False
             del line  # not held while the next line is computed
     except REQUEST_ERRORS as error:
-        status, detail = error_answer(error)
-        yield status, error_line(status, detail), True
+        status = status_of(error).code
+        yield status, stream_error_line(status, detail_body(error)), True
         return
     except Exception:
         log.exception("computation failed")
-        yield 500, error_line(500, orjson.loads(INTERNAL_ERROR)), True
+        yield 500, stream_error_line(500, {"detail": INTERNAL_ERROR}), True
         return
     yield 200, b"", True

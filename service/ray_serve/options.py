@@ -40,6 +40,6 @@ def deployment_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def torch_threads(assigned_cpus: float) -> int:
+def replica_threads(assigned_cpus: float) -> int:
     """A replica's torch threads: the whole CPUs Ray assigned it (at least 1: fractions share a core)."""
     return max(1, math.floor(assigned_cpus))

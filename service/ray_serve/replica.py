@@ -1,10 +1,11 @@
 """The service as one Ray Serve replica, without Ray itself (so that it also runs, and is tested, under
 uvicorn).
 
-The app is service/server/app.py's, with the same routes, handlers, middleware and OpenAPI document; only its
-lifespan differs: instead of a pool of compute processes, the replica computes in its own process, on one
-compute thread, with what a compute process runs (service.compute.process.start at start-up: models and
-warm-up; its ROUTES for each request: the pipeline for /attend, the Open Inference Protocol's infer). Ray
+The app is service/server/app.py's, with the same routes, handlers, middleware, lifespan and OpenAPI document;
+only its computation differs (ReplicaCompute, the same Compute interface as the compute pool): instead of a
+pool of compute processes, the replica computes in its own process, on one compute thread, with what a
+compute process runs (service/compute/entry.py at start-up: models and warm-up; the doors of
+service/compute/doors.py for each request: /attend's and the Open Inference Protocol's infer). Ray
 Serve is the pool: it sends a replica at most max_ongoing_requests at once, queues the others in its proxies
 (503 with Retry-After beyond max_queued_requests), and replaces a replica whose process dies or whose health
 check fails.
@@ -20,25 +21,26 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import Gauge
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from schemas.service_info import ModelInfo
+from service.compute.doors import DOORS
+from service.compute.entry import start_in_this_process
 from service.compute.memory import MemoryKeeper
 from service.compute.models.registry import ModelRegistry
-from service.compute.pipeline import frames
-from service.compute.process import ROUTES, start
-from service.protocol import ATTEND, EXPIRED, JSON, Started, expired
+from service.errors import ClientGone, NoComputeProcess, TimedOut
+from service.protocol import ATTEND, EXPIRED, ResponseFormat, Started, expired
 from service.server.app import create_app
-from service.server.compute_pool import Answer, Held
-from service.server.handlers import ClientGone, NoComputeProcess, TimedOut
+from service.server.compute_interface import ClientWatch, Held, described_models
+from service.server.compute_pool import Answer
+from service.server.observability import Metrics
+from service.server.state import service_state
 from service.settings import Settings
 
 log = logging.getLogger("attention_service.ray_serve")
@@ -54,13 +56,14 @@ class ReplicaIdentity:
 
 
 class ReplicaCompute:
-    """The replica's computation, with the interface the routes use of the server's ComputePool (`run`, `up`,
-    `models`): one request at a time on one compute thread; Ray Serve bounds how many wait here."""
+    """The replica's computation (service/server/compute_interface.py Compute): one request at a time on one
+    compute thread; Ray Serve bounds how many wait here."""
 
     def __init__(
         self, settings: Settings, executor: ThreadPoolExecutor, models: ModelRegistry, started: Started
     ):
         self.settings, self.executor, self.registry, self.started = settings, executor, models, started
+        self.described = described_models(started)
         self.timeout = settings.request_timeout_s
         self.memory = MemoryKeeper()  # after start-up and warm-up: that is the size at rest
         self.computing: object | None = None  # the job on the compute thread now
@@ -72,19 +75,20 @@ class ReplicaCompute:
         """Loads the models (unless lazy) and warms up on the compute thread itself; raises ModelError for a
         model that cannot be served, which fails the replica's start."""
         executor = ThreadPoolExecutor(1, thread_name_prefix="attention-compute")
-        models, started = await asyncio.get_running_loop().run_in_executor(executor, start, settings)
+        loop = asyncio.get_running_loop()
+        models, started = await loop.run_in_executor(executor, start_in_this_process, settings)
         return cls(settings, executor, models, started)
 
     @property
-    def models(self) -> list[dict[str, Any]]:
-        return self.started["models"]
+    def models(self) -> list[ModelInfo]:
+        return self.described
 
     @property
     def up(self) -> int:
         """1 while this replica can compute, 0 while a runaway computation holds its compute thread."""
         return 0 if self.runaway else 1
 
-    def _compute(self, body: bytes, kind: int, media: int, deadline: float, job: object) -> Answer:
+    def _compute(self, body: bytes, kind: int, media: ResponseFormat, deadline: float, job: object) -> Answer:
         """On the compute thread: a job whose deadline passed while it waited is skipped (it was answered
         504), as in a compute process. A stream's frames are joined into one answer (Serve's proxy delivers
         it as a whole: a replica holds an NDJSON answer entire, so the limits count all of it)."""
@@ -92,8 +96,7 @@ class ReplicaCompute:
             return 504, EXPIRED
         self.computing = job
         try:
-            route = partial(frames, joined=True) if kind == ATTEND else ROUTES[kind]  # as a compute process
-            answered = list(route(body, self.settings, self.registry, media))
+            answered = list(DOORS[kind](body, self.settings, self.registry, media, True))
             return answered[0][0], b"".join(content for _, content, _ in answered)
         finally:
             self.computing = None
@@ -105,8 +108,8 @@ class ReplicaCompute:
     async def run(
         self,
         body: bytes,
-        disconnected: Callable[[], Awaitable[object]] | None = None,
-        media: int = JSON,
+        disconnected: ClientWatch | None = None,
+        media: ResponseFormat = ResponseFormat.JSON,
         kind: int = ATTEND,
     ) -> Held:
         if self.runaway:
@@ -141,41 +144,16 @@ class ReplicaCompute:
                 job,
             )
             log.error("%s", self.runaway)
-        raise TimedOut(
-            f"the request took longer than ATTENTION_REQUEST_TIMEOUT_S={self.timeout:g} s (waiting and "
-            "computing); ask for less (fewer layers, tensors or tokens) or retry later"
-        )
+        raise TimedOut.after(self.timeout)
 
-    def shutdown(self) -> None:
+    async def shutdown(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
-@asynccontextmanager
-async def replica_lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The replica's start (models loaded and warmed up before Serve counts it as running) and stop."""
-    settings: Settings = app.state.settings
-    metrics = app.state.metrics
-    started_at = time.perf_counter()
-    app.state.compute = compute = await ReplicaCompute.start(settings)
-    started = compute.started
-    for model in started["models"]:
-        if model["loaded"]:
-            metrics.model_load.labels(model["name"]).set(model["load_seconds"])
-    app.state.device, app.state.torch_version = started["device"], started["torch_version"]
-    metrics.device.labels(started["device"], started["torch_version"]).set(1)
-    app.state.ready = True
-    log.info(
-        "replica ready in %.2f s: device=%s torch=%s, %d torch threads, timeout %g s, API keys %s",
-        time.perf_counter() - started_at,
-        started["device"],
-        started["torch_version"],
-        started["torch_threads"],
-        settings.request_timeout_s,
-        "on" if settings.api_keys else "off",
-    )
-    yield
-    app.state.ready = False
-    compute.shutdown()
+async def start_replica(settings: Settings, metrics: Metrics) -> ReplicaCompute:
+    """The replica's start, in the app's lifespan: models loaded and warmed up before Serve counts it as
+    running."""
+    return await ReplicaCompute.start(settings)
 
 
 class WithoutRequestIdHeader:
@@ -197,15 +175,14 @@ class WithoutRequestIdHeader:
 def replica_app(settings: Settings, identity: ReplicaIdentity, behind_serve: bool = True) -> FastAPI:
     """service/server/app.py's app computing in this process; its /metrics adds attention_replica_info, so
     that each answer of /metrics says which replica's metrics it holds."""
-    app = create_app(settings)
-    app.router.lifespan_context = replica_lifespan  # in place of the compute pool's
+    app = create_app(settings, start_compute=start_replica)
     if behind_serve:
         app.add_middleware(WithoutRequestIdHeader)
     Gauge(
         "attention_replica_info",
         "The Ray Serve replica whose metrics these are (value 1): replica id, Ray node id, process id.",
         ["replica", "node", "pid"],
-        registry=app.state.metrics.registry,
+        registry=service_state(app).metrics.registry,
     ).labels(identity.replica, identity.node, str(identity.pid)).set(1)
     return app
 

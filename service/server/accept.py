@@ -4,17 +4,8 @@ first), among those the service produces (service/protocol.py MEDIA_TYPES). No A
 
 from __future__ import annotations
 
-from service.protocol import JSON, MEDIA_TYPES
-
-
-class NotAcceptable(Exception):
-    """The Accept header names no media type the service produces (406)."""
-
-    def __init__(self, accept: str):
-        super().__init__(
-            f"found Accept: {accept[:200]!r}; expected one of: {', '.join(MEDIA_TYPES)} (or */*, which "
-            "is JSON)"
-        )
+from service.errors import NotAcceptable
+from service.protocol import MEDIA_TYPES, ResponseFormat
 
 
 def _ranges(accept: str) -> list[tuple[str, float]]:
@@ -45,10 +36,10 @@ def _specificity(media_range: str, media_type: str) -> int | None:
     return 0 if media_range == "*/*" else None
 
 
-def negotiate(accept: str | None) -> int:
-    """The format (an index of MEDIA_TYPES) for this Accept header; raises NotAcceptable."""
+def negotiate(accept: str | None) -> ResponseFormat:
+    """The format for this Accept header; raises NotAcceptable."""
     if accept is None or not accept.strip():
-        return JSON
+        return ResponseFormat.JSON
     ranges = _ranges(accept)
     best: tuple[float, int, int] | None = None
     for order, media_type in enumerate(MEDIA_TYPES):
@@ -59,5 +50,8 @@ def negotiate(accept: str | None) -> int:
         if quality > 0 and (best is None or (quality, specificity, -order) > best):
             best = (quality, specificity, -order)
     if best is None:
-        raise NotAcceptable(accept)
-    return -best[2]
+        raise NotAcceptable(
+            f"found Accept: {accept[:200]!r}; expected one of: {', '.join(MEDIA_TYPES)} (or */*, which "
+            "is JSON)"
+        )
+    return ResponseFormat(-best[2])

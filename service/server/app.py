@@ -4,6 +4,7 @@ readiness) and the OpenAPI document. Nothing here or below service/server/ impor
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,8 +14,10 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.logs import log_json_to_stderr
+from service.server.compute_interface import Compute
 from service.server.compute_pool import ComputePool
 from service.server.handlers import HANDLERS
+from service.server.http_protocol import HTTP_SETTINGS
 from service.server.observability import Metrics, RequestObserver
 from service.server.openapi_document import build_document
 from service.server.routes import attend as attend_route
@@ -23,43 +26,55 @@ from service.server.routes import metrics as metrics_route
 from service.server.routes import models as models_route
 from service.server.routes import oip as oip_route
 from service.server.routes.docs import add_docs
+from service.server.state import ServiceState, StartCompute, service_state
 from service.settings import Settings, get_settings
 
 log = logging.getLogger("attention_service")
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
-    metrics: Metrics = app.state.metrics
-    app.state.compute = pool = ComputePool(
+async def start_pool(settings: Settings, metrics: Metrics) -> Compute:
+    """The compute processes (service/server/compute_pool.py); a model that cannot be served (tampered,
+    unsupported) stops the start-up here."""
+    pool = ComputePool(
         settings,
         on_replace=lambda reason: metrics.replaced.labels(reason).inc(),
         on_skip=metrics.skipped.inc,
     )
-    started = (
-        await pool.start()
-    )  # a model that cannot be served (tampered, unsupported) stops the start-up here
-    for model in started["models"]:
-        if model["loaded"]:
-            metrics.model_load.labels(model["name"]).set(model["load_seconds"])
-    app.state.device, app.state.torch_version = started["device"], started["torch_version"]
-    app.state.ready = True
+    await pool.start()
+    return pool
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+    """Starts the computation, reports it (metrics, log), serves, stops it. The settings are also handed to
+    uvicorn's protocols through the lifespan state (service/server/http_protocol.py reads its limits
+    there)."""
+    state = service_state(app)
+    settings, metrics = state.settings, state.metrics
+    began = time.perf_counter()
+    state.compute = compute = await state.start_compute(settings, metrics)
+    started = compute.started
+    assert started is not None  # started computes
+    for model in compute.models:
+        if model.loaded and model.load_seconds is not None:
+            metrics.model_load.labels(model.name).set(model.load_seconds)
     metrics.device.labels(started["device"], started["torch_version"]).set(1)
+    state.ready = True
     log.info(
-        "ready: device=%s torch=%s, %d compute processes x %d torch threads, queue %d, timeout %g s, "
-        "API keys %s",
+        "ready in %.2f s: device=%s torch=%s, %d compute processes x %d torch threads, queue %d, "
+        "timeout %g s, API keys %s",
+        time.perf_counter() - began,
         started["device"],
         started["torch_version"],
-        settings.max_concurrent,
+        compute.up,
         started["torch_threads"],
         settings.max_queue,
         settings.request_timeout_s,
         "on" if settings.api_keys else "off",
     )
-    yield
-    app.state.ready = False
-    await pool.shutdown()
+    yield {HTTP_SETTINGS: settings}
+    state.ready = False
+    await compute.shutdown()
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
@@ -91,7 +106,8 @@ class HardeningHeaders:
         await self.app(scope, receive, send_hardened)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, start_compute: StartCompute = start_pool) -> FastAPI:
+    """The app; `start_compute` starts its computation in the lifespan (a Ray replica passes its own)."""
     log_json_to_stderr()
     app = FastAPI(
         title="Attention internals service",
@@ -104,9 +120,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    app.state.settings = settings = settings or get_settings()
-    app.state.metrics = Metrics()
-    app.state.ready, app.state.device, app.state.torch_version = False, None, None
+    settings = settings or get_settings()
+    app.state.service = state = ServiceState(settings, Metrics(), start_compute)
     app.include_router(health.router)
     app.include_router(attend_route.router)
     app.include_router(models_route.router)
@@ -123,7 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["content-type", "x-api-key", "x-request-id"],
             expose_headers=["x-request-id", "retry-after"],
         )
-    app.add_middleware(RequestObserver, metrics=app.state.metrics)
+    app.add_middleware(RequestObserver, metrics=state.metrics)
     app.add_middleware(HardeningHeaders)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

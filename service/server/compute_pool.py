@@ -35,16 +35,19 @@ import logging
 import multiprocessing
 import socket
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, NamedTuple
+from multiprocessing.process import BaseProcess
+from typing import Any
 
 import orjson
 
-from service.errors import ModelError
-from service.protocol import ANSWER, ATTEND, JSON, REQUEST, Frame, Started, Tickets, compute_process
-from service.server.handlers import ClientGone, ComputeProcessDied, NoComputeProcess, Overloaded, TimedOut
+from schemas.service_info import ModelInfo
+from service.compute.entry import compute_process
+from service.errors import ClientGone, ComputeProcessDied, ModelError, NoComputeProcess, Overloaded, TimedOut
+from service.protocol import ANSWER, ATTEND, REQUEST, Frame, ResponseFormat, Started, Tickets
+from service.server.compute_interface import ClientWatch, FrameSender, Held, described_models
 from service.settings import Settings
 
 log = logging.getLogger("attention_service.compute_pool")
@@ -54,7 +57,6 @@ STOP_SECONDS = 10
 
 Answer = tuple[int, bytes]  # HTTP status, body (its first frame for a stream)
 ComputeTarget = Callable[[socket.socket, Tickets, Settings], None]  # a compute process's main function
-FrameSender = Callable[[bytes], Awaitable[None]]
 # what follows a stream's first frame in Job.rest: a frame, None for the end, or why it broke
 StreamItem = bytes | Exception | None
 
@@ -63,7 +65,7 @@ StreamItem = bytes | Exception | None
 class Job:
     body: bytes
     deadline: float  # on the event loop's clock, time.monotonic(), which the compute processes share
-    media: int = JSON  # the response format (service/protocol.py MEDIA_TYPES)
+    media: ResponseFormat = ResponseFormat.JSON
     answer: asyncio.Future[Answer] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     orphaned: bool = False  # nobody reads its answer (its client left, or stopped reading): frames dropped
     ended: bool = False  # its computation is over: answered in full, failed or timed out
@@ -74,23 +76,13 @@ class Job:
     cancelled: bool = False  # its ticket taken back before the process started it: it is skipped there
 
 
-class Held(NamedTuple):
-    """An answer whose place stays taken until `release()` is called, once the answer is delivered. A
-    streamed answer's further frames come with `stream`, None for an answer in one piece."""
-
-    status: int
-    content: bytes
-    release: Callable[[], None]
-    stream: Callable[[FrameSender], Awaitable[None]] | None = None
-
-
 class ComputeProcess:
     """One compute process, the server's end of its socket, and the jobs sent to it, in the order it
     answers."""
 
     def __init__(
         self,
-        process: Any,
+        process: BaseProcess,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         tickets: Tickets,
@@ -164,6 +156,8 @@ async def read_frame(reader: asyncio.StreamReader) -> Frame:
 
 
 class ComputePool:
+    """The compute processes behind the routes (service/server/compute_interface.py Compute)."""
+
     def __init__(
         self,
         settings: Settings,
@@ -179,11 +173,11 @@ class ComputePool:
         self.processes: set[ComputeProcess] = set()
         self.on_replace = on_replace  # told why each process is replaced (for metrics)
         self.on_skip = on_skip  # told of each job never computed because its client left (for metrics)
-        self.tasks: set[asyncio.Task[None]] = (
-            set()
-        )  # each process's answer reader, and replacements under way
+        # each process's answer reader, and replacements under way
+        self.tasks: set[asyncio.Task[None]] = set()
         self.closing = False
         self.started: Started | None = None
+        self.described: list[ModelInfo] = []
 
     async def start(self) -> Started:
         """Starts every compute process; raises ModelError if any fails (the service must not start)."""
@@ -199,12 +193,13 @@ class ComputePool:
             await self.shutdown()
             raise failure
         self.started = next(iter(self.processes)).started
+        self.described = described_models(self.started)
         return self.started
 
     @property
-    def models(self) -> list[dict[str, Any]]:
+    def models(self) -> list[ModelInfo]:
         """The models as the compute processes reported them at start-up (see ModelRegistry.describe)."""
-        return self.started["models"] if self.started is not None else []
+        return self.described
 
     @property
     def up(self) -> int:
@@ -214,8 +209,8 @@ class ComputePool:
     async def run(
         self,
         body: bytes,
-        disconnected: Callable[[], Awaitable[object]] | None = None,
-        media: int = JSON,
+        disconnected: ClientWatch | None = None,
+        media: ResponseFormat = ResponseFormat.JSON,
         kind: int = ATTEND,
     ) -> Held:
         """The status and body a compute process answers to the request `body` in the format `media`, with the
@@ -282,13 +277,7 @@ class ComputePool:
         process sees its deadline has passed)."""
         if job.ended:
             return
-        self._settle(
-            job,
-            TimedOut(
-                f"the request took longer than ATTENTION_REQUEST_TIMEOUT_S={self.timeout:g} s (waiting "
-                "and computing); ask for less (fewer layers, tensors or tokens) or retry later"
-            ),
-        )
+        self._settle(job, TimedOut.after(self.timeout))
         computing = next((p for p in self.processes if p.sent and p.sent[0] is job), None)
         if computing is not None:
             computing.kill()

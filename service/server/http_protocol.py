@@ -1,8 +1,10 @@
 """uvicorn's httptools protocol with the limits it lacks against hostile or broken clients.
 
 Served with `uvicorn --http service.server.http_protocol:HttpProtocol` (HTTP_PROTOCOL: scripts/serve.sh, the
-Dockerfile's CMD and the test servers of tests/support/servers.py all name it); its limits come from the
-environment like every other setting (service/settings.py), so the command line names nothing else.
+Dockerfile's CMD and the test servers of tests/support/servers.py all name it); its limits are the app's own
+settings (service/settings.py), which the app's lifespan hands to uvicorn's protocols in the lifespan state
+(HTTP_SETTINGS), so the command line names nothing else. Another app served with it (the benchmark's
+baseline, measured under the same limits) gets the settings of the environment, as the service's app would.
 
 - Request line and headers: at most ATTENTION_MAX_HEADER_BYTES, else 431. httptools has no such bound and
   grows a header value that arrives in pieces by copying it whole each time, so one endless header would hold
@@ -19,10 +21,10 @@ environment like every other setting (service/settings.py), so the command line 
   Retry-After before its body is read (or, chunked, once it grows past the room left), instead of buffered.
   A Content-Length over ATTENTION_MAX_REQUEST_BYTES is not charged: the application refuses it (413) unread.
 
-Every refusal here is counted by reason in REFUSALS (/metrics: attention_connections_refused) and is a JSON
-`{"detail": ...}` with `Connection: close`; the connection then stops reading requests, discards what the
-client still sends for at most LINGER_S and LINGER_BYTES (so that the client reads the answer rather than a
-reset, without a client that keeps sending costing the event loop) and is closed.
+Every refusal here is counted by reason in CONNECTION_REFUSALS (/metrics: attention_connections_refused) and
+is a JSON `{"detail": ...}` with `Connection: close`; the connection then stops reading requests, discards
+what the client still sends for at most LINGER_S and LINGER_BYTES (so that the client reads the answer rather
+than a reset, without a client that keeps sending costing the event loop) and is closed.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ import asyncio
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from functools import cache
 from typing import Any, ClassVar
 
 import httptools
@@ -40,7 +41,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
-from service.settings import get_settings
+from service.settings import Settings, get_settings
 
 HTTP_PROTOCOL = "service.server.http_protocol:HttpProtocol"  # uvicorn's --http, wherever the service runs
 
@@ -57,7 +58,9 @@ REFUSAL_REASONS = (
     "connections",
     "body_bytes_in_flight",
 )
-REFUSALS: Counter[str] = Counter()
+CONNECTION_REFUSALS: Counter[str] = Counter()
+# the key of the app's Settings in the lifespan state, which uvicorn hands to each protocol as `app_state`
+HTTP_SETTINGS = "attention_settings"
 
 
 @dataclass(frozen=True)
@@ -69,18 +72,21 @@ class Limits:
     max_body_bytes_in_flight: int  # never less than one max_request_bytes
     max_request_bytes: int
 
-
-@cache
-def limits() -> Limits:
-    settings = get_settings()
-    return Limits(
-        max_header_bytes=settings.max_header_bytes,
-        header_timeout_s=settings.header_timeout_s,
-        body_timeout_s=settings.body_timeout_s,
-        max_connections=settings.max_connections,
-        max_body_bytes_in_flight=max(settings.max_body_bytes_in_flight, settings.max_request_bytes),
-        max_request_bytes=settings.max_request_bytes,
-    )
+    @classmethod
+    def of(cls, app_state: dict[str, Any]) -> Limits:
+        """The limits of the app's settings, from uvicorn's lifespan state (service/server/app.py puts them
+        there before the server accepts its first connection); for an app that puts none there, those of the
+        environment."""
+        published = app_state.get(HTTP_SETTINGS)
+        settings = published if isinstance(published, Settings) else get_settings()
+        return cls(
+            max_header_bytes=settings.max_header_bytes,
+            header_timeout_s=settings.header_timeout_s,
+            body_timeout_s=settings.body_timeout_s,
+            max_connections=settings.max_connections,
+            max_body_bytes_in_flight=max(settings.max_body_bytes_in_flight, settings.max_request_bytes),
+            max_request_bytes=settings.max_request_bytes,
+        )
 
 
 class _Refused(Exception):
@@ -107,7 +113,7 @@ class HttpProtocol(HttpToolsProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self.limits = limits()
+        self.limits = Limits.of(app_state)
         self.reading_head = True  # between requests or within a request line and headers
         self.head_bytes = 0
         self.refused = False
@@ -325,7 +331,7 @@ class HttpProtocol(HttpToolsProtocol):
     ) -> None:
         """Counts the refusal, answers `status` (when `write`), stops reading requests and closes the
         connection after a short linger."""
-        REFUSALS[reason] += 1
+        CONNECTION_REFUSALS[reason] += 1
         self.refused = True
         for timer in (self.header_timer, self.body_timer):
             if timer is not None:

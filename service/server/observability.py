@@ -19,11 +19,11 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.server.http_protocol import REFUSAL_REASONS, REFUSALS
+from service.server.http_protocol import CONNECTION_REFUSALS, REFUSAL_REASONS
 
 log = logging.getLogger("attention_service.requests")
 
-ROUTES = ("/attend", "/models", "/healthz", "/readyz", "/metrics", "/")
+LABELLED_ROUTES = ("/attend", "/models", "/healthz", "/readyz", "/metrics", "/")
 SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -90,11 +90,11 @@ class ConnectionRefusals(Collector):
             labels=["reason"],
         )
         for reason in REFUSAL_REASONS:
-            family.add_metric([reason], REFUSALS[reason])
+            family.add_metric([reason], CONNECTION_REFUSALS[reason])
         yield family
 
 
-OIP_ROUTES = (
+LABELLED_OIP_ROUTES = (
     "/v2",
     "/v2/health/live",
     "/v2/health/ready",
@@ -116,9 +116,9 @@ def _oip_route(path: str) -> str:
 def route_of(path: str) -> str:
     """A bounded set of labels: the routes, /static, or other (so that random paths cannot grow the
     metrics)."""
-    if path in ROUTES:
+    if path in LABELLED_ROUTES:
         return path
-    if path.startswith("/v2") and (route := _oip_route(path)) in OIP_ROUTES:
+    if path.startswith("/v2") and (route := _oip_route(path)) in LABELLED_OIP_ROUTES:
         return route
     return "/static" if path.startswith("/static/") else "other"
 

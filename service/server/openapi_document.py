@@ -10,9 +10,10 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from schemas.oip import ATTENTION_MODEL, MODEL_VERSION, OIP_PREFIX, InferRequestHeader, InferResponseHeader
+from schemas.oip import EXPLICIT_MODEL, MODEL_VERSION, OIP_PREFIX, InferRequestHeader, InferResponseHeader
 from schemas.request import TOY_MODEL, AttendRequest
 from service.server.routes.documented import UNAUTHORIZED
+from service.server.state import service_state
 
 
 def _without_api_key(document: dict[str, Any]) -> None:
@@ -57,8 +58,8 @@ def build_document(app: FastAPI) -> dict[str, Any]:
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
     _without_validation_answer(document, OIP_PREFIX)
-    settings = app.state.settings
-    _oip_models(document, [ATTENTION_MODEL, settings.default_model, *settings.models, TOY_MODEL])
-    if not app.state.settings.api_keys:
+    settings = service_state(app).settings
+    _oip_models(document, [EXPLICIT_MODEL, settings.default_model, *settings.models, TOY_MODEL])
+    if not settings.api_keys:
         _without_api_key(document)
     return document

@@ -6,16 +6,20 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import HTTPException, Request, Security
+from fastapi import HTTPException, Security
 from fastapi.security import APIKeyHeader
+
+from service.server.state import AppSettings
 
 api_key_header = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="Needed only when the operator sets ATTENTION_API_KEYS."
 )
 
 
-async def require_api_key(request: Request, key: Annotated[str | None, Security(api_key_header)]) -> None:
-    keys = request.app.state.settings.api_keys
+async def require_api_key(
+    settings: AppSettings, key: Annotated[str | None, Security(api_key_header)]
+) -> None:
+    keys = settings.api_keys
     if not keys:
         return
     if key is None:

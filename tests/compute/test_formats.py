@@ -12,7 +12,7 @@ import pytest
 import service.compute.attention as attention
 import service.compute.models.forward as forward
 from service.compute.pipeline import PIECE
-from service.protocol import SAFETENSORS
+from service.protocol import ResponseFormat
 from tests.support.formats import (
     assert_same_arrays,
     json_arrays,
@@ -60,7 +60,7 @@ def lines_of(compute, body) -> list[bytes]:
 def test_safetensors_carries_the_json_values_bit_for_bit(compute, name):
     body = REQUESTS[name]
     expected = compute.post(body).json()
-    reply = compute.post(body, SAFETENSORS)
+    reply = compute.post(body, ResponseFormat.SAFETENSORS)
     assert reply.status_code == 200, reply.text
     tensors, metadata = read_safetensors(reply.content)
     assert_same_arrays(tensors, json_arrays(expected))
@@ -76,14 +76,14 @@ def test_safetensors_carries_the_json_values_bit_for_bit(compute, name):
 
 def test_safetensors_layers_are_named_by_the_models_layer_index(compute):
     tensors, _ = read_safetensors(
-        compute.post({"text": "Hi", "layer": [5, 0], "include": ["q"]}, SAFETENSORS).content
+        compute.post({"text": "Hi", "layer": [5, 0], "include": ["q"]}, ResponseFormat.SAFETENSORS).content
     )
     assert sorted(tensors) == ["layers.0.q", "layers.5.q"]
 
 
 def test_float16_on_the_wire_is_each_float32_value_rounded(compute):
     body = {**REQUESTS["model, layers out of order"], "wire_dtype": "float16"}
-    tensors, metadata = read_safetensors(compute.post(body, SAFETENSORS).content)
+    tensors, metadata = read_safetensors(compute.post(body, ResponseFormat.SAFETENSORS).content)
     expected = json_arrays(compute.post(body).json())
     assert_same_arrays(tensors, {name: array.astype(np.float16) for name, array in expected.items()})
     assert json.loads(metadata["meta"])["wire_dtype"] == "float16"
@@ -96,17 +96,17 @@ def test_a_float16_overflow_on_the_wire_is_a_422_naming_the_tensor(compute):
         "weights": {"init": "identity"},
         "wire_dtype": "float16",
     }
-    reply = compute.post(body, SAFETENSORS)
+    reply = compute.post(body, ResponseFormat.SAFETENSORS)
     assert reply.status_code == 422
     (error,) = reply.json()["detail"]
     assert error["loc"] == ["body", "wire_dtype"]
     assert "scores" in error["msg"] and "90000" in error["msg"] and "float32" in error["msg"]
-    assert compute.post({**body, "wire_dtype": "float32"}, SAFETENSORS).status_code == 200
+    assert compute.post({**body, "wire_dtype": "float32"}, ResponseFormat.SAFETENSORS).status_code == 200
 
 
 def test_decimals_round_json_but_never_binary(compute):
     body = {**EXPLICIT, "decimals": 2}
-    tensors, _ = read_safetensors(compute.post(body, SAFETENSORS).content)
+    tensors, _ = read_safetensors(compute.post(body, ResponseFormat.SAFETENSORS).content)
     unrounded = json_arrays(compute.post({**EXPLICIT}).json())
     assert_same_arrays(tensors, unrounded)
 

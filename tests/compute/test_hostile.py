@@ -23,11 +23,11 @@ JSON_VALUES = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
     max_leaves=30,
 )
-MATRICES = st.integers(1, 4).flatmap(
+MATRIX_VALUES = st.integers(1, 4).flatmap(
     lambda cols: st.lists(st.lists(st.floats(-3, 3), min_size=cols, max_size=cols), min_size=1, max_size=4)
 )
 FIELD_VALUES = st.one_of(
-    JSON_VALUES, MATRICES, st.integers(-2, 6), st.lists(MATRICES, min_size=1, max_size=2)
+    JSON_VALUES, MATRIX_VALUES, st.integers(-2, 6), st.lists(MATRIX_VALUES, min_size=1, max_size=2)
 )
 WEIGHTS = st.dictionaries(st.sampled_from(sorted(WeightSpec.model_fields)), FIELD_VALUES, max_size=5)
 BODIES = st.dictionaries(

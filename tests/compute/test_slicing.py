@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from service.protocol import SAFETENSORS
+from service.protocol import ResponseFormat
 from tests.support.formats import assert_same_arrays, json_arrays, read_safetensors
 
 RNG = np.random.default_rng(11)
@@ -55,7 +55,7 @@ def test_slices_equal_the_slices_of_the_full_answer(compute, body):
     for name, shape in meta["shapes"].items():
         assert shape == list(next(a for n, a in expected.items() if n.split(".")[-1] == name).shape)
     tensors, _ = read_safetensors(
-        compute.post({**body, "heads": heads, "queries": queries}, SAFETENSORS).content
+        compute.post({**body, "heads": heads, "queries": queries}, ResponseFormat.SAFETENSORS).content
     )
     assert_same_arrays(tensors, expected)
 

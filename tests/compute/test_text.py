@@ -10,8 +10,9 @@ import shutil
 import numpy as np
 import pytest
 
-from service.compute.models.registry import DEFAULT_MODEL, load_model
+from service.compute.models.registry import load_model
 from service.errors import ModelError
+from service.settings import BUNDLED_MODEL
 from tests.support.models import minilm_folder, pickled_model, tampered_minilm
 from tests.support.reference import check_parity
 
@@ -23,7 +24,7 @@ def test_bundled_model_matches_transformers_on_every_layer(compute):
     response = compute.post({"text": SENTENCE, "layer": "all"})
     check_parity(response, minilm_folder(), [SENTENCE], list(range(6)))
     meta = response.json()["meta"]
-    assert (meta["model"], meta["num_heads"], meta["d_k"], meta["d_model"]) == (DEFAULT_MODEL, 12, 32, 384)
+    assert (meta["model"], meta["num_heads"], meta["d_k"], meta["d_model"]) == (BUNDLED_MODEL, 12, 32, 384)
     assert meta["weights_source"] == "model" and meta["padded"] is False
 
 
@@ -160,7 +161,7 @@ def test_too_many_texts_is_a_413(tiny_compute):
 def test_tampered_weights_are_refused(tmp_path):
     tampered = tampered_minilm(tmp_path / "minilm")
     with pytest.raises(ModelError, match="SHA-256 .* refusing"):
-        load_model(DEFAULT_MODEL, tampered)
+        load_model(BUNDLED_MODEL, tampered)
 
 
 def test_only_safetensors_are_served(tmp_path):

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from service.ray_serve.options import deployment_options, torch_threads
+from service.ray_serve.options import deployment_options, replica_threads
 from service.server.compute_pool import PIPELINE
 from tests.support.compute import settings_from_env
 from tests.support.paths import ROOT
@@ -96,4 +96,4 @@ def test_build_binds_the_deployment_with_the_options_of_the_environment(monkeypa
 
 @pytest.mark.parametrize(("cpus", "threads"), [(0.5, 1), (1, 1), (2, 2), (3.5, 3)])
 def test_a_replica_computes_with_the_whole_cpus_ray_assigned_it(cpus, threads):
-    assert torch_threads(cpus) == threads
+    assert replica_threads(cpus) == threads

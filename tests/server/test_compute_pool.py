@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 
-from service.errors import ModelError
-from service.protocol import NDJSON, Tickets
+from service.errors import ClientGone, ComputeProcessDied, ModelError, NoComputeProcess, Overloaded, TimedOut
+from service.protocol import ResponseFormat, Tickets
 from service.server.compute_pool import PIPELINE, ComputePool, ComputeProcess, Job
-from service.server.handlers import ClientGone, ComputeProcessDied, NoComputeProcess, Overloaded, TimedOut
 from service.settings import Settings
 from tests.support.stub_compute import FAIL_MODEL, serve
 
@@ -262,7 +261,8 @@ def test_a_job_cancelled_behind_a_process_that_dies_is_not_computed_by_its_repla
     async def scenario() -> None:
         skipped: list[None] = []
         async with running(lambda: skipped.append(None), max_concurrent=1, max_queue=1) as (pool, replaced):
-            dying = await pool.run(b"stream-crash:2:0.3", media=NDJSON)  # the process exits 0.6 s in
+            # the process exits 0.6 s in
+            dying = await pool.run(b"stream-crash:2:0.3", media=ResponseFormat.NDJSON)
             left = asyncio.Event()
             leaving = asyncio.ensure_future(pool.run(b"echo never", disconnected=left.wait))
             await asyncio.sleep(0)
@@ -372,7 +372,7 @@ async def streamed(held: Any, delay: float = 0) -> list[bytes]:
 def test_a_stream_is_delivered_frame_by_frame_and_keeps_its_place_to_the_end():
     async def scenario() -> None:
         async with running(max_concurrent=1, max_queue=1) as (pool, replaced):
-            held = await pool.run(b"stream:3:0.05", media=NDJSON)
+            held = await pool.run(b"stream:3:0.05", media=ResponseFormat.NDJSON)
             assert (held.status, held.content) == (200, b"first") and held.stream is not None
             assert len(pool.admitted) == 1
             behind = asyncio.ensure_future(answered(pool, b"echo behind"))
@@ -386,7 +386,7 @@ def test_a_stream_is_delivered_frame_by_frame_and_keeps_its_place_to_the_end():
 def test_a_slow_reader_holds_the_stream_back_instead_of_piling_its_frames_up():
     async def scenario() -> None:
         async with running(max_concurrent=1, max_queue=1) as (pool, _):
-            held = await pool.run(b"stream:5", media=NDJSON)  # the stub sends all five at once
+            held = await pool.run(b"stream:5", media=ResponseFormat.NDJSON)  # the stub sends all five at once
             (process,) = pool.processes
             seen: list[int] = []
 
@@ -408,7 +408,7 @@ def test_a_stream_past_its_time_limit_ends_with_timed_out_after_its_frames_and_t
     async def scenario() -> None:
         async with running(request_timeout_s=0.5) as (pool, replaced):
             (victim,) = pool.processes
-            held = await pool.run(b"stream:100:0.1", media=NDJSON)
+            held = await pool.run(b"stream:100:0.1", media=ResponseFormat.NDJSON)
             frames: list[bytes] = []
 
             async def take(frame: bytes) -> None:
@@ -431,7 +431,7 @@ def test_a_stream_past_its_time_limit_ends_with_timed_out_after_its_frames_and_t
 def test_a_process_that_dies_mid_stream_ends_it_with_the_error_and_is_replaced():
     async def scenario() -> None:
         async with running() as (pool, replaced):
-            held = await pool.run(b"stream-crash:2", media=NDJSON)
+            held = await pool.run(b"stream-crash:2", media=ResponseFormat.NDJSON)
             frames: list[bytes] = []
 
             async def take(frame: bytes) -> None:
@@ -452,7 +452,7 @@ def test_a_stream_nobody_reads_any_more_keeps_its_place_until_it_is_computed():
     async def scenario() -> None:
         async with running(max_concurrent=1, max_queue=0) as (pool, replaced):
             before = await pid_of_answer(pool)
-            held = await pool.run(b"stream:4:0.1", media=NDJSON)
+            held = await pool.run(b"stream:4:0.1", media=ResponseFormat.NDJSON)
             held.release()  # the reader gave up (its send timed out) after the first frame
             with pytest.raises(Overloaded):  # the computation goes on and holds its place
                 await pool.run(b"echo")

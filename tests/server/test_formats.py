@@ -10,8 +10,9 @@ import time
 import httpx
 import pytest
 
+from service.errors import NotAcceptable
 from service.protocol import MEDIA_TYPES
-from service.server.accept import NotAcceptable, negotiate
+from service.server.accept import negotiate
 from tests.support.formats import (
     assert_same_arrays,
     json_arrays,

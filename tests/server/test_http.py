@@ -11,7 +11,7 @@ import torch
 
 from schemas.request import AttendRequest
 from schemas.response import AttendResponse
-from service.compute.models.registry import DEFAULT_MODEL
+from service.settings import BUNDLED_MODEL
 from tests.support.compute import InProcess
 from tests.support.servers import API_KEY, GUARDED_MAX_REQUEST_BYTES
 
@@ -63,9 +63,9 @@ def test_every_swagger_example_works_and_matches_the_response_schema(server):
 
 def test_models_endpoint_lists_models_and_toy(server):
     listing = server.client.get("/models").json()
-    assert listing["default"] == DEFAULT_MODEL
+    assert listing["default"] == BUNDLED_MODEL
     by_name = {m["name"]: m for m in listing["models"]}
-    minilm = by_name[DEFAULT_MODEL]
+    minilm = by_name[BUNDLED_MODEL]
     assert (
         minilm["layers"],
         minilm["heads"],

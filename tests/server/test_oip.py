@@ -16,8 +16,8 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from service.compute.models.registry import DEFAULT_MODEL
 from service.server.openapi_examples import load_golden
+from service.settings import BUNDLED_MODEL
 from tests.support.servers import API_KEY, GUARDED_MAX_REQUEST_BYTES, Server
 
 GOLDEN = load_golden("seed_cat_eats_fish")
@@ -73,13 +73,13 @@ def test_health_server_and_model_metadata(server):
     assert [o["name"] for o in attention["outputs"]] == [
         "q", "k", "v", "scores", "scaled_scores", "weights", "context", "output"
     ]  # fmt: skip
-    minilm = oip.get_model_metadata(DEFAULT_MODEL, model_version="1")
+    minilm = oip.get_model_metadata(BUNDLED_MODEL, model_version="1")
     assert [i["name"] for i in minilm["inputs"]] == ["text"] and minilm["inputs"][0]["datatype"] == "BYTES"
     names = [o["name"] for o in minilm["outputs"]]
     assert "layers.0.q" in names and "layers.5.output" in names and "layers.6.q" not in names
     assert names[-1] == "tokens"
     assert oip.get_model_metadata("toy")["inputs"][0]["name"] == "text"
-    for name in ("attention", DEFAULT_MODEL, "toy"):
+    for name in ("attention", BUNDLED_MODEL, "toy"):
         assert oip.is_model_ready(name)
     assert not oip.is_model_ready("nope")
     with pytest.raises(InferenceServerException, match="found model 'nope'; expected one of: attention"):
@@ -206,7 +206,7 @@ def test_minilm_layers_and_tokens_equal_attend(server):
         triton.InferRequestedOutput("layers.4.weights", binary_data=False),
         triton.InferRequestedOutput("tokens"),
     ]
-    result = client(server).infer(DEFAULT_MODEL, [texts_input(TEXTS)], outputs=outputs)
+    result = client(server).infer(BUNDLED_MODEL, [texts_input(TEXTS)], outputs=outputs)
     assert [o["name"] for o in result.get_response()["outputs"]] == [o.name() for o in outputs]
     reference = attend(server, {"text": TEXTS, "layer": [1, 4], "include": ["weights"]})
     for index, layer in enumerate((1, 4)):
@@ -227,7 +227,7 @@ def test_text_in_json_with_every_output_of_every_layer(server):
         "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["the cat sat"]}],
         "parameters": {"binary_data_output": False, "decimals": 3},
     }
-    response = server.client.post(f"/v2/models/{DEFAULT_MODEL}/infer", json=body)
+    response = server.client.post(f"/v2/models/{BUNDLED_MODEL}/infer", json=body)
     assert response.status_code == 200 and response.headers["content-type"] == "application/json"
     assert HEADER_LENGTH.lower() not in response.headers
     names = [o["name"] for o in response.json()["outputs"]]
@@ -368,9 +368,9 @@ def json_input(name: str, shape: list[int], datatype: str, data: Any) -> dict[st
         ("attention", json_input("embeddings", [2, 2], "FP32", [1e39, 2, 3, 4]), "within FP32 range"),
         ("attention", json_input("embeddings", [2, 2], "FP32", None), "has neither data nor"),
         ("attention", json_input("text", [1], "BYTES", ["hi"]), "input 'text' is not an input of model"),
-        (DEFAULT_MODEL, json_input("text", [1, 1], "BYTES", ["hi"]), "expected [n], one element per text"),
-        (DEFAULT_MODEL, json_input("text", [1], "BYTES", [3]), "data element 0 is 3; expected a string"),
-        (DEFAULT_MODEL, json_input("embeddings", [1, 1], "FP32", [1]), "not an input of model"),
+        (BUNDLED_MODEL, json_input("text", [1, 1], "BYTES", ["hi"]), "expected [n], one element per text"),
+        (BUNDLED_MODEL, json_input("text", [1], "BYTES", [3]), "data element 0 is 3; expected a string"),
+        (BUNDLED_MODEL, json_input("embeddings", [1, 1], "FP32", [1]), "not an input of model"),
         ("attention", {"inputs": []}, "inputs: List should have at least 1 item"),
         ("attention", {"inputs": [{"name": "embeddings"}]}, "inputs.0.shape: Field required"),
         ("attention", b"{not json", "the JSON header is not valid JSON"),
@@ -390,7 +390,7 @@ def json_input(name: str, shape: list[int], datatype: str, data: Any) -> dict[st
             "output 'layers.0.q' is not an output of model 'attention'",
         ),
         (
-            DEFAULT_MODEL,
+            BUNDLED_MODEL,
             {**json_input("text", [1], "BYTES", ["hi"]), "outputs": [{"name": "layers.9.q"}]},
             "parameters.layer: found layer 9",
         ),
@@ -418,13 +418,13 @@ def test_bytes_binary_lengths_cannot_run_past_their_data(server):
     text["parameters"]["binary_data_size"] = 9
     header = {"inputs": [text]}
     body, length = binary_request(header, struct.pack("<I", 500) + b"hello")
-    assert "declares 500 bytes but only 5 remain" in error_of(infer_raw(server, body, length, DEFAULT_MODEL))
+    assert "declares 500 bytes but only 5 remain" in error_of(infer_raw(server, body, length, BUNDLED_MODEL))
     text["parameters"]["binary_data_size"] = len(good) * 2
     body, length = binary_request(header, good * 2)
-    assert "holds more than 1 element" in error_of(infer_raw(server, body, length, DEFAULT_MODEL))
+    assert "holds more than 1 element" in error_of(infer_raw(server, body, length, BUNDLED_MODEL))
     text["parameters"]["binary_data_size"] = 3
     body, length = binary_request(header, b"\x01\x00\x00")
-    assert "expected a 4-byte length" in error_of(infer_raw(server, body, length, DEFAULT_MODEL))
+    assert "expected a 4-byte length" in error_of(infer_raw(server, body, length, BUNDLED_MODEL))
 
 
 def test_bool_bytes_other_than_0_and_1_are_400(server):
@@ -511,7 +511,7 @@ def test_wire_dtype_heads_and_queries_pass_as_parameters(server):
     them as /attend does; all three echoed in meta."""
     outputs = [triton.InferRequestedOutput("layers.2.weights")]
     parameters = {"wire_dtype": "float16", "heads": [1, 5], "queries": [0, 2]}
-    result = client(server).infer(DEFAULT_MODEL, [texts_input(TEXTS)], outputs=outputs, parameters=parameters)
+    result = client(server).infer(BUNDLED_MODEL, [texts_input(TEXTS)], outputs=outputs, parameters=parameters)
     (described,) = result.get_response()["outputs"]
     assert described["datatype"] == "FP16"
     reference = attend(

@@ -20,7 +20,7 @@ from kserve import InferenceRESTClient, InferInput, InferRequest, InferResponse,
 from kserve.protocol.infer_type import RequestedOutput
 from kserve.protocol.rest import v2_datamodels as kserve_models
 
-from service.compute.models.registry import DEFAULT_MODEL
+from service.settings import BUNDLED_MODEL
 from tests.server.test_oip import CAT, CAT_WEIGHTS, GOLDEN, HEADER_LENGTH, TEXTS, as_float32, attend
 from tests.support.paths import ROOT
 from tests.support.servers import Server
@@ -90,7 +90,7 @@ def test_health_readiness_and_metadata(server):
         return [
             await client.is_server_live(server.url),
             await client.is_server_ready(server.url),
-            *[await client.is_model_ready(server.url, name) for name in ("attention", DEFAULT_MODEL, "toy")],
+            *[await client.is_model_ready(server.url, name) for name in ("attention", BUNDLED_MODEL, "toy")],
             await client.is_model_ready(server.url, "nope"),
         ]
 
@@ -102,7 +102,7 @@ def test_health_readiness_and_metadata(server):
     )
     assert [o.name for o in attention.outputs] == list(TENSORS)
     minilm = kserve_models.ModelMetadataResponse.model_validate(
-        server.client.get(f"/v2/models/{DEFAULT_MODEL}").json()
+        server.client.get(f"/v2/models/{BUNDLED_MODEL}").json()
     )
     assert [(i.name, i.datatype) for i in minilm.inputs] == [("text", "BYTES")]
     assert minilm.outputs[-1].name == "tokens" and minilm.versions == ["1"]
@@ -202,7 +202,7 @@ def test_minilm_layers_and_tokens_equal_attend(server, binary):
         RequestedOutput("layers.4.weights", {"binary_data": not binary}),
         RequestedOutput("tokens", {"binary_data": binary}),
     ]
-    response, headers = infer(server, DEFAULT_MODEL, [texts_input(TEXTS, binary)], outputs=outputs)
+    response, headers = infer(server, BUNDLED_MODEL, [texts_input(TEXTS, binary)], outputs=outputs)
     assert_binary(headers, True)
     assert [o.name for o in response.outputs] == [o.name for o in outputs]
     reference = attend(server, {"text": TEXTS, "layer": [1, 4], "include": ["weights"]})
@@ -221,7 +221,7 @@ def test_float16_heads_and_queries_through_kserve(server):
     parameters = {"wire_dtype": "float16", "heads": [1, 5], "queries": [0, 2], "binary_data_output": True}
     response, _ = infer(
         server,
-        DEFAULT_MODEL,
+        BUNDLED_MODEL,
         [texts_input(TEXTS)],
         parameters=parameters,
         outputs=[RequestedOutput("layers.2.weights")],

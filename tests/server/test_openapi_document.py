@@ -174,12 +174,10 @@ def _case(body: Any, positive: bool = True) -> Any:
 
 def test_the_fuzzers_allowance_covers_only_what_json_schema_cannot_state():
     refused = SimpleNamespace(status_code=422)
-    refusals_of_valid_bodies_are_cross_field(
-        None, refused, _case({"embeddings": [[1.0, 2.0], [3.0]]})
-    )  # ragged
-    refusals_of_valid_bodies_are_cross_field(
-        None, refused, _case({**CAT, "num_heads": 3})
-    )  # shapes across fields
+    # ragged
+    refusals_of_valid_bodies_are_cross_field(None, refused, _case({"embeddings": [[1.0, 2.0], [3.0]]}))
+    # shapes across fields
+    refusals_of_valid_bodies_are_cross_field(None, refused, _case({**CAT, "num_heads": 3}))
     with pytest.raises(AssertionError, match="num_heads"):
         refusals_of_valid_bodies_are_cross_field(None, refused, _case({**CAT, "num_heads": 0}))
     refusals_of_valid_bodies_are_cross_field(None, refused, _case({**CAT, "num_heads": 0}, positive=False))

@@ -27,8 +27,8 @@ RUNAWAY = json.dumps(
     {"text": [" ".join(["cat"] * 500)] * 16, "layer": 5, "include": ["output"], "decimals": 1}
 ).encode()
 KEY = API_KEY
-JSON = {"content-type": "application/json"}
-HEADERS = {**JSON, "x-api-key": KEY}
+JSON_HEADERS = {"content-type": "application/json"}
+HEADERS = {**JSON_HEADERS, "x-api-key": KEY}
 CAT = {"embeddings": [[1.0, 0.0], [0.0, 1.0]], "include": ["weights"]}
 
 
@@ -75,9 +75,8 @@ def test_a_client_that_leaves_mid_computation_does_not_cost_a_process():
     with Server({"ATTENTION_MAX_CONCURRENT": "1"}) as srv:
         (before,) = compute_processes(srv)
         with pytest.raises(httpx.TimeoutException):
-            httpx.post(
-                srv.url + "/attend", content=SLOW, headers=JSON, timeout=0.05
-            )  # hangs up while it computes
+            # hangs up while it computes
+            httpx.post(srv.url + "/attend", content=SLOW, headers=JSON_HEADERS, timeout=0.05)
         assert srv.post(CAT).status_code == 200  # answered once the abandoned computation ends
         assert compute_processes(srv) == [before]
         assert 'attention_rejected_total{reason="client_disconnected"} 1.0' in srv.client.get("/metrics").text
@@ -103,13 +102,15 @@ def test_a_request_whose_client_left_before_its_computation_began_is_never_compu
         with ThreadPoolExecutor(2) as pool:
 
             def timed(body: bytes) -> tuple[httpx.Response, float]:
-                response = httpx.post(srv.url + "/attend", content=body, headers=JSON, timeout=120)
+                response = httpx.post(srv.url + "/attend", content=body, headers=JSON_HEADERS, timeout=120)
                 return response, time.monotonic()
 
             a = pool.submit(timed, texts_through_minilm(12))  # computing for a second or more
             time.sleep(0.1)
             with pytest.raises(httpx.TimeoutException):  # B: twice as heavy, sent behind A, then it hangs up
-                httpx.post(srv.url + "/attend", content=texts_through_minilm(24), headers=JSON, timeout=0.3)
+                httpx.post(
+                    srv.url + "/attend", content=texts_through_minilm(24), headers=JSON_HEADERS, timeout=0.3
+                )
             deadline = time.monotonic() + 10
             while metric(srv, disconnected) != 1:
                 assert time.monotonic() < deadline, "the server did not see B's client leave"
@@ -184,7 +185,7 @@ def test_sigterm_lets_admitted_requests_finish():
     ) as srv:
         with ThreadPoolExecutor(4) as pool:
             futures = [
-                pool.submit(httpx.post, srv.url + "/attend", content=SLOW, headers=JSON, timeout=60)
+                pool.submit(httpx.post, srv.url + "/attend", content=SLOW, headers=JSON_HEADERS, timeout=60)
                 for _ in range(4)
             ]
             # all four reached the server (one computing, the others waiting) before the signal: a fixed sleep

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from service.compute.models.registry import DEFAULT_MODEL
+from service.settings import BUNDLED_MODEL
 from tests.support.families import WINDOW, save_family_model
 from tests.support.models import pickled_model, tampered_minilm
 from tests.support.paths import ROOT
@@ -56,7 +56,7 @@ def failed_start_up(models: dict[str, str]) -> str:
 
 def test_tampered_weights_are_refused_at_start_up(tmp_path):
     tampered = tampered_minilm(tmp_path / "minilm")
-    stderr = failed_start_up({DEFAULT_MODEL: str(tampered)})
+    stderr = failed_start_up({BUNDLED_MODEL: str(tampered)})
     assert "SHA-256" in stderr and "refusing" in stderr
 
 

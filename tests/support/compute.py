@@ -15,7 +15,7 @@ import pytest
 
 from service.compute.models.registry import ModelRegistry
 from service.compute.pipeline import answer, frames
-from service.protocol import JSON, NDJSON, Frame
+from service.protocol import Frame, ResponseFormat
 from service.settings import Settings
 
 # tight limits, to reach every 413 with small requests (ATTENTION_* variables, as an operator sets them)
@@ -65,17 +65,17 @@ class InProcess:
     def from_env(cls, env: dict[str, str]) -> InProcess:
         return cls(settings_from_env(env))
 
-    def post(self, body: dict[str, Any] | bytes, media: int = JSON) -> Reply:
-        """What POST /attend answers to `body` in the format `media` (an index of MEDIA_TYPES, sent in one
-        piece); a dict is sent as JSON with NaN/Infinity written out, as many clients do (and as the HTTP
-        tests' Server.post does)."""
+    def post(self, body: dict[str, Any] | bytes, media: ResponseFormat = ResponseFormat.JSON) -> Reply:
+        """What POST /attend answers to `body` in the format `media` (sent in one piece); a dict is sent as
+        JSON with NaN/Infinity written out, as many clients do (and as the
+        HTTP tests' Server.post does)."""
         status, reply = answer(_content(body), self.settings, self.models, media)
         return Reply(status, reply)
 
     def stream(self, body: dict[str, Any] | bytes) -> Iterator[Frame]:
         """The frames a compute process sends for `body` with Accept: application/x-ndjson, each made when
         the one before is taken."""
-        return frames(_content(body), self.settings, self.models, NDJSON)
+        return frames(_content(body), self.settings, self.models, ResponseFormat.NDJSON)
 
 
 def _content(body: dict[str, Any] | bytes) -> bytes:

@@ -21,9 +21,8 @@ def tree_resident_mb(pid: int) -> float:
         current = pids.pop()
         try:
             total += resident_mb(current)
-            for thread in Path(
-                f"/proc/{current}/task"
-            ).iterdir():  # a child belongs to the thread that made it
+            # a child belongs to the thread that made it
+            for thread in Path(f"/proc/{current}/task").iterdir():
                 pids.extend(int(child) for child in (thread / "children").read_text().split())
         except (OSError, StopIteration):  # ended (or a zombie without VmRSS)
             continue

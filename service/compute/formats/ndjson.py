@@ -2,7 +2,8 @@
 is known before anything is computed; its elapsed_ms counts up to this line), then one
 `{"layer": i, <tensors>}` per layer of a model in the order of the forward pass, each sent as soon as it is
 computed (so a process holds one layer at a time), or one line of tensors without a model. An error after
-the first line ends the stream with a line `{"error": {"status": ..., "detail": ...}}`."""
+the first line ends the stream with a line `{"error": {"status": ..., "detail": ...}}`
+(service/errors.py stream_error_line)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,3 @@ def ndjson_lines(result: Result) -> Iterator[bytes]:
     for index, tensors in result.layers:
         yield encode_object({"layer": index, **tensors}, result.decimals) + b"\n"
         del tensors  # not held while the next layer is computed
-
-
-def error_line(status: int, body: dict[str, object]) -> bytes:
-    """The last line of a stream that failed after its first line: the error's status and body."""
-    return orjson.dumps({"error": {"status": status, **body}}) + b"\n"

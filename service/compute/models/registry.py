@@ -30,15 +30,15 @@ from service.compute.models.families import (
 )
 from service.compute.models.forward import SERVICE_ATTENTION, ModelForward, register
 from service.errors import ModelError
-from service.settings import ModelSource
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from service.settings import BUNDLED_MODEL, ModelSource
 
 log = logging.getLogger("attention_service.models")
 
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
-PINNED_SHA256 = {DEFAULT_MODEL: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"}
+# the Hugging Face libraries' offline switches, set (unless the operator set them) before this module first
+# imports transformers, which reads them then: nothing is fetched from a hub
+OFFLINE_SWITCHES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+PINNED_SHA256 = {BUNDLED_MODEL: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"}
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"  # a sharded checkpoint: which .safetensors holds each tensor
 UNBOUNDED_LENGTH = 10**7  # tokenizers without a maximum say 1e30
@@ -160,7 +160,13 @@ def _ready_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
+def _offline() -> None:
+    for switch in OFFLINE_SWITCHES:
+        os.environ.setdefault(switch, "1")
+
+
 def load_model(name: str, folder: Path, dtype: str = "float32") -> LoadedModel:
+    _offline()
     import torch
     from transformers import AutoConfig, AutoModel, AutoTokenizer
     from transformers.utils import logging as transformers_logging
@@ -236,7 +242,7 @@ class ModelRegistry:
     @classmethod
     def from_settings(cls, extra: dict[str, str | ModelSource]) -> ModelRegistry:
         bundled = bundled_folder()
-        folders = {DEFAULT_MODEL: bundled} if bundled is not None else {}
+        folders = {BUNDLED_MODEL: bundled} if bundled is not None else {}
         sources = {
             name: s if isinstance(s, ModelSource) else ModelSource(path=s) for name, s in extra.items()
         }
@@ -264,6 +270,7 @@ class ModelRegistry:
 
 def _describe_unloaded(name: str, folder: Path, dtype: str) -> dict[str, Any]:
     """From config.json and the weights' headers alone: nothing is loaded."""
+    _offline()
     from transformers import AutoConfig
 
     try:

@@ -24,6 +24,7 @@ from schemas.oip import (
 )
 from schemas.tensor import FiniteNumber
 from service.compute.limits import check_batch
+from service.errors import InferRequestError
 from service.settings import Settings
 
 MAX_RANK = 8
@@ -38,10 +39,6 @@ _ELEMENTS: dict[str, TypeAdapter[Any]] = {
 }
 
 
-class OipError(Exception):
-    """A request that does not fit the protocol or this service's models: 400 with {"error": message}."""
-
-
 def _datatypes(name: str) -> tuple[str, ...]:
     if name == TEXT_INPUT:
         return (BYTES,)
@@ -50,10 +47,12 @@ def _datatypes(name: str) -> tuple[str, ...]:
 
 def _element_count(tensor: InferInput) -> int:
     if len(tensor.shape) > MAX_RANK:
-        raise OipError(f"input {tensor.name!r}: found shape {tensor.shape}; expected at most {MAX_RANK} axes")
+        raise InferRequestError(
+            f"input {tensor.name!r}: found shape {tensor.shape}; expected at most {MAX_RANK} axes"
+        )
     negative = [size for size in tensor.shape if size < 0]
     if negative:
-        raise OipError(
+        raise InferRequestError(
             f"input {tensor.name!r}: found shape {tensor.shape}; expected sizes of at least 0 "
             "(a request's shape is exact: -1 appears only in model metadata)"
         )
@@ -65,12 +64,12 @@ def _binary_size(tensor: InferInput) -> int | None:
     if size is None:
         return None
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise OipError(
+        raise InferRequestError(
             f"input {tensor.name!r}: found parameters.{BINARY_DATA_SIZE} {describe(size)}; expected a "
             "number of bytes (an integer of at least 0)"
         )
     if tensor.data is not None:
-        raise OipError(
+        raise InferRequestError(
             f"input {tensor.name!r}: found both data and parameters.{BINARY_DATA_SIZE}; expected one of them"
         )
     return size
@@ -81,7 +80,7 @@ def _flatten(data: Any, depth: int = 0) -> list[Any]:
     if not isinstance(data, list):
         return [data]
     if depth > MAX_RANK:
-        raise OipError(f"data nested more than {MAX_RANK} deep")
+        raise InferRequestError(f"data nested more than {MAX_RANK} deep")
     if not any(isinstance(item, list) for item in data):
         return data
     flat: list[Any] = []
@@ -100,10 +99,12 @@ def _to_float64(name: str, datatype: str, values: np.ndarray) -> np.ndarray:
         index = int(np.flatnonzero(~np.isfinite(values.reshape(-1)))[0])
         found = float(values.reshape(-1)[index])
         within = " within FP32 range (about 3.4e38)" if datatype == "FP32" and np.isinf(found) else ""
-        raise OipError(f"input {name!r}: element {index} is {found}; expected a finite number{within}")
+        raise InferRequestError(
+            f"input {name!r}: element {index} is {found}; expected a finite number{within}"
+        )
     if datatype == "BOOL" and values.dtype == np.uint8 and (values > 1).any():
         index = int(np.flatnonzero(values.reshape(-1) > 1)[0])
-        raise OipError(
+        raise InferRequestError(
             f"input {name!r}: byte {index} of its BOOL data is {values.reshape(-1)[index]}; expected 0 or 1"
         )
     return values.astype(np.float64)
@@ -111,12 +112,12 @@ def _to_float64(name: str, datatype: str, values: np.ndarray) -> np.ndarray:
 
 def _from_json(tensor: InferInput, count: int, settings: Settings) -> Decoded:
     if tensor.data is None:
-        raise OipError(
+        raise InferRequestError(
             f"input {tensor.name!r} has neither data nor parameters.{BINARY_DATA_SIZE}; expected one of them"
         )
     flat = _flatten(tensor.data)
     if len(flat) != count:
-        raise OipError(
+        raise InferRequestError(
             f"input {tensor.name!r}: found {len(flat)} elements in data; expected {count} for shape "
             f"{tensor.shape}"
         )
@@ -127,7 +128,7 @@ def _from_json(tensor: InferInput, count: int, settings: Settings) -> Decoded:
     except ValidationError as error:
         first = error.errors(include_url=False)[0]
         index = first["loc"][0] if first["loc"] else 0
-        raise OipError(
+        raise InferRequestError(
             f"input {tensor.name!r}: data element {index} is {describe(first['input'])}; expected "
             f"{'a string' if tensor.datatype == BYTES else 'a finite number'} for {tensor.datatype}"
         ) from None
@@ -144,26 +145,30 @@ def _texts_from_binary(tensor: InferInput, count: int, data: memoryview, setting
     position = 0
     while position < len(data):
         if len(data) - position < 4:
-            raise OipError(
+            raise InferRequestError(
                 f"input {tensor.name!r}: {len(data) - position} byte(s) left at offset {position} of its "
                 "binary data; expected a 4-byte length"
             )
         length = int.from_bytes(data[position : position + 4], "little")
         position += 4
         if length > len(data) - position:
-            raise OipError(
+            raise InferRequestError(
                 f"input {tensor.name!r}: element {len(texts)} declares {length} bytes but only "
                 f"{len(data) - position} remain in its binary data"
             )
         if len(texts) == count:
-            raise OipError(f"input {tensor.name!r}: its binary data holds more than {count} element(s)")
+            raise InferRequestError(
+                f"input {tensor.name!r}: its binary data holds more than {count} element(s)"
+            )
         try:
             texts.append(str(data[position : position + length], "utf-8"))
         except UnicodeDecodeError:
-            raise OipError(f"input {tensor.name!r}: element {len(texts)} is not valid UTF-8") from None
+            raise InferRequestError(
+                f"input {tensor.name!r}: element {len(texts)} is not valid UTF-8"
+            ) from None
         position += length
     if len(texts) != count:
-        raise OipError(
+        raise InferRequestError(
             f"input {tensor.name!r}: found {len(texts)} element(s) in its binary data; expected {count} for "
             f"shape {tensor.shape}"
         )
@@ -175,7 +180,7 @@ def _from_binary(tensor: InferInput, count: int, data: memoryview, settings: Set
         return _texts_from_binary(tensor, count, data, settings)
     dtype = np.dtype(NUMERIC_DATATYPES[tensor.datatype])
     if len(data) != count * dtype.itemsize:
-        raise OipError(
+        raise InferRequestError(
             f"input {tensor.name!r}: parameters.{BINARY_DATA_SIZE} is {len(data)}; expected {count} "
             f"elements x {dtype.itemsize} bytes = {count * dtype.itemsize} for shape {tensor.shape} "
             f"and {tensor.datatype}"
@@ -191,15 +196,15 @@ def decode_inputs(inputs: list[InferInput], binary: memoryview, settings: Settin
     offset = 0
     for tensor in inputs:
         if tensor.name in decoded:
-            raise OipError(f"input {tensor.name!r} is given twice")
+            raise InferRequestError(f"input {tensor.name!r} is given twice")
         allowed = _datatypes(tensor.name)
         if tensor.datatype not in allowed:
-            raise OipError(
+            raise InferRequestError(
                 f"input {tensor.name!r}: found datatype {describe(tensor.datatype)}; expected "
                 f"{' or '.join(allowed)}"
             )
         if tensor.name == TEXT_INPUT and len(tensor.shape) != 1:
-            raise OipError(
+            raise InferRequestError(
                 f"input {TEXT_INPUT!r}: found shape {tensor.shape}; expected [n], one element per text"
             )
         count = _element_count(tensor)
@@ -209,14 +214,14 @@ def decode_inputs(inputs: list[InferInput], binary: memoryview, settings: Settin
             continue
         left = len(binary) - offset
         if size > left:
-            raise OipError(
+            raise InferRequestError(
                 f"input {tensor.name!r}: parameters.{BINARY_DATA_SIZE} is {size} but only {left} byte(s) of "
                 "binary data remain after the JSON header and the inputs before it"
             )
         decoded[tensor.name] = _from_binary(tensor, count, binary[offset : offset + size], settings)
         offset += size
     if offset != len(binary):
-        raise OipError(
+        raise InferRequestError(
             f"found {len(binary) - offset} byte(s) after the JSON header beyond the inputs' "
             f"parameters.{BINARY_DATA_SIZE}; expected the sizes to add up to the {len(binary)} bytes there"
         )

@@ -46,7 +46,7 @@ def _tokens_binary(tokens: list[list[str]]) -> bytes:
 def oip_body(
     result: Result, model: str, request_id: str | None, outputs: list[Output] | None, binary_default: bool
 ) -> bytes:
-    """The infer response to what service.compute.pipeline.attend_request computed: `outputs` in their order
+    """The infer response to what service.compute.dispatch.compute computed: `outputs` in their order
     (None: every tensor computed, then tokens, each binary if `binary_default`), tensors in the request's
     wire_dtype (FP32 by default, FP64 for a float64 computation)."""
     decimals = result.decimals

@@ -8,19 +8,22 @@ from typing import Any, NamedTuple
 
 from schemas.axes import TENSOR_NAMES
 from schemas.oip import (
-    ATTENTION_MODEL,
     BINARY_DATA,
     BINARY_DATA_OUTPUT,
     EMBEDDING_INPUTS,
+    EXPLICIT_MODEL,
     MASK_INPUT,
     TEXT_INPUT,
     TOKENS,
     WEIGHT_INPUTS,
     InferRequestHeader,
+    is_pretrained,
+    model_inputs,
     parse_output_name,
 )
 from schemas.request import AttendRequest, WeightSpec
-from service.compute.oip.inputs import Decoded, OipError
+from service.compute.oip.inputs import Decoded
+from service.errors import InferRequestError
 
 _TENSOR_FIELDS = {*EMBEDDING_INPUTS, MASK_INPUT, TEXT_INPUT, "model", "weights"}
 # every other field of the /attend request travels in `parameters` (new fields included, as they are added)
@@ -39,21 +42,15 @@ class Translated(NamedTuple):
     binary_default: bool
 
 
-def _inputs_of(model: str, pretrained: bool) -> tuple[str, ...]:
-    if model == ATTENTION_MODEL:
-        return (*EMBEDDING_INPUTS, *WEIGHT_INPUTS, MASK_INPUT)
-    return (TEXT_INPUT,) if pretrained else (TEXT_INPUT, *WEIGHT_INPUTS)
-
-
 def _flag(value: Any, where: str) -> bool:
     if not isinstance(value, bool):
-        raise OipError(f"found {where} {value!r}; expected true or false")
+        raise InferRequestError(f"found {where} {value!r}; expected true or false")
     return value
 
 
 def _expected_outputs(model: str, pretrained: bool) -> str:
     forms = f"layers.{{i}}.{{name}} or {TOKENS}" if pretrained else "{name}"
-    if not pretrained and model != ATTENTION_MODEL:
+    if not pretrained and model != EXPLICIT_MODEL:
         forms += f" or {TOKENS}"
     return f"{forms}, with name one of {', '.join(TENSOR_NAMES)}"
 
@@ -66,7 +63,7 @@ def _selection(
         return None, {}
     for taken in ("include", "layer") if pretrained else ("include",):
         if taken in parameters:
-            raise OipError(
+            raise InferRequestError(
                 f"found both outputs and parameters.{taken}; the requested outputs say which tensors "
                 "to compute: give one of them"
             )
@@ -78,16 +75,16 @@ def _selection(
             layer, tensor = parse_output_name(output.name)
         except ValueError:
             layer, tensor = -1, None
-        fits = (tensor is None and layer is None and model != ATTENTION_MODEL) or (
+        fits = (tensor is None and layer is None and model != EXPLICIT_MODEL) or (
             tensor is not None and (layer is not None) == pretrained
         )
         if not fits:
-            raise OipError(
+            raise InferRequestError(
                 f"output {output.name!r} is not an output of model {model!r}; expected "
                 + _expected_outputs(model, pretrained)
             )
         if any(o.name == output.name for o in outputs):
-            raise OipError(f"output {output.name!r} is requested twice")
+            raise InferRequestError(f"output {output.name!r} is requested twice")
         where = f"parameters.{BINARY_DATA} of output {output.name!r}"
         binary = _flag((output.parameters or {}).get(BINARY_DATA, binary_default), where)
         outputs.append(Output(output.name, binary))
@@ -101,16 +98,15 @@ def _selection(
     return outputs, fields
 
 
-def translate(
-    header: InferRequestHeader, model: str, pretrained: bool, decoded: dict[str, Decoded]
-) -> Translated:
+def translate(header: InferRequestHeader, model: str, decoded: dict[str, Decoded]) -> Translated:
     """The /attend request's fields for an infer request to `model` (the decoded inputs by name)."""
-    allowed = _inputs_of(model, pretrained)
+    pretrained = is_pretrained(model)
+    allowed = model_inputs(model)
     fields: dict[str, Any] = {}
     weights: dict[str, Any] = {}
     for name, value in decoded.items():
         if name not in allowed:
-            raise OipError(
+            raise InferRequestError(
                 f"input {name!r} is not an input of model {model!r}; expected {', '.join(allowed)}"
             )
         (weights if name in WEIGHT_INPUTS else fields)[name] = value
@@ -124,11 +120,11 @@ def translate(
             fields[key] = value
         else:
             known = sorted(REQUEST_PARAMETERS | (set() if pretrained else WEIGHT_PARAMETERS))
-            raise OipError(
+            raise InferRequestError(
                 f"found parameters.{key}; expected request parameters among {', '.join(known)}, or "
                 f"{BINARY_DATA_OUTPUT}"
             )
-    if model != ATTENTION_MODEL:
+    if model != EXPLICIT_MODEL:
         fields["model"] = model
     if weights:
         fields["weights"] = weights

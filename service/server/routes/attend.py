@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from functools import partial
 
-import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
@@ -14,14 +13,22 @@ from starlette.types import Receive, Scope, Send
 
 from schemas.request import AttendRequest
 from schemas.response import AttendResponse
-from service.errors import LimitExceeded
-from service.protocol import MEDIA_TYPES, NDJSON, SAFETENSORS
-from service.server.accept import NotAcceptable, negotiate
-from service.server.compute_pool import Held
-from service.server.handlers import REFUSALS, ClientGone, json_response
+from service.errors import (
+    SERVER_ERRORS,
+    ClientGone,
+    LimitExceeded,
+    UnsupportedMediaType,
+    detail_body,
+    status_of,
+    stream_error_line,
+)
+from service.protocol import MEDIA_TYPES, ResponseFormat
+from service.server.accept import negotiate
+from service.server.compute_interface import Held
 from service.server.openapi_examples import request_examples
 from service.server.routes.documented import UNAUTHORIZED, error_responses
 from service.server.security import require_api_key
+from service.server.state import AppSettings, ComputeDependency, service_state
 
 JSON = "application/json"
 CHUNK = 2**20  # an answer over this is sent in pieces of it, each within the send timeout
@@ -48,14 +55,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def unsupported_media_type(request: Request) -> Response | None:
+def check_json_declared(request: Request) -> None:
     """A 415 unless the body is declared JSON: form, text and multipart bodies are what a browser sends from
     any web page without a CORS preflight, so they must not start a computation."""
     declared = request.headers.get("content-type", "")
     if declared.split(";", 1)[0].strip().lower() == JSON:
-        return None
+        return
     found = repr(declared) if declared else "no Content-Type"
-    return json_response(415, {"detail": f"found {found}; expected Content-Type: {JSON}"})
+    raise UnsupportedMediaType(f"found {found}; expected Content-Type: {JSON}")
 
 
 async def send_in_pieces(send: Send, body: bytes | memoryview, timeout: float, more_body: bool) -> None:
@@ -91,7 +98,7 @@ class DeliveredResponse(Response):
             await send_in_pieces(send, self.body, self.send_timeout, more_body=False)
         except TimeoutError:
             # the connection is closed with the answer unfinished (uvicorn logs the response as incomplete)
-            scope["app"].state.metrics.rejected.labels("send_timeout").inc()
+            service_state(scope["app"]).metrics.rejected.labels("send_timeout").inc()
         finally:
             self.release()
 
@@ -103,13 +110,13 @@ class StreamedResponse(Response):
     computation itself breaks off does."""
 
     def __init__(self, held: Held, send_timeout: float):
-        super().__init__(held.content, status_code=held.status, media_type=MEDIA_TYPES[NDJSON])
+        super().__init__(held.content, status_code=held.status, media_type=MEDIA_TYPES[ResponseFormat.NDJSON])
         self.held, self.send_timeout = held, send_timeout
         # its length is unknown until it ends: sent chunked, not with the first line's length
         self.raw_headers = [(name, value) for name, value in self.raw_headers if name != b"content-length"]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        metrics = scope["app"].state.metrics
+        metrics = service_state(scope["app"]).metrics
 
         async def send_line(line: bytes | memoryview) -> None:
             await send_in_pieces(send, line, self.send_timeout, more_body=True)
@@ -122,10 +129,11 @@ class StreamedResponse(Response):
             assert self.held.stream is not None
             try:
                 await self.held.stream(send_line)
-            except tuple(REFUSALS) as broken:
-                reason, status, _ = REFUSALS[type(broken)]
-                metrics.rejected.labels(reason).inc()
-                await send_line(orjson.dumps({"error": {"status": status, "detail": str(broken)}}) + b"\n")
+            except SERVER_ERRORS as broken:
+                status = status_of(broken)
+                if status.refusal is not None:
+                    metrics.rejected.labels(status.refusal).inc()
+                await send_line(stream_error_line(status.code, detail_body(broken)))
             await asyncio.wait_for(send({"type": "http.response.body", "body": b""}), self.send_timeout)
         except TimeoutError:
             metrics.rejected.labels("send_timeout").inc()  # closed unfinished, as DeliveredResponse
@@ -156,8 +164,8 @@ async def client_disconnected(request: Request) -> None:
             '`{"meta", "tokens"}`, then one line per layer as it is computed; a stream that breaks off ends '
             'with `{"error": {"status", "detail"}}`).',
             "content": {
-                MEDIA_TYPES[SAFETENSORS]: {"schema": {"type": "string", "format": "binary"}},
-                MEDIA_TYPES[NDJSON]: {"schema": {"type": "string"}},
+                MEDIA_TYPES[ResponseFormat.SAFETENSORS]: {"schema": {"type": "string", "format": "binary"}},
+                MEDIA_TYPES[ResponseFormat.NDJSON]: {"schema": {"type": "string"}},
             },
         },
         **error_responses(UNAUTHORIZED, 406, 413, 415, 422, 503, 504),
@@ -174,18 +182,12 @@ async def client_disconnected(request: Request) -> None:
         }
     },
 )
-async def post_attend(request: Request) -> Response:
-    state = request.app.state
-    refused = unsupported_media_type(request)
-    if refused is not None:
-        return refused
-    try:
-        media = negotiate(request.headers.get("accept"))
-    except NotAcceptable as refused_format:
-        return json_response(406, {"detail": str(refused_format)})
-    body = await read_body(request, state.settings.max_request_bytes)
-    held = await state.compute.run(body, disconnected=partial(client_disconnected, request), media=media)
+async def post_attend(request: Request, settings: AppSettings, compute: ComputeDependency) -> Response:
+    check_json_declared(request)
+    media = negotiate(request.headers.get("accept"))
+    body = await read_body(request, settings.max_request_bytes)
+    held = await compute.run(body, disconnected=partial(client_disconnected, request), media=media)
     if held.stream is not None:
-        return StreamedResponse(held, state.settings.send_timeout_s)
+        return StreamedResponse(held, settings.send_timeout_s)
     answered_as = MEDIA_TYPES[media] if held.status == 200 else JSON
-    return DeliveredResponse(held, state.settings.send_timeout_s, answered_as)
+    return DeliveredResponse(held, settings.send_timeout_s, answered_as)

@@ -2,11 +2,12 @@
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from schemas.service_info import Health, Readiness
 from service.server.routes.documented import error_responses
+from service.server.state import ServiceState, State
 
 router = APIRouter(tags=["health"])
 
@@ -30,13 +31,13 @@ async def healthz_head() -> Response:
     return Response()
 
 
-def _readiness(request: Request) -> JSONResponse:
-    state = request.app.state
-    if not state.ready:
+def _readiness(state: ServiceState) -> JSONResponse:
+    if not state.ready or state.compute is None or state.compute.started is None:
         return JSONResponse({"detail": "starting: loading the models and warming up"}, status_code=503)
     if state.compute.up == 0:
         return JSONResponse({"detail": "replacing its compute processes"}, status_code=503)
-    ready = Readiness(status="ready", device=state.device, torch_version=state.torch_version)
+    started = state.compute.started
+    ready = Readiness(status="ready", device=started["device"], torch_version=started["torch_version"])
     return JSONResponse(ready.model_dump())
 
 
@@ -47,8 +48,8 @@ def _readiness(request: Request) -> JSONResponse:
     response_model=Readiness,
     responses=error_responses(503, s503=NOT_READY),
 )
-async def readyz(request: Request) -> JSONResponse:
-    return _readiness(request)
+async def readyz(state: State) -> JSONResponse:
+    return _readiness(state)
 
 
 @router.head(
@@ -58,5 +59,5 @@ async def readyz(request: Request) -> JSONResponse:
     response_class=Response,
     responses={**NO_BODY, 503: {"description": NOT_READY}},
 )
-async def readyz_head(request: Request) -> Response:
-    return Response(status_code=_readiness(request).status_code)
+async def readyz_head(state: State) -> Response:
+    return Response(status_code=_readiness(state).status_code)

@@ -2,9 +2,11 @@
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.server.state import State
 
 router = APIRouter(tags=["health"])
 
@@ -20,5 +22,5 @@ PROMETHEUS_TEXT: dict[int | str, dict[str, Any]] = {
     response_class=Response,
     responses=PROMETHEUS_TEXT,
 )
-async def metrics(request: Request) -> Response:
-    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+async def metrics(state: State) -> Response:
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -19,8 +19,8 @@ from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
 from schemas.oip import (
-    ATTENTION_MODEL,
     BINARY_EXTENSION,
+    EXPLICIT_MODEL,
     HEADER_LENGTH,
     MODEL_VERSION,
     OIP_PREFIX,
@@ -32,15 +32,25 @@ from schemas.oip import (
     OipError,
     ServerMetadata,
     ServerReadiness,
+    is_pretrained,
     model_metadata,
 )
 from schemas.request import TOY_MODEL
-from service.errors import LimitExceeded
+from service.errors import (
+    SERVER_ERRORS,
+    InferRequestError,
+    UnknownModel,
+    UnsupportedMediaType,
+    oip_error_body,
+    retry_headers,
+    status_of,
+)
 from service.protocol import OIP_ANSWER, OIP_INFER, OIP_PRELUDE
-from service.server.compute_pool import Held
-from service.server.handlers import REFUSALS, json_response
+from service.server.compute_interface import Held
+from service.server.handlers import count_refusal, json_response
 from service.server.routes.attend import JSON, DeliveredResponse, client_disconnected, read_body
 from service.server.security import require_api_key
+from service.server.state import AppSettings, ComputeDependency, State
 
 BINARY = "application/octet-stream"
 HEADER_LENGTH_DIGITS = re.compile(r"[0-9]{1,19}")
@@ -48,21 +58,15 @@ HEADER_LENGTH_DIGITS = re.compile(r"[0-9]{1,19}")
 SIMPLE_FORM_TYPES = ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data")
 
 
-class OipFailure(Exception):
-    """Answered with the protocol's error body."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.headers = status, headers
-
-
 def oip_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return json_response(status, {"error": message}, headers)
+    return Response(oip_error_body(message), status_code=status, media_type=JSON, headers=headers)
 
 
 class OipRoute(APIRoute):
     """A route whose refusals (API key, parameters, body limit, busy, time limit) are the protocol's
-    {"error": ...} rather than the service's {"detail": ...}: tritonclient and KServe read `error`."""
+    {"error": ...} rather than the service's {"detail": ...}: tritonclient and KServe read `error`. The
+    statuses are service/errors.py's, but for FastAPI's own parameter validation: the protocol has no 422, a
+    request that does not fit is a 400."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -70,18 +74,14 @@ class OipRoute(APIRoute):
         async def route(request: Request) -> Response:
             try:
                 return await handler(request)
-            except OipFailure as failure:
-                return oip_error(failure.status, str(failure), failure.headers)
             except HTTPException as error:
                 return oip_error(error.status_code, str(error.detail), dict(error.headers or {}))
             except RequestValidationError as error:
                 return oip_error(400, "; ".join(str(e.get("msg")) for e in error.errors()))
-            except LimitExceeded as error:
-                return oip_error(413, str(error))
-            except tuple(REFUSALS) as error:
-                reason, status, retry = REFUSALS[type(error)]
-                request.app.state.metrics.rejected.labels(reason).inc()
-                return oip_error(status, str(error), {"Retry-After": "1"} if retry else None)
+            except SERVER_ERRORS as error:
+                status = status_of(error)
+                count_refusal(request, status)
+                return oip_error(status.code, str(error), retry_headers(status))
 
         return route
 
@@ -155,44 +155,40 @@ async def live_head() -> Response:
     return Response()
 
 
-def _ready(request: Request) -> bool:
-    state = request.app.state
-    return bool(state.ready) and state.compute.up > 0
-
-
-async def ready(request: Request) -> Response:
-    if not _ready(request):
+async def ready(state: State) -> Response:
+    if not state.computing():
         return json_response(503, {"error": f"not ready: {NOT_READY.lower()}"}, {"Retry-After": "1"})
     return json_response(200, ServerReadiness(ready=True).model_dump())
 
 
-async def ready_head(request: Request) -> Response:
-    return Response(status_code=200 if _ready(request) else 503)
+async def ready_head(state: State) -> Response:
+    return Response(status_code=200 if state.computing() else 503)
 
 
-def _metadata(request: Request, name: str) -> dict[str, Any]:
-    """The model's metadata; a 404 for a name that is not `attention`, the toy model or a model of
+def _metadata(request: Request, compute: ComputeDependency, name: str) -> ModelMetadata:
+    """The model's metadata; a 404 for a name that is not the explicit model, the toy model or a model of
     GET /models, or a version (in the path of the /versions/{version} routes) other than the one there is."""
     version = request.path_params.get("version")
     if version is not None and version != MODEL_VERSION:
-        raise OipFailure(404, f"model {name!r} has no version {version!r}; expected {MODEL_VERSION!r}")
-    if name in (ATTENTION_MODEL, TOY_MODEL):
-        return model_metadata(name, None, toy=name == TOY_MODEL)
-    models = request.app.state.compute.models
-    for entry in models:
-        if entry["name"] == name:
-            return model_metadata(name, entry.get("layers"), toy=False)
-    known = ", ".join([ATTENTION_MODEL, *(entry["name"] for entry in models), TOY_MODEL])
-    raise OipFailure(404, f"found model {name!r}; expected one of: {known}")
+        raise UnknownModel(f"model {name!r} has no version {version!r}; expected {MODEL_VERSION!r}")
+    if not is_pretrained(name):
+        return model_metadata(name, None)
+    for model in compute.models:
+        if model.name == name:
+            return model_metadata(name, model.layers)
+    known = ", ".join([EXPLICIT_MODEL, *(model.name for model in compute.models), TOY_MODEL])
+    raise UnknownModel(f"found model {name!r}; expected one of: {known}")
 
 
-async def get_model_metadata(request: Request, name: ModelName) -> ModelMetadata:
-    return ModelMetadata.model_validate(_metadata(request, name))
+async def get_model_metadata(request: Request, compute: ComputeDependency, name: ModelName) -> ModelMetadata:
+    return _metadata(request, compute, name)
 
 
-async def model_ready(request: Request, name: ModelName) -> Response:
-    _metadata(request, name)
-    if not _ready(request):
+async def model_ready(
+    request: Request, state: State, compute: ComputeDependency, name: ModelName
+) -> Response:
+    _metadata(request, compute, name)
+    if not state.computing():
         return json_response(
             503, {"error": f"model {name!r} not ready: {NOT_READY.lower()}"}, {"Retry-After": "1"}
         )
@@ -202,14 +198,13 @@ async def model_ready(request: Request, name: ModelName) -> Response:
 def _check_media(request: Request) -> None:
     declared = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if declared in SIMPLE_FORM_TYPES:
-        raise OipFailure(
-            415,
+        raise UnsupportedMediaType(
             f"found Content-Type {declared!r}; expected application/json, application/octet-stream or none "
             "(a body a browser form could send does not start a computation)",
         )
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding != "identity":
-        raise OipFailure(415, f"found Content-Encoding {encoding!r}; expected an uncompressed body")
+        raise UnsupportedMediaType(f"found Content-Encoding {encoding!r}; expected an uncompressed body")
 
 
 def header_length(request: Request, body_length: int) -> int:
@@ -219,10 +214,9 @@ def header_length(request: Request, body_length: int) -> int:
     if not declared:
         return body_length
     if len(declared) > 1:
-        raise OipFailure(400, f"found {len(declared)} {HEADER_LENGTH} headers; expected one")
+        raise InferRequestError(f"found {len(declared)} {HEADER_LENGTH} headers; expected one")
     if not HEADER_LENGTH_DIGITS.fullmatch(declared[0]) or not 1 <= int(declared[0]) <= body_length:
-        raise OipFailure(
-            400,
+        raise InferRequestError(
             f"found {HEADER_LENGTH} {declared[0][:40]!r}; expected a decimal number of bytes from 1 to the "
             f"body's length, {body_length}",
         )
@@ -278,19 +272,18 @@ _INFER: dict[str, Any] = {
 }
 
 
-async def infer(request: Request, name: ModelName) -> Response:
-    state = request.app.state
-    _metadata(request, name)
+async def infer(
+    request: Request, settings: AppSettings, compute: ComputeDependency, name: ModelName
+) -> Response:
+    _metadata(request, compute, name)
     _check_media(request)
-    body = await read_body(request, state.settings.max_request_bytes)
+    body = await read_body(request, settings.max_request_bytes)
     length = header_length(request, len(body))
     model = name.encode()
     envelope = b"".join((OIP_PRELUDE.pack(length, len(model)), model, body))
     del body  # one copy of the body held while it waits and computes
-    held = await state.compute.run(
-        envelope, disconnected=partial(client_disconnected, request), kind=OIP_INFER
-    )
-    return InferResponse(held, state.settings.send_timeout_s)
+    held = await compute.run(envelope, disconnected=partial(client_disconnected, request), kind=OIP_INFER)
+    return InferResponse(held, settings.send_timeout_s)
 
 
 _HEAD: dict[str, Any] = {"response_class": Response}
