@@ -289,8 +289,12 @@ def test_bfloat16_load_dtype(families, family_folders):
     assert described["dtype"] == "bfloat16" and described["loaded"] is True
     assert compute.models.get("llama-bf16").forward.model.dtype == torch.bfloat16
     attentions, *_ = reference(folder, "llama", [SENTENCES[0]])
-    for entry in body["layers"]:
-        np.testing.assert_allclose(np.asarray(entry["weights"]), attentions[entry["layer"]].numpy(), atol=0.1)
+    for entry in body[
+        "layers"
+    ]:  # measured: at most 0.0022 from float32's weights (layer 0), bfloat16's rounding
+        np.testing.assert_allclose(
+            np.asarray(entry["weights"]), attentions[entry["layer"]].numpy(), atol=0.01, rtol=0
+        )
 
 
 def test_text_over_the_models_positions_is_a_422_before_running_it(families):
