@@ -61,7 +61,7 @@ def as_array(values: Any) -> np.ndarray:
 def real_part(name: str, array: np.ndarray, text: int, length: int) -> np.ndarray:
     """The part of a tensor that the tokens of text `text` decide: its real positions (queries and keys),
     but every key of a weights row, whose padded keys must be 0."""
-    row = array[text]
+    row: np.ndarray = array[text]
     if name == "output":
         return row[:length]  # [query_pos, d_out]
     if name in ("scores", "scaled_scores"):
@@ -127,9 +127,8 @@ def test_recomputed_attention_matches_transformers_eager_in_float64(families, re
 def test_a_float64_models_recomputation_matches_transformers_to_float64_rounding(
     families, references, model_type, change
 ):
-    asked = {"dtype": "float64", **({"scale": SCALE} if change == "scale" else {"causal": True})}
+    scale = SCALE if change == "scale" else None
+    asked = {"dtype": "float64", "scale": scale, "causal": change == "causal"}  # scale null: the model's own
     response = families.post({"text": TEXTS, "model": f"{model_type}-f64", "include": list(TENSORS), **asked})
     assert response.status_code == 200, response.text
-    check_every_tensor(
-        response.json(), references[model_type], asked.get("scale"), change == "causal", FLOAT64_MODEL
-    )
+    check_every_tensor(response.json(), references[model_type], scale, change == "causal", FLOAT64_MODEL)
