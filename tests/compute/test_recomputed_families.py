@@ -26,7 +26,6 @@ CHANGES: dict[str, dict[str, Any]] = {
     "float64": {"dtype": "float64"},
     "float64-scale": {"dtype": "float64", "scale": SCALE},
     "float64-causal": {"dtype": "float64", "causal": True},
-    "float64-scale-causal": {"dtype": "float64", "scale": SCALE, "causal": True},
     "float32-scale": {"scale": SCALE},
 }
 CASES = [
