@@ -6,13 +6,13 @@ import json
 from typing import Any, Literal
 
 from attention_client import Weights
-from tests.support.paths import SHARED_GOLDEN
+from tests.support.paths import shared
 
 SENTENCE = "The cat ate the fish because it was hungry"
 
 
 def golden(name: str) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads((SHARED_GOLDEN / f"{name}.json").read_text())
+    loaded: dict[str, Any] = json.loads(shared("golden", f"{name}.json").read_text())
     return loaded
 
 

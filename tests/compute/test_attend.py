@@ -56,7 +56,9 @@ def test_decimals_round_every_value(compute):
     assert rounded["meta"]["decimals"] == 3
 
 
-@pytest.mark.parametrize("dtype,atol", [("float32", 1e-6), ("float16", 5e-3), ("bfloat16", 3e-2)])
+# the largest difference from float64 over q, weights, context and output (values up to 1), measured: float32
+# 7.2e-8 (q), float16 4.2e-4 and bfloat16 3.4e-3 (the output); the bounds are 3 to 4 times those
+@pytest.mark.parametrize("dtype,atol", [("float32", 3e-7), ("float16", 1.5e-3), ("bfloat16", 1e-2)])
 def test_lower_precision_agrees_with_float64(compute, dtype, atol):
     request = {"embeddings": X, "num_heads": 2, "causal": True, "weights": {"seed": 3}}
     reference = compute.post({**request, "dtype": "float64"}).json()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from service.server.openapi_examples import GOLDEN, load_golden
-from tests.support.paths import SHARED_GOLDEN
+from tests.support.paths import shared
 
 CAT = load_golden("seed_cat_eats_fish")
 AGE = load_golden("seed_age_lookup")
@@ -76,9 +76,8 @@ def test_age_lookup(compute, case, scale, dtype):
 
 def test_vendored_golden_matches_shared():
     """service/golden/ (shipped with the service for the Swagger examples) must equal shared/golden/."""
-    if not SHARED_GOLDEN.is_dir():
-        pytest.skip("shared/golden is not beside this checkout")
-    shared = sorted(p.name for p in SHARED_GOLDEN.glob("*.json"))
-    assert shared == sorted(p.name for p in GOLDEN.glob("*.json"))
-    for name in shared:
-        assert json.loads((SHARED_GOLDEN / name).read_text()) == json.loads((GOLDEN / name).read_text()), name
+    shared_golden = shared("golden")
+    names = sorted(p.name for p in shared_golden.glob("*.json"))
+    assert names == sorted(p.name for p in GOLDEN.glob("*.json"))
+    for name in names:
+        assert json.loads((shared_golden / name).read_text()) == json.loads((GOLDEN / name).read_text()), name

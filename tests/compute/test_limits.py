@@ -3,6 +3,10 @@ edge."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from schemas.axes import TENSOR_NAMES, TensorName
@@ -10,6 +14,8 @@ from service.compute.limits import check_limits, check_sequence_sizes
 from service.compute.sizes import Sizes
 from service.errors import LimitExceeded
 from service.settings import Settings
+from tests.support.compute import InProcess
+from tests.support.families import SENTENCES
 
 SIZES = Sizes(batch=2, seq=3, seq_kv=5, d_model=8, num_heads=2, d_k=4, d_v=3, d_out=8)
 
@@ -79,3 +85,72 @@ def test_sequence_sizes_alone():
         check_sequence_sizes(settings(max_batch=4), 5, 1)
     with pytest.raises(LimitExceeded, match="ATTENTION_MAX_SEQ"):
         check_sequence_sizes(settings(max_seq=10), 1, 11)
+
+
+def test_compute_elements_count_the_internals_and_weights_of_every_layer():
+    """Each layer holds its own weights and internals; the inputs are held once."""
+    inputs = 2 * (3 + 5) * 8
+    per_layer = SIZES.weight_elements + sum(SIZES.elements(name) for name in TENSOR_NAMES)
+    layered = Sizes(**{**SIZES.__dict__, "layers": 3})
+    check_limits(settings(max_compute_elements=inputs + per_layer), SIZES, ["output"])
+    with pytest.raises(LimitExceeded) as refused:
+        check_limits(settings(max_compute_elements=inputs + per_layer), layered, ["output"])
+    assert refused.value.limit == "ATTENTION_MAX_COMPUTE_ELEMENTS"
+    assert refused.value.estimate == inputs + 3 * per_layer
+
+
+# a model's layers, through the pipeline: the tiny random BERT of tests/support/families.py (3 layers,
+# d_model 32, 4 heads of 8), its estimate written out here from its config
+BERT_LAYERS, D_MODEL, HEADS, D_HEAD = 3, 32, 4, 8
+
+
+def bert_compute_elements(seq: int, layers: int) -> int:
+    """Inputs (queries and keys) once; per layer W_q, W_k, W_v, W_o and q, k, v, scores, scaled scores,
+    weights, context, output, for one text of `seq` tokens."""
+    inputs = 2 * seq * D_MODEL
+    weights = 4 * D_MODEL * HEADS * D_HEAD
+    internals = 4 * HEADS * seq * D_HEAD + 3 * HEADS * seq * seq + seq * D_MODEL
+    return inputs + layers * (weights + internals)
+
+
+def bert_limited(folder: Path, limit: str, maximum: int) -> InProcess:
+    return InProcess.from_env({"ATTENTION_MODELS": json.dumps({"bert": str(folder)}), limit: str(maximum)})
+
+
+def tokens_of(folder: Path, text: str) -> int:
+    from transformers import AutoTokenizer
+
+    return len(AutoTokenizer.from_pretrained(folder)(text)["input_ids"])
+
+
+@pytest.mark.parametrize("layer,counted", [(0, 1), ([0, 2], 2), ("all", BERT_LAYERS), (None, BERT_LAYERS)])
+def test_a_compute_limit_one_layer_passes_refuses_more_layers(family_folders, layer, counted):
+    folder = family_folders["bert"]
+    one_layer = bert_compute_elements(tokens_of(folder, SENTENCES[0]), 1)
+    limited = bert_limited(folder, "ATTENTION_MAX_COMPUTE_ELEMENTS", one_layer)
+    body: dict[str, Any] = {"text": SENTENCES[0], "model": "bert", "include": ["weights"]}
+    reply = limited.post(body if layer is None else {**body, "layer": layer})  # no layer: all of them
+    if counted == 1:
+        assert reply.status_code == 200, reply.text
+        return
+    assert reply.status_code == 413, reply.text
+    refused = reply.json()
+    assert refused["limit"] == "ATTENTION_MAX_COMPUTE_ELEMENTS" and refused["maximum"] == one_layer
+    assert refused["estimate"] == bert_compute_elements(tokens_of(folder, SENTENCES[0]), counted)
+
+
+@pytest.mark.parametrize("layer,counted", [(1, 1), ([1, 2], 2), ("all", BERT_LAYERS)])
+def test_a_response_limit_one_layer_passes_refuses_more_layers(family_folders, layer, counted):
+    folder = family_folders["bert"]
+    seq = tokens_of(folder, SENTENCES[0])
+    one_layer = HEADS * seq * seq  # the weights of one layer
+    limited = bert_limited(folder, "ATTENTION_MAX_RESPONSE_ELEMENTS", one_layer)
+    reply = limited.post({"text": SENTENCES[0], "model": "bert", "include": ["weights"], "layer": layer})
+    if counted == 1:
+        assert reply.status_code == 200, reply.text
+        return
+    assert reply.status_code == 413, reply.text
+    refused = reply.json()
+    assert (
+        refused["limit"] == "ATTENTION_MAX_RESPONSE_ELEMENTS" and refused["estimate"] == counted * one_layer
+    )

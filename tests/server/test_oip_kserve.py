@@ -3,37 +3,67 @@
 binary tensors both ways for the embeddings path and a text model, against the golden worked example and
 /attend's own answers; a request that does not fit raises the client's error (httpx.HTTPStatusError)
 carrying the service's message. The metadata, which KServe's REST client has no call for, and a JSON answer
-are read with KServe's own models of the protocol (kserve.protocol.rest.v2_datamodels)."""
+are read with KServe's own models of the protocol (kserve.protocol.rest.v2_datamodels).
+
+kserve is imported when a test first needs it, with the program name alone as sys.argv: importing it parses
+sys.argv for its model server's flags, and pytest's own (`--co` reads as kserve's `--configure_logging`) would
+end the whole session at collection."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import importlib
 import json
 import re
+import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TypeVar
+from unittest import mock
 
 import httpx
 import numpy as np
 import pytest
-from kserve import InferenceRESTClient, InferInput, InferRequest, InferResponse, RESTConfig
-from kserve.protocol.infer_type import RequestedOutput
-from kserve.protocol.rest import v2_datamodels as kserve_models
 
 from service.settings import BUNDLED_MODEL
 from tests.server.test_oip import CAT, CAT_WEIGHTS, GOLDEN, HEADER_LENGTH, TEXTS, as_float32, attend
 from tests.support.paths import ROOT
 from tests.support.servers import Server
 
+if TYPE_CHECKING:
+    from kserve import InferenceRESTClient, InferInput, InferResponse
+    from kserve.protocol.infer_type import RequestedOutput
+
 T = TypeVar("T")
 TENSORS = ("q", "k", "v", "scores", "scaled_scores", "weights", "context", "output")
+
+
+@functools.cache
+def kserve() -> ModuleType:
+    """KServe's SDK, its protocol types (kserve.protocol.infer_type) and data models
+    (kserve.protocol.rest.v2_datamodels) imported."""
+    with mock.patch.object(sys, "argv", sys.argv[:1]):
+        for name in ("kserve", "kserve.protocol.infer_type", "kserve.protocol.rest.v2_datamodels"):
+            importlib.import_module(name)
+    return sys.modules["kserve"]
+
+
+def requested(name: str, parameters: dict[str, Any] | None = None) -> RequestedOutput:
+    output: RequestedOutput = kserve().protocol.infer_type.RequestedOutput(name, parameters)
+    return output
+
+
+def kserve_models() -> ModuleType:
+    models: ModuleType = kserve().protocol.rest.v2_datamodels
+    return models
 
 
 def with_client(scenario: Callable[[InferenceRESTClient], Awaitable[T]]) -> T:
     """`scenario` run with a KServe REST client for the protocol v2 (the client is asynchronous only)."""
 
     async def main() -> T:
-        async with InferenceRESTClient(RESTConfig(protocol="v2", timeout=60)) as client:
+        async with kserve().InferenceRESTClient(kserve().RESTConfig(protocol="v2", timeout=60)) as client:
             return await scenario(client)
 
     return asyncio.run(main())
@@ -49,7 +79,7 @@ def infer(
     request_id: str | None = None,
 ) -> tuple[InferResponse, dict[str, str]]:
     """The client's answer and the HTTP response's headers."""
-    request = InferRequest(model, inputs, request_id, parameters=parameters, request_outputs=outputs)
+    request = kserve().InferRequest(model, inputs, request_id, parameters=parameters, request_outputs=outputs)
     headers: dict[str, str] = {}
 
     async def scenario(client: InferenceRESTClient) -> InferResponse:
@@ -60,7 +90,7 @@ def infer(
 
 
 def tensor(name: str, array: np.ndarray, datatype: str, binary: bool = True) -> InferInput:
-    given = InferInput(name, list(array.shape), datatype)
+    given: InferInput = kserve().InferInput(name, list(array.shape), datatype)
     given.set_data_from_numpy(array, binary_data=binary)
     return given
 
@@ -95,13 +125,13 @@ def test_health_readiness_and_metadata(server):
         ]
 
     assert with_client(scenario) == [True, True, True, True, True, False]
-    metadata = kserve_models.ServerMetadataResponse.model_validate(server.client.get("/v2").json())
+    metadata = kserve_models().ServerMetadataResponse.model_validate(server.client.get("/v2").json())
     assert metadata.extensions == ["binary_tensor_data"]
-    attention = kserve_models.ModelMetadataResponse.model_validate(
+    attention = kserve_models().ModelMetadataResponse.model_validate(
         server.client.get("/v2/models/attention").json()
     )
     assert [o.name for o in attention.outputs] == list(TENSORS)
-    minilm = kserve_models.ModelMetadataResponse.model_validate(
+    minilm = kserve_models().ModelMetadataResponse.model_validate(
         server.client.get(f"/v2/models/{BUNDLED_MODEL}").json()
     )
     assert [(i.name, i.datatype) for i in minilm.inputs] == [("text", "BYTES")]
@@ -176,14 +206,14 @@ def test_the_json_body_kserve_builds_gets_an_answer_kserves_model_accepts(server
     inputs, parameters, request = masked_request()
     for given in inputs:
         given.set_data_from_numpy(given.as_numpy(), binary_data=False)
-    outputs = [RequestedOutput("weights"), RequestedOutput("scaled_scores")]
-    body, json_length = InferRequest(
-        "attention", inputs, parameters=parameters, request_outputs=outputs
-    ).to_rest()
+    outputs = [requested("weights"), requested("scaled_scores")]
+    body, json_length = (
+        kserve().InferRequest("attention", inputs, parameters=parameters, request_outputs=outputs).to_rest()
+    )
     assert json_length is None and isinstance(body, dict) and body["model_name"] == "attention"
     response = server.client.post("/v2/models/attention/infer", json=body)
     assert response.status_code == 200, response.text
-    answer = kserve_models.InferenceResponse.model_validate(response.json())
+    answer = kserve_models().InferenceResponse.model_validate(response.json())
     assert answer.id == body["id"] and [o.name for o in answer.outputs] == ["weights", "scaled_scores"]
     expected = as_float32(attend(server, request)["scaled_scores"]).reshape(-1)
     got = np.array(answer.outputs[1].data, dtype=np.float32)  # null (masked) as NaN
@@ -198,9 +228,9 @@ def test_minilm_layers_and_tokens_equal_attend(server, binary):
     """Two texts through MiniLM (the default model), the texts binary or JSON, outputs binary and JSON mixed:
     layers as layers.{i}.weights and tokens as BYTES, equal to /attend's answer for the same texts."""
     outputs = [
-        RequestedOutput("layers.1.weights", {"binary_data": binary}),
-        RequestedOutput("layers.4.weights", {"binary_data": not binary}),
-        RequestedOutput("tokens", {"binary_data": binary}),
+        requested("layers.1.weights", {"binary_data": binary}),
+        requested("layers.4.weights", {"binary_data": not binary}),
+        requested("tokens", {"binary_data": binary}),
     ]
     response, headers = infer(server, BUNDLED_MODEL, [texts_input(TEXTS, binary)], outputs=outputs)
     assert_binary(headers, True)
@@ -224,7 +254,7 @@ def test_float16_heads_and_queries_through_kserve(server):
         BUNDLED_MODEL,
         [texts_input(TEXTS)],
         parameters=parameters,
-        outputs=[RequestedOutput("layers.2.weights")],
+        outputs=[requested("layers.2.weights")],
     )
     (described,) = response.outputs
     assert described.datatype == "FP16"
@@ -264,7 +294,7 @@ def wrong_binary_shape() -> InferInput:
         ),
         (
             "attention",
-            lambda: InferInput("embeddings", [4, 4], "FP32", data=[1.0] * 12),
+            lambda: kserve().InferInput("embeddings", [4, 4], "FP32", data=[1.0] * 12),
             400,
             "input 'embeddings': found 12 elements in data; expected 16 for shape [4, 4]",
         ),
@@ -287,6 +317,7 @@ def test_request_that_does_not_fit_raises_with_the_services_message(server, mode
 
 def test_the_readmes_kserve_example_runs(server):
     """The README's KServe example, pointed at the test server: its result is /attend's layer 2 weights."""
+    kserve()  # the example's `import kserve` finds it imported (with pytest's flags in sys.argv it may fail)
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## Open Inference Protocol") :]
     example = re.search(r"```python\n(import asyncio, numpy as np, kserve.*?)```", section, re.S)

@@ -164,6 +164,15 @@ def _configs() -> dict[str, Callable[[int], Any]]:
 
 
 FAMILY_TYPES = tuple(TEMPLATES)
+DECODERS = ("gpt2", "llama", "mistral", "qwen2", "gemma", "gemma2")
+ROTARY = (
+    "modernbert",
+    "llama",
+    "mistral",
+    "qwen2",
+    "gemma",
+    "gemma2",
+)  # q and k turned by a rotary embedding
 # families whose eager attention computes in the model's dtype throughout: transformers' float64 reference is
 # float64 (the others take the softmax in float32)
 FLOAT64_EXACT = ("bert", "roberta", "xlm-roberta", "distilbert", "gpt2")
