@@ -1,7 +1,7 @@
 """uvicorn's httptools protocol with the limits it lacks against hostile or broken clients.
 
 Served with `uvicorn --http service.server.http_protocol:HttpProtocol` (HTTP_PROTOCOL: scripts/serve.sh, the
-Dockerfile's CMD and the test servers of tests/support/servers.py all name it); its limits come from the
+Dockerfile's CMD and the test servers of devtools/servers.py all name it); its limits come from the
 environment like every other setting (service/settings.py), so the command line names nothing else.
 
 - Request line and headers: at most ATTENTION_MAX_HEADER_BYTES, else 431. httptools has no such bound and

@@ -6,7 +6,7 @@ import json
 from typing import Any, Literal
 
 from attention_client import Weights
-from tests.support.paths import SHARED_GOLDEN
+from devtools.paths import SHARED_GOLDEN
 
 SENTENCE = "The cat ate the fish because it was hungry"
 

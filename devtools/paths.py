@@ -4,5 +4,5 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 SHARED_GOLDEN = ROOT.parent / "shared" / "golden"
