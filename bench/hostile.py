@@ -30,10 +30,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from devtools.memory import tree_resident_mb
+from devtools.paths import ROOT
+from devtools.servers import Server
 from service.server.openapi_examples import load_golden
-from tests.support.memory import tree_resident_mb
-from tests.support.paths import ROOT
-from tests.support.servers import Server
 
 CAT = load_golden("seed_cat_eats_fish")
 GOLDEN = {"embeddings": CAT["embeddings"], "weights": {f"w_{m}": CAT[f"w_{m}_in_out"] for m in "qkv"}}

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import httpx
 
+from devtools.memory import tree_resident_mb
+from devtools.paths import ROOT
+from devtools.servers import SERVICE_APP, Server
 from service.server.openapi_examples import load_golden
-from tests.support.memory import tree_resident_mb
-from tests.support.paths import ROOT
-from tests.support.servers import SERVICE_APP, Server
 
 CAT = load_golden("seed_cat_eats_fish")
 BODIES = [

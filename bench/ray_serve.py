@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bench.bench import measure_at, scenarios, start
-from tests.support.servers import SERVICE_APP
+from devtools.servers import SERVICE_APP
 
 SCENARIOS = ("a)", "c)")
 

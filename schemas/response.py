@@ -1,6 +1,6 @@
 """The response of ``POST /attend`` and the body of every error answer.
 
-The service encodes responses straight from tensors (see service/encoding.py); these models are the
+The service encodes responses straight from tensors (see service/compute/encoding.py); these models are the
 documented contract, and the tests validate real responses against them.
 """
 

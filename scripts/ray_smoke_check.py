@@ -38,8 +38,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support.compute import InProcess  # noqa: E402
-from tests.support.openapi import comparable  # noqa: E402
+from devtools.compute import InProcess  # noqa: E402
+from devtools.openapi import comparable  # noqa: E402
 
 APP = "attention"
 REPLICAS = 2

@@ -2,7 +2,7 @@
 # Installs the service into .venv if needed (not its test tools: ./scripts/test.sh adds those), then serves it.
 #   HOST, PORT      the address (default 127.0.0.1 and 8000; HOST=0.0.0.0 for other machines)
 #   GRACE_SECONDS   how long a shutdown waits for the requests in flight (default 30)
-# and the settings of the README (ATTENTION_*). Every log line is JSON, on stderr.
+# and the settings of docs/operations.md (ATTENTION_*). Every log line is JSON, on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install.sh

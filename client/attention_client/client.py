@@ -1,7 +1,7 @@
 """`Client` (blocking) and `AsyncClient` (asyncio) of the attention internals service, on httpx.
 
 Both send the same requests and read the same answers (request.py, decode.py, errors.py, retry.py); only the
-waiting differs. `attend`'s arguments are the wire fields of `POST /attend` (API.md), keyword-only."""
+waiting differs. `attend`'s arguments are the wire fields of `POST /attend` (docs/api.md), keyword-only."""
 
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ class Client:
         queries: Sequence[int] | None = None,
         wire_dtype: WireDtype | None = None,
     ) -> Attention:
-        """`POST /attend`. The arguments are the request's fields (API.md, or /docs); one input form:
+        """`POST /attend`. The arguments are the request's fields (docs/api.md, or /docs); one input form:
         `embeddings` (with `weights`, optionally `context`), `query` + `key` + `value`, or `text` (with
         `model`, `layer`). Arrays are anything numpy reads; an argument left None is not sent, so the
         service's default applies.

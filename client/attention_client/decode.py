@@ -1,7 +1,7 @@
 """A 200 of `POST /attend` into an `Attention`, by the media type the service answered with.
 
-JSON is the one format today; a binary one (API.md "Formats") is one more entry of DECODERS, picked by the
-response's Content-Type, with the request's Accept set from a `format` option."""
+JSON is the one format today; a binary one (docs/api.md, "Formats, slicing and streaming") is one more entry
+of DECODERS, picked by the response's Content-Type, with the request's Accept set from a `format` option."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The body of `POST /attend` from the arguments of `attend`, which are named as the wire fields (API.md).
+"""The body of `POST /attend` from the arguments of `attend`, named as the wire fields (docs/api.md).
 
 Only the arguments given are sent: a field left out gets the service's own default (which may depend on the
 model, e.g. `num_heads`). Arrays travel as nested JSON lists; the service judges them (shapes, NaN, ...) and

@@ -1,4 +1,4 @@
-"""The wire contract's names as the client types them (API.md): request settings, `meta`, `GET /models`.
+"""The wire contract's names as the client types them (docs/api.md): request settings, `meta`, `GET /models`.
 
 The service's own pydantic models (schemas/ in the service's repository) are the source; this package cannot
 import them (it installs without the service), so tests/client/test_wire_names.py checks that these names

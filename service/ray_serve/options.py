@@ -1,6 +1,6 @@
 """The service's settings as Ray Serve deployment options: the defaults of deployment.py's `build` (a Serve
-config's `deployments:` section overrides any of them, as Serve always does). The README's "Ray Serve" section
-has the table:
+config's `deployments:` section overrides any of them, as Serve always does). docs/deployment.md's "Ray
+Serve" section has the table:
 
 - ATTENTION_MAX_CONCURRENT (compute processes) -> num_replicas: a replica is one compute process (1 when
   unset: the setting's default counts this machine's cores, not the cluster's);

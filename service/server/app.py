@@ -21,7 +21,7 @@ from service.server.http_protocol import HTTP_SETTINGS
 from service.server.observability import Metrics, RequestObserver
 from service.server.openapi_document import build_document
 from service.server.routes import attend as attend_route
-from service.server.routes import health, page
+from service.server.routes import guides, health, page
 from service.server.routes import metrics as metrics_route
 from service.server.routes import models as models_route
 from service.server.routes import oip as oip_route
@@ -113,7 +113,10 @@ def create_app(settings: Settings | None = None, start_compute: StartCompute = s
         title="Attention internals service",
         version="0.1.0",
         description="Scaled dot-product attention, computed in PyTorch, with every internal returned as "
-        "JSON: Q, K, V, scores, scaled scores, softmax weights, per-head context and output.",
+        "JSON: Q, K, V, scores, scaled scores, softmax weights, per-head context and output.\n\n"
+        "Guides, served by this service: [the list](guides); [the API](guides/api.md) (fields, answers, "
+        "errors, formats), [models](guides/models.md), [the Open Inference Protocol](guides/oip.md), "
+        "[operations and settings](guides/operations.md), [deployment](guides/deployment.md).",
         lifespan=lifespan,
         exception_handlers=HANDLERS,
         # Swagger UI and ReDoc come from routes/docs.py, served by the service itself (FastAPI's load a CDN)
@@ -128,6 +131,7 @@ def create_app(settings: Settings | None = None, start_compute: StartCompute = s
     app.include_router(oip_route.router)
     app.include_router(metrics_route.router)
     app.include_router(page.router)
+    app.include_router(guides.router)
     app.mount("/static", page.static_files, name="static")
     add_docs(app)
     if settings.cors_origins:

@@ -1,7 +1,7 @@
 """uvicorn's httptools protocol with the limits it lacks against hostile or broken clients.
 
 Served with `uvicorn --http service.server.http_protocol:HttpProtocol` (HTTP_PROTOCOL: scripts/serve.sh, the
-Dockerfile's CMD and the test servers of tests/support/servers.py all name it); its limits are the app's own
+Dockerfile's CMD and the test servers of devtools/servers.py all name it); its limits are the app's own
 settings (service/settings.py), which the app's lifespan hands to uvicorn's protocols in the lifespan state
 (HTTP_SETTINGS), so the command line names nothing else. Another app served with it (the benchmark's
 baseline, measured under the same limits) gets the settings of the environment, as the service's app would.

@@ -1,5 +1,5 @@
 """The Python client (client/, package attention_client) against the real service: uvicorn in a subprocess
-(tests/support/servers.py) with API keys on and small body limits, so that 401, 413 and a 503 with Retry-After
+(devtools/servers.py) with API keys on and small body limits, so that 401, 413 and a 503 with Retry-After
 can be produced on purpose, and besides MiniLM a tiny random Llama with grouped-query attention
 (tests/support/families.py)."""
 
@@ -18,8 +18,9 @@ import httpx
 import pytest
 
 from attention_client import Client
+from devtools.servers import Server
 from tests.support.families import save_family_model
-from tests.support.servers import API_KEY, Server
+from tests.support.http import API_KEY
 
 BODY_LIMIT = 20000  # ATTENTION_MAX_REQUEST_BYTES and ATTENTION_MAX_BODY_BYTES_IN_FLIGHT of the service below
 SERVICE_ENV = {

@@ -6,7 +6,7 @@ import json
 from typing import Any, Literal
 
 from attention_client import Weights
-from tests.support.paths import shared
+from devtools.paths import shared
 
 SENTENCE = "The cat ate the fish because it was hungry"
 

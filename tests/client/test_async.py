@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from attention_client import AsyncClient, Attention, Client, InvalidRequest, Unauthorized
+from devtools.servers import Server
 from tests.client.examples import cat_eats_fish_weights, golden
-from tests.support.servers import API_KEY, Server
+from tests.support.http import API_KEY
 
 CAT = golden("seed_cat_eats_fish")
 AGE = golden("seed_age_lookup")

@@ -18,12 +18,13 @@ from attention_client import (
     NotReturned,
     Unauthorized,
 )
+from devtools.servers import Server
 from schemas.axes import TENSOR_AXES
 from tests.client.conftest import BODY_LIMIT, GROUPED
 from tests.client.examples import SENTENCE, cat_eats_fish_weights, golden
+from tests.support.http import API_KEY
 from tests.support.models import minilm_folder
 from tests.support.reference import reference
-from tests.support.servers import API_KEY, Server
 
 MINILM = "all-MiniLM-L6-v2"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.paths import ROOT
+from devtools.paths import ROOT
 
 SERVICE_SIDE = ("torch", "transformers", "pydantic", "fastapi", "service", "schemas")
 

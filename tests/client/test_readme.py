@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from attention_client import API_KEY_ENV
-from tests.support.paths import ROOT
-from tests.support.servers import API_KEY, Server
+from devtools.paths import ROOT
+from devtools.servers import Server
+from tests.support.http import API_KEY
 
 DOCUMENTED_URL = "http://127.0.0.1:8000"
 # a python block, and the text block right after it (its output) if there is one

@@ -18,9 +18,10 @@ import pytest
 
 from attention_client import AsyncClient, Client, ServiceUnavailable
 from attention_client.retry import RetryPolicy, retry_after
+from devtools.servers import Server
 from tests.client.conftest import bodies_in_flight_full
 from tests.client.examples import cat_eats_fish_weights, golden
-from tests.support.servers import API_KEY, Server
+from tests.support.http import API_KEY
 
 Exchange = tuple[float, float, int]  # sent at, answered at (monotonic), status
 

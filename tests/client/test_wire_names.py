@@ -1,6 +1,6 @@
-"""The client names what the service names (API.md: names are fixed): `attend`'s arguments are the request's
-fields, `Weights` and `Meta` the service's own models' fields, the tensor names and the API key header the
-service's. When the service grows a field, these say which of the client's names to add."""
+"""The client names what the service names (docs/api.md; names are fixed): `attend`'s arguments are the
+request's fields, `Weights` and `Meta` the service's own models' fields, the tensor names and the API key
+header the service's. When the service grows a field, these say which of the client's names to add."""
 
 from __future__ import annotations
 

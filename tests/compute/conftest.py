@@ -1,4 +1,4 @@
-"""The pipeline in this process (tests/support/compute.py): what a compute process answers, without HTTP."""
+"""The pipeline in this process (devtools/compute.py): what a compute process answers, without HTTP."""
 
 from __future__ import annotations
 
@@ -8,8 +8,19 @@ from typing import Any
 
 import pytest
 
-from tests.support.compute import LIMITED_ENV, InProcess
+from devtools.compute import InProcess
 from tests.support.families import FAMILY_TYPES, FLOAT64_EXACT, save_family_model
+
+# tight limits, to reach every 413 with small requests (ATTENTION_* variables, as an operator sets them)
+LIMITED_ENV = {
+    "ATTENTION_MAX_REQUEST_BYTES": "20000",
+    "ATTENTION_MAX_BATCH": "4",
+    "ATTENTION_MAX_SEQ": "64",
+    "ATTENTION_MAX_DIM": "256",
+    "ATTENTION_MAX_HEADS": "8",
+    "ATTENTION_MAX_RESPONSE_ELEMENTS": "5000",
+    "ATTENTION_MAX_COMPUTE_ELEMENTS": "40000",
+}
 
 
 @pytest.fixture(scope="session")

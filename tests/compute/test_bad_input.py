@@ -254,7 +254,7 @@ def test_malformed_json_is_a_422(compute, raw, fragment):
 
 def test_cuda_without_a_gpu_is_a_422(compute):
     if torch.cuda.is_available():
-        pytest.skip("this machine has a CUDA device (tests/test_gpu.py covers it)")
+        pytest.skip("this machine has a CUDA device (tests/compute/test_gpu.py covers it)")
     response = compute.post({"embeddings": X, "device": "cuda"})
     assert response.status_code == 422
     assert response.json()["detail"][0] == {
@@ -264,7 +264,7 @@ def test_cuda_without_a_gpu_is_a_422(compute):
     }
 
 
-# each limit reached with a small body; limited_compute's settings are LIMITED_ENV (tests/support/compute.py)
+# each limit reached with a small body; limited_compute's settings are LIMITED_ENV (tests/compute/conftest.py)
 LIMIT_CASES = [
     ("batch", {"embeddings": [[[1.0]]] * 5}, "ATTENTION_MAX_BATCH", 4, 5),
     ("seq", {"embeddings": [[1.0]] * 65}, "ATTENTION_MAX_SEQ", 64, 65),

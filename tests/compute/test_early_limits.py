@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 import pytest
 
+from devtools.compute import InProcess
 from service.compute.models.tokenizer import readable_prefix
 from service.compute.toy import toy_token_count, toy_tokens
-from tests.support.compute import InProcess
 
 FAST_S = 2.0  # generous: a refusal takes milliseconds; the machine is shared
 

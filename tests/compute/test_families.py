@@ -16,9 +16,9 @@ import torch
 
 import service.compute.attention as attention
 import service.compute.models.forward as forward
+from devtools.compute import InProcess
 from service.compute.models.registry import load_model
 from service.errors import ModelError
-from tests.support.compute import InProcess
 from tests.support.families import DECODERS, FAMILY_TYPES, FLOAT64_EXACT, ROTARY, SENTENCES, WINDOW
 from tests.support.recomputed import W_O
 

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from devtools.paths import shared
 from service.server.openapi_examples import GOLDEN, load_golden
-from tests.support.paths import shared
 
 CAT = load_golden("seed_cat_eats_fish")
 AGE = load_golden("seed_age_lookup")

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
+from devtools.compute import InProcess
 from schemas.axes import TENSOR_NAMES, TensorName
 from service.compute.limits import check_limits, check_sequence_sizes
 from service.compute.sizes import Sizes
 from service.errors import LimitExceeded
 from service.settings import Settings
-from tests.support.compute import InProcess
 from tests.support.families import SENTENCES
 
 SIZES = Sizes(batch=2, seq=3, seq_kv=5, d_model=8, num_heads=2, d_k=4, d_v=3, d_out=8)

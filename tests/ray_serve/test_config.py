@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
+from devtools.compute import settings_from_env
+from devtools.paths import ROOT
 from service.ray_serve.options import deployment_options, replica_threads
 from service.server.compute_pool import PIPELINE
-from tests.support.compute import settings_from_env
-from tests.support.paths import ROOT
 
 serve_schema = pytest.importorskip("ray.serve.schema", reason="the ray extra: pip install '.[ray]'")
 

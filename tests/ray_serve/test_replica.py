@@ -10,11 +10,11 @@ import time
 import numpy as np
 import pytest
 
+from devtools.compute import InProcess
+from devtools.openapi import comparable
+from devtools.servers import Server
 from service.server.app import create_app
-from tests.support.compute import InProcess
 from tests.support.formats import read_safetensors
-from tests.support.openapi import comparable
-from tests.support.servers import Server
 
 REPLICA_APP = "service.ray_serve.replica:local_app"
 GOLDEN_LIKE = {"embeddings": [[1.0, 0.0, 2.0], [0.0, 1.0, -1.0]], "causal": True, "weights": {"seed": 7}}

@@ -10,6 +10,8 @@ import time
 import httpx
 import pytest
 
+from devtools.memory import PeakResident
+from devtools.servers import Server
 from service.errors import NotAcceptable
 from service.protocol import MEDIA_TYPES
 from service.server.accept import negotiate
@@ -20,8 +22,6 @@ from tests.support.formats import (
     read_safetensors,
     without_timing,
 )
-from tests.support.memory import PeakResident
-from tests.support.servers import Server
 
 SAFETENSORS, NDJSON = "application/x-safetensors", "application/x-ndjson"
 BODY = {"text": ["The cat ate the fish because it was hungry", "Hi"], "layer": [2, 0], "heads": [1, 4]}

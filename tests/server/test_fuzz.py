@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.paths import ROOT
-from tests.support.servers import API_KEY
+from devtools.paths import ROOT
+from tests.support.http import API_KEY
 
 pytestmark = pytest.mark.slow
 

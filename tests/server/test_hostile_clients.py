@@ -19,12 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
+from devtools.memory import resident_mb
+from devtools.servers import Server
 from service.server.compute_pool import ComputePool, ComputeProcess
-from service.server.http_protocol import HTTP_PROTOCOL
 from service.settings import Settings
-from tests.support.memory import resident_mb
-from tests.support.paths import ROOT
-from tests.support.servers import SERVICE_UVICORN_ARGS, Server
 from tests.support.stub_compute import serve
 
 MAX_HEADER_BYTES = Settings().max_header_bytes
@@ -71,15 +69,6 @@ def refusals(server: Server, reason: str) -> float:
     match = re.search(rf'^attention_connections_refused_total{{reason="{reason}"}} (\S+)$', text, re.M)
     assert match, text
     return float(match.group(1))
-
-
-def test_the_service_runs_with_the_same_uvicorn_protocol_everywhere():
-    """scripts/serve.sh, the container and the test servers all serve through HTTP_PROTOCOL."""
-    assert SERVICE_UVICORN_ARGS == ("--http", HTTP_PROTOCOL)
-    serve_sh = (ROOT / "scripts" / "serve.sh").read_text()
-    assert f"--http {HTTP_PROTOCOL}" in serve_sh
-    cmd = next(line for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("CMD "))
-    assert f'"--http", "{HTTP_PROTOCOL}"' in cmd
 
 
 @pytest.mark.slow

@@ -9,11 +9,11 @@ import json
 import numpy as np
 import torch
 
+from devtools.compute import InProcess
 from schemas.request import AttendRequest
 from schemas.response import AttendResponse
 from service.settings import BUNDLED_MODEL
-from tests.support.compute import InProcess
-from tests.support.servers import API_KEY, GUARDED_MAX_REQUEST_BYTES
+from tests.support.http import API_KEY, GUARDED_MAX_REQUEST_BYTES
 
 
 def test_health_and_readiness(server):

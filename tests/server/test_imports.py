@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.support.paths import ROOT
+from devtools.paths import ROOT
 
 
 def test_the_server_process_does_not_import_torch():

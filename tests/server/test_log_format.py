@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.support.servers import Server
+from devtools.servers import Server
 
 KEYS = {"time", "level", "logger", "message"}
 

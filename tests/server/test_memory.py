@@ -7,9 +7,9 @@ import time
 
 import pytest
 
+from devtools.memory import resident_mb
+from devtools.servers import Server
 from tests.server.test_reliability import compute_processes
-from tests.support.memory import resident_mb
-from tests.support.servers import Server
 
 # 1024 x 1024 embeddings: a 10 MB body parsed into a million Python floats, then 32 MB tensors
 LARGE = {"embeddings": [[[0.123456] * 1024] * 1024], "num_heads": 4, "include": ["output"]}

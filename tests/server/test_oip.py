@@ -16,9 +16,10 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
+from devtools.servers import Server
 from service.server.openapi_examples import load_golden
 from service.settings import BUNDLED_MODEL
-from tests.support.servers import API_KEY, GUARDED_MAX_REQUEST_BYTES, Server
+from tests.support.http import API_KEY, GUARDED_MAX_REQUEST_BYTES
 
 GOLDEN = load_golden("seed_cat_eats_fish")
 HEADER_LENGTH = "Inference-Header-Content-Length"

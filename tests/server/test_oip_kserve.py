@@ -15,7 +15,6 @@ import asyncio
 import functools
 import importlib
 import json
-import re
 import sys
 from collections.abc import Awaitable, Callable
 from types import ModuleType
@@ -26,10 +25,9 @@ import httpx
 import numpy as np
 import pytest
 
+from devtools.servers import Server
 from service.settings import BUNDLED_MODEL
 from tests.server.test_oip import CAT, CAT_WEIGHTS, GOLDEN, HEADER_LENGTH, TEXTS, as_float32, attend
-from tests.support.paths import ROOT
-from tests.support.servers import Server
 
 if TYPE_CHECKING:
     from kserve import InferenceRESTClient, InferInput, InferResponse
@@ -310,22 +308,3 @@ def test_request_that_does_not_fit_raises_with_the_services_message(server, mode
     body = response.json()
     assert set(body) == {"error"} and expected in body["error"]
     assert body["error"] in str(raised.value)  # the client's message carries the service's
-
-
-# ---------------------------------------------------------------- the README
-
-
-def test_the_readmes_kserve_example_runs(server):
-    """The README's KServe example, pointed at the test server: its result is /attend's layer 2 weights."""
-    kserve()  # the example's `import kserve` finds it imported (with pytest's flags in sys.argv it may fail)
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Open Inference Protocol") :]
-    example = re.search(r"```python\n(import asyncio, numpy as np, kserve.*?)```", section, re.S)
-    assert example, "README: no KServe example in the Open Inference Protocol section"
-    code = example.group(1).replace("http://127.0.0.1:8000", server.url)
-    assert code != example.group(1)
-    scope: dict[str, Any] = {}
-    exec(compile(code, "README.md", "exec"), scope)
-    weights = scope["result"].get_output_by_name("layers.2.weights").as_numpy()
-    reference = attend(server, {"text": ["The cat ate the fish"], "layer": 2, "include": ["weights"]})
-    np.testing.assert_array_equal(weights, np.array(reference["layers"][0]["weights"], dtype=np.float32))

@@ -13,11 +13,11 @@ import jsonschema
 import pytest
 from pydantic import ValidationError
 
+from devtools.compute import settings_from_env
 from schemas.request import AttendRequest
 from service.server.app import create_app
 from tests.server.schemathesis.hooks import refusals_of_valid_bodies_are_cross_field
-from tests.support.compute import settings_from_env
-from tests.support.servers import API_KEY
+from tests.support.http import API_KEY
 
 
 def document(env: dict[str, str] | None = None) -> dict[str, Any]:

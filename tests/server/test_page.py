@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from devtools.paths import ROOT
 from tests.support.browser import needs_chromium
-from tests.support.paths import ROOT
 
 pytestmark = [
     pytest.mark.slow,

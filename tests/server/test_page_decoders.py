@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from devtools.servers import Server
 from tests.server.test_page import OUTPUT, canvas_pixels, run, settled
 from tests.support.browser import needs_chromium
 from tests.support.families import FAMILY_TYPES, WINDOW, save_family_model
-from tests.support.servers import Server
 
 pytestmark = [pytest.mark.slow, needs_chromium]
 SENTENCE = "The cat ate the fish because it was hungry"  # 18 or 19 tokens here: longer than the window

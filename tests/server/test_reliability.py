@@ -16,7 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.servers import API_KEY, CORS_ORIGIN, Server, metric
+from devtools.servers import Server
+from tests.support.http import API_KEY, CORS_ORIGIN, metric
 
 # about 0.2 s of compute on 2 cores: two 502-token texts through all six MiniLM layers
 SLOW = json.dumps(

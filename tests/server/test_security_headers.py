@@ -1,6 +1,7 @@
 """Hardening headers over HTTP: every answer says nosniff and DENY to framing; the explorer page and /static
 add a strict Content-Security-Policy (own origin only, no inline code, no framing; /docs and /redoc get theirs
-in test_docs.py). With API keys on, the routes the README's Security bullet names as open stay open. And the
+in test_docs.py). With API keys on, the routes the Security bullet of docs/operations.md names as open stay
+open. And the
 page works under its CSP in a real browser, with no violation reported."""
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import re
 import httpx
 import pytest
 
+from devtools.paths import ROOT
 from tests.support.browser import WATCH_VIOLATIONS, needs_chromium
-from tests.support.paths import ROOT
-from tests.support.servers import API_KEY
+from tests.support.http import API_KEY
 
 CAT = {"embeddings": [[1.0, 0.0], [0.0, 1.0]], "weights": {"seed": 0}}
 PAGE = ("/", "/static/explorer.js", "/static/explorer.css", "/static/index.html")
@@ -27,6 +28,7 @@ OPEN = (
     "/docs",
     "/redoc",
     "/openapi.json",
+    "/guides",
 )
 
 
@@ -77,11 +79,12 @@ def test_with_api_keys_on_only_attend_and_models_need_one(guarded):
         assert with_key.status_code == 200, (path, with_key.text[:200])
     for path in OPEN:
         assert guarded.client.get(path).status_code == 200, path
-    security = re.search(r"^- \*\*Security\.\*\*(.*?)^- ", (ROOT / "README.md").read_text(), re.M | re.S)
-    assert security, "README: no Security bullet"
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    security = re.search(r"^- \*\*Security\.\*\*(.*?)^- ", operations, re.M | re.S)
+    assert security, "docs/operations.md: no Security bullet"
     named = [path for _, path in NEEDS_KEY] + [p for p in OPEN if not p.startswith("/static/")]
     for path in [*named, "/static"]:
-        assert f"`{path}`" in security.group(1), f"README's Security bullet does not name {path}"
+        assert f"`{path}`" in security.group(1), f"docs/operations.md's Security bullet does not name {path}"
 
 
 @pytest.mark.slow

@@ -10,12 +10,12 @@ import sys
 
 import pytest
 
+from devtools.paths import ROOT
+from devtools.servers import SERVICE_APP, Server, free_port
 from service.settings import BUNDLED_MODEL
 from tests.support.families import WINDOW, save_family_model
 from tests.support.models import pickled_model, tampered_minilm
-from tests.support.paths import ROOT
 from tests.support.reference import check_parity
-from tests.support.servers import SERVICE_APP, Server, free_port
 
 pytestmark = pytest.mark.slow
 

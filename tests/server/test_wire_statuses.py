@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.servers import Server, metric
+from devtools.servers import Server
+from tests.support.http import metric
 
 CAT = {"embeddings": [[0.8, 0.2, 0.4, 0.1], [0.1, 0.9, 0.3, 0.7], [0.3, 0.1, 0.9, 0.2]]}
 

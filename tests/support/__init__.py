@@ -1,6 +1,6 @@
-"""Helpers shared by the tests and the benchmarks: real servers (servers.py), the compute pipeline in this
-process (compute.py), a stub compute process for the pool (stub_compute.py), a tiny BERT (models.py), tiny
-models of every family (families.py) and transformers' float64 reference for a recomputed attention
-(recomputed.py).
+"""Helpers of the tests alone: the guarded server's settings and /metrics (http.py), a stub compute process
+for the pool (stub_compute.py), tiny models (models.py, families.py), references (reference.py; recomputed.py:
+transformers' float64 reference for a recomputed attention), response formats (formats.py) and Chromium
+(browser.py). What the benchmarks and scripts share with the tests is in devtools/.
 
 Kept light: nothing here imports torch at import time, so the stub compute process starts in a blink."""

@@ -1,5 +1,6 @@
 """Tiny random models of every supported model_type, saved as an operator would find them: a folder with
-config.json, model.safetensors and the files of a byte-level BPE tokenizer trained here by `tokenizers`.
+config.json, model.safetensors and the files of a byte-level BPE tokenizer trained here by `tokenizers`
+(devtools/tokenizer.py).
 
 Each has several layers; the decoders with rotary positions use grouped-query attention (fewer kv heads
 than heads), windowed families a sliding window shorter than the test texts, and every parameter (biases
@@ -13,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from devtools.tokenizer import BOS, EOS, PAD, train_tokenizer
+
 SENTENCES = [
     "The cat ate the fish because it was hungry",
     "Hi there",
@@ -22,11 +25,9 @@ SENTENCES = [
 WINDOW = 4  # sliding window of the windowed families: shorter than the test texts
 MAX_POSITIONS = 48
 LAYERS = 3
-VOCAB = 320
 
 # how each family's tokenizer marks a text: BOS only (Llama, Mistral, Gemma), nothing (GPT-2, Qwen2),
 # or a start and an end token (the encoders)
-_SPECIALS = {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "unk": "<unk>"}
 TEMPLATES = {
     "bert": "<s> $A </s>",
     "roberta": "<s> $A </s>",
@@ -40,35 +41,6 @@ TEMPLATES = {
     "gemma": "<s> $A",
     "gemma2": "<s> $A",
 }
-PAD, BOS, EOS = 0, 1, 2  # ids of the special tokens, trained first
-
-
-def train_tokenizer(template: str, sentences: list[str] = SENTENCES, max_length: int = MAX_POSITIONS) -> Any:
-    """A byte-level BPE tokenizer trained on `sentences`, marking each text as `template` says ("<s> $A")."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB,
-        special_tokens=list(_SPECIALS.values()),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tokenizer.train_from_iterator(sentences, trainer)
-    if template != "$A":
-        specials = [(t, tokenizer.token_to_id(t)) for t in ("<s>", "</s>") if t in template]
-        tokenizer.post_processor = processors.TemplateProcessing(single=template, special_tokens=specials)
-    without_pad = template == "$A"  # GPT-2 and Qwen2 tokenizers have no pad token of their own
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        pad_token=None if without_pad else "<pad>",
-        model_max_length=max_length,
-    )
 
 
 def _make(config_class: Any, **settings: Any) -> Any:
@@ -183,7 +155,7 @@ def save_family_model(model_type: str, folder: Path, seed: int = 0) -> Path:
     import torch
     from transformers import AutoModel
 
-    tokenizer = train_tokenizer(TEMPLATES[model_type])
+    tokenizer = train_tokenizer(TEMPLATES[model_type], SENTENCES, MAX_POSITIONS)
     config = _configs()[model_type](len(tokenizer))
     torch.manual_seed(seed)
     model = AutoModel.from_config(config)

@@ -1,7 +1,8 @@
 """A real server: an ASGI app in its own uvicorn process on a free loopback port, ready once /readyz answers
 200.
 
-Shared by the HTTP tests (tests/server/) and the benchmarks (bench/bench.py, bench/load.py)."""
+Shared by the HTTP tests (tests/server/, tests/client/, ...) and the benchmarks (bench/bench.py,
+bench/load.py, bench/hostile.py)."""
 
 from __future__ import annotations
 
@@ -16,24 +17,12 @@ from typing import Any
 
 import httpx
 
+from devtools.paths import ROOT
 from service.server.http_protocol import HTTP_PROTOCOL
-from tests.support.paths import ROOT
 
 SERVICE_APP = "service.server.app:app"
 # uvicorn's options that scripts/serve.sh and the Dockerfile's CMD give the service (a test checks they agree)
 SERVICE_UVICORN_ARGS = ("--http", HTTP_PROTOCOL)
-
-# the guarded server of the HTTP tests (tests/server/conftest.py)
-API_KEY = "k3y-for-tests-0123456789"
-CORS_ORIGIN = "https://app.example"
-GUARDED_MAX_REQUEST_BYTES = 20000
-GUARDED_ENV = {
-    "ATTENTION_MAX_CONCURRENT": "1",
-    "ATTENTION_MAX_QUEUE": "1",
-    "ATTENTION_API_KEYS": json.dumps([API_KEY]),
-    "ATTENTION_CORS_ORIGINS": json.dumps([CORS_ORIGIN]),
-    "ATTENTION_MAX_REQUEST_BYTES": str(GUARDED_MAX_REQUEST_BYTES),
-}
 
 
 def free_port() -> int:
@@ -138,11 +127,3 @@ class Server:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
-
-
-def metric(srv: Server, line_start: str) -> float:
-    """The value of the first /metrics line that starts with `line_start` (0 when absent)."""
-    for line in srv.client.get("/metrics").text.splitlines():
-        if line.startswith(line_start):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 
-from tests.support.paths import ROOT
+from devtools.paths import ROOT
 
 
 def compact(value: object) -> str:

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
+from devtools.paths import ROOT
 from service.settings import Settings
-from tests.support.paths import ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"

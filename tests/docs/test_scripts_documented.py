@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from tests.support.paths import ROOT
+from devtools.paths import ROOT
 
 SCRIPTS = ROOT / "scripts"
 

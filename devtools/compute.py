@@ -1,43 +1,49 @@
 """The compute pipeline in this process: service.compute.pipeline.answer, bytes to bytes, without HTTP,
 sockets or compute processes. InProcess.post answers what POST /attend would answer for a body that passed the
 server's byte limit and API key check; its reply reads like an httpx.Response (status_code, content, text,
-json())."""
+json()).
+
+Shared by the in-process tests (tests/compute/) and scripts/ray_smoke_check.py, which compares a deployment's
+answers with the pipeline's own."""
 
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
-
-import pytest
 
 from service.compute.models.registry import ModelRegistry
 from service.compute.pipeline import answer, frames
 from service.protocol import Frame, ResponseFormat
 from service.settings import Settings
 
-# tight limits, to reach every 413 with small requests (ATTENTION_* variables, as an operator sets them)
-LIMITED_ENV = {
-    "ATTENTION_MAX_REQUEST_BYTES": "20000",
-    "ATTENTION_MAX_BATCH": "4",
-    "ATTENTION_MAX_SEQ": "64",
-    "ATTENTION_MAX_DIM": "256",
-    "ATTENTION_MAX_HEADS": "8",
-    "ATTENTION_MAX_RESPONSE_ELEMENTS": "5000",
-    "ATTENTION_MAX_COMPUTE_ELEMENTS": "40000",
-}
+
+@contextmanager
+def _only_these_settings(env: dict[str, str]) -> Iterator[None]:
+    """os.environ with every ATTENTION_* variable replaced by `env`'s; what it changed is put back after."""
+
+    def touched() -> list[str]:
+        return [name for name in os.environ if name.startswith("ATTENTION_") or name in env]
+
+    saved = {name: os.environ[name] for name in touched()}
+    try:
+        for name in touched():
+            del os.environ[name]
+        os.environ.update(env)
+        yield
+    finally:
+        for name in touched():
+            del os.environ[name]
+        os.environ.update(saved)
 
 
 def settings_from_env(env: dict[str, str]) -> Settings:
     """Settings read from these environment variables (and no other ATTENTION_* one), as the server reads
     them."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name in [name for name in os.environ if name.startswith("ATTENTION_")]:
-            patch.delenv(name)
-        for name, value in env.items():
-            patch.setenv(name, value)
+    with _only_these_settings(env):
         return Settings()
 
 
