@@ -1,0 +1,109 @@
+"""What `predict` and `interventions` add to a model's forward pass: the pass runs whole (to the model's final
+hidden states) with the request's edits in its attention; with interventions and `clean` (the default) a
+second, clean pass gives `output_similarity`, `predictions_clean` and `predictions.kl`. The top-level
+sections are made once the layers have been read (the intervened pass is then complete)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch.nn.functional as F
+from jaxtyping import Bool, Int
+from torch import Tensor
+
+from schemas.interventions import OUTPUT_SIMILARITY_AXES, PREDICTION_AXES
+from schemas.request import AttendRequest
+from service.compute.interventions import Edits, plan_edits
+from service.compute.models.forward import WholePass
+from service.compute.models.registry import LoadedModel
+from service.compute.models.tokenizer import Encoded
+from service.compute.predictions import (
+    PredictionPlan,
+    log_probs,
+    plan_predictions,
+    prediction_axes,
+    predictions,
+)
+
+
+@dataclass
+class Effects:
+    """One request's predictions and interventions, planned (and checked) before any forward pass."""
+
+    model: LoadedModel
+    input_ids: Int[Tensor, "batch pos"]
+    key_mask: Bool[Tensor, "batch pos"] | None
+    plan: PredictionPlan | None
+    edits: Edits | None
+    clean: bool
+    whole: WholePass
+
+    @classmethod
+    def of(
+        cls,
+        request: AttendRequest,
+        model: LoadedModel,
+        encoded: Encoded,
+        key_mask: Bool[Tensor, "batch pos"] | None,
+        as_the_model_does: bool,
+    ) -> Effects | None:
+        if request.predict is None and request.interventions is None:
+            return None
+        plan = None if request.predict is None else plan_predictions(request.predict, model, encoded)
+        edits = (
+            None
+            if request.interventions is None
+            else plan_edits(request.interventions, model, encoded, as_the_model_does)
+        )
+        return cls(model, encoded.input_ids, key_mask, plan, edits, request.clean, WholePass(edits))
+
+    def sections(self) -> dict[str, Any]:
+        """The top-level `predictions`, `predictions_clean`, `output_similarity`, once the (intervened) pass
+        has run whole."""
+        final = self.whole.final
+        assert final is not None  # the layers were read: the pass ran to its end
+        clean_final = self._clean_final() if self.edits is not None and self.clean else None
+        sections: dict[str, Any] = {}
+        if self.plan is not None:
+            intervened = log_probs(self.model, final, self.plan)
+            clean = None if clean_final is None else log_probs(self.model, clean_final, self.plan)
+            sections["predictions"] = predictions(self.model, self.plan, intervened, clean)
+            if clean is not None:
+                sections["predictions_clean"] = predictions(self.model, self.plan, clean)
+        if clean_final is not None:
+            similarity = F.cosine_similarity(clean_final.double(), final.double(), dim=-1)  # [batch, pos]
+            sections["output_similarity"] = similarity.to(final.dtype)
+        return sections
+
+    def _clean_final(self) -> Tensor:
+        clean = WholePass()
+        forward = self.model.forward
+        for _ in forward.layers(
+            self.input_ids, self.key_mask, last=forward_last(self.model), keep=(), whole=clean
+        ):
+            pass
+        assert clean.final is not None
+        return clean.final
+
+    def axes(self, batch: int, seq: int) -> dict[str, Any]:
+        """meta.axes and meta.shapes of the sections returned."""
+        axes: dict[str, Any] = {}
+        shapes: dict[str, Any] = {}
+        with_clean = self.edits is not None and self.clean
+        if self.plan is not None:
+            names = [n for n in PREDICTION_AXES if n != "target_logprobs" or self.plan.targets]
+            for prefix, kl in (("predictions", with_clean), ("predictions_clean", False)):
+                if prefix == "predictions_clean" and not with_clean:
+                    continue
+                found = prediction_axes(self.plan, batch, [n for n in names if n != "kl" or kl], prefix)
+                axes |= found["axes"]
+                shapes |= found["shapes"]
+        if with_clean:
+            axes["output_similarity"] = list(OUTPUT_SIMILARITY_AXES)
+            shapes["output_similarity"] = [batch, seq]
+        return {"axes": axes, "shapes": shapes}
+
+
+def forward_last(model: LoadedModel) -> int:
+    return model.num_layers - 1
