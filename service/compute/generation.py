@@ -6,6 +6,7 @@ with their generated tokens then make the Encoded whose internals the request re
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from typing import Any
 
@@ -63,6 +64,8 @@ class Generation:
         """One event per generated token, {"text": b, "position": i, "token": "..."}, as it is made."""
         lm = self.model.lm_head.model  # type: ignore[union-attr]
         ends = _end_ids(lm)
+        # the key/value cache's argument: `cache` since transformers 5.x, `past_key_values` before
+        cache_name = "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
         device = lm.device
         for text, length in enumerate(self.prompts.lengths):
             sequence = self.prompts.input_ids[text, :length].tolist()
@@ -70,8 +73,8 @@ class Generation:
             cache = None
             with torch.inference_mode():
                 for _ in range(self.max_new_tokens):
-                    out = lm(input_ids=step_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-                    cache = out.past_key_values
+                    out = lm(input_ids=step_ids, use_cache=True, logits_to_keep=1, **{cache_name: cache})
+                    cache = getattr(out, cache_name)
                     token = int(out.logits[0, -1].argmax())
                     sequence.append(token)
                     yield {

@@ -110,3 +110,27 @@ def test_generation_through_the_client(lm_client, llama_folder):
 def test_a_bad_intervention_is_an_invalid_request(lm_client):
     with pytest.raises(InvalidRequest, match="layers 0 to 2"):
         lm_client.attend(text=TEXT, model="llama-lm", interventions=[{"ablate": {"layer": 7, "heads": [0]}}])
+
+
+def test_the_open_inference_protocol_returns_the_sections_as_outputs(lm_client, llama_folder):
+    """No outputs named: the predictions come as outputs `predictions.top_probs`, ... (tokens as BYTES)."""
+    body = {
+        "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [TEXT]}],
+        "parameters": {
+            "binary_data_output": False,
+            "layer": 0,
+            "include": [],
+            "predict": {"top_k": 2},
+            "interventions": [{"ablate": {"layer": 1, "heads": [0, 3]}}],
+        },
+    }
+    response = lm_client._http.post("/v2/models/llama-lm/infer", json=body)
+    assert response.status_code == 200, response.text
+    outputs = {o["name"]: o for o in response.json()["outputs"]}
+    ablated, _ = reference(llama_folder, [0, 3])
+    top = outputs["predictions.top_probs"]
+    assert top["shape"] == [1, 1, 2] and top["datatype"] == "FP32"
+    np.testing.assert_allclose(top["data"], ablated.topk(2).values.exp(), atol=1e-5)
+    assert outputs["predictions.top_tokens"]["datatype"] == "BYTES"
+    assert outputs["predictions.top_tokens"]["shape"] == [1, 1, 2]
+    assert {"predictions.kl", "predictions_clean.top_probs", "output_similarity"} <= set(outputs)

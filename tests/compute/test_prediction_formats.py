@@ -19,7 +19,7 @@ BODY: dict[str, Any] = {
     "model": "llama",
     "layer": [0, 2],
     "include": ["weights"],
-    "predict": {"top_k": 3, "targets": ["Ġit", "Ġwas"], "positions": [1, 2]},
+    "predict": {"top_k": 3, "targets": ["Ġit", "Ġw"], "positions": [1, 2]},
     "interventions": [{"ablate": {"layer": 1, "heads": [2]}}],
 }
 SECTION_TENSORS = ("top_probs", "target_logprobs", "kl")
