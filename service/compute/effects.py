@@ -20,11 +20,13 @@ from service.compute.models.registry import LoadedModel
 from service.compute.models.tokenizer import Encoded
 from service.compute.predictions import (
     PredictionPlan,
+    check_prediction_limits,
     log_probs,
     plan_predictions,
     prediction_axes,
     predictions,
 )
+from service.settings import Settings
 
 
 @dataclass
@@ -46,15 +48,20 @@ class Effects:
         model: LoadedModel,
         encoded: Encoded,
         key_mask: Bool[Tensor, "batch pos"] | None,
-        as_the_model_does: bool,
+        settings: Settings,
+        unlike_the_model: str | None,
     ) -> Effects | None:
+        """`unlike_the_model`: how the request's settings differ from the model's forward pass, if they do."""
         if request.predict is None and request.interventions is None:
             return None
         plan = None if request.predict is None else plan_predictions(request.predict, model, encoded)
+        if plan is not None:
+            passes = 2 if request.interventions is not None and request.clean else 1
+            check_prediction_limits(settings, plan, model.vocab_size, passes)
         edits = (
             None
             if request.interventions is None
-            else plan_edits(request.interventions, model, encoded, as_the_model_does)
+            else plan_edits(request.interventions, model, encoded, unlike_the_model)
         )
         return cls(model, encoded.input_ids, key_mask, plan, edits, request.clean, WholePass(edits))
 

@@ -84,15 +84,16 @@ def _check_index(loc: tuple[str | int, ...], values: list[int], bound: int, what
 
 
 def plan_edits(
-    interventions: list[Intervention], model: LoadedModel, encoded: Encoded, settings_dtype_native: bool
+    interventions: list[Intervention], model: LoadedModel, encoded: Encoded, unlike_the_model: str | None
 ) -> Edits:
     """The request's interventions checked (layer, heads, positions, patch texts) and turned into Edits;
-    each patch text's source context comes from a clean pass over it."""
-    if not settings_dtype_native:
+    each patch text's source context comes from a clean pass over it. `unlike_the_model`: how the request's
+    settings differ from the model's forward pass, where interventions run (a 422)."""
+    if unlike_the_model is not None:
         raise RequestError(
             ("interventions",),
-            "found interventions with a dtype, device, scale or causal setting other than the model's; "
-            "interventions run in the model's own forward pass: leave those settings out",
+            f"found interventions with {unlike_the_model}; interventions run in the model's own forward "
+            "pass: ask for its settings, or leave them out",
         )
     batch, seq = encoded.input_ids.shape
     real = None if bool(encoded.attention_mask.all()) else encoded.attention_mask.bool()

@@ -16,7 +16,8 @@ from torch import Tensor
 from schemas.interventions import PREDICTION_AXES, Predict
 from service.compute.models.registry import LoadedModel
 from service.compute.models.tokenizer import Encoded
-from service.errors import RequestError
+from service.errors import LimitExceeded, RequestError
+from service.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,29 @@ def plan_predictions(predict: Predict, model: LoadedModel, encoded: Encoded) -> 
         list(predict.targets or ()),
         _target_ids(predict, model),
     )
+
+
+def check_prediction_limits(settings: Settings, plan: PredictionPlan, vocab: int, passes: int) -> None:
+    """The logits over the vocabulary at every predicted position (per pass: clean and intervened), and the
+    numbers the sections return, against the limits (413), before any forward pass."""
+    batch = len(plan.positions)
+    held = passes * batch * plan.count * vocab
+    if held > settings.max_compute_elements:
+        raise LimitExceeded(
+            "ATTENTION_MAX_COMPUTE_ELEMENTS",
+            settings.max_compute_elements,
+            held,
+            f"logits held for the predictions ({passes} pass(es) x {batch} texts x {plan.count} positions x "
+            f"{vocab} vocabulary entries)",
+        )
+    returned = passes * batch * plan.count * (2 * plan.top_k + len(plan.targets) + 1)
+    if returned > settings.max_response_elements:
+        raise LimitExceeded(
+            "ATTENTION_MAX_RESPONSE_ELEMENTS",
+            settings.max_response_elements,
+            returned,
+            "numbers in the predictions (top tokens and probabilities, targets, kl)",
+        )
 
 
 def log_probs(

@@ -167,7 +167,15 @@ def _internals(
         forward.causal,
     )
     pre_rotary = any(name in request.returned for name in ROTARY_TENSOR_NAMES)
-    effects = Effects.of(request, model, encoded, key_mask, as_the_model_does)
+    unlike = None
+    if not as_the_model_does:
+        asked = f"device {convert.device}, dtype {convert.dtype}, scale {scale:g}, causal {causal}"
+        native = forward.native
+        runs = (
+            f"device {native.device}, dtype {native.dtype}, scale {forward.scale:g}, causal {forward.causal}"
+        )
+        unlike = f"{asked}, while the model {model.name!r} runs with {runs}"
+    effects = Effects.of(request, model, encoded, key_mask, settings, unlike)
 
     def computed() -> Iterator[Layer]:
         """Each requested layer once, as the forward pass reaches it."""

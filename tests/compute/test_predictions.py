@@ -4,6 +4,7 @@ and the 422s: a model without a head, targets that are not one token, positions 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.support.compute import InProcess
 from tests.support.families import FAMILY_TYPES, SENTENCES
 from tests.support.lm_families import DECODER_TYPES, MASK, error, lm_class, post
 
@@ -120,3 +122,40 @@ def test_models_say_which_head_they_have(lm_compute):
     assert {t: described[t]["lm_head"] for t in FAMILY_TYPES} == {
         t: "causal" if t in DECODER_TYPES else "masked" for t in FAMILY_TYPES
     }
+
+
+def test_the_predictions_count_toward_the_413_estimate(lm_folders):
+    """Returned numbers per pass: batch x positions x (2 top_k + targets + 1); two passes with a clean one."""
+    env = {
+        "ATTENTION_MODELS": json.dumps({"gpt2": str(lm_folders["gpt2"])}),
+        "ATTENTION_MAX_RESPONSE_ELEMENTS": "4000",
+    }
+    compute = InProcess.from_env(env)
+    body = {
+        "text": SENTENCES[0],  # 18 tokens
+        "model": "gpt2",
+        "include": [],
+        "predict": {"positions": list(range(18)), "top_k": 64},
+        "interventions": [{"ablate": {"layer": 0, "heads": [0]}}],
+    }
+    response = compute.post(body)
+    assert response.status_code == 413, response.text
+    assert response.json()["limit"] == "ATTENTION_MAX_RESPONSE_ELEMENTS"
+    assert response.json()["estimate"] == 2 * 18 * (2 * 64 + 1)
+    assert compute.post({**body, "clean": False}).status_code == 200  # one pass: half of it
+
+
+def test_interventions_run_in_the_models_own_settings(lm_compute):
+    item = error(
+        lm_compute,
+        {
+            "text": "Hi there",
+            "model": "gpt2",
+            "dtype": "float64",
+            "interventions": [{"ablate": {"layer": 0, "heads": [0]}}],
+        },
+    )
+    assert item["loc"] == ["body", "interventions"]
+    assert (
+        "dtype torch.float64" in item["msg"] and "runs with" in item["msg"] and "torch.float32" in item["msg"]
+    )
