@@ -5,6 +5,7 @@ sections are made once the layers have been read (the intervened pass is then co
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,11 @@ from service.compute.predictions import (
     predictions,
 )
 from service.settings import Settings
+
+# the clean passes' last hidden states by model and tokens, least recently used first; a few small ones only
+CLEAN_CACHE_ENTRIES = 8
+CLEAN_CACHE_ELEMENTS = 2**20  # numbers of one entry (batch x pos x d_model): larger ones are not kept
+_CLEAN_FINALS: OrderedDict[tuple[object, ...], Tensor] = OrderedDict()
 
 
 @dataclass
@@ -84,6 +90,18 @@ class Effects:
         return sections
 
     def _clean_final(self) -> Tensor:
+        """The clean pass's last hidden states: kept for the last few inputs of this process, since a sweep
+        over heads sends the same text again and again with another intervention."""
+        key = (
+            self.model.name,
+            tuple(self.input_ids.shape),
+            self.input_ids.numpy().tobytes(),
+            None if self.key_mask is None else self.key_mask.numpy().tobytes(),
+        )
+        final = _CLEAN_FINALS.get(key)
+        if final is not None:
+            _CLEAN_FINALS.move_to_end(key)
+            return final
         clean = WholePass()
         forward = self.model.forward
         for _ in forward.layers(
@@ -91,6 +109,10 @@ class Effects:
         ):
             pass
         assert clean.final is not None
+        if clean.final.numel() <= CLEAN_CACHE_ELEMENTS:
+            _CLEAN_FINALS[key] = clean.final
+            while len(_CLEAN_FINALS) > CLEAN_CACHE_ENTRIES:
+                _CLEAN_FINALS.popitem(last=False)
         return clean.final
 
     def axes(self, batch: int, seq: int) -> dict[str, Any]:

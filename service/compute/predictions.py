@@ -75,7 +75,8 @@ def _positions(predict: Predict, model: LoadedModel, encoded: Encoded) -> list[l
     return found
 
 
-def _target_ids(predict: Predict, model: LoadedModel) -> list[int]:
+def target_ids(predict: Predict, model: LoadedModel) -> list[int]:
+    """The ids of `predict.targets`, each one token of the vocabulary (a 422 otherwise)."""
     tokenizer = model.tokenizer
     ids = []
     for index, target in enumerate(predict.targets or ()):
@@ -99,7 +100,7 @@ def plan_predictions(predict: Predict, model: LoadedModel, encoded: Encoded) -> 
         _positions(predict, model, encoded),
         min(predict.top_k, model.vocab_size),
         list(predict.targets or ()),
-        _target_ids(predict, model),
+        target_ids(predict, model),
     )
 
 

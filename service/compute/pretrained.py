@@ -20,6 +20,7 @@ from service.compute.limits import check_limits
 from service.compute.meta import build_meta
 from service.compute.models.registry import LoadedModel, ModelRegistry
 from service.compute.models.tokenizer import Encoded, tokenize
+from service.compute.predictions import target_ids
 from service.compute.sizes import Sizes
 from service.compute.slicing import Selection
 from service.errors import RequestError
@@ -94,6 +95,8 @@ def attend_pretrained(
             "generated text with interventions",
         )
     longest = check_generation(model, encoded, request.generate.max_new_tokens)
+    if request.predict is not None:  # its targets before generating: a stream's error would come after it
+        target_ids(request.predict, model)
     _check_sizes(request, settings, model, layers, len(encoded.lengths), longest, streamed)
     generation = Generation(model, encoded, request.generate.max_new_tokens)
 

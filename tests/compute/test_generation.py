@@ -166,3 +166,16 @@ def test_the_generated_length_counts_toward_the_413_estimate(lm_folders):
     response = compute.post({"text": SENTENCES[0], "model": "gpt2", "generate": {"max_new_tokens": 5}})
     assert response.status_code == 413
     assert response.json()["limit"] == "ATTENTION_MAX_SEQ" and response.json()["estimate"] == 23
+
+
+def test_a_streamed_generation_checks_its_targets_before_generating(lm_compute):
+    """A 422 as the answer, not as the last line of a stream that already sent generated tokens."""
+    body = {
+        "text": "Hi there",
+        "model": "gpt2",
+        "generate": {"max_new_tokens": 2},
+        "predict": {"targets": ["zz-no"]},
+    }
+    status, content, last = next(lm_compute.stream(body))
+    assert (status, last) == (422, True)
+    assert json.loads(content)["detail"][0]["loc"] == ["body", "predict", "targets", 0]
