@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from schemas.request_forms import intervention_json_schema
+
 
 def _integral(value: object) -> object:
     return int(value) if isinstance(value, float) and value.is_integer() else value
@@ -86,7 +88,7 @@ InterventionKind = Literal["ablate", "knockout", "patch"]
 class Intervention(BaseModel):
     """Exactly one of `ablate`, `knockout`, `patch`."""
 
-    model_config = _STRICT
+    model_config = _STRICT | ConfigDict(json_schema_extra=intervention_json_schema)
 
     ablate: Ablate | None = Field(None, description="Replace heads' context by zeros or its mean.")
     knockout: Knockout | None = Field(

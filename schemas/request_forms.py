@@ -103,6 +103,18 @@ def input_forms_json_schema(schema: JsonDict) -> None:
     ]
 
 
+INTERVENTION_KINDS = ("ablate", "knockout", "patch")
+
+
+def intervention_json_schema(schema: JsonDict) -> None:
+    """Intervention: exactly one of ablate, knockout, patch."""
+    schema["not"] = _absent(*INTERVENTION_KINDS)
+    schema["allOf"] = [
+        _when(_present(kind), _absent(*(other for other in INTERVENTION_KINDS if other != kind)))
+        for kind in INTERVENTION_KINDS
+    ]
+
+
 MATRICES = ("w_q", "w_k", "w_v")
 EXPLICIT_ONLY = ("w_o", "b_q", "b_k", "b_v", "b_o")
 
