@@ -3,13 +3,16 @@
 pydantic list fields, torch tensors built from Python lists, the same math, `.tolist()` on every tensor
 and FastAPI's default JSON response. Same inputs and seeded weights as the service, so the numbers match.
 With `text`: the transformers model (MiniLM, or the decoder scenario's Llama-family model) called with
-output_attentions, its attentions returned the same way.
+output_attentions, its attentions returned the same way. With `interventions` (one head ablation) and
+`predict`: the decoder's LM run twice per request, clean and with a forward pre-hook on W_o that zeroes the
+heads, and the top tokens' probabilities and the KL of the last position returned.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import torch
 from fastapi import FastAPI
@@ -33,6 +36,8 @@ class Request(BaseModel):
     model: str | None = None
     weights: Weights = Weights()
     num_heads: int = 1
+    interventions: list[dict[str, Any]] | None = None
+    predict: dict[str, Any] | None = None
 
 
 @app.get("/readyz")
@@ -67,8 +72,56 @@ def bench_llama():
     )
 
 
+@functools.cache
+def bench_llama_lm():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bench.decoder import bench_llama_folder
+
+    folder = bench_llama_folder()
+    return (
+        AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval(),
+        AutoTokenizer.from_pretrained(folder),
+    )
+
+
+def ablated_predictions(request: Request):
+    """What one writes first with transformers: a clean forward, a hook that zeroes the heads' slice of
+    W_o's input, an ablated forward, the hook removed; softmax of the last position's logits."""
+    model, tokenizer = bench_llama_lm()
+    assert request.interventions is not None
+    ablate = request.interventions[0]["ablate"]
+    heads, top_k = ablate["heads"], (request.predict or {}).get("top_k", 5)
+    inputs = tokenizer(request.text, return_tensors="pt")
+
+    def zero_heads(module, args):
+        x = args[0].clone().view(*args[0].shape[:2], model.config.num_attention_heads, -1)
+        x[:, :, heads] = 0.0
+        return (x.flatten(2),)
+
+    with torch.no_grad():
+        clean = torch.log_softmax(model(**inputs).logits[0, -1], -1)
+        hook = model.model.layers[ablate["layer"]].self_attn.o_proj.register_forward_pre_hook(zero_heads)
+        try:
+            ablated = torch.log_softmax(model(**inputs).logits[0, -1], -1)
+        finally:
+            hook.remove()
+    kl = (clean.exp() * (clean - ablated)).sum()
+
+    def section(log_probs):
+        top = log_probs.topk(top_k)
+        return {
+            "top_tokens": [[tokenizer.convert_ids_to_tokens(top.indices.tolist())]],
+            "top_probs": [[top.values.exp().tolist()]],
+        }
+
+    return {"predictions": {**section(ablated), "kl": [[kl.item()]]}, "predictions_clean": section(clean)}
+
+
 @app.post("/attend")
 def attend(request: Request):  # no return annotation: FastAPI's default jsonable_encoder + JSONResponse
+    if request.interventions is not None:
+        return ablated_predictions(request)
     if request.text is not None:
         model, tokenizer = bench_llama() if request.model == MODEL_NAME else minilm()
         with torch.no_grad():

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import safetensors.numpy
 
-from bench.decoder import FOLDER_VARIABLE, MODEL_NAME, SENTENCE, save_bench_llama
+from bench.decoder import FOLDER_VARIABLE, MODEL_NAME, SENTENCE, TEXT_64, save_bench_llama
 from devtools.memory import PeakResident
 from devtools.paths import ROOT
 from devtools.servers import SERVICE_APP, Server
@@ -90,6 +90,14 @@ def scenarios() -> dict[str, dict[str, Any]]:
         STREAM_512: {"text": " ".join(["word"] * 510), "layer": "all", "include": ["weights"]},
         "f) Llama-family decoder (6 layers, d_model 384, 12 heads, 4 kv heads), 12 tokens, all layers, "
         "weights only": {"text": SENTENCE, "model": MODEL_NAME, "layer": "all", "include": ["weights"]},
+        "g) the same decoder, 64 tokens, one head ablated, predictions only (clean and ablated)": {
+            "text": TEXT_64,
+            "model": MODEL_NAME,
+            "layer": 5,
+            "include": [],
+            "interventions": [{"ablate": {"layer": 2, "heads": [3]}}],
+            "predict": {"top_k": 5},
+        },
     }
 
 
@@ -105,7 +113,14 @@ def decoded(payload: bytes, media: str) -> dict[str, Any]:
 
 
 def comparable(response: dict[str, Any]) -> list[np.ndarray]:
-    """The attention weights (and output, where both have it) of either server's response."""
+    """The attention weights (and output, where both have it) of either server's response; with
+    predictions, the top probabilities of both passes and the KL."""
+    if "predictions" in response:
+        return [
+            np.asarray(response["predictions"]["top_probs"]),
+            np.asarray(response["predictions_clean"]["top_probs"]),
+            np.asarray(response["predictions"]["kl"]),
+        ]
     if "attentions" in response:  # the baseline's transformers answer: one [batch, head, n, n] per layer
         return [np.asarray(layer) for layer in response["attentions"]]
     if "layers" in response:

@@ -1,6 +1,7 @@
-"""The decoder scenario's model: a random-weight Llama-family model about the size of MiniLM (6 layers,
-d_model 384, 12 heads, 4 kv heads), saved as an operator's folder (config.json, model.safetensors, a
-byte-level BPE tokenizer that adds BOS), for the service (ATTENTION_MODELS) and the baseline alike."""
+"""The decoder scenarios' model: a random-weight Llama-family model about the size of MiniLM (6 layers,
+d_model 384, 12 heads, 4 kv heads) with its language-model head (LlamaForCausalLM, for the interventions
+scenario's predictions), saved as an operator's folder (config.json, model.safetensors, a byte-level BPE
+tokenizer that adds BOS), for the service (ATTENTION_MODELS) and the baseline alike."""
 
 from __future__ import annotations
 
@@ -8,13 +9,19 @@ import os
 from pathlib import Path
 
 SENTENCE = "The cat ate the fish because it was hungry said Tom"  # 12 tokens with BOS
+# 64 tokens with BOS: each lower-case word of SENTENCE is one token of the tokenizer trained on it
+TEXT_64 = (
+    SENTENCE
+    + " the cat ate the fish because it was hungry said Tom" * 4
+    + " the cat ate the fish because it was"
+)
 MODEL_NAME = "bench-llama"
 FOLDER_VARIABLE = "BENCH_LLAMA_FOLDER"  # where the baseline finds the same folder
 
 
 def save_bench_llama(folder: Path) -> Path:
     import torch
-    from transformers import LlamaConfig, LlamaModel
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     from devtools.tokenizer import BOS, EOS, PAD, train_tokenizer
 
@@ -32,7 +39,7 @@ def save_bench_llama(folder: Path) -> Path:
         pad_token_id=PAD,
     )
     torch.manual_seed(0)
-    LlamaModel(config).save_pretrained(folder, safe_serialization=True)
+    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder
 

@@ -18,14 +18,16 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from schemas.axes import ALL_TENSOR_NAMES, TENSOR_NAMES, TensorName
+from schemas.interventions import Generate, Interventions, Predict
 from schemas.request_forms import (
-    TOY_MODEL as TOY_MODEL,  # re-exported: the request's constants live here
-)
-from schemas.request_forms import (
+    MODEL_ONLY,
     input_forms_json_schema,
     layer_json_schema,
     text_json_schema,
     weights_json_schema,
+)
+from schemas.request_forms import (
+    TOY_MODEL as TOY_MODEL,  # re-exported: the request's constants live here
 )
 from schemas.tensor import Axes
 
@@ -245,13 +247,35 @@ class AttendRequest(BaseModel):
         description="Return only these query positions (sorted, distinct indexes, each below seq): every "
         "returned tensor with a `query_pos` axis keeps these entries. Default: all positions.",
     )
+    predict: Predict | None = Field(
+        None,
+        description="A model with a language-model head (decoders; encoders with a masked-LM head): the "
+        "top-level `predictions` at these positions.",
+    )
+    interventions: Interventions | None = Field(
+        None,
+        description="A model's forward pass with these applied together (ablate, knockout, patch); the "
+        "returned internals are the intervened pass's.",
+    )
+    clean: bool = Field(
+        True,
+        description="With interventions: also run the clean pass, for `output_similarity`, "
+        "`predictions_clean` and `predictions.kl`.",
+    )
+    generate: Generate | None = Field(
+        None,
+        description="A decoder: append greedily generated tokens to each text, then compute the internals "
+        "over prompt and generated tokens.",
+    )
 
     @model_validator(mode="after")
     def _one_input_form(self) -> AttendRequest:
         direct = [name for name in ("query", "key", "value") if getattr(self, name) is not None]
         if self.text is not None:
             return self._text_form(direct)
-        named = [name for name in ("model", "layer", "d_model") if getattr(self, name) is not None]
+        named = [
+            name for name in ("model", "layer", "d_model", *MODEL_ONLY) if getattr(self, name) is not None
+        ]
         if named:
             raise ValueError(f"found {', '.join(named)} without text; expected them only with `text`")
         if self.embeddings is not None and direct:
@@ -308,8 +332,9 @@ class AttendRequest(BaseModel):
                 "found attention_mask with text; the padding mask of texts is made automatically"
             )
         if self.model == TOY_MODEL:
-            if self.layer is not None:
-                raise ValueError("found layer with the toy model, which has no layers")
+            named = [name for name in ("layer", *MODEL_ONLY) if getattr(self, name) is not None]
+            if named:
+                raise ValueError(f"found {', '.join(named)} with the toy model, which has no layers")
         else:
             pretrained = [name for name in ("weights", "d_model") if getattr(self, name) is not None]
             if pretrained:

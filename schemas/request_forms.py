@@ -84,7 +84,8 @@ def layer_json_schema(schema: JsonDict) -> None:
 DIRECT = ("query", "key", "value")
 TOY_MODEL = "toy"  # the `model` of toy mode
 TOY: JsonDict = {"required": ["model"], "properties": {"model": {"const": TOY_MODEL}}}
-TEXT_ONLY = ("model", "layer", "d_model")
+MODEL_ONLY = ("predict", "interventions", "generate")  # a pretrained model's text alone
+TEXT_ONLY = ("model", "layer", "d_model", *MODEL_ONLY)
 
 
 def input_forms_json_schema(schema: JsonDict) -> None:
@@ -97,8 +98,20 @@ def input_forms_json_schema(schema: JsonDict) -> None:
         *(_when(_present(name), _all(_present(*DIRECT), _absent("weights", "context"))) for name in DIRECT),
         _when(_present("context"), _present("embeddings")),
         # the toy model has no layers; a pretrained one (named, or the default) brings its own embeddings
-        _when(_all(_present("text"), TOY), _absent("layer")),
+        _when(_all(_present("text"), TOY), _absent("layer", *MODEL_ONLY)),
         _when(_all(_present("text"), {"not": TOY}), _absent("weights", "d_model")),
+    ]
+
+
+INTERVENTION_KINDS = ("ablate", "knockout", "patch")
+
+
+def intervention_json_schema(schema: JsonDict) -> None:
+    """Intervention: exactly one of ablate, knockout, patch."""
+    schema["not"] = _absent(*INTERVENTION_KINDS)
+    schema["allOf"] = [
+        _when(_present(kind), _absent(*(other for other in INTERVENTION_KINDS if other != kind)))
+        for kind in INTERVENTION_KINDS
     ]
 
 

@@ -11,6 +11,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.axes import TENSOR_MEANING, TensorName, shape_text
+from schemas.interventions import (
+    OUTPUT_SIMILARITY_AXES,
+    OUTPUT_SIMILARITY_MEANING,
+    PREDICTION_MEANING,
+    PredictionName,
+    prediction_shape_text,
+)
 
 # null stands for a value JSON cannot hold: -inf at masked entries of scaled_scores, or an overflow in
 # float16/bfloat16 arithmetic.
@@ -102,6 +109,17 @@ class Meta(BaseModel):
     wire_dtype: Literal["float32", "float16", "float64"] | None = Field(
         None, description="Element type of the tensors of a binary response; null for JSON and NDJSON."
     )
+    prompt_lengths: list[int] | None = Field(
+        None, description="With `generate`: each prompt's token count (its generated tokens follow it)."
+    )
+    generated: list[int] | None = Field(
+        None,
+        description="With `generate`: each text's generated token count (fewer than max_new_tokens when its "
+        "end-of-text token came; that token is counted and kept).",
+    )
+    predicted_positions: list[list[int]] | None = Field(
+        None, description="With `predict`: each text's positions, the `position` axis of `predictions`."
+    )
     axes: dict[str, list[str]] = Field(description="Axis names of each returned tensor.")
     shapes: dict[str, list[int]] = Field(
         description="Shape of each returned tensor (with `heads`, `queries`: the lengths of the selection)."
@@ -130,6 +148,19 @@ class LayerTensors(Tensors):
     layer: int
 
 
+def _prediction_field(name: PredictionName) -> Any:
+    return Field(None, description=f"{PREDICTION_MEANING[name]}: {prediction_shape_text(name)}")
+
+
+class Predictions(BaseModel):
+    """A model's predictions at the positions `predict` named (`meta.predicted_positions`)."""
+
+    top_tokens: list[list[list[str]]] | None = _prediction_field("top_tokens")
+    top_probs: Float3D | None = _prediction_field("top_probs")
+    target_logprobs: Float3D | None = _prediction_field("target_logprobs")
+    kl: list[list[float | None]] | None = _prediction_field("kl")
+
+
 class AttendResponse(Tensors):
     """Every tensor carries all its axes. Masked entries of `scaled_scores` are null (JSON has no -inf).
     With a pretrained model the tensors are under `layers`, one object per requested layer."""
@@ -141,6 +172,16 @@ class AttendResponse(Tensors):
         None,
         description="With `text`: the tokens of each text [batch][seq], one per position of the tensors: "
         "shorter texts of a batch end in the pad token ([PAD]; `meta.lengths` gives the real lengths).",
+    )
+    predictions: Predictions | None = Field(
+        None, description="With `predict`: the (intervened) pass's predictions."
+    )
+    predictions_clean: Predictions | None = Field(
+        None, description="With `predict`, `interventions` and `clean`: the clean pass's predictions."
+    )
+    output_similarity: list[list[float | None]] | None = Field(
+        None,
+        description=f"{OUTPUT_SIMILARITY_MEANING}: [{', '.join(OUTPUT_SIMILARITY_AXES)}]",
     )
     meta: Meta
 

@@ -49,6 +49,10 @@ class ModelInfo(BaseModel):
     d_model: int | None = Field(None, description="Hidden size (toy mode: the default d_model).")
     vocab_size: int | None = Field(None, description="Size of the tokenizer's vocabulary.")
     max_length: int | None = Field(None, description="Most tokens per text, [CLS] and [SEP] included.")
+    lm_head: Literal["causal", "masked"] | None = Field(
+        None,
+        description="Its language-model head, when its folder has one (`predict`; causal: `generate`).",
+    )
     load_seconds: float | None = Field(None, description="How long loading it took.")
     parameter_bytes: int | None = Field(None, description="Bytes of its parameters in memory.")
     error: str | None = Field(None, description="Why a model that is not loaded cannot be read.")

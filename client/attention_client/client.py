@@ -19,7 +19,17 @@ from attention_client.errors import error_from
 from attention_client.request import attend_body
 from attention_client.result import Attention
 from attention_client.retry import RetryPolicy, retry_after
-from attention_client.wire import Device, Dtype, ModelList, TensorName, Weights, WireDtype
+from attention_client.wire import (
+    Device,
+    Dtype,
+    Generate,
+    Intervention,
+    ModelList,
+    Predict,
+    TensorName,
+    Weights,
+    WireDtype,
+)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 API_KEY_HEADER = "X-API-Key"  # the service's header (ATTENTION_API_KEYS)
@@ -108,6 +118,10 @@ class Client:
         heads: Sequence[int] | None = None,
         queries: Sequence[int] | None = None,
         wire_dtype: WireDtype | None = None,
+        predict: Predict | None = None,
+        interventions: Sequence[Intervention] | None = None,
+        clean: bool | None = None,
+        generate: Generate | None = None,
     ) -> Attention:
         """`POST /attend`. The arguments are the request's fields (docs/api.md, or /docs); one input form:
         `embeddings` (with `weights`, optionally `context`), `query` + `key` + `value`, or `text` (with
@@ -115,9 +129,10 @@ class Client:
         service's default applies.
 
         Returns the tensors as float64 arrays with their axes (`result.axes`), masked entries -inf; a model's
-        layers by layer index (`result.layers[i]`); `tokens`; `meta`. Raises `InvalidRequest` (422),
-        `Unauthorized` (401), `LimitExceeded` (413), `ServiceUnavailable` (503, after the retries),
-        `ServiceTimeout` (504), `APIError` (any other status)."""
+        layers by layer index (`result.layers[i]`); `tokens`; `meta`; with `predict` and `interventions`,
+        `result.predictions`, `result.predictions_clean` and `result.output_similarity`. Raises
+        `InvalidRequest` (422), `Unauthorized` (401), `LimitExceeded` (413), `ServiceUnavailable` (503, after
+        the retries), `ServiceTimeout` (504), `APIError` (any other status)."""
         return decode(self._send("POST", "/attend", **_attend_request(locals())))
 
     def models(self) -> ModelList:
@@ -200,6 +215,10 @@ class AsyncClient:
         heads: Sequence[int] | None = None,
         queries: Sequence[int] | None = None,
         wire_dtype: WireDtype | None = None,
+        predict: Predict | None = None,
+        interventions: Sequence[Intervention] | None = None,
+        clean: bool | None = None,
+        generate: Generate | None = None,
     ) -> Attention:
         """`POST /attend`, as `Client.attend`."""
         return decode(await self._send("POST", "/attend", **_attend_request(locals())))

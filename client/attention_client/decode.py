@@ -13,10 +13,11 @@ import httpx
 import numpy as np
 
 from attention_client.errors import ResponseError
-from attention_client.result import Attention, FloatArray, Layers, Tensors
+from attention_client.result import Attention, FloatArray, Layers, Predictions, Tensors
 from attention_client.wire import Meta
 
 JSON = "application/json"
+SECTIONS = ("predictions", "predictions_clean", "output_similarity")  # a model's top-level sections
 
 
 def decode(response: httpx.Response) -> Attention:
@@ -42,7 +43,7 @@ def from_json(content: bytes, request_id: str | None) -> Attention:
         return {
             name: _array(value, axes[name], shapes.get(name), where + name)
             for name, value in part.items()
-            if name in axes
+            if name in axes and name not in SECTIONS
         }
 
     layers: dict[int, Tensors] = {}
@@ -53,6 +54,7 @@ def from_json(content: bytes, request_id: str | None) -> Attention:
         layers[index] = Tensors(
             tensors_of(entry, f"layers[{index}]."), _axes(axes), f" in layer {index}", kv_head_of=kv_head_of
         )
+    similarity = body.get("output_similarity")
     return Attention(
         tensors_of(body, ""),
         _axes(axes),
@@ -60,7 +62,32 @@ def from_json(content: bytes, request_id: str | None) -> Attention:
         tokens=body.get("tokens") or [],
         meta=meta,
         request_id=request_id,
+        predictions=_predictions(body, "predictions", axes, shapes),
+        predictions_clean=_predictions(body, "predictions_clean", axes, shapes),
+        output_similarity=None
+        if similarity is None
+        else _array(
+            similarity, axes["output_similarity"], shapes.get("output_similarity"), "output_similarity"
+        ),
     )
+
+
+def _predictions(
+    body: Mapping[str, Any], section: str, axes: Mapping[str, list[str]], shapes: Mapping[str, list[int]]
+) -> Predictions | None:
+    """`predictions` or `predictions_clean`, its arrays checked against meta's `{section}.{name}` axes."""
+    part = body.get(section)
+    if part is None:
+        return None
+
+    def array(name: str) -> FloatArray | None:
+        key = f"{section}.{name}"
+        return None if part.get(name) is None else _array(part[name], axes[key], shapes.get(key), key)
+
+    top_probs = array("top_probs")
+    if top_probs is None or not isinstance(part.get("top_tokens"), list):
+        raise ResponseError(f"found `{section}` without top_tokens and top_probs: {str(part)[:100]}")
+    return Predictions(part["top_tokens"], top_probs, array("target_logprobs"), array("kl"))
 
 
 def _kv_head_of(meta: Meta) -> list[int]:

@@ -146,10 +146,35 @@ class Layers(Mapping[int, Tensors]):
         return f"Layers({list(self._layers)})"
 
 
+class Predictions:
+    """A model's predictions at `meta["predicted_positions"]`: `top_tokens` [batch][position][rank] (strings
+    as the tokenizer writes them), and float64 arrays `top_probs` [batch, position, rank],
+    `target_logprobs` [batch, position, target] (with `targets`), `kl` [batch, position] (with interventions
+    and a clean pass; None otherwise)."""
+
+    def __init__(
+        self,
+        top_tokens: list[list[list[str]]],
+        top_probs: FloatArray,
+        target_logprobs: FloatArray | None,
+        kl: FloatArray | None,
+    ):
+        self.top_tokens, self.top_probs, self.target_logprobs, self.kl = (
+            top_tokens,
+            top_probs,
+            target_logprobs,
+            kl,
+        )
+
+    def __repr__(self) -> str:
+        return f"Predictions(top_probs{list(self.top_probs.shape)})"
+
+
 class Attention(Tensors):
     """The answer of `attend`. Without a model the tensors are here (`result.weights`); with one they are per
     layer (`result.layers[i].weights`). `tokens` [batch][seq] with `text` (else empty); `meta` as the service
-    sent it; `request_id` the X-Request-ID the service logged the request under."""
+    sent it; `request_id` the X-Request-ID the service logged the request under. With `predict`:
+    `predictions` (and `predictions_clean` with interventions); with interventions: `output_similarity`."""
 
     def __init__(
         self,
@@ -160,9 +185,14 @@ class Attention(Tensors):
         tokens: list[list[str]],
         meta: Meta,
         request_id: str | None,
+        predictions: Predictions | None = None,
+        predictions_clean: Predictions | None = None,
+        output_similarity: FloatArray | None = None,
     ):
         super().__init__(arrays, axes, kv_head_of=meta.get("kv_head_of"))
         self.layers, self.tokens, self.meta, self.request_id = layers, tokens, meta, request_id
+        self.predictions, self.predictions_clean = predictions, predictions_clean
+        self.output_similarity = output_similarity  # [batch, query_pos], with interventions and a clean pass
 
     def _not_returned(self, name: str) -> str:
         if self.layers and not self._arrays:

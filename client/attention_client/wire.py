@@ -32,6 +32,44 @@ Dtype = Literal["float32", "float64", "float16", "bfloat16"]
 WireDtype = Literal["float32", "float16", "float64"]  # binary formats only: this client reads JSON
 
 
+class Predict(TypedDict, total=False):
+    """`predict`: positions (default: each text's last token; a masked LM's mask tokens), top_k (default
+    5), targets (vocabulary entries as the tokenizer writes them)."""
+
+    positions: list[int]
+    top_k: int
+    targets: list[str]
+
+
+# {"ablate": {"layer": l, "heads": [...], "with": "zero" | "mean"}} ("with" is a Python keyword)
+Ablate = TypedDict("Ablate", {"layer": int, "heads": list[int], "with": Literal["zero", "mean"]}, total=False)
+
+
+class Knockout(TypedDict, total=False):
+    layer: int
+    heads: list[int]
+    queries: list[int]
+    keys: list[int]
+
+
+class Patch(TypedDict, total=False):
+    layer: int
+    heads: list[int]
+    text: str
+
+
+class Intervention(TypedDict, total=False):
+    """Exactly one of `ablate`, `knockout`, `patch`."""
+
+    ablate: Ablate
+    knockout: Knockout
+    patch: Patch
+
+
+class Generate(TypedDict):
+    max_new_tokens: int
+
+
 class Weights(TypedDict, total=False):
     """The request's `weights`: w_q, w_k, w_v all given (with optional w_o and biases), or generated from
     `init` and `seed`. Matrices are anything numpy can turn into an array (lists, arrays, CPU tensors)."""
@@ -92,6 +130,9 @@ class Meta(_MetaAlways, total=False):
     heads: list[int] | None
     queries: list[int] | None
     wire_dtype: WireDtype | None
+    prompt_lengths: list[int] | None
+    generated: list[int] | None
+    predicted_positions: list[list[int]] | None
 
 
 class ModelInfo(TypedDict):
@@ -116,6 +157,7 @@ class ModelInfo(TypedDict):
     d_model: int | None
     vocab_size: int | None
     max_length: int | None
+    lm_head: Literal["causal", "masked"] | None
     load_seconds: float | None
     parameter_bytes: int | None
     error: str | None

@@ -46,7 +46,8 @@ def build_meta(
     **about: Any,
 ) -> bytes:
     """meta as JSON; `about` holds what depends on the input path (weight settings, model, layers, lengths,
-    masked, output_projection; a model's causality, window, cap and positions) and on the format (wire_dtype).
+    masked, output_projection; a model's causality, window, cap and positions; the axes and shapes of a
+    model's top-level sections) and on the format (wire_dtype).
     elapsed_ms counts from `started` to now."""
     returned: tuple[TensorName, ...] = request.returned
     meta = Meta(
@@ -66,8 +67,8 @@ def build_meta(
         causal=about.pop("causal", request.causal),
         torch_version=torch.__version__,
         decimals=request.decimals,
-        axes={name: list(sizes.axes(name)) for name in returned},
-        shapes={name: list(selection.shape(sizes, name)) for name in returned},
+        axes={name: list(sizes.axes(name)) for name in returned} | about.pop("axes", {}),
+        shapes={name: list(selection.shape(sizes, name)) for name in returned} | about.pop("shapes", {}),
         **selection.about(),
         elapsed_ms=round((time.perf_counter() - started) * 1000, 3),
         **about,

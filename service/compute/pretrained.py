@@ -6,17 +6,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from functools import partial
+from typing import Any
 
 from schemas.axes import ROTARY_TENSOR_NAMES
 from schemas.request import TOY_MODEL, AttendRequest
 from service.compute.attention import attention_on
 from service.compute.device import Converter, check_range
+from service.compute.effects import Effects
 from service.compute.formats.result import Layer, Result
 from service.compute.formats.wire import wire_dtype_of
+from service.compute.generation import Generation, check_generation
 from service.compute.limits import check_limits
 from service.compute.meta import build_meta
 from service.compute.models.registry import LoadedModel, ModelRegistry
-from service.compute.models.tokenizer import tokenize
+from service.compute.models.tokenizer import Encoded, tokenize
+from service.compute.predictions import target_ids
 from service.compute.sizes import Sizes
 from service.compute.slicing import Selection
 from service.errors import RequestError
@@ -74,15 +78,43 @@ def attend_pretrained(
     """The forward runs as the model does (its dtype and device, its scale, its causality, window and
     cap); a request that asks otherwise gets its layers' internals from a second attention over the same
     attention inputs, with the model's own mask and rotation. The layers are computed as the result's
-    `layers` are read (a stream reads and sends one at a time)."""
+    `layers` are read (a stream reads and sends one at a time). With `generate` the texts are first
+    extended (a stream sends each generated token as it comes, then the rest)."""
     model = _model(models, request.model or settings.default_model)
     layers = _layers(request, model)
     _check_head_sizes(request, model)
     _check_rotary_names(request, model)
-    encoded = tokenize(request, model, settings)
-    batch, seq = encoded.input_ids.shape
+    masked_lm = request.predict is not None and model.lm_head is not None and model.lm_head.kind == "masked"
+    encoded = tokenize(request, model, settings, mask_token=masked_lm)
+    if request.generate is None:
+        return _internals(request, settings, model, layers, encoded, started, streamed)
+    if request.interventions is not None:
+        raise RequestError(
+            ("interventions",),
+            "found interventions with generate; expected one of them: generate first, then send the "
+            "generated text with interventions",
+        )
+    longest = check_generation(model, encoded, request.generate.max_new_tokens)
+    if request.predict is not None:  # its targets before generating: a stream's error would come after it
+        target_ids(request.predict, model)
+    _check_sizes(request, settings, model, layers, len(encoded.lengths), longest, streamed)
+    generation = Generation(model, encoded, request.generate.max_new_tokens)
+
+    def then() -> Result:
+        grown = generation.encoded()
+        about = {"prompt_lengths": encoded.lengths, "generated": generation.generated}
+        return _internals(request, settings, model, layers, grown, started, streamed, about)
+
+    if streamed:
+        return Result.deferred(({"generated": event} for event in generation.tokens()), then)
+    for _ in generation.tokens():
+        pass
+    return then()
+
+
+def _sizes(model: LoadedModel, layers: list[int], batch: int, seq: int) -> Sizes:
     forward = model.forward
-    sizes = Sizes(
+    return Sizes(
         batch,
         seq,
         seq,
@@ -94,8 +126,37 @@ def attend_pretrained(
         layers=len(layers),
         kv_heads=forward.num_kv_heads,
     )
+
+
+def _check_sizes(
+    request: AttendRequest,
+    settings: Settings,
+    model: LoadedModel,
+    layers: list[int],
+    batch: int,
+    seq: int,
+    streamed: bool,
+) -> tuple[Sizes, Selection]:
+    sizes = _sizes(model, layers, batch, seq)
     selection = Selection.of(request, sizes)
     check_limits(settings, sizes, request.returned, selection, streamed)
+    return sizes, selection
+
+
+def _internals(
+    request: AttendRequest,
+    settings: Settings,
+    model: LoadedModel,
+    layers: list[int],
+    encoded: Encoded,
+    started: float,
+    streamed: bool,
+    generated: dict[str, list[int]] | None = None,
+) -> Result:
+    """The layers' internals (and the predictions and interventions' effects) over these tokens."""
+    batch, seq = encoded.input_ids.shape
+    forward = model.forward
+    sizes, selection = _check_sizes(request, settings, model, layers, batch, seq, streamed)
     convert = Converter.for_request(request.device, request.dtype)
     check_range(convert.dtype, [(("scale",), request.scale)])
     scale = request.scale if request.scale is not None else forward.scale
@@ -109,11 +170,26 @@ def attend_pretrained(
         forward.causal,
     )
     pre_rotary = any(name in request.returned for name in ROTARY_TENSOR_NAMES)
+    unlike = None
+    if not as_the_model_does:
+        asked = f"device {convert.device}, dtype {convert.dtype}, scale {scale:g}, causal {causal}"
+        native = forward.native
+        runs = (
+            f"device {native.device}, dtype {native.dtype}, scale {forward.scale:g}, causal {forward.causal}"
+        )
+        unlike = f"{asked}, while the model {model.name!r} runs with {runs}"
+    effects = Effects.of(request, model, encoded, key_mask, settings, unlike)
 
     def computed() -> Iterator[Layer]:
         """Each requested layer once, as the forward pass reaches it."""
         steps = forward.layers(
-            encoded.input_ids, key_mask, last=max(layers), pre_rotary=pre_rotary, keep=layers, lazily=streamed
+            encoded.input_ids,
+            key_mask,
+            last=max(layers),
+            pre_rotary=pre_rotary,
+            keep=layers,
+            lazily=streamed,
+            whole=None if effects is None else effects.whole,
         )
         for step in steps:
             if step.layer not in layers:
@@ -143,7 +219,7 @@ def attend_pretrained(
 
     windows = [forward.windows[index] for index in layers]
     windowed = any(window is not None for window in forward.windows)
-    about = {
+    about: dict[str, Any] = {
         "weights_source": "model",
         "layout": None,
         "init": None,
@@ -159,7 +235,11 @@ def attend_pretrained(
         "sliding_window": windows if windowed else None,
         "softcap": forward.softcap,
         "positions": forward.positions,
+        **(generated or {}),
     }
+    if effects is not None:
+        extra = effects.axes(batch, seq)
+        about |= {"predicted_positions": effects.plan.positions if effects.plan else None, **extra}
     return Result(
         tensors={},
         layers=computed(),
@@ -168,4 +248,5 @@ def attend_pretrained(
         meta=partial(build_meta, request, sizes, scale, convert.device, started, selection, **about),
         decimals=request.decimals,
         wire_dtype=wire_dtype_of(request.wire_dtype, request.dtype),
+        sections=None if effects is None else effects.sections,
     )

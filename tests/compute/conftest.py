@@ -10,6 +10,7 @@ import pytest
 
 from devtools.compute import InProcess
 from tests.support.families import FAMILY_TYPES, FLOAT64_EXACT, save_family_model
+from tests.support.lm_families import save_lm_model
 
 # tight limits, to reach every 413 with small requests (ATTENTION_* variables, as an operator sets them)
 LIMITED_ENV = {
@@ -56,4 +57,18 @@ def families(family_folders: dict[str, Path]) -> InProcess:
     float64 throughout, as ATTENTION_MODELS names them."""
     models: dict[str, Any] = {t: str(folder) for t, folder in family_folders.items()}
     models |= {f"{t}-f64": {"path": str(family_folders[t]), "dtype": "float64"} for t in FLOAT64_EXACT}
+    return InProcess.from_env({"ATTENTION_MODELS": json.dumps(models), "ATTENTION_LOAD_MODELS": "lazy"})
+
+
+@pytest.fixture(scope="session")
+def lm_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every family saved with its language-model head (tests/support/lm_families.py)."""
+    root = tmp_path_factory.mktemp("lm-families")
+    return {t: save_lm_model(t, root / t) for t in FAMILY_TYPES}
+
+
+@pytest.fixture(scope="session")
+def lm_compute(lm_folders: dict[str, Path]) -> InProcess:
+    """Those models by their model_type, as ATTENTION_MODELS names them."""
+    models = {t: str(folder) for t, folder in lm_folders.items()}
     return InProcess.from_env({"ATTENTION_MODELS": json.dumps(models), "ATTENTION_LOAD_MODELS": "lazy"})

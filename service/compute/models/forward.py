@@ -15,7 +15,8 @@ import queue
 import threading
 from collections.abc import Callable, Collection, Iterator
 from contextvars import ContextVar
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -62,6 +63,28 @@ class _Attended(NamedTuple):
     scale: float
 
 
+class AttentionEdit(Protocol):
+    """Changes a layer's attention inside the model's forward pass (service/compute/interventions.py): the
+    positions each query may attend, before the softmax, and the heads' context, before W_o."""
+
+    def allowed(
+        self, layer: int, allowed: AllowedPositions | None, query: Tensor, key: Tensor
+    ) -> AllowedPositions | None: ...
+
+    def context(
+        self, layer: int, context: Float[Tensor, "batch head query_pos d_v"]
+    ) -> Float[Tensor, "batch head query_pos d_v"]: ...
+
+
+@dataclass
+class WholePass:
+    """Asks `layers` for the whole forward pass (not only up to the last layer kept), with `edit` in every
+    layer's attention; the model's final hidden states (its last_hidden_state) are left in `final`."""
+
+    edit: AttentionEdit | None = None
+    final: Float[Tensor, "batch pos d_model"] | None = None
+
+
 class _Stop(Exception):
     """Raised by the hook of the last layer asked for: the rest of the forward pass is not needed."""
 
@@ -69,8 +92,16 @@ class _Stop(Exception):
 class _Recording:
     """What one forward pass records, layer by layer, up to layer `last`."""
 
-    def __init__(self, forward: ModelForward, last: int, keep: Collection[int], pre_rotary: bool):
+    def __init__(
+        self,
+        forward: ModelForward,
+        last: int,
+        keep: Collection[int],
+        pre_rotary: bool,
+        whole: WholePass | None = None,
+    ):
         self.forward, self.last, self.keep, self.want_pre_rotary = forward, last, keep, pre_rotary
+        self.whole = whole
         self.inputs: dict[int, tuple[Tensor, Rotary | None]] = {}
         self.attended: dict[int, _Attended] = {}
         self.passes: list[LayerPass] = []
@@ -125,10 +156,15 @@ def service_attention(
     allowed = _allowed(attention_mask, key.shape[-2])
     scale = float(scaling) if scaling is not None else query.shape[-1] ** -0.5
     half = query.dtype in (torch.float16, torch.bfloat16)
-    heads = attend_heads(query, key, value, scale, allowed, softcap, torch.float32 if half else None)
     recording = _RECORDING.get()
+    edit = None if recording is None or recording.whole is None else recording.whole.edit
+    layer = -1 if recording is None else recording.forward.layer_of[id(module)]
+    if edit is not None:
+        allowed = edit.allowed(layer, allowed, query, key)
+    heads = attend_heads(query, key, value, scale, allowed, softcap, torch.float32 if half else None)
+    if edit is not None:
+        heads = heads._replace(context=edit.context(layer, heads.context))
     if recording is not None:
-        layer = recording.forward.layer_of[id(module)]
         recording.attended[layer] = _Attended(query, key, value, heads, allowed, scale)
     return heads.context.transpose(1, 2), heads.weights
 
@@ -194,7 +230,7 @@ class ModelForward:
             else:  # only the layers asked for are held: the 413 estimate counts those
                 recording.inputs.pop(layer, None)
                 recording.attended.pop(layer, None)
-            if layer == recording.last:
+            if layer == recording.last and recording.whole is None:
                 raise _Stop
 
         return hook
@@ -207,13 +243,14 @@ class ModelForward:
         pre_rotary: bool = False,
         keep: Collection[int] | None = None,
         lazily: bool = False,
+        whole: WholePass | None = None,
     ) -> Iterator[LayerPass]:
         """The forward pass up to layer `last`, one LayerPass per layer of `keep` (default: every layer up to
         `last`) in order. `key_mask`: the padding (True = token); `pre_rotary`: also the projections before
         the rotary embedding; `lazily`: each layer is computed when the one before has been taken, and only
-        it is held (a stream), rather than the whole pass at once."""
+        it is held (a stream), rather than the whole pass at once; `whole`: see WholePass."""
         kept = range(last + 1) if keep is None else frozenset(keep)
-        recording = _Recording(self, last, kept, pre_rotary)
+        recording = _Recording(self, last, kept, pre_rotary, whole)
         if lazily:
             yield from self._handed_over(recording, input_ids, key_mask)
             return
@@ -228,7 +265,9 @@ class ModelForward:
             inputs["attention_mask"] = key_mask.to(device=device, dtype=torch.long)
         try:
             with torch.inference_mode():
-                self.model(**inputs, **({"use_cache": False} if self.causal else {}))
+                outputs = self.model(**inputs, **({"use_cache": False} if self.causal else {}))
+            if recording.whole is not None:
+                recording.whole.final = outputs.last_hidden_state
         except _Stop:
             pass
         finally:

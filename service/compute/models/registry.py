@@ -29,6 +29,7 @@ from service.compute.models.families import (
     softcap,
 )
 from service.compute.models.forward import SERVICE_ATTENTION, ModelForward, register
+from service.compute.models.lm_heads import LanguageModelHead, auto_class, head_kind
 from service.errors import ModelError
 from service.settings import BUNDLED_MODEL, ModelSource
 
@@ -101,6 +102,7 @@ def describe_config(config: Any) -> dict[str, Any]:
     """What GET /models says of a model from its config: family, encoder or decoder, positional scheme,
     sizes, sliding window, soft-cap."""
     family = FAMILIES[config.model_type]
+    kind = head_kind(config)
     windows = layer_windows(config)
     windowed = [index for index, window in enumerate(windows) if window is not None]
     return {
@@ -117,6 +119,8 @@ def describe_config(config: Any) -> dict[str, Any]:
         "windowed_layers": windowed,
         "softcap": softcap(config),
         "max_length": family.max_length(config),
+        # a causal head on a decoder, a masked-LM head on an encoder: the heads the service applies
+        "lm_head": kind if (kind == "causal") == (family.kind == "decoder") else None,
     }
 
 
@@ -125,6 +129,7 @@ class LoadedModel:
     name: str
     folder: Path
     forward: ModelForward  # the model's forward pass with the service's attention
+    lm_head: LanguageModelHead | None  # when its folder has one
     tokenizer: Any  # a transformers fast tokenizer
     num_layers: int
     num_heads: int
@@ -168,7 +173,7 @@ def _offline() -> None:
 def load_model(name: str, folder: Path, dtype: str = "float32") -> LoadedModel:
     _offline()
     import torch
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
@@ -183,14 +188,23 @@ def load_model(name: str, folder: Path, dtype: str = "float32") -> LoadedModel:
         )
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
     family = family_of(name, config)
+    kind = describe_config(config)["lm_head"]
     register()
-    model = AutoModel.from_pretrained(
+    whole, loading = auto_class(kind).from_pretrained(
         folder,
         local_files_only=True,
         use_safetensors=True,
         attn_implementation=SERVICE_ATTENTION,
         dtype=getattr(torch, dtype),
-    ).eval()
+        output_loading_info=True,
+    )
+    whole.eval()
+    if kind is not None and loading["missing_keys"]:
+        raise ModelError(
+            f"model {name!r}: config.json names {config.architectures}, but its weights lack "
+            f"{sorted(loading['missing_keys'])[:8]}; expected the head's weights in the safetensors"
+        )
+    model = whole if kind is None else whole.base_model  # the base model: its forward is the service's
     tokenizer = _ready_tokenizer(AutoTokenizer.from_pretrained(folder, local_files_only=True))
     about = describe_config(model.config)
     model_max = getattr(tokenizer, "model_max_length", None) or UNBOUNDED_LENGTH
@@ -201,6 +215,7 @@ def load_model(name: str, folder: Path, dtype: str = "float32") -> LoadedModel:
         name=name,
         folder=folder,
         forward=ModelForward(model, family),
+        lm_head=None if kind is None else LanguageModelHead.of(whole, kind),
         tokenizer=tokenizer,
         num_layers=about["layers"],
         num_heads=about["heads"],
@@ -208,7 +223,7 @@ def load_model(name: str, folder: Path, dtype: str = "float32") -> LoadedModel:
         vocab_size=about["vocab_size"],
         max_length=max_length,
         load_seconds=time.perf_counter() - started,
-        parameter_bytes=sum(p.numel() * p.element_size() for p in model.parameters()),
+        parameter_bytes=sum(p.numel() * p.element_size() for p in whole.parameters()),
         parameters=safetensors_parameters(files),
         dtype=dtype,
         about=about,

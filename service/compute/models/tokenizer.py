@@ -46,15 +46,19 @@ def readable_prefix(text: str, chars: int) -> str:
     return text[: cut if cut > 0 else chars]
 
 
-def tokenize(request: AttendRequest, model: LoadedModel, settings: Settings) -> Encoded:
+def tokenize(
+    request: AttendRequest, model: LoadedModel, settings: Settings, mask_token: bool = False
+) -> Encoded:
     """Tokens of each text; over the model's maximum positions is a 422 unless the request asks to
-    truncate."""
+    truncate. `mask_token` (predictions of a masked LM): special tokens typed in a text are the tokenizer's
+    own, so that its mask token ("[MASK]", "<mask>") marks the positions to predict."""
+    split = not mask_token
     texts = request.texts
     check_batch(settings, len(texts))
     tokenizer = model.tokenizer
     chars = model.max_length * CHARS_PER_TOKEN
     read = [readable_prefix(text, chars) for text in texts]
-    counted = tokenizer(read, truncation=False, split_special_tokens=True, verbose=False)["input_ids"]
+    counted = tokenizer(read, truncation=False, split_special_tokens=split, verbose=False)["input_ids"]
     lengths = [len(ids) for ids in counted]
     for index, (text, prefix, length) in enumerate(zip(texts, read, lengths, strict=True)):
         whole = len(prefix) == len(text)
@@ -77,7 +81,7 @@ def tokenize(request: AttendRequest, model: LoadedModel, settings: Settings) -> 
         padding=True,
         truncation=True,
         max_length=model.max_length,
-        split_special_tokens=True,
+        split_special_tokens=split,
         return_tensors="pt",
     )
     check_sequence_sizes(settings, len(texts), encoded["input_ids"].shape[1])

@@ -1,6 +1,7 @@
 """The response of an Open Inference Protocol infer request: the computed tensors as output tensors, JSON or
 binary (the binary tensor extension), `tokens` as BYTES, `meta` as a JSON string in the response's
-parameters.
+parameters; a model's predictions as outputs `predictions.top_probs`, ... (`predictions.top_tokens` as BYTES)
+and `output_similarity`, when no `outputs` are requested.
 
 Binary outputs carry the computed values bit for bit, masked entries as -inf; JSON outputs carry them as
 numbers, masked entries as null (JSON has no -inf), rounded to `decimals` when it is given."""
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+from torch import Tensor
 
 from schemas.oip import BINARY_DATA_SIZE, BYTES, MODEL_VERSION, TOKENS, layer_output
 from service.compute.encoding import rounded
@@ -26,6 +28,19 @@ _LENGTH = struct.Struct("<I")  # a BYTES element's length prefix
 DATATYPES = {2: "FP16", 4: "FP32", 8: "FP64"}  # the wire dtypes' (formats/wire.py), by their width
 
 
+def _sections(result: Result) -> Iterator[tuple[str, np.ndarray | list[Any]]]:
+    """A model's top-level sections as outputs `{section}.{name}` (`output_similarity` by itself): tensors on
+    the host in the wire dtype, the top tokens as strings."""
+    for section, value in (result.sections() if result.sections is not None else {}).items():
+        named = (
+            {f"{section}.{k}": v for k, v in value.items()} if isinstance(value, dict) else {section: value}
+        )
+        yield from wire_arrays(
+            {k: v for k, v in named.items() if isinstance(v, Tensor)}, result.wire_dtype
+        ).items()
+        yield from ((k, v) for k, v in named.items() if isinstance(v, list))
+
+
 def _named_tensors(result: Result) -> Iterator[tuple[str, np.ndarray]]:
     """Every computed tensor by its output name, on the host in the wire dtype: one copy from the device per
     layer."""
@@ -36,9 +51,9 @@ def _named_tensors(result: Result) -> Iterator[tuple[str, np.ndarray]]:
                 yield layer_output(index, name), array
 
 
-def _tokens_binary(tokens: list[list[str]]) -> bytes:
+def _tokens_binary(tokens: list[str]) -> bytes:
     parts: list[bytes] = []
-    for token in (token.encode() for row in tokens for token in row):
+    for token in (token.encode() for token in tokens):
         parts += (_LENGTH.pack(len(token)), token)
     return b"".join(parts)
 
@@ -49,8 +64,10 @@ def oip_body(
     """The infer response to what service.compute.dispatch.compute computed: `outputs` in their order
     (None: every tensor computed, then tokens, each binary if `binary_default`), tensors in the request's
     wire_dtype (FP32 by default, FP64 for a float64 computation)."""
+    result = result.settled()
     decimals = result.decimals
-    values: dict[str, np.ndarray | list[list[str]]] = dict(_named_tensors(result))
+    values: dict[str, np.ndarray | list[Any]] = dict(_named_tensors(result))
+    values |= dict(_sections(result))
     # tokens: rows padded to the longest with "" (no token is empty), a [batch, seq] tensor
     if result.tokens is not None:
         rows = result.tokens
@@ -62,13 +79,15 @@ def oip_body(
     for name, binary in wanted:
         value = values[name]
         entry: dict[str, Any] = {"name": name}
-        if isinstance(value, list):  # tokens: [batch][seq] strings
-            entry |= {"datatype": BYTES, "shape": [len(value), len(value[0]) if value else 0]}
+        if isinstance(value, list):  # tokens [batch][seq], a section's top tokens [batch][position][rank]
+            strings = np.array(value, dtype=object)
+            flat: list[str] = strings.reshape(-1).tolist()
+            entry |= {"datatype": BYTES, "shape": list(strings.shape)}
             if binary:
-                buffers.append(_tokens_binary(value))
+                buffers.append(_tokens_binary(flat))
                 entry["parameters"] = {BINARY_DATA_SIZE: len(buffers[-1])}
             else:
-                entry["data"] = [token for row in value for token in row]
+                entry["data"] = flat
         else:
             array = np.ascontiguousarray(value)
             entry |= {
