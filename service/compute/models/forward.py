@@ -32,17 +32,29 @@ from service.compute.attention import (
     overflowed,
     pre_rotary,
 )
+from schemas.axes import TensorName
+from service.compute.blocked import (
+    BlockedInternals,
+    ModelRowMask,
+    WholeMask,
+    attend_blocked,
+    context_only,
+    overflowed_blocked,
+)
 from service.compute.device import Converter
 from service.compute.models.families import Family, LayerParts, head_size, layer_windows, model_scale
 from service.compute.models.families import num_kv_heads as kv_heads_of
 from service.compute.models.families import softcap as softcap_of
+from service.compute.summaries import SummaryReducer
 
 SERVICE_ATTENTION = "attention_service"  # the attn_implementation name the models are loaded with
 
 
 class LayerPass(NamedTuple):
     """One layer of the forward pass: what its attention received (the hidden states after any norm before
-    it, the rotary cos and sin, the model's mask), its weights and scale, and its attention's internals."""
+    it, the rotary cos and sin, the model's mask), its weights and scale, and its attention's internals
+    (in blocks of queries, with summaries, when the pass was asked to summarize: `row_mask` is then the
+    model's mask, built a block of rows at a time, and `allowed` None)."""
 
     layer: int
     attention_input: Float[Tensor, "batch pos d_model"]
@@ -50,16 +62,28 @@ class LayerPass(NamedTuple):
     rotary: Rotary | None
     allowed: AllowedPositions | None  # the model's own mask: True = attend
     scale: float
-    internals: AttentionInternals
+    internals: AttentionInternals | BlockedInternals
+    row_mask: ModelRowMask | None = None
+
+
+class Summarize(NamedTuple):
+    """A forward pass that keeps no [query_pos, key_pos] matrix: its masks are built a block of rows at a
+    time, the layers not kept run SDPA, and the kept layers are computed in blocks with `reducer`'s
+    summaries (or, when `reducer` is None, run SDPA too and keep their inputs to be recomputed)."""
+
+    reducer: Callable[[Tensor], SummaryReducer] | None
 
 
 class _Attended(NamedTuple):
     q: Tensor
     k: Tensor
     v: Tensor
-    heads: HeadInternals
+    heads: HeadInternals | None  # None: computed in blocks
     allowed: AllowedPositions | None
     scale: float
+    context: Tensor | None = None  # computed in blocks: the context, and the summaries (if reduced)
+    summaries: dict[TensorName, Tensor] | None = None
+    row_mask: ModelRowMask | None = None
 
 
 class _Stop(Exception):
@@ -69,8 +93,16 @@ class _Stop(Exception):
 class _Recording:
     """What one forward pass records, layer by layer, up to layer `last`."""
 
-    def __init__(self, forward: ModelForward, last: int, keep: Collection[int], pre_rotary: bool):
+    def __init__(
+        self,
+        forward: ModelForward,
+        last: int,
+        keep: Collection[int],
+        pre_rotary: bool,
+        summarize: Summarize | None = None,
+    ):
         self.forward, self.last, self.keep, self.want_pre_rotary = forward, last, keep, pre_rotary
+        self.summarize = summarize
         self.inputs: dict[int, tuple[Tensor, Rotary | None]] = {}
         self.attended: dict[int, _Attended] = {}
         self.passes: list[LayerPass] = []
@@ -89,11 +121,18 @@ class _Recording:
         q_pre = k_pre = None
         if self.want_pre_rotary and rotary is not None:
             q_pre, k_pre = pre_rotary(x, parts.projections, self.forward.num_heads, self.forward.num_kv_heads)
-        internals = AttentionInternals(a.q, a.k, a.v, *a.heads, output, q_pre, k_pre)
-        tensor = overflowed(internals, a.allowed)
+        internals: AttentionInternals | BlockedInternals
+        if a.heads is None:
+            assert a.context is not None
+            summaries = a.summaries or {}
+            internals = BlockedInternals(a.q, a.k, a.v, a.context, output, summaries, q_pre, k_pre)
+            tensor = overflowed_blocked(internals)
+        else:
+            internals = AttentionInternals(a.q, a.k, a.v, *a.heads, output, q_pre, k_pre)
+            tensor = overflowed(internals, a.allowed)
         if tensor is not None:
             raise Overflow(tensor, output.dtype, f"layer {layer}: ")
-        return LayerPass(layer, x, parts.projections, rotary, a.allowed, a.scale, internals)
+        return LayerPass(layer, x, parts.projections, rotary, a.allowed, a.scale, internals, a.row_mask)
 
 
 _RECORDING: ContextVar[_Recording | None] = ContextVar("attention_recording", default=None)
@@ -121,16 +160,52 @@ def service_attention(
 ) -> tuple[Float[Tensor, "batch query_pos head d_v"], Float[Tensor, "batch head query_pos key_pos"]]:
     """The attention function registered with transformers: the service's attention over the model's q, k,
     v, mask, scaling and soft-cap (eval mode: no dropout). Returns the context in the layout the models
-    expect, and the weights."""
-    allowed = _allowed(attention_mask, key.shape[-2])
+    expect, and the weights (None for a pass that summarizes: see _summarized_attention)."""
     scale = float(scaling) if scaling is not None else query.shape[-1] ** -0.5
     half = query.dtype in (torch.float16, torch.bfloat16)
-    heads = attend_heads(query, key, value, scale, allowed, softcap, torch.float32 if half else None)
     recording = _RECORDING.get()
+    if recording is not None and recording.summarize is not None:
+        assert attention_mask is None or isinstance(attention_mask, ModelRowMask)
+        context = _summarized_attention(recording, module, query, key, value, attention_mask, scale, softcap)
+        return context.transpose(1, 2), None
+    allowed = _allowed(attention_mask, key.shape[-2])
+    heads = attend_heads(query, key, value, scale, allowed, softcap, torch.float32 if half else None)
     if recording is not None:
         layer = recording.forward.layer_of[id(module)]
         recording.attended[layer] = _Attended(query, key, value, heads, allowed, scale)
     return heads.context.transpose(1, 2), heads.weights
+
+
+def _summarized_attention(
+    recording: _Recording,
+    module: torch.nn.Module,
+    query: Float[Tensor, "batch head query_pos d_k"],
+    key: Float[Tensor, "batch kv_head key_pos d_k"],
+    value: Float[Tensor, "batch kv_head key_pos d_v"],
+    mask: ModelRowMask | None,
+    scale: float,
+    softcap: float | None,
+) -> Float[Tensor, "batch head query_pos d_v"]:
+    """A layer of a pass that summarizes: a kept layer in blocks with the summaries (when the pass reduces),
+    any other with SDPA; no [query_pos, key_pos] matrix is held."""
+    assert recording.summarize is not None
+    layer = recording.forward.layer_of[id(module)]
+    kept = layer in recording.keep
+    half = query.dtype in (torch.float16, torch.bfloat16)
+    softmax_dtype = torch.float32 if half else None
+    make_reducer = recording.summarize.reducer
+    if kept and make_reducer is not None:
+        reducer = make_reducer(query)
+        row_mask = mask or WholeMask(None)
+        where = f"layer {layer}: "
+        context = attend_blocked(query, key, value, scale, row_mask, reducer, softcap, softmax_dtype, where)
+        summaries = reducer.finish()
+    else:
+        context = context_only(query, key, value, scale, mask, softcap, softmax_dtype)
+        summaries = None
+    if kept:
+        recording.attended[layer] = _Attended(query, key, value, None, None, scale, context, summaries, mask)
+    return context
 
 
 def register() -> None:
@@ -142,6 +217,9 @@ def register() -> None:
     sdpa_mask = ALL_MASK_ATTENTION_FUNCTIONS["sdpa"]
 
     def always_built_mask(*args: Any, **kwargs: Any) -> Any:
+        recording = _RECORDING.get()
+        if recording is not None and recording.summarize is not None and not args:
+            return ModelRowMask(kwargs)  # built a block of rows at a time, never whole
         return sdpa_mask(*args, **{**kwargs, "allow_is_causal_skip": False})
 
     AttentionInterface.register(SERVICE_ATTENTION, service_attention)
@@ -207,13 +285,15 @@ class ModelForward:
         pre_rotary: bool = False,
         keep: Collection[int] | None = None,
         lazily: bool = False,
+        summarize: Summarize | None = None,
     ) -> Iterator[LayerPass]:
         """The forward pass up to layer `last`, one LayerPass per layer of `keep` (default: every layer up to
         `last`) in order. `key_mask`: the padding (True = token); `pre_rotary`: also the projections before
         the rotary embedding; `lazily`: each layer is computed when the one before has been taken, and only
-        it is held (a stream), rather than the whole pass at once."""
+        it is held (a stream), rather than the whole pass at once; `summarize`: no [query_pos, key_pos]
+        matrix anywhere (Summarize)."""
         kept = range(last + 1) if keep is None else frozenset(keep)
-        recording = _Recording(self, last, kept, pre_rotary)
+        recording = _Recording(self, last, kept, pre_rotary, summarize)
         if lazily:
             yield from self._handed_over(recording, input_ids, key_mask)
             return
