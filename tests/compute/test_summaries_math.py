@@ -57,7 +57,7 @@ def reference_summaries(weights, query_real, key_real, tokens, top_k, pool):
         pooled[b, h, x, y] = weights[b, h][np.ix_(rows, cols)].mean() if rows and cols else 0.0
     sink = real[..., 0].sum(-1) / np.maximum(query_real.sum(-1), 1)[:, None]
     scores = {name: np.zeros((batch, heads)) for name in TL_PATTERNS}
-    for b in range(batch):
+    for b in range(batch if seq == seq_kv else 0):  # TransformerLens' patterns are self-attention's
         keep = np.flatnonzero(query_real[b])  # TransformerLens runs each text alone: its real tokens
         for name, pattern_of in TL_PATTERNS.items():
             if tokens is None and name != "previous_token_score":
