@@ -23,8 +23,8 @@ from service.compute.models.registry import LoadedModel, ModelRegistry
 from service.compute.models.tokenizer import tokenize
 from service.compute.sizes import Sizes
 from service.compute.slicing import Selection
-from service.compute.summarized import asked_summaries, blocked_on, reduce_whole, summary_sizes
 from service.compute.summaries import SummaryReducer
+from service.compute.summarized import asked_summaries, blocked_on, reduce_whole, summary_sizes
 from service.errors import RequestError
 from service.settings import Settings
 
@@ -147,7 +147,9 @@ def attend_pretrained(
     def tensors(internals: AttentionInternals | BlockedInternals) -> dict[str, Tensor]:
         if isinstance(internals, BlockedInternals):
             return {n: selection.cut(n, internals.tensor(n)) for n in request.returned}
-        summaries = reduce_whole(internals.weights, asked, key_mask, key_mask, token_ids) if asked.names else {}
+        summaries = (
+            reduce_whole(internals.weights, asked, key_mask, key_mask, token_ids) if asked.names else {}
+        )
         return {
             n: selection.cut(n, summaries[n] if n in summaries else getattr(internals, n))
             for n in request.returned

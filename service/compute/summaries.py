@@ -90,7 +90,9 @@ class SummaryReducer:
             else query_real.to(device)
         )
         self.key_real = (
-            torch.ones(batch, seq_kv, dtype=torch.bool, device=device) if key_real is None else key_real.to(device)
+            torch.ones(batch, seq_kv, dtype=torch.bool, device=device)
+            if key_real is None
+            else key_real.to(device)
         )
         self.token_ids = None if token_ids is None else token_ids.to(device)
 
@@ -121,7 +123,10 @@ class SummaryReducer:
             self.top_keys[:, :, start:stop] = keys
             self.top_weights[:, :, start:stop] = top
         needs_real_rows = (
-            self.received is not None or self.pooled is not None or self.total is not None or self.sink is not None
+            self.received is not None
+            or self.pooled is not None
+            or self.total is not None
+            or self.sink is not None
         )
         if not needs_real_rows:
             return
@@ -140,8 +145,12 @@ class SummaryReducer:
     def _pool(self, start: int, counted: Float[Tensor, "batch head rows key_pos"]) -> None:
         assert self.pooled is not None
         pool, rows = self.asked.pool, counted.shape[2]
-        widened = F.pad(counted, (0, self.key_blocks * pool - self.seq_kv))  # the last key block filled with 0
-        by_key_block = widened.view(*counted.shape[:3], self.key_blocks, pool).sum(-1)  # [b, h, rows, key_block]
+        widened = F.pad(
+            counted, (0, self.key_blocks * pool - self.seq_kv)
+        )  # the last key block filled with 0
+        by_key_block = widened.view(*counted.shape[:3], self.key_blocks, pool).sum(
+            -1
+        )  # [b, h, rows, key_block]
         query_block = torch.arange(start, start + rows, device=counted.device) // pool
         self.pooled.index_add_(2, query_block, by_key_block)
 

@@ -117,7 +117,9 @@ def blocked_on(
         )
 
 
-def visibility(key_mask: np.ndarray | Tensor | None, causal: bool, seq_kv: int, device: torch.device) -> Visibility:
+def visibility(
+    key_mask: np.ndarray | Tensor | None, causal: bool, seq_kv: int, device: torch.device
+) -> Visibility:
     """The explicit path's mask of a blocked computation: padding over the keys and causality."""
     mask = None if key_mask is None else torch.as_tensor(key_mask).to(device)
     return Visibility(mask, causal, seq_kv)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.compute import LIMITED_ENV, InProcess
+from tests.support.families import FAMILY_TYPES, FLOAT64_EXACT, save_family_model
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +30,18 @@ def tiny_compute(tiny_bert_folder: Path) -> InProcess:
     return InProcess.from_env(
         {"ATTENTION_MODELS": json.dumps({"tiny-bert": str(tiny_bert_folder)}), "ATTENTION_MAX_BATCH": "4"}
     )
+
+
+@pytest.fixture(scope="session")
+def family_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("families")
+    return {t: save_family_model(t, root / t) for t in FAMILY_TYPES}
+
+
+@pytest.fixture(scope="session")
+def families(family_folders: dict[str, Path]) -> InProcess:
+    """Every family by its model_type, and float64 copies ("<type>-f64") of those whose eager reference is
+    float64 throughout, as ATTENTION_MODELS names them."""
+    models: dict[str, Any] = {t: str(folder) for t, folder in family_folders.items()}
+    models |= {f"{t}-f64": {"path": str(family_folders[t]), "dtype": "float64"} for t in FLOAT64_EXACT}
+    return InProcess.from_env({"ATTENTION_MODELS": json.dumps(models), "ATTENTION_LOAD_MODELS": "lazy"})

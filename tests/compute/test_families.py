@@ -19,7 +19,7 @@ import service.compute.models.forward as forward
 from service.compute.models.registry import load_model
 from service.errors import ModelError
 from tests.support.compute import InProcess
-from tests.support.families import FAMILY_TYPES, FLOAT64_EXACT, SENTENCES, WINDOW, save_family_model
+from tests.support.families import FAMILY_TYPES, FLOAT64_EXACT, SENTENCES, WINDOW
 
 # where each family keeps its attention block's output projection, written out here (not taken from the
 # service's own table) so that the reference hooks what the model really runs
@@ -34,21 +34,6 @@ W_O = {
 }
 DECODERS = ("gpt2", "llama", "mistral", "qwen2", "gemma", "gemma2")
 ROTARY = ("modernbert", "llama", "mistral", "qwen2", "gemma", "gemma2")
-
-
-@pytest.fixture(scope="session")
-def family_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("families")
-    return {t: save_family_model(t, root / t) for t in FAMILY_TYPES}
-
-
-@pytest.fixture(scope="session")
-def families(family_folders: dict[str, Path]) -> InProcess:
-    """Every family by its model_type, and float64 copies ("<type>-f64") of those whose eager reference is
-    float64 throughout, as ATTENTION_MODELS names them."""
-    models: dict[str, Any] = {t: str(folder) for t, folder in family_folders.items()}
-    models |= {f"{t}-f64": {"path": str(family_folders[t]), "dtype": "float64"} for t in FLOAT64_EXACT}
-    return InProcess.from_env({"ATTENTION_MODELS": json.dumps(models), "ATTENTION_LOAD_MODELS": "lazy"})
 
 
 def reference(folder: Path, model_type: str, texts: list[str], dtype: torch.dtype = torch.float32) -> Any:

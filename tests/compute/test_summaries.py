@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from schemas.axes import SUMMARY_NAMES, TENSOR_AXES
-from tests.compute.test_families import families, family_folders, reference  # noqa: F401 (fixtures)
+from tests.compute.test_families import reference
 from tests.compute.test_summaries_math import reference_summaries, reference_weights
 from tests.support.families import FAMILY_TYPES, SENTENCES
 
@@ -27,9 +27,10 @@ def check(found: dict[str, Any], expected: dict[str, np.ndarray], real: np.ndarr
         value, wanted = np.asarray(found[name]), expected[name]
         assert value.shape == wanted.shape, name
         if name in PER_QUERY:
-            value, wanted = value.transpose(0, 2, 1, *range(3, value.ndim))[real], wanted.transpose(
-                0, 2, 1, *range(3, wanted.ndim)
-            )[real]
+            value, wanted = (
+                value.transpose(0, 2, 1, *range(3, value.ndim))[real],
+                wanted.transpose(0, 2, 1, *range(3, wanted.ndim))[real],
+            )
         if name == "top_keys":
             np.testing.assert_array_equal(value, wanted, err_msg=name)
         else:

@@ -37,7 +37,6 @@ def reference_summaries(weights, query_real, key_real, tokens, top_k, pool):
     """Each summary from the whole float64 weights, written plainly."""
     batch, heads, seq, seq_kv = weights.shape
     rank = min(top_k, seq_kv)
-    out = {name: [] for name in SUMMARY_NAMES}
     entropy = np.zeros((batch, heads, seq))
     top_keys = np.zeros((batch, heads, seq, rank), dtype=np.int64)
     top_weights = np.zeros((batch, heads, seq, rank))
@@ -216,9 +215,7 @@ def test_blocked_equals_unblocked(monkeypatch, causal):
     def reducer(like):
         return SummaryReducer(asked, batch, heads, seq, seq, like, key_mask, key_mask)
 
-    parts = attention_blocked(
-        x, x, x, projections, heads, 0.4, Visibility(key_mask, causal, seq), reducer
-    )
+    parts = attention_blocked(x, x, x, projections, heads, 0.4, Visibility(key_mask, causal, seq), reducer)
     torch.testing.assert_close(parts.context, whole.context)
     torch.testing.assert_close(parts.output, whole.output)
     one_block = reducer(whole.weights)

@@ -21,6 +21,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from schemas.axes import TensorName
 from service.compute.attention import (
     AllowedPositions,
     AttentionInternals,
@@ -32,7 +33,6 @@ from service.compute.attention import (
     overflowed,
     pre_rotary,
 )
-from schemas.axes import TensorName
 from service.compute.blocked import (
     BlockedInternals,
     ModelRowMask,
@@ -157,7 +157,7 @@ def service_attention(
     dropout: float = 0.0,
     softcap: float | None = None,
     **kwargs: Any,
-) -> tuple[Float[Tensor, "batch query_pos head d_v"], Float[Tensor, "batch head query_pos key_pos"]]:
+) -> tuple[Float[Tensor, "batch query_pos head d_v"], Float[Tensor, "batch head query_pos key_pos"] | None]:
     """The attention function registered with transformers: the service's attention over the model's q, k,
     v, mask, scaling and soft-cap (eval mode: no dropout). Returns the context in the layout the models
     expect, and the weights (None for a pass that summarizes: see _summarized_attention)."""
