@@ -18,10 +18,11 @@ from attention_client.errors import (
     ServiceUnavailable,
     Unauthorized,
 )
-from attention_client.result import Attention, FloatArray, Layers, NotReturned, Tensors
+from attention_client.result import Attention, FloatArray, IntArray, Layers, NotReturned, Tensors
 from attention_client.wire import (
     ALL_TENSOR_NAMES,
     ROTARY_TENSOR_NAMES,
+    SUMMARY_NAMES,
     TENSOR_NAMES,
     Meta,
     ModelInfo,
@@ -36,6 +37,7 @@ __all__ = [
     "API_KEY_HEADER",
     "DEFAULT_URL",
     "ROTARY_TENSOR_NAMES",
+    "SUMMARY_NAMES",
     "TENSOR_NAMES",
     "APIError",
     "AsyncClient",
@@ -43,6 +45,7 @@ __all__ = [
     "AttentionError",
     "Client",
     "FloatArray",
+    "IntArray",
     "InvalidRequest",
     "Layers",
     "LimitExceeded",

@@ -5,6 +5,7 @@ Protocol's outputs through NVIDIA's Triton client (top_keys INT64)."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import tritonclient.http as triton
@@ -18,10 +19,11 @@ TEXTS = ["The cat sat on the mat and the cat slept", "A dog barked"]
 BODY = {"text": TEXTS, "layer": [0, 3], "include": list(SUMMARY_NAMES), "top_k": 3}
 
 
-def json_answer(server) -> dict:
+def json_answer(server) -> dict[str, Any]:
     response = server.post(BODY)
     assert response.status_code == 200, response.text
-    return response.json()
+    answer: dict[str, Any] = response.json()
+    return answer
 
 
 def test_json_carries_top_keys_as_integers_with_their_axes(server):
