@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
@@ -144,14 +143,13 @@ class SummaryReducer:
 
     def _pool(self, start: int, counted: Float[Tensor, "batch head rows key_pos"]) -> None:
         assert self.pooled is not None
-        pool, rows = self.asked.pool, counted.shape[2]
-        widened = F.pad(
-            counted, (0, self.key_blocks * pool - self.seq_kv)
-        )  # the last key block filled with 0
-        by_key_block = widened.view(*counted.shape[:3], self.key_blocks, pool).sum(
-            -1
-        )  # [b, h, rows, key_block]
-        query_block = torch.arange(start, start + rows, device=counted.device) // pool
+        pool, rows, device = self.asked.pool, counted.shape[2], counted.device
+        key_block = torch.arange(self.seq_kv, device=device) // pool  # [key_pos]
+        by_key_block = counted.new_zeros(
+            *counted.shape[:3], self.key_blocks
+        )  # [batch, head, rows, key_block]
+        by_key_block.index_add_(3, key_block, counted)
+        query_block = torch.arange(start, start + rows, device=device) // pool
         self.pooled.index_add_(2, query_block, by_key_block)
 
     def _match(self, start: int, counted: Float[Tensor, "batch head rows key_pos"]) -> None:
@@ -209,8 +207,9 @@ class SummaryReducer:
         pool = self.asked.pool
 
         def per_block(real: Tensor, blocks: int) -> Tensor:
-            widened = F.pad(real.to(self.sum_dtype), (0, blocks * pool - real.shape[1]))
-            return widened.view(real.shape[0], blocks, pool).sum(-1)  # [batch, blocks]
+            block = torch.arange(real.shape[1], device=real.device) // pool
+            counts = torch.zeros(real.shape[0], blocks, dtype=self.sum_dtype, device=real.device)
+            return counts.index_add_(1, block, real.to(self.sum_dtype))  # [batch, blocks]
 
         queries = per_block(self.query_real, self.query_blocks)
         keys = per_block(self.key_real, self.key_blocks)
