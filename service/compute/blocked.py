@@ -22,6 +22,7 @@ from torch import Tensor
 from schemas.axes import TensorName
 from service.compute.attention import (
     AllowedPositions,
+    HeadInternals,
     Overflow,
     Projections,
     Rotary,
@@ -32,7 +33,7 @@ from service.compute.attention import _project as project  # the one projection 
 from service.compute.attention import _split_heads as split_heads
 from service.compute.summaries import SummaryReducer
 
-BLOCK_ELEMENTS = 1 << 22  # scores of one block, over the batch and every head (16 MB in float32)
+BLOCK_ELEMENTS = 1 << 20  # scores of one block, over the batch and every head (4 MB in float32)
 BLOCK_COPIES = 6  # tensors of a block's size held at once (scores, scaled, weights, top-k's masks): the 413
 
 
@@ -118,13 +119,18 @@ class ModelRowMask:
         return mask
 
 
-def check_block(scaled_scores: Tensor, allowed: AllowedPositions | None, where: str) -> None:
-    """A block's scaled scores past the dtype's range (inf or nan that no mask explains): Overflow."""
-    finite = torch.isfinite(scaled_scores)
+def check_block(block: HeadInternals, allowed: AllowedPositions | None, scale: float, where: str) -> None:
+    """A block's scores or scaled scores past the dtype's range (inf or nan that no mask explains):
+    Overflow. Finite scores scaled by at most 1 (and soft-capped or not) stay finite: one pass then."""
+    if not bool(torch.isfinite(block.scores).all()):
+        raise Overflow("scores", block.scores.dtype, where)
+    if abs(scale) <= 1:
+        return
+    finite = torch.isfinite(block.scaled_scores)
     if allowed is not None:
         finite |= ~allowed
     if not bool(finite.all()):
-        raise Overflow("scaled_scores", scaled_scores.dtype, where)
+        raise Overflow("scaled_scores", block.scaled_scores.dtype, where)
 
 
 def attend_blocked(
@@ -147,13 +153,25 @@ def attend_blocked(
     for start in range(0, query_pos, rows):
         stop = min(query_pos, start + rows)
         allowed = mask.rows(start, stop)
-        block = attend_heads(q[:, :, start:stop], k, v, scale, allowed, softcap, softmax_dtype)
-        check_block(block.scaled_scores, allowed, where)
+        width = k.shape[2] if allowed is None else visible_width(allowed)
+        if allowed is not None:  # the keys after the last one any row sees are left out (causal: half)
+            allowed = allowed[..., :width]
+        block = attend_heads(
+            q[:, :, start:stop], k[:, :, :width], v[:, :, :width], scale, allowed, softcap, softmax_dtype
+        )
+        check_block(block, allowed, scale, where)
         if reducer is not None:
             reducer.add(start, block.weights)
         context[:, :, start:stop] = block.context
         del block, allowed
     return context
+
+
+def visible_width(allowed: AllowedPositions) -> int:
+    """One more than the last key position that any row of the block may attend (at least 1)."""
+    seen = allowed.reshape(-1, allowed.shape[-1]).any(0)  # [key_pos]
+    last = int(seen.nonzero().max()) if bool(seen.any()) else 0
+    return last + 1
 
 
 def _sdpa(q: Tensor, k: Tensor, v: Tensor, scale: float, allowed: Tensor | None, causal: bool) -> Tensor:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
@@ -39,13 +40,30 @@ class SummaryRequest:
         return any(name in TOKEN_SCORE_NAMES for name in self.names)
 
 
+def _weight_on(
+    counted: Float[Tensor, "batch head rows width"], pattern: Bool[Tensor, "batch rows width"]
+) -> Float[Tensor, "batch head"]:
+    """sum over rows and keys of counted * pattern, for each head: one matrix-vector product per text."""
+    batch, heads = counted.shape[:2]
+    flat = counted.reshape(batch, heads, -1)  # [batch, head, rows*width]
+    return (flat @ pattern.reshape(batch, -1, 1).to(counted.dtype))[..., 0]
+
+
 def top_keys_of(
     weights: Float[Tensor, "*rows key_pos"], rank: int
 ) -> tuple[Int[Tensor, "*rows rank"], Float[Tensor, "*rows rank"]]:
     """The positions of the `rank` largest weights of each row, largest first, ties to the lower position
-    (torch.topk leaves the order of equal values open), and those weights. Every weight above the rank-th
-    largest is taken, then the lowest positions holding exactly it, until the row has `rank`."""
-    threshold = weights.topk(rank, dim=-1, sorted=True).values[..., -1:]  # [*rows, 1]
+    (torch.topk leaves the order of equal values open), and those weights. When no weight outside torch's
+    pick equals the rank-th largest, its pick is right and only its order is fixed; otherwise every weight
+    above the rank-th largest is taken, then the lowest positions holding exactly it, until the row has
+    `rank`."""
+    values, positions = weights.topk(rank, dim=-1, sorted=True)
+    threshold = values[..., -1:]  # [*rows, 1]
+    if bool(((weights >= threshold).sum(-1) == rank).all()):  # the pick is the only one possible
+        by_position = positions.sort(dim=-1).indices  # equal weights in position order, then by weight
+        positions, values = positions.gather(-1, by_position), values.gather(-1, by_position)
+        order = values.sort(dim=-1, descending=True, stable=True).indices
+        return positions.gather(-1, order), values.gather(-1, order)
     above = weights > threshold
     level = weights == threshold
     room = rank - above.sum(-1, keepdim=True, dtype=torch.int32)  # [*rows, 1]
@@ -111,14 +129,16 @@ class SummaryReducer:
         self.total = zeros(batch, heads) if self.matched else None  # sum(w) over the real queries
         self.sink = zeros(batch, heads) if "sink_score" in names else None
 
-    def add(self, start: int, weights: Float[Tensor, "batch head rows key_pos"]) -> None:
-        """The weights of query rows start .. start + rows."""
-        rows = weights.shape[2]
+    def add(self, start: int, weights: Float[Tensor, "batch head rows width"]) -> None:
+        """The weights of query rows start .. start + rows over the first `width` keys (every key after them
+        has weight 0 in these rows: a causal block's later keys)."""
+        rows, width = weights.shape[2], weights.shape[3]
         stop = start + rows
         if self.entropy is not None:
             self.entropy[:, :, start:stop] = torch.special.entr(weights).sum(-1)
         if self.top_keys is not None and self.top_weights is not None:
-            keys, top = top_keys_of(weights, self.rank)
+            reach = min(self.seq_kv, max(width, self.rank))  # a row fills its ranks with later keys, weight 0
+            keys, top = top_keys_of(F.pad(weights, (0, reach - width)), self.rank)
             self.top_keys[:, :, start:stop] = keys
             self.top_weights[:, :, start:stop] = top
         needs_real_rows = (
@@ -130,9 +150,11 @@ class SummaryReducer:
         if not needs_real_rows:
             return
         real_rows = self.query_real[:, None, start:stop, None]  # [batch, 1, rows, 1]
-        counted = weights.to(self.sum_dtype).masked_fill(~real_rows, 0.0)  # [batch, head, rows, key_pos]
+        counted = weights.to(self.sum_dtype)
+        if not bool(real_rows.all()):
+            counted = counted.masked_fill(~real_rows, 0.0)  # [batch, head, rows, width]
         if self.received is not None:
-            self.received += counted.sum(2)
+            self.received[..., :width] += counted.sum(2)
         if self.pooled is not None:
             self._pool(start, counted)
         if self.sink is not None:
@@ -141,43 +163,45 @@ class SummaryReducer:
             self.total += counted.sum((2, 3))
             self._match(start, counted)
 
-    def _pool(self, start: int, counted: Float[Tensor, "batch head rows key_pos"]) -> None:
+    def _pool(self, start: int, counted: Float[Tensor, "batch head rows width"]) -> None:
+        """Each row's sums over key blocks (the row padded with zeros to a whole block), added to its query
+        block's."""
         assert self.pooled is not None
-        pool, rows, device = self.asked.pool, counted.shape[2], counted.device
-        key_block = torch.arange(self.seq_kv, device=device) // pool  # [key_pos]
-        by_key_block = counted.new_zeros(
-            *counted.shape[:3], self.key_blocks
-        )  # [batch, head, rows, key_block]
-        by_key_block.index_add_(3, key_block, counted)
-        query_block = torch.arange(start, start + rows, device=device) // pool
-        self.pooled.index_add_(2, query_block, by_key_block)
+        pool, (batch, heads, rows, width) = self.asked.pool, counted.shape
+        blocks = -(-width // pool)
+        widened = F.pad(counted, (0, blocks * pool - width))  # less than one block more
+        by_key_block = widened.view(batch, heads, rows, blocks, pool).sum(-1)  # [batch, head, rows, blocks]
+        query_block = torch.arange(start, start + rows, device=counted.device) // pool
+        self.pooled[..., :blocks].index_add_(2, query_block, by_key_block)
 
-    def _match(self, start: int, counted: Float[Tensor, "batch head rows key_pos"]) -> None:
+    def _match(self, start: int, counted: Float[Tensor, "batch head rows width"]) -> None:
         """The weight on each head score's detection pattern (TransformerLens' get_*_detection_pattern):
         previous token j = i - 1; duplicate token j < i with the token of i; induction j <= i with the token
         of i at j - 1."""
-        rows, device = counted.shape[2], counted.device
+        rows, width, device = counted.shape[2], counted.shape[3], counted.device
         query = torch.arange(start, start + rows, device=device)  # [rows]
         if "previous_token_score" in self.matched:
             previous = query - 1
-            inside = (previous >= 0) & (previous < self.seq_kv)
-            at = previous.clamp(0, self.seq_kv - 1)[None, None, :, None].expand(*counted.shape[:3], 1)
+            inside = (previous >= 0) & (previous < width)
+            at = previous.clamp(0, width - 1)[None, None, :, None].expand(*counted.shape[:3], 1)
             on_previous = counted.gather(-1, at)[..., 0].masked_fill(~inside, 0.0)  # [batch, head, rows]
             self.matched["previous_token_score"] += on_previous.sum(-1)
         if self.token_ids is None:
             return
-        key = torch.arange(self.seq_kv, device=device)  # [key_pos]
+        key = torch.arange(width, device=device)  # [width]
         ids = self.token_ids
-        same = ids[:, start : start + rows, None] == ids[:, None, : self.seq_kv]  # [batch, rows, key_pos]
+        token = ids[:, start : start + rows, None]  # [batch, rows, 1]
         if "duplicate_token_score" in self.matched:
-            earlier = key[None, :] < query[:, None]  # [rows, key_pos]
-            pattern = same & earlier
-            self.matched["duplicate_token_score"] += (counted * pattern[:, None]).sum((2, 3))
+            pattern = (token == ids[:, None, :width]) & (
+                key[None, :] < query[:, None]
+            )  # [batch, rows, width]
+            self.matched["duplicate_token_score"] += _weight_on(counted, pattern)
         if "induction_score" in self.matched:
-            before = torch.cat([torch.full_like(ids[:, :1], -1), ids[:, : self.seq_kv - 1]], dim=1)
-            follows = ids[:, start : start + rows, None] == before[:, None, :]  # token of i at j - 1
-            pattern = follows & (key[None, :] <= query[:, None])
-            self.matched["induction_score"] += (counted * pattern[:, None]).sum((2, 3))
+            before = torch.cat(
+                [torch.full_like(ids[:, :1], -1), ids[:, : width - 1]], dim=1
+            )  # token at j - 1
+            pattern = (token == before[:, None, :]) & (key[None, :] <= query[:, None])
+            self.matched["induction_score"] += _weight_on(counted, pattern)
 
     def finish(self) -> dict[TensorName, Tensor]:
         """The summaries asked for, by name in SUMMARY_NAMES order."""
