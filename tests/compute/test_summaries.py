@@ -211,3 +211,21 @@ def test_summaries_reach_past_the_whole_matrix_bound(compute):
     found = answered.json()
     assert np.asarray(found["entropy"]).shape == (1, 1, 5000)
     assert found["entropy"][0][0][0] == 0.0  # the first query sees only itself
+
+
+@pytest.mark.parametrize("model_type", ["bert", "modernbert", "gpt2", "llama", "mistral", "gemma2"])
+def test_layers_before_the_last_run_sdpa_and_the_last_still_matches_eager(
+    families, family_folders, model_type
+):
+    """Only the last layer asked for: the ones before it run SDPA (in blocks of rows with the padded batch's
+    mask, windows included; Gemma 2's soft-cap in the service's own blocks), keeping nothing, and what
+    they hand on is exact: the last layer's summaries still equal the eager reference's."""
+    last = 2
+    names = ["entropy", "received", "previous_token_score", "sink_score"]
+    found = families.post({"text": SENTENCES, "model": model_type, "layer": [last], "include": names})
+    assert found.status_code == 200, found.text
+    entry = found.json()["layers"][0]
+    attentions, _, mask, _ = reference(family_folders[model_type], model_type, SENTENCES)
+    real = mask.numpy()
+    weights = np.where(real[:, None, :, None], attentions[last].double().numpy(), 0.0)
+    check(entry, reference_summaries(weights, real, real, None, 5, 1), real, 2e-5)
