@@ -22,7 +22,6 @@ from torch import Tensor
 from schemas.axes import TensorName
 from service.compute.attention import (
     AllowedPositions,
-    HeadInternals,
     Overflow,
     Projections,
     Rotary,
@@ -119,20 +118,6 @@ class ModelRowMask:
         return mask
 
 
-def check_block(block: HeadInternals, allowed: AllowedPositions | None, scale: float, where: str) -> None:
-    """A block's scores or scaled scores past the dtype's range (inf or nan that no mask explains):
-    Overflow. Finite scores scaled by at most 1 (and soft-capped or not) stay finite: one pass then."""
-    if not bool(torch.isfinite(block.scores).all()):
-        raise Overflow("scores", block.scores.dtype, where)
-    if abs(scale) <= 1:
-        return
-    finite = torch.isfinite(block.scaled_scores)
-    if allowed is not None:
-        finite |= ~allowed
-    if not bool(finite.all()):
-        raise Overflow("scaled_scores", block.scaled_scores.dtype, where)
-
-
 def attend_blocked(
     q: Float[Tensor, "batch head query_pos d_k"],
     k: Float[Tensor, "batch kv_head key_pos d_k"],
@@ -142,11 +127,10 @@ def attend_blocked(
     reducer: SummaryReducer | None,
     softcap: float | None = None,
     softmax_dtype: torch.dtype | None = None,
-    where: str = "",
 ) -> Float[Tensor, "batch head query_pos d_v"]:
     """The context of every query head, computed a block of rows at a time, each block's weights given to
-    `reducer` (if any) before the next. Raises Overflow (prefixed `where`) for a score past the dtype's
-    range."""
+    `reducer` (if any) before the next. A score past the dtype's range shows as nan or inf in the context
+    and the summaries, which the callers check (overflowed_blocked): no pass over each block for it."""
     batch, heads, query_pos, _ = q.shape
     context = q.new_empty(batch, heads, query_pos, v.shape[-1])
     rows = rows_per_block(batch, heads, k.shape[2])
@@ -159,7 +143,6 @@ def attend_blocked(
         block = attend_heads(
             q[:, :, start:stop], k[:, :, :width], v[:, :, :width], scale, allowed, softcap, softmax_dtype
         )
-        check_block(block, allowed, scale, where)
         if reducer is not None:
             reducer.add(start, block.weights)
         context[:, :, start:stop] = block.context
@@ -270,7 +253,7 @@ def attention_blocked(
             q_pre_rotary, k_pre_rotary = q, k
         q, k = rotate(q, rotary), rotate(k, rotary)
     reduce = reducer(q)
-    context = attend_blocked(q, k, v, scale, mask, reduce, softcap, where=where)
+    context = attend_blocked(q, k, v, scale, mask, reduce, softcap)
     batch, query_pos = query_input.shape[:2]
     concat = context.transpose(1, 2).reshape(batch, query_pos, -1)  # [batch, query_pos, heads*d_v]
     output = project(concat, p.w_o, p.b_o)  # [batch, query_pos, d_out]

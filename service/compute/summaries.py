@@ -138,7 +138,8 @@ class SummaryReducer:
             self.entropy[:, :, start:stop] = torch.special.entr(weights).sum(-1)
         if self.top_keys is not None and self.top_weights is not None:
             reach = min(self.seq_kv, max(width, self.rank))  # a row fills its ranks with later keys, weight 0
-            keys, top = top_keys_of(F.pad(weights, (0, reach - width)), self.rank)
+            widened = weights if reach == width else F.pad(weights, (0, reach - width))
+            keys, top = top_keys_of(widened, self.rank)
             self.top_keys[:, :, start:stop] = keys
             self.top_weights[:, :, start:stop] = top
         needs_real_rows = (
@@ -168,9 +169,13 @@ class SummaryReducer:
         block's."""
         assert self.pooled is not None
         pool, (batch, heads, rows, width) = self.asked.pool, counted.shape
-        blocks = -(-width // pool)
-        widened = F.pad(counted, (0, blocks * pool - width))  # less than one block more
-        by_key_block = widened.view(batch, heads, rows, blocks, pool).sum(-1)  # [batch, head, rows, blocks]
+        whole, blocks = width // pool, -(-width // pool)
+        by_key_block = counted.new_zeros(batch, heads, rows, blocks)  # [batch, head, rows, blocks]
+        by_key_block[..., :whole] = (
+            counted[..., : whole * pool].reshape(batch, heads, rows, whole, pool).sum(-1)
+        )
+        if blocks > whole:  # the last block, shorter
+            by_key_block[..., whole] = counted[..., whole * pool :].sum(-1)
         query_block = torch.arange(start, start + rows, device=counted.device) // pool
         self.pooled[..., :blocks].index_add_(2, query_block, by_key_block)
 

@@ -197,8 +197,7 @@ def _summarized_attention(
     if kept and make_reducer is not None:
         reducer = make_reducer(query)
         row_mask = mask or WholeMask(None)
-        where = f"layer {layer}: "
-        context = attend_blocked(query, key, value, scale, row_mask, reducer, softcap, softmax_dtype, where)
+        context = attend_blocked(query, key, value, scale, row_mask, reducer, softcap, softmax_dtype)
         summaries = reducer.finish()
     else:
         context = context_only(query, key, value, scale, mask, softcap, softmax_dtype)
