@@ -59,7 +59,9 @@ def _service(folder: Path, text: str) -> float:
 
     env = {
         "ATTENTION_MODELS": json.dumps({MODEL: str(folder)}),
-        "ATTENTION_MAX_COMPUTE_ELEMENTS": str(10**9),  # the default bounds a MiniLM-sized model near 10k
+        # the defaults bound a MiniLM-sized model's summaries of all layers near 8k tokens
+        "ATTENTION_MAX_COMPUTE_ELEMENTS": str(10**9),
+        "ATTENTION_MAX_RESPONSE_ELEMENTS": str(10**9),
     }
     settings = settings_from_env(env)
     from service.compute.models.registry import ModelRegistry
