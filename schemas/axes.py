@@ -6,7 +6,9 @@ The two position axes are `query_pos` (length `meta.seq`: the queries, one per t
 (length `meta.seq_kv`: the keys and values, one per token of C, which is X in self-attention). With
 grouped-query attention (a model with fewer key/value heads than query heads) `k`, `v` and `k_pre_rotary`
 have the axis `kv_head` (length `meta.num_kv_heads`) instead of `head`; query head h reads kv head
-h // (num_heads / num_kv_heads).
+h // (num_heads / num_kv_heads). The summaries' own axes: `rank` (length `meta.rank`, min(top_k, seq_kv)),
+`query_block` and `key_block` (lengths `meta.query_blocks` and `meta.key_blocks`: ceil(seq / pool) and
+ceil(seq_kv / pool)).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from __future__ import annotations
 from typing import Literal
 
 TensorName = Literal[
-    "q", "k", "v", "scores", "scaled_scores", "weights", "context", "output", "q_pre_rotary", "k_pre_rotary"
-]
+    "q", "k", "v", "scores", "scaled_scores", "weights", "context", "output", "q_pre_rotary", "k_pre_rotary",
+    "entropy", "top_keys", "top_weights", "received", "pooled_weights", "previous_token_score",
+    "duplicate_token_score", "induction_score", "sink_score",
+]  # fmt: skip
 # returned when a request has no `include`
 TENSOR_NAMES: tuple[TensorName, ...] = (
     "q",
@@ -29,7 +33,26 @@ TENSOR_NAMES: tuple[TensorName, ...] = (
 )
 # returned only when `include` names them: a rotary model's projections before the rotation
 ROTARY_TENSOR_NAMES: tuple[TensorName, ...] = ("q_pre_rotary", "k_pre_rotary")
-ALL_TENSOR_NAMES: tuple[TensorName, ...] = TENSOR_NAMES + ROTARY_TENSOR_NAMES
+# returned only when `include` names them: reductions of each head's weights (docs/summaries.md), computed
+# in blocks of queries when no [query_pos, key_pos] tensor is asked for
+SUMMARY_NAMES: tuple[TensorName, ...] = (
+    "entropy",
+    "top_keys",
+    "top_weights",
+    "received",
+    "pooled_weights",
+    "previous_token_score",
+    "duplicate_token_score",
+    "induction_score",
+    "sink_score",
+)
+# the summaries that compare token ids: only for `text`
+TOKEN_SCORE_NAMES: tuple[TensorName, ...] = ("duplicate_token_score", "induction_score")
+# the summaries with integer elements (key positions)
+INTEGER_TENSORS: frozenset[TensorName] = frozenset({"top_keys"})
+# the tensors with a [query_pos, key_pos] matrix per head: asking for one means n x n memory
+SQUARE_TENSOR_NAMES: tuple[TensorName, ...] = ("scores", "scaled_scores", "weights")
+ALL_TENSOR_NAMES: tuple[TensorName, ...] = TENSOR_NAMES + ROTARY_TENSOR_NAMES + SUMMARY_NAMES
 
 TENSOR_AXES: dict[TensorName, tuple[str, ...]] = {
     "q": ("batch", "head", "query_pos", "d_k"),
@@ -42,6 +65,15 @@ TENSOR_AXES: dict[TensorName, tuple[str, ...]] = {
     "output": ("batch", "query_pos", "d_out"),
     "q_pre_rotary": ("batch", "head", "query_pos", "d_k"),
     "k_pre_rotary": ("batch", "head", "key_pos", "d_k"),
+    "entropy": ("batch", "head", "query_pos"),
+    "top_keys": ("batch", "head", "query_pos", "rank"),
+    "top_weights": ("batch", "head", "query_pos", "rank"),
+    "received": ("batch", "head", "key_pos"),
+    "pooled_weights": ("batch", "head", "query_block", "key_block"),
+    "previous_token_score": ("batch", "head"),
+    "duplicate_token_score": ("batch", "head"),
+    "induction_score": ("batch", "head"),
+    "sink_score": ("batch", "head"),
 }
 # the tensors with one entry per key/value head: their `head` axis is `kv_head` under grouped-query attention
 KV_TENSORS: frozenset[TensorName] = frozenset({"k", "v", "k_pre_rotary"})
@@ -56,6 +88,9 @@ AXIS_LENGTH: dict[str, str] = {
     "d_k": "d_k",
     "d_v": "d_v",
     "d_out": "d_out",
+    "rank": "rank",
+    "query_block": "query_blocks",
+    "key_block": "key_blocks",
 }
 
 TENSOR_MEANING: dict[TensorName, str] = {
@@ -72,6 +107,20 @@ TENSOR_MEANING: dict[TensorName, str] = {
     "q_pre_rotary": "a rotary model's Q before the rotary embedding (only when `include` names it)",
     "k_pre_rotary": "a rotary model's K before the rotary embedding, per kv_head under grouped-query "
     "attention (only when `include` names it)",
+    "entropy": "-sum_j w_ij ln w_ij of each row of weights, in nats (0 for a fully masked row)",
+    "top_keys": "the key positions of the `top_k` largest weights of each row, largest first, ties to the "
+    "lower position (masked keys, weight 0, fill a row with fewer visible keys); integers",
+    "top_weights": "the weights at top_keys",
+    "received": "sum_i w_ij over the real query positions: the attention each key receives",
+    "pooled_weights": "mean of the weights over blocks of `pool` x `pool` positions (over the real "
+    "query-key pairs of each block)",
+    "previous_token_score": "TransformerLens' detect_head (mul): the share of the weight of the real "
+    "queries on the key just before them (j = i - 1)",
+    "duplicate_token_score": "TransformerLens' detect_head (mul): the share of the weight on earlier keys "
+    "holding the query's token id (text only)",
+    "induction_score": "TransformerLens' detect_head (mul): the share of the weight on keys j <= i whose "
+    "previous token j - 1 holds the query's token id (text only)",
+    "sink_score": "mean over the real query positions of the weight on key position 0",
 }
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.axes import TENSOR_AXES, TENSOR_NAMES, TensorName
+from schemas.axes import ALL_TENSOR_NAMES, TENSOR_AXES, TENSOR_NAMES, TensorName
 from schemas.request import TOY_MODEL
 
 OIP_PREFIX = "/v2"  # where the protocol's routes are
@@ -100,11 +100,11 @@ def parse_output_name(name: str) -> tuple[int | None, TensorName | None]:
     if name == TOKENS:
         return None, None
     parts = name.split(".")
-    if len(parts) == 1 and name in TENSOR_NAMES:
+    if len(parts) == 1 and name in ALL_TENSOR_NAMES:
         return None, name
     if len(parts) == 3 and parts[0] == "layers" and parts[1].isascii() and parts[1].isdigit():
         tensor = parts[2]
-        if tensor in TENSOR_NAMES and len(parts[1]) < 10:
+        if tensor in ALL_TENSOR_NAMES and len(parts[1]) < 10:
             return int(parts[1]), tensor
     raise ValueError(name)
 

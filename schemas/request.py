@@ -17,7 +17,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from schemas.axes import ALL_TENSOR_NAMES, TENSOR_NAMES, TensorName
+from schemas.axes import ALL_TENSOR_NAMES, SQUARE_TENSOR_NAMES, SUMMARY_NAMES, TENSOR_NAMES, TensorName
 from schemas.interventions import Generate, Interventions, Predict
 from schemas.request_forms import (
     MODEL_ONLY,
@@ -57,6 +57,7 @@ Integer = Annotated[int, BeforeValidator(_integral)]
 Size = Annotated[int, Field(ge=1, le=INT32_MAX), BeforeValidator(_integral)]
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1), BeforeValidator(_integral)]
 Decimals = Annotated[int, Field(ge=0, le=15), BeforeValidator(_integral)]
+TopK = Annotated[int, Field(ge=1, le=64), BeforeValidator(_integral)]
 # head indexes or query positions to return; at most ATTENTION_MAX_SEQ-many fit a valid request, and the
 # schema bound keeps a body of millions of indexes from being validated one by one
 Index = Annotated[int, Field(ge=0, le=INT32_MAX), BeforeValidator(_integral)]
@@ -219,7 +220,19 @@ class AttendRequest(BaseModel):
         None,
         description="Which tensors to return. Default: all of "
         + ", ".join(TENSOR_NAMES)
-        + " (q_pre_rotary and k_pre_rotary, a rotary model's Q and K before rotation, only when named).",
+        + " (q_pre_rotary and k_pre_rotary, a rotary model's Q and K before rotation, only when named). "
+        "The summaries (" + ", ".join(SUMMARY_NAMES) + ") only when named: without scores, scaled_scores "
+        "and weights they are computed in blocks of queries, in memory that grows with seq, not seq^2.",
+    )
+    top_k: TopK = Field(
+        5,
+        description="With top_keys or top_weights: how many of each row's largest weights (1 to 64; at "
+        "most seq_kv are returned).",
+    )
+    pool: Size | None = Field(
+        None,
+        description="With pooled_weights: the side of each block of pool x pool positions averaged. "
+        "Default: the smallest that gives at most 128 blocks per axis.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description='"auto" (default) uses CUDA when present, else the CPU.'
@@ -352,6 +365,22 @@ class AttendRequest(BaseModel):
     @property
     def texts(self) -> list[str]:
         return [self.text] if isinstance(self.text, str) else list(self.text or [])
+
+    @property
+    def summaries(self) -> tuple[TensorName, ...]:
+        """The summary names asked for, in SUMMARY_NAMES order."""
+        return tuple(name for name in SUMMARY_NAMES if name in (self.include or ()))
+
+    @property
+    def blocked(self) -> bool:
+        """Summaries without any [query_pos, key_pos] tensor: computed in blocks of queries. Interventions
+        edit each layer's whole attention (knockout its mask, ablate and patch its context), so with them the
+        summaries come from whole weights, under the n x n limits."""
+        return (
+            bool(self.summaries)
+            and self.interventions is None
+            and not any(name in self.returned for name in SQUARE_TENSOR_NAMES)
+        )
 
     @property
     def returned(self) -> tuple[TensorName, ...]:

@@ -23,6 +23,8 @@ from schemas.interventions import (
 # float16/bfloat16 arithmetic.
 Float4D = list[list[list[list[float | None]]]]
 Float3D = list[list[list[float | None]]]
+Float2D = list[list[float | None]]
+Int4D = list[list[list[list[int]]]]
 
 
 def _tensor_field(name: TensorName) -> Any:
@@ -125,6 +127,22 @@ class Meta(BaseModel):
         description="Shape of each returned tensor (with `heads`, `queries`: the lengths of the selection)."
     )
     elapsed_ms: float = Field(description="Time spent computing and encoding, in milliseconds.")
+    top_k: int | None = Field(None, description="With summaries: the `top_k` in force.")
+    pool: int | None = Field(None, description="With summaries: the `pool` in force (its default resolved).")
+    rank: int | None = Field(
+        None, description="With summaries: the length of the `rank` axis, min(top_k, seq_kv)."
+    )
+    query_blocks: int | None = Field(
+        None, description="With summaries: the length of the `query_block` axis, ceil(seq / pool)."
+    )
+    key_blocks: int | None = Field(
+        None, description="With summaries: the length of the `key_block` axis, ceil(seq_kv / pool)."
+    )
+    blocked: bool | None = Field(
+        None,
+        description="With summaries: whether they were computed in blocks of queries, never holding a "
+        "whole [query_pos, key_pos] matrix (no scores, scaled_scores or weights asked for).",
+    )
 
 
 class Tensors(BaseModel):
@@ -140,6 +158,15 @@ class Tensors(BaseModel):
     output: Float3D | None = _tensor_field("output")
     q_pre_rotary: Float4D | None = _tensor_field("q_pre_rotary")
     k_pre_rotary: Float4D | None = _tensor_field("k_pre_rotary")
+    entropy: Float3D | None = _tensor_field("entropy")
+    top_keys: Int4D | None = _tensor_field("top_keys")
+    top_weights: Float4D | None = _tensor_field("top_weights")
+    received: Float3D | None = _tensor_field("received")
+    pooled_weights: Float4D | None = _tensor_field("pooled_weights")
+    previous_token_score: Float2D | None = _tensor_field("previous_token_score")
+    duplicate_token_score: Float2D | None = _tensor_field("duplicate_token_score")
+    induction_score: Float2D | None = _tensor_field("induction_score")
+    sink_score: Float2D | None = _tensor_field("sink_score")
 
 
 class LayerTensors(Tensors):

@@ -29,12 +29,21 @@ class ModelSource(BaseModel):
     )
 
 
+DEFAULT_MAX_SEQ = 4096
+DEFAULT_MAX_SEQ_BLOCKED = 32768
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ATTENTION_", extra="ignore")
 
     max_request_bytes: int = Field(32 * 2**20, ge=1, description="Largest request body accepted, in bytes.")
     max_batch: int = Field(64, ge=1, description="Largest batch.")
-    max_seq: int = Field(4096, ge=1, description="Longest sequence (seq and seq_kv).")
+    max_seq: int | None = Field(
+        None,
+        ge=1,
+        description="Longest sequence (seq and seq_kv). Default: 4096, and 32768 for a request whose "
+        "`include` names no [query_pos, key_pos] tensor (summaries, computed in blocks of queries).",
+    )
     max_dim: int = Field(8192, ge=1, description="Largest d_model, heads*d_k, heads*d_v and d_out.")
     max_heads: int = Field(256, ge=1, description="Most heads.")
     max_response_elements: int = Field(
@@ -135,6 +144,12 @@ class Settings(BaseSettings):
         "max_concurrent, at least 1 (the event loop keeps a core: idle intra-op threads spin and would "
         "take it).",
     )
+
+    def longest_sequence(self, blocked: bool = False) -> int:
+        """max_seq in force: the operator's, else the default of a request computed whole or in blocks."""
+        if self.max_seq is not None:
+            return self.max_seq
+        return DEFAULT_MAX_SEQ_BLOCKED if blocked else DEFAULT_MAX_SEQ
 
 
 @lru_cache

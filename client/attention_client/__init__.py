@@ -18,10 +18,11 @@ from attention_client.errors import (
     ServiceUnavailable,
     Unauthorized,
 )
-from attention_client.result import Attention, FloatArray, Layers, NotReturned, Predictions, Tensors
+from attention_client.result import Attention, FloatArray, IntArray, Layers, NotReturned, Predictions, Tensors
 from attention_client.wire import (
     ALL_TENSOR_NAMES,
     ROTARY_TENSOR_NAMES,
+    SUMMARY_NAMES,
     TENSOR_NAMES,
     Ablate,
     Generate,
@@ -42,6 +43,7 @@ __all__ = [
     "API_KEY_HEADER",
     "DEFAULT_URL",
     "ROTARY_TENSOR_NAMES",
+    "SUMMARY_NAMES",
     "TENSOR_NAMES",
     "APIError",
     "Ablate",
@@ -51,6 +53,7 @@ __all__ = [
     "Client",
     "FloatArray",
     "Generate",
+    "IntArray",
     "Intervention",
     "InvalidRequest",
     "Knockout",

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import numpy as np
 
 from attention_client.errors import ResponseError
 from attention_client.result import Attention, FloatArray, Layers, Predictions, Tensors
-from attention_client.wire import Meta
+from attention_client.wire import INTEGER_TENSORS, Meta
 
 JSON = "application/json"
 SECTIONS = ("predictions", "predictions_clean", "output_similarity")  # a model's top-level sections
@@ -112,9 +112,11 @@ def _axes(axes: Mapping[str, list[str]]) -> dict[str, tuple[str, ...]]:
 
 
 def _array(value: Any, axes: list[str], shape: list[int] | None, name: str) -> FloatArray:
-    """float64 (JSON's numbers exactly as written); null is a masked entry: -inf."""
+    """float64 (JSON's numbers exactly as written), int64 for the integer tensors (key positions); null is a
+    masked entry: -inf."""
+    integers = name.rsplit(".", 1)[-1] in INTEGER_TENSORS
     try:
-        array = np.array(value, dtype=np.float64)
+        array: Any = np.array(value, dtype=np.int64 if integers else np.float64)
     except (ValueError, TypeError) as error:
         raise ResponseError(f"{name}: found no rectangular array of numbers ({error})") from None
     if array.ndim != len(axes) or (shape is not None and list(array.shape) != list(shape)):
@@ -122,8 +124,9 @@ def _array(value: Any, axes: list[str], shape: list[int] | None, name: str) -> F
             f"{name}: found shape {list(array.shape)}; expected axes {axes}"
             + (f" of shape {list(shape)} (meta.shapes)" if shape is not None else "")
         )
-    array[np.isnan(array)] = -np.inf
-    return array
+    if not integers:
+        array[np.isnan(array)] = -np.inf
+    return cast(FloatArray, array)  # top_keys as int64: Tensors.top_keys types it
 
 
 DECODERS: dict[str, Callable[[bytes, str | None], Attention]] = {JSON: from_json}

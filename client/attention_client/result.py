@@ -4,6 +4,7 @@ tokens and `meta`."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -12,6 +13,7 @@ from attention_client.errors import AttentionError
 from attention_client.wire import Meta
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]  # top_keys: key positions
 
 
 class NotReturned(AttentionError, KeyError):
@@ -119,6 +121,52 @@ class Tensors(Mapping[str, FloatArray]):
     def k_pre_rotary(self) -> FloatArray:
         """A rotary model's K before the rotary embedding [batch, head or kv_head, key_pos, d_k]."""
         return self["k_pre_rotary"]
+
+    @property
+    def entropy(self) -> FloatArray:
+        """Each row's entropy in nats [batch, head, query_pos]."""
+        return self["entropy"]
+
+    @property
+    def top_keys(self) -> IntArray:
+        """The key positions of each row's `top_k` largest weights, largest first [batch, head, query_pos,
+        rank] (int64)."""
+        return cast(IntArray, self["top_keys"])
+
+    @property
+    def top_weights(self) -> FloatArray:
+        """The weights at top_keys [batch, head, query_pos, rank]."""
+        return self["top_weights"]
+
+    @property
+    def received(self) -> FloatArray:
+        """The weight each key receives, summed over the real queries [batch, head, key_pos]."""
+        return self["received"]
+
+    @property
+    def pooled_weights(self) -> FloatArray:
+        """The weights averaged over pool x pool blocks [batch, head, query_block, key_block]."""
+        return self["pooled_weights"]
+
+    @property
+    def previous_token_score(self) -> FloatArray:
+        """TransformerLens' previous-token head score [batch, head]."""
+        return self["previous_token_score"]
+
+    @property
+    def duplicate_token_score(self) -> FloatArray:
+        """TransformerLens' duplicate-token head score [batch, head]."""
+        return self["duplicate_token_score"]
+
+    @property
+    def induction_score(self) -> FloatArray:
+        """TransformerLens' induction head score [batch, head]."""
+        return self["induction_score"]
+
+    @property
+    def sink_score(self) -> FloatArray:
+        """The mean weight on key position 0 [batch, head]."""
+        return self["sink_score"]
 
 
 class Layers(Mapping[int, Tensors]):

@@ -11,8 +11,10 @@ from typing import Literal, TypedDict
 import numpy.typing as npt
 
 TensorName = Literal[
-    "q", "k", "v", "scores", "scaled_scores", "weights", "context", "output", "q_pre_rotary", "k_pre_rotary"
-]
+    "q", "k", "v", "scores", "scaled_scores", "weights", "context", "output", "q_pre_rotary", "k_pre_rotary",
+    "entropy", "top_keys", "top_weights", "received", "pooled_weights", "previous_token_score",
+    "duplicate_token_score", "induction_score", "sink_score",
+]  # fmt: skip
 # returned when a request has no `include`
 TENSOR_NAMES: tuple[TensorName, ...] = (
     "q",
@@ -26,7 +28,22 @@ TENSOR_NAMES: tuple[TensorName, ...] = (
 )
 # returned only when `include` names them: a rotary model's q and k before the rotation
 ROTARY_TENSOR_NAMES: tuple[TensorName, ...] = ("q_pre_rotary", "k_pre_rotary")
-ALL_TENSOR_NAMES: tuple[TensorName, ...] = TENSOR_NAMES + ROTARY_TENSOR_NAMES
+# returned only when `include` names them: each head's weights summarized (answers for long inputs, computed
+# without whole [query_pos, key_pos] matrices when no scores or weights are asked for)
+SUMMARY_NAMES: tuple[TensorName, ...] = (
+    "entropy",
+    "top_keys",
+    "top_weights",
+    "received",
+    "pooled_weights",
+    "previous_token_score",
+    "duplicate_token_score",
+    "induction_score",
+    "sink_score",
+)
+# the tensors of integers (key positions): int64 arrays
+INTEGER_TENSORS: frozenset[TensorName] = frozenset({"top_keys"})
+ALL_TENSOR_NAMES: tuple[TensorName, ...] = TENSOR_NAMES + ROTARY_TENSOR_NAMES + SUMMARY_NAMES
 Device = Literal["auto", "cpu", "cuda"]
 Dtype = Literal["float32", "float64", "float16", "bfloat16"]
 WireDtype = Literal["float32", "float16", "float64"]  # binary formats only: this client reads JSON
@@ -133,6 +150,12 @@ class Meta(_MetaAlways, total=False):
     prompt_lengths: list[int] | None
     generated: list[int] | None
     predicted_positions: list[list[int]] | None
+    top_k: int | None
+    pool: int | None
+    rank: int | None
+    query_blocks: int | None
+    key_blocks: int | None
+    blocked: bool | None
 
 
 class ModelInfo(TypedDict):

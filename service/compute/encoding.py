@@ -18,7 +18,13 @@ from service.compute.device import NUMPY_DTYPES
 def host_arrays(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     """numpy views of CPU float32/float64 tensors (no copy, no torch call); otherwise
     all tensors packed into one buffer and moved to host memory in one copy, float16/bfloat16 widened to
-    float32 exactly (numpy has no bfloat16, orjson no float16)."""
+    float32 exactly (numpy has no bfloat16, orjson no float16). Integer tensors (key positions) move on
+    their own, as integers."""
+    integers = {name: t for name, t in tensors.items() if not t.is_floating_point()}
+    if integers:
+        floats = host_arrays({name: t for name, t in tensors.items() if name not in integers})
+        moved = {name: t.cpu().numpy() for name, t in integers.items()}
+        return {name: floats[name] if name in floats else moved[name] for name in tensors}
     if all(t.device.type == "cpu" and t.dtype in NUMPY_DTYPES for t in tensors.values()):
         return {name: tensor.numpy() for name, tensor in tensors.items()}
     flat = torch.cat([tensor.reshape(-1) for tensor in tensors.values()])  # [total]
@@ -34,7 +40,9 @@ def rounded(array: np.ndarray, decimals: int) -> np.ndarray:
     """np.round to `decimals` places without ever changing a value's magnitude: np.round multiplies by
     10**decimals in the array's dtype, which overflows for large values, so values at or over the magnitude
     from which the dtype's spacing exceeds 10**-decimals (rounding cannot change them) pass through as they
-    are, and so do non-finite values."""
+    are, and so do non-finite values and integers."""
+    if array.dtype.kind != "f":
+        return array
     # |x| * 10**decimals >= 2**(nmant + 1) means ulp(x) > 10**-decimals; below it the product is finite
     bound = 2.0 ** (np.finfo(array.dtype).nmant + 1) / 10.0**decimals
     if array.size == 0 or np.abs(array).max() < bound:  # the usual case: one pass, then numpy's rounding

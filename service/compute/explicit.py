@@ -7,10 +7,13 @@ import math
 from functools import partial
 
 import numpy as np
+import torch
+from torch import Tensor
 
-from schemas.axes import ROTARY_TENSOR_NAMES
+from schemas.axes import ROTARY_TENSOR_NAMES, TensorName
 from schemas.request import TOY_D_MODEL, TOY_MODEL, AttendRequest
-from service.compute.attention import attention_on
+from service.compute.attention import AttentionInternals, attention_on
+from service.compute.blocked import BlockedInternals
 from service.compute.device import Converter, check_range
 from service.compute.formats.result import Result
 from service.compute.formats.wire import wire_dtype_of
@@ -19,6 +22,15 @@ from service.compute.limits import check_batch, check_limits, check_sequence_siz
 from service.compute.meta import build_meta, weight_settings
 from service.compute.sizes import Sizes
 from service.compute.slicing import Selection
+from service.compute.summarized import (
+    asked_summaries,
+    blocked_on,
+    check_token_scores,
+    reduce_whole,
+    summary_sizes,
+    token_ids_of,
+    visibility,
+)
 from service.compute.toy import padded_tokens, toy_extent, toy_inputs, toy_token_count, toy_tokens
 from service.compute.weights import BIASES, MATRICES, resolve_sizes, resolve_weights
 from service.errors import LimitExceeded, RequestError
@@ -33,11 +45,11 @@ def _toy(request: AttendRequest, settings: Settings) -> tuple[Inputs, Sizes, Sel
         raise LimitExceeded("ATTENTION_TOY_MAX_D_MODEL", settings.toy_max_d_model, d_model, "toy d_model")
     texts = request.texts
     check_batch(settings, len(texts))
-    lengths = [toy_token_count(text, settings.max_seq) for text in texts]
-    check_sequence_sizes(settings, len(texts), max(lengths))
-    sizes = resolve_sizes(request, toy_extent(lengths, d_model))
+    lengths = [toy_token_count(text, settings.longest_sequence(request.blocked)) for text in texts]
+    check_sequence_sizes(settings, len(texts), max(lengths), request.blocked)
+    sizes = summary_sizes(resolve_sizes(request, toy_extent(lengths, d_model)), request)
     selection = Selection.of(request, sizes)
-    check_limits(settings, sizes, request.returned, selection)
+    check_limits(settings, sizes, request.returned, selection, blocked=request.blocked)
     tokens = [toy_tokens(text) for text in texts]
     seed = request.weights.seed if request.weights is not None else 0
     return toy_inputs(tokens, d_model, seed), sizes, selection, tokens
@@ -61,29 +73,60 @@ def attend_explicit(request: AttendRequest, settings: Settings, started: float) 
             f"found {', '.join(rotary)}; only a pretrained model with rotary positions rotates Q and K, so "
             "here q and k are the projections themselves (ask for q and k)",
         )
+    check_token_scores(request, has_tokens=request.text is not None)
     tokens = None
     if request.text is not None:
         inputs, sizes, selection, tokens = _toy(request, settings)
     else:
         inputs = resolve_inputs(request)
-        sizes = resolve_sizes(request, inputs.extent)
+        sizes = summary_sizes(resolve_sizes(request, inputs.extent), request)
         selection = Selection.of(request, sizes)
-        check_limits(settings, sizes, request.returned, selection)
+        check_limits(settings, sizes, request.returned, selection, blocked=request.blocked)
     convert = Converter.for_request(request.device, request.dtype)
     check_range(convert.dtype, _numbers(request))
     projections = resolve_weights(request, sizes)
     scale = request.scale if request.scale is not None else 1.0 / math.sqrt(sizes.d_k)
-    internals = attention_on(
-        convert,
-        inputs.query_input,
-        inputs.key_input,
-        inputs.value_input,
-        projections,
-        sizes.num_heads,
-        scale,
-        request.causal,
-        inputs.key_mask,
-    )
+    # the keys are the queries' own positions (self-attention): padded queries are left out of the summaries
+    same_positions = not inputs.direct and request.context is None
+    key_real = None if inputs.key_mask is None else torch.from_numpy(inputs.key_mask)
+    query_real = key_real if same_positions else None
+    token_ids = None if tokens is None else token_ids_of(tokens)
+    asked = asked_summaries(request, sizes)
+    computed: AttentionInternals | BlockedInternals
+    if request.blocked:
+        computed = blocked_on(
+            convert,
+            inputs.query_input,
+            inputs.key_input,
+            inputs.value_input,
+            projections,
+            sizes.num_heads,
+            scale,
+            asked,
+            visibility(inputs.key_mask, request.causal, sizes.seq_kv, convert.device),
+            query_real,
+            key_real,
+            token_ids,
+        )
+        tensor_of = computed.tensor
+    else:
+        computed = attention_on(
+            convert,
+            inputs.query_input,
+            inputs.key_input,
+            inputs.value_input,
+            projections,
+            sizes.num_heads,
+            scale,
+            request.causal,
+            inputs.key_mask,
+        )
+        whole = computed
+        summaries = reduce_whole(whole.weights, asked, query_real, key_real, token_ids) if asked.names else {}
+
+        def tensor_of(name: TensorName) -> Tensor:
+            return summaries[name] if name in summaries else getattr(whole, name)
+
     padded = inputs.key_mask is not None and not inputs.key_mask.all()
     about: dict[str, object] = {
         **weight_settings(request, inputs.direct),
@@ -93,7 +136,7 @@ def attend_explicit(request: AttendRequest, settings: Settings, started: float) 
     if tokens is not None:
         about |= {"model": TOY_MODEL, "lengths": [len(t) for t in tokens], "padded": padded}
     return Result(
-        tensors={name: selection.cut(name, getattr(internals, name)) for name in request.returned},
+        tensors={name: selection.cut(name, tensor_of(name)) for name in request.returned},
         layers=None,
         order=None,
         tokens=None if tokens is None else padded_tokens(tokens),

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from schemas.axes import TENSOR_NAMES, TensorName
+from schemas.axes import SQUARE_TENSOR_NAMES, SUMMARY_NAMES, TENSOR_NAMES, TensorName
+from service.compute.blocked import BLOCK_COPIES, rows_per_block
 from service.compute.sizes import Sizes
 from service.compute.slicing import EVERYTHING, Selection
 from service.errors import LimitExceeded
@@ -46,10 +47,12 @@ def check_strings(settings: Settings, body: bytes | memoryview) -> None:
         )
 
 
-def check_sequence_sizes(settings: Settings, batch: int, longest: int) -> None:
-    """Batch and sequence length alone: text checks them before it builds any embedding."""
+def check_sequence_sizes(settings: Settings, batch: int, longest: int, blocked: bool = False) -> None:
+    """Batch and sequence length alone: text checks them before it builds any embedding. `blocked`: the
+    request is computed in blocks of queries (summaries only), whose default bound is higher."""
     check_batch(settings, batch)
-    _check("ATTENTION_MAX_SEQ", settings.max_seq, longest, "sequence length")
+    what = "sequence length" + (" (computed in blocks of queries)" if blocked else "")
+    _check("ATTENTION_MAX_SEQ", settings.longest_sequence(blocked), longest, what)
 
 
 def check_limits(
@@ -58,12 +61,14 @@ def check_limits(
     returned: Iterable[TensorName],
     selection: Selection = EVERYTHING,
     streamed: bool = False,
+    blocked: bool = False,
 ) -> None:
     """The limits of a computation, from its sizes. The response counts only what is returned (`returned`,
     cut to `selection`). A stream (`streamed`) holds and sends one layer at a time: its limits apply to each
-    layer."""
+    layer. A computation in blocks of queries (`blocked`) holds one layer's internals without the
+    [query_pos, key_pos] matrices, one block of scores, and each layer's summaries."""
     returned = tuple(returned)
-    check_sequence_sizes(settings, sizes.batch, max(sizes.seq, sizes.seq_kv))
+    check_sequence_sizes(settings, sizes.batch, max(sizes.seq, sizes.seq_kv), blocked)
     _check("ATTENTION_MAX_HEADS", settings.max_heads, sizes.num_heads, "num_heads")
     widest = max(sizes.input_width, sizes.num_heads * sizes.d_k, sizes.num_heads * sizes.d_v, sizes.d_out)
     _check(
@@ -78,12 +83,20 @@ def check_limits(
         f"numbers in the response ({', '.join(returned)}{', each line' if streamed else ''})",
     )
     inputs = sizes.batch * (sizes.seq + sizes.seq_kv) * sizes.input_width
-    internals = sum(sizes.elements(name) for name in TENSOR_NAMES)
-    held = inputs + layers * (sizes.weight_elements + internals)
+    summaries = sum(sizes.elements(name) for name in returned if name in SUMMARY_NAMES)
+    if blocked:
+        one_layer = sum(sizes.elements(name) for name in TENSOR_NAMES if name not in SQUARE_TENSOR_NAMES)
+        rows = min(sizes.seq, rows_per_block(sizes.batch, sizes.num_heads, sizes.seq_kv))
+        block = sizes.batch * sizes.num_heads * sizes.seq_kv * rows
+        held = inputs + layers * (sizes.weight_elements + summaries) + one_layer + BLOCK_COPIES * block
+        what = "inputs, weights, one layer's internals, one block of scores, the summaries"
+    else:
+        internals = sum(sizes.elements(name) for name in TENSOR_NAMES)
+        held = inputs + layers * (sizes.weight_elements + internals + summaries)
+        what = "inputs, weights and every internal"
     _check(
         "ATTENTION_MAX_COMPUTE_ELEMENTS",
         settings.max_compute_elements,
         held,
-        "numbers held by the computation (inputs, weights and every internal"
-        f"{' of one layer' if streamed else ''})",
+        f"numbers held by the computation ({what}{' of one layer' if streamed else ''})",
     )

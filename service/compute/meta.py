@@ -36,6 +36,20 @@ def kv_head_of(sizes: Sizes) -> list[int]:
     return [head // group for head in range(sizes.num_heads)]
 
 
+def summary_meta(request: AttendRequest, sizes: Sizes) -> dict[str, Any]:
+    """The summaries' settings and axis lengths, when the request asks for summaries."""
+    if not request.summaries:
+        return {}
+    return {
+        "top_k": sizes.top_k,
+        "pool": sizes.pool,
+        "rank": sizes.rank,
+        "query_blocks": sizes.query_blocks,
+        "key_blocks": sizes.key_blocks,
+        "blocked": request.blocked,
+    }
+
+
 def build_meta(
     request: AttendRequest,
     sizes: Sizes,
@@ -71,6 +85,7 @@ def build_meta(
         shapes={name: list(selection.shape(sizes, name)) for name in returned} | about.pop("shapes", {}),
         **selection.about(),
         elapsed_ms=round((time.perf_counter() - started) * 1000, 3),
+        **summary_meta(request, sizes),
         **about,
     )
     return meta.__pydantic_serializer__.to_json(meta)

@@ -8,9 +8,12 @@ from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
+from torch import Tensor
+
 from schemas.axes import ROTARY_TENSOR_NAMES
 from schemas.request import TOY_MODEL, AttendRequest
-from service.compute.attention import attention_on
+from service.compute.attention import AttentionInternals, attention_on
+from service.compute.blocked import BlockedInternals, Visibility
 from service.compute.device import Converter, check_range
 from service.compute.effects import Effects
 from service.compute.formats.result import Layer, Result
@@ -18,11 +21,14 @@ from service.compute.formats.wire import wire_dtype_of
 from service.compute.generation import Generation, check_generation
 from service.compute.limits import check_limits
 from service.compute.meta import build_meta
+from service.compute.models.forward import LayerPass, Summarize
 from service.compute.models.registry import LoadedModel, ModelRegistry
 from service.compute.models.tokenizer import Encoded, tokenize
 from service.compute.predictions import target_ids
 from service.compute.sizes import Sizes
 from service.compute.slicing import Selection
+from service.compute.summaries import SummaryReducer
+from service.compute.summarized import asked_summaries, blocked_on, reduce_whole, summary_sizes
 from service.errors import RequestError
 from service.settings import Settings
 
@@ -137,9 +143,9 @@ def _check_sizes(
     seq: int,
     streamed: bool,
 ) -> tuple[Sizes, Selection]:
-    sizes = _sizes(model, layers, batch, seq)
+    sizes = summary_sizes(_sizes(model, layers, batch, seq), request)
     selection = Selection.of(request, sizes)
-    check_limits(settings, sizes, request.returned, selection, streamed)
+    check_limits(settings, sizes, request.returned, selection, streamed, request.blocked)
     return sizes, selection
 
 
@@ -172,13 +178,53 @@ def _internals(
     pre_rotary = any(name in request.returned for name in ROTARY_TENSOR_NAMES)
     unlike = None
     if not as_the_model_does:
-        asked = f"device {convert.device}, dtype {convert.dtype}, scale {scale:g}, causal {causal}"
+        requested = f"device {convert.device}, dtype {convert.dtype}, scale {scale:g}, causal {causal}"
         native = forward.native
         runs = (
             f"device {native.device}, dtype {native.dtype}, scale {forward.scale:g}, causal {forward.causal}"
         )
-        unlike = f"{asked}, while the model {model.name!r} runs with {runs}"
+        unlike = f"{requested}, while the model {model.name!r} runs with {runs}"
     effects = Effects.of(request, model, encoded, key_mask, settings, unlike)
+    asked = asked_summaries(request, sizes)
+    token_ids = encoded.input_ids
+
+    def reducer(like: Tensor) -> SummaryReducer:
+        return SummaryReducer(asked, batch, sizes.num_heads, seq, seq, like, key_mask, key_mask, token_ids)
+
+    def recomputed_blocked(step: LayerPass) -> BlockedInternals:
+        """A layer of a pass that summarized, at the request's dtype, scale or causality."""
+        return blocked_on(
+            convert,
+            step.attention_input,
+            step.attention_input,
+            step.attention_input,
+            step.projections,
+            sizes.num_heads,
+            scale,
+            asked,
+            Visibility(None, request.causal, seq, own=step.row_mask),
+            key_mask,
+            key_mask,
+            token_ids,
+            num_kv_heads=forward.num_kv_heads,
+            rotary=step.rotary,
+            softcap=forward.softcap,
+            pre_rotary=pre_rotary,
+            where=f"layer {step.layer}: ",
+        )
+
+    def tensors(internals: AttentionInternals | BlockedInternals) -> dict[str, Tensor]:
+        if isinstance(internals, BlockedInternals):
+            return {n: selection.cut(n, internals.tensor(n)) for n in request.returned}
+        summaries = (
+            reduce_whole(internals.weights, asked, key_mask, key_mask, token_ids) if asked.names else {}
+        )
+        return {
+            n: selection.cut(n, summaries[n] if n in summaries else getattr(internals, n))
+            for n in request.returned
+        }
+
+    summarize = Summarize(reducer if as_the_model_does else None) if request.blocked else None
 
     def computed() -> Iterator[Layer]:
         """Each requested layer once, as the forward pass reaches it."""
@@ -190,13 +236,16 @@ def _internals(
             keep=layers,
             lazily=streamed,
             whole=None if effects is None else effects.whole,
+            summarize=summarize,
         )
         for step in steps:
             if step.layer not in layers:
                 continue
-            internals = (
+            internals: AttentionInternals | BlockedInternals = (
                 step.internals
                 if as_the_model_does
+                else recomputed_blocked(step)
+                if request.blocked
                 else attention_on(
                     convert,
                     step.attention_input,
@@ -214,7 +263,7 @@ def _internals(
                     model_allowed=step.allowed,
                 )
             )
-            yield step.layer, {n: selection.cut(n, getattr(internals, n)) for n in request.returned}
+            yield step.layer, tensors(internals)
             del step, internals  # not held while the next layer is computed
 
     windows = [forward.windows[index] for index in layers]

@@ -24,6 +24,20 @@ class Sizes:
         1  # how many times the attention is computed and returned (one per requested layer of a model)
     )
     kv_heads: int | None = None  # key/value heads under grouped-query attention; None: one per query head
+    top_k: int = 1  # the summaries' settings (service/compute/summaries.py)
+    pool: int = 1
+
+    @property
+    def rank(self) -> int:
+        return min(self.top_k, self.seq_kv)
+
+    @property
+    def query_blocks(self) -> int:
+        return -(-self.seq // self.pool)
+
+    @property
+    def key_blocks(self) -> int:
+        return -(-self.seq_kv // self.pool)
 
     @property
     def num_kv_heads(self) -> int:

@@ -11,6 +11,7 @@ from attention_client import (
     ALL_TENSOR_NAMES,
     API_KEY_HEADER,
     ROTARY_TENSOR_NAMES,
+    SUMMARY_NAMES,
     TENSOR_NAMES,
     AsyncClient,
     Client,
@@ -20,6 +21,7 @@ from attention_client import (
     TensorName,
     Weights,
 )
+from attention_client.wire import INTEGER_TENSORS
 from schemas import axes
 from schemas.request import AttendRequest, WeightSpec
 from schemas.response import LayerTensors
@@ -73,6 +75,8 @@ def test_tensor_names_and_the_key_header():
     assert TENSOR_NAMES == axes.TENSOR_NAMES
     assert ROTARY_TENSOR_NAMES == axes.ROTARY_TENSOR_NAMES
     assert ALL_TENSOR_NAMES == axes.ALL_TENSOR_NAMES
+    assert SUMMARY_NAMES == axes.SUMMARY_NAMES
+    assert INTEGER_TENSORS == axes.INTEGER_TENSORS
     assert typing.get_args(TensorName) == typing.get_args(axes.TensorName)
     # every tensor field of a response (a model's layer: the same ones and its index)
     assert set(ALL_TENSOR_NAMES) == set(LayerTensors.model_fields) - {"layer"}

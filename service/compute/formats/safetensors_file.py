@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-DTYPE_CODES = {np.dtype("<f4"): "F32", np.dtype("<f2"): "F16", np.dtype("<f8"): "F64"}
+DTYPE_CODES = {np.dtype("<f4"): "F32", np.dtype("<f2"): "F16", np.dtype("<f8"): "F64", np.dtype("<i8"): "I64"}
 ALIGNMENT = 8  # the data starts at a multiple of 8 bytes, so that readers can map it as float64 in place
 
 

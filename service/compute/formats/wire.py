@@ -27,7 +27,9 @@ def wire_dtype_of(requested: str | None, dtype: str) -> str:
 def to_wire(array: np.ndarray, wire_dtype: str, what: str) -> np.ndarray:
     """`array` as a C-contiguous little-endian array of `wire_dtype`. A narrower type rounds each value to
     its nearest; a finite value past its range would become inf, which means masked: a 422 naming `what`
-    (the tensor, and its layer) instead."""
+    (the tensor, and its layer) instead. Integers (key positions) stay int64."""
+    if array.dtype.kind in "iu":
+        return np.ascontiguousarray(array, dtype="<i8")
     wire = WIRE_DTYPES[wire_dtype]
     with np.errstate(over="ignore"):  # an overflow is found below and refused
         converted: np.ndarray = np.ascontiguousarray(array, dtype=wire)

@@ -22,6 +22,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from schemas.axes import TensorName
 from service.compute.attention import (
     AllowedPositions,
     AttentionInternals,
@@ -33,17 +34,28 @@ from service.compute.attention import (
     overflowed,
     pre_rotary,
 )
+from service.compute.blocked import (
+    BlockedInternals,
+    ModelRowMask,
+    WholeMask,
+    attend_blocked,
+    context_only,
+    overflowed_blocked,
+)
 from service.compute.device import Converter
 from service.compute.models.families import Family, LayerParts, head_size, layer_windows, model_scale
 from service.compute.models.families import num_kv_heads as kv_heads_of
 from service.compute.models.families import softcap as softcap_of
+from service.compute.summaries import SummaryReducer
 
 SERVICE_ATTENTION = "attention_service"  # the attn_implementation name the models are loaded with
 
 
 class LayerPass(NamedTuple):
     """One layer of the forward pass: what its attention received (the hidden states after any norm before
-    it, the rotary cos and sin, the model's mask), its weights and scale, and its attention's internals."""
+    it, the rotary cos and sin, the model's mask), its weights and scale, and its attention's internals
+    (in blocks of queries, with summaries, when the pass was asked to summarize: `row_mask` is then the
+    model's mask, built a block of rows at a time, and `allowed` None)."""
 
     layer: int
     attention_input: Float[Tensor, "batch pos d_model"]
@@ -51,16 +63,28 @@ class LayerPass(NamedTuple):
     rotary: Rotary | None
     allowed: AllowedPositions | None  # the model's own mask: True = attend
     scale: float
-    internals: AttentionInternals
+    internals: AttentionInternals | BlockedInternals
+    row_mask: ModelRowMask | None = None
+
+
+class Summarize(NamedTuple):
+    """A forward pass that keeps no [query_pos, key_pos] matrix: its masks are built a block of rows at a
+    time, the layers not kept run SDPA, and the kept layers are computed in blocks with `reducer`'s
+    summaries (or, when `reducer` is None, run SDPA too and keep their inputs to be recomputed)."""
+
+    reducer: Callable[[Tensor], SummaryReducer] | None
 
 
 class _Attended(NamedTuple):
     q: Tensor
     k: Tensor
     v: Tensor
-    heads: HeadInternals
+    heads: HeadInternals | None  # None: computed in blocks
     allowed: AllowedPositions | None
     scale: float
+    context: Tensor | None = None  # computed in blocks: the context, and the summaries (if reduced)
+    summaries: dict[TensorName, Tensor] | None = None
+    row_mask: ModelRowMask | None = None
 
 
 class AttentionEdit(Protocol):
@@ -99,9 +123,10 @@ class _Recording:
         keep: Collection[int],
         pre_rotary: bool,
         whole: WholePass | None = None,
+        summarize: Summarize | None = None,
     ):
         self.forward, self.last, self.keep, self.want_pre_rotary = forward, last, keep, pre_rotary
-        self.whole = whole
+        self.whole, self.summarize = whole, summarize
         self.inputs: dict[int, tuple[Tensor, Rotary | None]] = {}
         self.attended: dict[int, _Attended] = {}
         self.passes: list[LayerPass] = []
@@ -120,11 +145,18 @@ class _Recording:
         q_pre = k_pre = None
         if self.want_pre_rotary and rotary is not None:
             q_pre, k_pre = pre_rotary(x, parts.projections, self.forward.num_heads, self.forward.num_kv_heads)
-        internals = AttentionInternals(a.q, a.k, a.v, *a.heads, output, q_pre, k_pre)
-        tensor = overflowed(internals, a.allowed)
+        internals: AttentionInternals | BlockedInternals
+        if a.heads is None:
+            assert a.context is not None
+            summaries = a.summaries or {}
+            internals = BlockedInternals(a.q, a.k, a.v, a.context, output, summaries, q_pre, k_pre)
+            tensor = overflowed_blocked(internals)
+        else:
+            internals = AttentionInternals(a.q, a.k, a.v, *a.heads, output, q_pre, k_pre)
+            tensor = overflowed(internals, a.allowed)
         if tensor is not None:
             raise Overflow(tensor, output.dtype, f"layer {layer}: ")
-        return LayerPass(layer, x, parts.projections, rotary, a.allowed, a.scale, internals)
+        return LayerPass(layer, x, parts.projections, rotary, a.allowed, a.scale, internals, a.row_mask)
 
 
 _RECORDING: ContextVar[_Recording | None] = ContextVar("attention_recording", default=None)
@@ -149,14 +181,18 @@ def service_attention(
     dropout: float = 0.0,
     softcap: float | None = None,
     **kwargs: Any,
-) -> tuple[Float[Tensor, "batch query_pos head d_v"], Float[Tensor, "batch head query_pos key_pos"]]:
+) -> tuple[Float[Tensor, "batch query_pos head d_v"], Float[Tensor, "batch head query_pos key_pos"] | None]:
     """The attention function registered with transformers: the service's attention over the model's q, k,
     v, mask, scaling and soft-cap (eval mode: no dropout). Returns the context in the layout the models
-    expect, and the weights."""
-    allowed = _allowed(attention_mask, key.shape[-2])
+    expect, and the weights (None for a pass that summarizes: see _summarized_attention)."""
     scale = float(scaling) if scaling is not None else query.shape[-1] ** -0.5
     half = query.dtype in (torch.float16, torch.bfloat16)
     recording = _RECORDING.get()
+    if recording is not None and recording.summarize is not None:  # never with an edit (pretrained.py)
+        assert attention_mask is None or isinstance(attention_mask, ModelRowMask)
+        context = _summarized_attention(recording, module, query, key, value, attention_mask, scale, softcap)
+        return context.transpose(1, 2), None
+    allowed = _allowed(attention_mask, key.shape[-2])
     edit = None if recording is None or recording.whole is None else recording.whole.edit
     layer = -1 if recording is None else recording.forward.layer_of[id(module)]
     if edit is not None:
@@ -169,6 +205,37 @@ def service_attention(
     return heads.context.transpose(1, 2), heads.weights
 
 
+def _summarized_attention(
+    recording: _Recording,
+    module: torch.nn.Module,
+    query: Float[Tensor, "batch head query_pos d_k"],
+    key: Float[Tensor, "batch kv_head key_pos d_k"],
+    value: Float[Tensor, "batch kv_head key_pos d_v"],
+    mask: ModelRowMask | None,
+    scale: float,
+    softcap: float | None,
+) -> Float[Tensor, "batch head query_pos d_v"]:
+    """A layer of a pass that summarizes: a kept layer in blocks with the summaries (when the pass reduces),
+    any other with SDPA; no [query_pos, key_pos] matrix is held."""
+    assert recording.summarize is not None
+    layer = recording.forward.layer_of[id(module)]
+    kept = layer in recording.keep
+    half = query.dtype in (torch.float16, torch.bfloat16)
+    softmax_dtype = torch.float32 if half else None
+    make_reducer = recording.summarize.reducer
+    if kept and make_reducer is not None:
+        reducer = make_reducer(query)
+        row_mask = mask or WholeMask(None)
+        context = attend_blocked(query, key, value, scale, row_mask, reducer, softcap, softmax_dtype)
+        summaries = reducer.finish()
+    else:
+        context = context_only(query, key, value, scale, mask, softcap, softmax_dtype)
+        summaries = None
+    if kept:
+        recording.attended[layer] = _Attended(query, key, value, None, None, scale, context, summaries, mask)
+    return context
+
+
 def register() -> None:
     """Registers service_attention, and a mask function that always builds the mask (transformers may skip
     a plain causal mask for SDPA, whose is_causal flag stands in for it; this function needs it)."""
@@ -178,6 +245,9 @@ def register() -> None:
     sdpa_mask = ALL_MASK_ATTENTION_FUNCTIONS["sdpa"]
 
     def always_built_mask(*args: Any, **kwargs: Any) -> Any:
+        recording = _RECORDING.get()
+        if recording is not None and recording.summarize is not None and not args:
+            return ModelRowMask(kwargs)  # built a block of rows at a time, never whole
         return sdpa_mask(*args, **{**kwargs, "allow_is_causal_skip": False})
 
     AttentionInterface.register(SERVICE_ATTENTION, service_attention)
@@ -244,13 +314,15 @@ class ModelForward:
         keep: Collection[int] | None = None,
         lazily: bool = False,
         whole: WholePass | None = None,
+        summarize: Summarize | None = None,
     ) -> Iterator[LayerPass]:
         """The forward pass up to layer `last`, one LayerPass per layer of `keep` (default: every layer up to
         `last`) in order. `key_mask`: the padding (True = token); `pre_rotary`: also the projections before
         the rotary embedding; `lazily`: each layer is computed when the one before has been taken, and only
-        it is held (a stream), rather than the whole pass at once; `whole`: see WholePass."""
+        it is held (a stream), rather than the whole pass at once; `whole`: see WholePass; `summarize`: no
+        [query_pos, key_pos] matrix anywhere (Summarize)."""
         kept = range(last + 1) if keep is None else frozenset(keep)
-        recording = _Recording(self, last, kept, pre_rotary, whole)
+        recording = _Recording(self, last, kept, pre_rotary, whole, summarize)
         if lazily:
             yield from self._handed_over(recording, input_ids, key_mask)
             return

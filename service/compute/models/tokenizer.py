@@ -84,7 +84,7 @@ def tokenize(
         split_special_tokens=split,
         return_tensors="pt",
     )
-    check_sequence_sizes(settings, len(texts), encoded["input_ids"].shape[1])
+    check_sequence_sizes(settings, len(texts), encoded["input_ids"].shape[1], request.blocked)
     mask = encoded["attention_mask"]
     return Encoded(
         tokens=[tokenizer.convert_ids_to_tokens(ids.tolist()) for ids in encoded["input_ids"]],

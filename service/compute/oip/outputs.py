@@ -91,7 +91,7 @@ def oip_body(
         else:
             array = np.ascontiguousarray(value)
             entry |= {
-                "datatype": DATATYPES[array.dtype.itemsize],
+                "datatype": "INT64" if array.dtype.kind == "i" else DATATYPES[array.dtype.itemsize],
                 "shape": list(array.shape),
             }
             if binary:  # little-endian, as the protocol sends it (a no-op on every host torch runs on)

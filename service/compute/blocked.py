@@ -1,0 +1,264 @@
+"""Attention in blocks of query rows, for requests that ask for no [query_pos, key_pos] tensor.
+
+Each row of weights depends only on its own scores, so a block of rows computed alone is exact: a block's
+scores, weights and context are computed (service/compute/attention.py's attend_heads), reduced to the
+summaries asked for (service/compute/summaries.py), its context kept, and the block dropped before the next.
+Memory grows with seq * seq_kv / (number of blocks), not seq * seq_kv: each block holds at most
+BLOCK_ELEMENTS scores over all heads. Which keys a block's rows see comes from a RowMask, built for those
+rows only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from schemas.axes import TensorName
+from service.compute.attention import (
+    AllowedPositions,
+    Overflow,
+    Projections,
+    Rotary,
+    attend_heads,
+    rotate,
+)
+from service.compute.attention import _project as project  # the one projection and head split of attention()
+from service.compute.attention import _split_heads as split_heads
+from service.compute.summaries import SummaryReducer
+
+BLOCK_ELEMENTS = 1 << 20  # scores of one block, over the batch and every head (4 MB in float32)
+BLOCK_COPIES = 6  # tensors of a block's size held at once (scores, scaled, weights, top-k's masks): the 413
+
+
+def rows_per_block(batch: int, heads: int, seq_kv: int) -> int:
+    """Query rows per block: as many as keep a block's scores within BLOCK_ELEMENTS, at least one."""
+    return max(1, BLOCK_ELEMENTS // max(1, batch * heads * seq_kv))
+
+
+class RowMask(Protocol):
+    """Which keys the queries start .. stop may attend: [batch or 1, head or 1, rows, key_pos], True =
+    attend, or None when they see every key."""
+
+    def rows(self, start: int, stop: int) -> AllowedPositions | None: ...
+
+
+@dataclass(frozen=True)
+class Visibility:
+    """The explicit path's mask: a padding mask over the keys and causality (key j <= query i, top-left
+    aligned), built per block; `own`: a whole mask given besides (a model's, recomputed at another
+    setting), whose rows are taken."""
+
+    key_mask: Bool[Tensor, "batch key_pos"] | None
+    causal: bool
+    seq_kv: int
+    own: RowMask | None = None
+
+    def rows(self, start: int, stop: int) -> AllowedPositions | None:
+        allowed = None if self.key_mask is None else self.key_mask[:, None, None, :]
+        if self.causal:
+            device = self.key_mask.device if self.key_mask is not None else None
+            query = torch.arange(start, stop, device=device)[:, None]  # [rows, 1]
+            lower = torch.arange(self.seq_kv, device=device)[None, :] <= query  # [rows, key_pos]
+            allowed = lower[None, None] if allowed is None else allowed & lower
+        if self.own is not None:
+            own = self.own.rows(start, stop)
+            if own is not None:
+                allowed = own if allowed is None else allowed & own.to(allowed.device)
+        return allowed
+
+
+class WholeMask:
+    """A mask held whole (short inputs, or a model's), cut into rows."""
+
+    def __init__(self, allowed: AllowedPositions | None):
+        self.allowed = allowed
+
+    def rows(self, start: int, stop: int) -> AllowedPositions | None:
+        return None if self.allowed is None else self.allowed[:, :, start:stop]
+
+
+class ModelRowMask:
+    """A transformers model's mask, not built whole: the arguments its mask interface was called with
+    (transformers.masking_utils: the model's mask function, causal, sliding window, padding), built for a
+    block of rows by sdpa_mask with the rows' query offset. `plain`: the mask is causal or bidirectional
+    with no padding and no window, which SDPA's is_causal (or no mask) states without building it."""
+
+    def __init__(self, arguments: dict[str, Any]):
+        from transformers.masking_utils import bidirectional_mask_function, causal_mask_function
+
+        self.arguments = arguments
+        function = arguments.get("mask_function")
+        padding = arguments.get("attention_mask")
+        unpadded = padding is None or bool(padding.all())
+        aligned = (
+            arguments.get("q_offset", 0) == 0
+            and arguments.get("kv_offset", 0) == 0
+            and arguments["q_length"] == arguments["kv_length"]
+        )
+        self.causal = function is causal_mask_function
+        self.plain = unpadded and aligned and (self.causal or function is bidirectional_mask_function)
+
+    def rows(self, start: int, stop: int) -> AllowedPositions | None:
+        from transformers.masking_utils import sdpa_mask
+
+        arguments = {
+            **self.arguments,
+            "q_length": stop - start,
+            "q_offset": self.arguments.get("q_offset", 0) + start,
+            "allow_is_causal_skip": False,
+            "allow_is_bidirectional_skip": False,
+        }
+        mask: AllowedPositions | None = sdpa_mask(**arguments)
+        return mask
+
+
+def attend_blocked(
+    q: Float[Tensor, "batch head query_pos d_k"],
+    k: Float[Tensor, "batch kv_head key_pos d_k"],
+    v: Float[Tensor, "batch kv_head key_pos d_v"],
+    scale: float,
+    mask: RowMask,
+    reducer: SummaryReducer | None,
+    softcap: float | None = None,
+    softmax_dtype: torch.dtype | None = None,
+) -> Float[Tensor, "batch head query_pos d_v"]:
+    """The context of every query head, computed a block of rows at a time, each block's weights given to
+    `reducer` (if any) before the next. A score past the dtype's range shows as nan or inf in the context
+    and the summaries, which the callers check (overflowed_blocked): no pass over each block for it."""
+    batch, heads, query_pos, _ = q.shape
+    context = q.new_empty(batch, heads, query_pos, v.shape[-1])
+    rows = rows_per_block(batch, heads, k.shape[2])
+    for start in range(0, query_pos, rows):
+        stop = min(query_pos, start + rows)
+        allowed = mask.rows(start, stop)
+        width = k.shape[2] if allowed is None else visible_width(allowed)
+        if allowed is not None:  # the keys after the last one any row sees are left out (causal: half)
+            allowed = allowed[..., :width]
+        block = attend_heads(
+            q[:, :, start:stop], k[:, :, :width], v[:, :, :width], scale, allowed, softcap, softmax_dtype
+        )
+        if reducer is not None:
+            reducer.add(start, block.weights)
+        context[:, :, start:stop] = block.context
+        del block, allowed
+    return context
+
+
+def visible_width(allowed: AllowedPositions) -> int:
+    """One more than the last key position that any row of the block may attend (at least 1)."""
+    seen = allowed.reshape(-1, allowed.shape[-1]).any(0)  # [key_pos]
+    last = int(seen.nonzero().max()) if bool(seen.any()) else 0
+    return last + 1
+
+
+def _sdpa(q: Tensor, k: Tensor, v: Tensor, scale: float, allowed: Tensor | None, causal: bool) -> Tensor:
+    group = q.shape[1] // k.shape[1]
+    if group > 1:  # repeat_kv's order: O(n) memory, unlike the scores
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    context = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, is_causal=causal, scale=scale)
+    if allowed is not None:  # a row with no key left: 0, as the service defines it (SDPA gives nan)
+        context = context.masked_fill(~allowed.any(-1, keepdim=True), 0.0)
+    return context
+
+
+def context_only(
+    q: Float[Tensor, "batch head query_pos d_k"],
+    k: Float[Tensor, "batch kv_head key_pos d_k"],
+    v: Float[Tensor, "batch kv_head key_pos d_v"],
+    scale: float,
+    mask: ModelRowMask | None,
+    softcap: float | None = None,
+    softmax_dtype: torch.dtype | None = None,
+) -> Float[Tensor, "batch head query_pos d_v"]:
+    """The context of a layer no one inspects: torch's scaled_dot_product_attention (its memory-efficient
+    kernels), whole when the mask is plain causal or absent, else a block of rows at a time with each
+    block's mask; a soft-capped model (SDPA has no cap) through attend_blocked without summaries."""
+    if softcap is not None:
+        return attend_blocked(q, k, v, scale, mask or WholeMask(None), None, softcap, softmax_dtype)
+    if mask is None or mask.plain:
+        return _sdpa(q, k, v, scale, None, mask is not None and mask.causal)
+    batch, heads, query_pos, _ = q.shape
+    context = q.new_empty(batch, heads, query_pos, v.shape[-1])
+    rows = rows_per_block(batch, heads, k.shape[2])
+    for start in range(0, query_pos, rows):
+        stop = min(query_pos, start + rows)
+        allowed = mask.rows(start, stop)
+        context[:, :, start:stop] = _sdpa(q[:, :, start:stop], k, v, scale, allowed, False)
+    return context
+
+
+class BlockedInternals(NamedTuple):
+    """What a blocked computation keeps: the internals without a [query_pos, key_pos] matrix, and the
+    summaries by name."""
+
+    q: Float[Tensor, "batch head query_pos d_k"]
+    k: Float[Tensor, "batch kv_head key_pos d_k"]
+    v: Float[Tensor, "batch kv_head key_pos d_v"]
+    context: Float[Tensor, "batch head query_pos d_v"]
+    output: Float[Tensor, "batch query_pos d_out"]
+    summaries: dict[TensorName, Tensor]
+    q_pre_rotary: Float[Tensor, "batch head query_pos d_k"] | None = None
+    k_pre_rotary: Float[Tensor, "batch kv_head key_pos d_k"] | None = None
+
+    def tensor(self, name: TensorName) -> Tensor:
+        if name in self.summaries:
+            return self.summaries[name]
+        found: Tensor | None = getattr(self, name)
+        assert found is not None, name
+        return found
+
+
+def overflowed_blocked(internals: BlockedInternals) -> str | None:
+    """The first of q, k, v, context, output and the summaries with an inf or nan (none is ever masked)."""
+    named = [
+        *((name, getattr(internals, name)) for name in ("q", "k", "v", "context", "output")),
+        *internals.summaries.items(),
+    ]
+    flags = torch.stack([torch.isfinite(tensor).all() for _, tensor in named]).tolist()  # one host copy
+    return next((name for (name, _), ok in zip(named, flags, strict=True) if not ok), None)
+
+
+def attention_blocked(
+    query_input: Float[Tensor, "batch query_pos d_query_in"],
+    key_input: Float[Tensor, "batch key_pos d_key_in"],
+    value_input: Float[Tensor, "batch key_pos d_value_in"],
+    projections: Projections,
+    num_heads: int,
+    scale: float,
+    mask: RowMask,
+    reducer: Callable[[Tensor], SummaryReducer],
+    *,
+    num_kv_heads: int | None = None,
+    rotary: Rotary | None = None,
+    softcap: float | None = None,
+    pre_rotary: bool = False,
+    where: str = "",
+) -> BlockedInternals:
+    """attention() (service/compute/attention.py) in blocks of query rows: the same projections, rotation,
+    heads and output, with the summaries of `reducer(q)` instead of scores and weights. Raises Overflow."""
+    p = projections
+    kv_heads = num_kv_heads or num_heads
+    q = split_heads(project(query_input, p.w_q, p.b_q), num_heads)  # [batch, head, query_pos, d_k]
+    k = split_heads(project(key_input, p.w_k, p.b_k), kv_heads)  # [batch, kv_head, key_pos, d_k]
+    v = split_heads(project(value_input, p.w_v, p.b_v), kv_heads)  # [batch, kv_head, key_pos, d_v]
+    q_pre_rotary = k_pre_rotary = None
+    if rotary is not None:
+        if pre_rotary:
+            q_pre_rotary, k_pre_rotary = q, k
+        q, k = rotate(q, rotary), rotate(k, rotary)
+    reduce = reducer(q)
+    context = attend_blocked(q, k, v, scale, mask, reduce, softcap)
+    batch, query_pos = query_input.shape[:2]
+    concat = context.transpose(1, 2).reshape(batch, query_pos, -1)  # [batch, query_pos, heads*d_v]
+    output = project(concat, p.w_o, p.b_o)  # [batch, query_pos, d_out]
+    internals = BlockedInternals(q, k, v, context, output, reduce.finish(), q_pre_rotary, k_pre_rotary)
+    tensor = overflowed_blocked(internals)
+    if tensor is not None:
+        raise Overflow(tensor, q.dtype, where)
+    return internals

@@ -1,0 +1,232 @@
+"""The summaries' math (service/compute/summaries.py, blocked.py) against references written here: each
+summary is the same reduction of the whole weights, computed in float64 with numpy row by row, and the
+head scores are TransformerLens' detect_head (error_measure="mul", exclude_bos=False,
+exclude_current_token=False), its detection patterns written from its source
+(transformer_lens/head_detector.py). Blocked equals unblocked: many small blocks against one."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from schemas.axes import SUMMARY_NAMES
+from service.compute import blocked
+from service.compute.attention import Projections, attention
+from service.compute.blocked import Visibility, attention_blocked
+from service.compute.summaries import SummaryReducer, SummaryRequest, default_pool, top_keys_of
+
+
+def reference_weights(q, k, scale, allowed):  # float64, [batch, head, query, key]; kv head h // group
+    group = q.shape[1] // k.shape[1]
+    k = np.repeat(k, group, axis=1)
+    scores = np.einsum("bhqd,bhkd->bhqk", q, k) * scale
+    scores = np.where(allowed, scores, -np.inf)
+    weights = np.zeros_like(scores)
+    for index in np.ndindex(*scores.shape[:3]):
+        row = scores[index]
+        if np.isfinite(row).any():
+            e = np.exp(row - row[np.isfinite(row)].max())
+            weights[index] = e / e.sum()
+    return weights
+
+
+def reference_summaries(weights, query_real, key_real, tokens, top_k, pool):
+    """Each summary from the whole float64 weights, written plainly."""
+    batch, heads, seq, seq_kv = weights.shape
+    rank = min(top_k, seq_kv)
+    entropy = np.zeros((batch, heads, seq))
+    top_keys = np.zeros((batch, heads, seq, rank), dtype=np.int64)
+    top_weights = np.zeros((batch, heads, seq, rank))
+    for b, h, i in np.ndindex(batch, heads, seq):
+        row = weights[b, h, i]
+        entropy[b, h, i] = -sum(w * math.log(w) for w in row if w > 0)
+        order = sorted(range(seq_kv), key=lambda j: (-row[j], j))[:rank]  # largest first, ties lower first
+        top_keys[b, h, i] = order
+        top_weights[b, h, i] = row[order]
+    real = weights * query_real[:, None, :, None]
+    received = real.sum(2)
+    qb, kb = -(-seq // pool), -(-seq_kv // pool)
+    pooled = np.zeros((batch, heads, qb, kb))
+    for b, h, x, y in np.ndindex(batch, heads, qb, kb):
+        rows = [i for i in range(x * pool, min(seq, x * pool + pool)) if query_real[b, i]]
+        cols = [j for j in range(y * pool, min(seq_kv, y * pool + pool)) if key_real[b, j]]
+        pooled[b, h, x, y] = weights[b, h][np.ix_(rows, cols)].mean() if rows and cols else 0.0
+    sink = real[..., 0].sum(-1) / np.maximum(query_real.sum(-1), 1)[:, None]
+    scores = {name: np.zeros((batch, heads)) for name in TL_PATTERNS}
+    for b in range(batch if seq == seq_kv else 0):  # TransformerLens' patterns are self-attention's
+        keep = np.flatnonzero(query_real[b])  # TransformerLens runs each text alone: its real tokens
+        for name, pattern_of in TL_PATTERNS.items():
+            if tokens is None and name != "previous_token_score":
+                continue
+            pattern = pattern_of(None if tokens is None else tokens[b][keep], len(keep))
+            for h in range(heads):
+                pattern_weights = weights[b, h][np.ix_(keep, keep)]
+                scores[name][b, h] = tl_detect_mul(pattern_weights, pattern)
+    return {
+        "entropy": entropy,
+        "top_keys": top_keys,
+        "top_weights": top_weights,
+        "received": received,
+        "pooled_weights": pooled,
+        "sink_score": sink,
+        **scores,
+    }
+
+
+# TransformerLens' head_detector.py, written again in numpy
+
+
+def tl_previous_pattern(tokens, seq):
+    pattern = np.zeros((seq, seq))
+    pattern[1:, :-1] = np.eye(seq - 1)
+    return np.tril(pattern)
+
+
+def tl_duplicate_pattern(tokens, seq):
+    token_pattern = np.repeat(tokens[None, :], seq, axis=0)
+    eq_mask = np.equal(token_pattern, token_pattern.T).astype(int)
+    np.fill_diagonal(eq_mask, 0)
+    return np.tril(eq_mask)
+
+
+def tl_induction_pattern(tokens, seq):
+    duplicate = tl_duplicate_pattern(tokens, seq)
+    shifted = np.roll(duplicate, shift=1, axis=1)
+    result = np.concatenate([np.zeros((seq, 1)), shifted[:, 1:]], axis=1)
+    return np.tril(result)
+
+
+def tl_detect_mul(attention_pattern, detection_pattern):  # exclude_bos=False, exclude_current_token=False
+    score = attention_pattern * detection_pattern
+    return score.sum() / attention_pattern.sum()
+
+
+TL_PATTERNS = {
+    "previous_token_score": tl_previous_pattern,
+    "duplicate_token_score": tl_duplicate_pattern,
+    "induction_score": tl_induction_pattern,
+}
+
+
+def _case(seed, batch, heads, kv_heads, seq, d_k, lengths, causal):
+    generator = np.random.default_rng(seed)
+    q = generator.normal(size=(batch, heads, seq, d_k)) * 1.5
+    tokens = generator.integers(0, 4, size=(batch, seq))  # few distinct tokens: duplicates and inductions
+    # equal tokens share their key vector: equal weights, whose order top_keys decides
+    by_token = generator.normal(size=(batch, kv_heads, 4, d_k)) * 1.5
+    k = np.stack([by_token[b][:, tokens[b]] for b in range(batch)])  # [batch, kv_head, seq, d_k]
+    v = generator.normal(size=(batch, kv_heads, seq, d_k))
+    real = np.arange(seq)[None, :] < np.asarray(lengths)[:, None]  # right padding
+    allowed = np.broadcast_to(real[:, None, None, :], (batch, 1, seq, seq))
+    if causal:
+        allowed = allowed & np.tril(np.ones((seq, seq), dtype=bool))
+    return q, k, v, tokens, real, allowed
+
+
+@pytest.mark.parametrize(
+    ("batch", "heads", "kv_heads", "seq", "lengths", "causal", "top_k", "pool"),
+    [
+        (1, 2, 2, 9, [9], False, 3, 2),
+        (2, 4, 2, 11, [11, 7], True, 5, 3),  # grouped-query heads, padding, causal
+        (2, 2, 1, 6, [6, 4], False, 8, 4),  # top_k above seq_kv: rank = seq_kv
+        (1, 3, 3, 13, [13], True, 1, 5),
+    ],
+)
+def test_each_summary_is_the_reduction_of_the_whole_weights(
+    monkeypatch, batch, heads, kv_heads, seq, lengths, causal, top_k, pool
+):
+    monkeypatch.setattr(blocked, "BLOCK_ELEMENTS", 2 * batch * heads * seq)  # two rows a block
+    q, k, v, tokens, real, allowed = _case(7 + seq, batch, heads, kv_heads, seq, 4, lengths, causal)
+    scale = 0.5
+    weights = reference_weights(q, k, scale, allowed)
+    expected = reference_summaries(weights, real, real, tokens, top_k, pool)
+
+    asked = SummaryRequest(SUMMARY_NAMES, top_k, pool)
+    key_mask = torch.from_numpy(real)
+    reducer = SummaryReducer(
+        asked, batch, heads, seq, seq, torch.empty(0, dtype=torch.float64), key_mask, key_mask,
+        torch.from_numpy(tokens),
+    )  # fmt: skip
+    mask = Visibility(key_mask, causal, seq)
+    context = blocked.attend_blocked(
+        torch.from_numpy(q), torch.from_numpy(k), torch.from_numpy(v), scale, mask, reducer
+    )
+    found = reducer.finish()
+    assert list(found) == list(SUMMARY_NAMES)
+    for name in SUMMARY_NAMES:
+        if name == "top_keys":
+            np.testing.assert_array_equal(found[name].numpy(), expected[name], err_msg=name)
+        else:
+            np.testing.assert_allclose(found[name].numpy(), expected[name], atol=1e-12, err_msg=name)
+    expected_context = np.einsum("bhqk,bhkd->bhqd", weights, np.repeat(v, heads // kv_heads, axis=1))
+    np.testing.assert_allclose(context.numpy(), expected_context, atol=1e-12)
+
+
+def test_the_head_scores_find_the_heads_they_name():
+    """Weights built as a previous-token head, and as an induction head on a repeated sequence, score 1 on
+    their own pattern (and previous-token 0 on the induction head's)."""
+    seq = 8
+    tokens = np.array([[5, 6, 7, 8, 5, 6, 7, 8]])
+    previous = np.zeros((seq, seq))
+    previous[0, 0] = 1
+    previous[np.arange(1, seq), np.arange(seq - 1)] = 1
+    induction = np.eye(seq)
+    for i in range(4, seq):
+        induction[i] = 0
+        induction[i, i - 3] = 1  # the token after the earlier copy of token i
+    weights = np.stack([previous, induction])[None]  # [1, 2, seq, seq]
+    reducer = SummaryReducer(
+        SummaryRequest(("previous_token_score", "induction_score"), 5, 1), 1, 2, seq, seq,
+        torch.empty(0, dtype=torch.float64), token_ids=torch.from_numpy(tokens),
+    )  # fmt: skip
+    reducer.add(0, torch.from_numpy(weights))
+    found = reducer.finish()
+    assert found["previous_token_score"].numpy()[0, 0] == pytest.approx(7 / 8)
+    assert found["previous_token_score"].numpy()[0, 1] == pytest.approx(0.0)
+    expected = reference_summaries(weights, np.ones((1, seq), bool), np.ones((1, seq), bool), tokens, 1, 1)
+    np.testing.assert_allclose(found["induction_score"].numpy(), expected["induction_score"])
+    assert found["induction_score"].numpy()[0, 1] == pytest.approx(4 / 8)
+
+
+def test_top_keys_break_ties_to_the_lower_position_and_fill_with_masked_keys():
+    weights = torch.tensor([[0.25, 0.5, 0.25, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    keys, top = top_keys_of(weights, 3)
+    assert keys.tolist() == [[1, 0, 2], [2, 0, 1], [0, 1, 2]]
+    assert top.tolist() == [[0.5, 0.25, 0.25], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_blocked_equals_unblocked(monkeypatch, causal):
+    """attention_blocked in blocks of 3 rows against attention() whole (context, output), and the summaries
+    reduced from attention()'s weights as one block against those reduced block by block."""
+    generator = torch.Generator().manual_seed(3)
+    batch, seq, d_model, heads = 2, 10, 12, 3
+    x = torch.randn(batch, seq, d_model, generator=generator)
+    projections = Projections(*(torch.randn(d_model, d_model, generator=generator) / 3 for _ in range(4)))
+    key_mask = torch.tensor([[True] * seq, [True] * 6 + [False] * 4])
+    allowed = key_mask[:, None, None, :] & (torch.ones(seq, seq).tril().bool() if causal else True)
+    whole = attention(x, x, x, projections, heads, 0.4, allowed)
+    monkeypatch.setattr(blocked, "BLOCK_ELEMENTS", 3 * batch * heads * seq)
+    asked = SummaryRequest(("entropy", "top_keys", "top_weights", "received", "pooled_weights"), 4, 3)
+
+    def reducer(like):
+        return SummaryReducer(asked, batch, heads, seq, seq, like, key_mask, key_mask)
+
+    parts = attention_blocked(x, x, x, projections, heads, 0.4, Visibility(key_mask, causal, seq), reducer)
+    torch.testing.assert_close(parts.context, whole.context)
+    torch.testing.assert_close(parts.output, whole.output)
+    one_block = reducer(whole.weights)
+    one_block.add(0, whole.weights)
+    for name, tensor in one_block.finish().items():
+        torch.testing.assert_close(parts.summaries[name], tensor, msg=name)
+
+
+def test_default_pool_gives_at_most_128_blocks():
+    assert default_pool(100, 100) == 1
+    assert default_pool(128, 64) == 1
+    assert default_pool(129, 10) == 2
+    assert default_pool(16384, 16384) == 128
+    assert default_pool(16385, 3) == 129
