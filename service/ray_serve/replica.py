@@ -108,6 +108,7 @@ class ReplicaCompute:
         disconnected: Callable[[], Awaitable[object]] | None = None,
         media: int = JSON,
         kind: int = ATTEND,
+        client: str = "",  # the compute pool's share per client; behind Serve's proxy every client is one
     ) -> Held:
         if self.runaway:
             raise NoComputeProcess(f"{self.runaway}; retry shortly")

@@ -40,8 +40,12 @@ def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | N
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
+# a body refused unread ends its connection: the rest of it is not read (service/server/http_protocol.py)
+CLOSE = {"Connection": "close"}
+
+
 async def on_body_too_large(_: Request, exc: Exception) -> Response:
-    return json_response(*error_answer(exc))
+    return json_response(*error_answer(exc), CLOSE)
 
 
 async def on_request_validation_error(_: Request, exc: Exception) -> Response:

@@ -160,12 +160,36 @@ def _ready_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
+def check_loading(name: str, loading: dict[str, Any]) -> None:
+    """A model whose weights files lack some of its tensors would be served with those left at their random
+    initial values, and one whose files hold tensors it has no place for is not the model its config says:
+    either stops the start, naming them."""
+    wrong = {
+        what: sorted(str(entry[0] if isinstance(entry, tuple) else entry) for entry in loading.get(key, ()))
+        for key, what in (
+            ("missing_keys", "tensors missing"),
+            ("unexpected_keys", "tensors unexpected"),
+            ("mismatched_keys", "tensors of another shape"),
+        )
+    }
+    found = [
+        f"{len(keys)} {what} ({', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''})"
+        for what, keys in wrong.items()
+        if keys
+    ]
+    if found:
+        raise ModelError(f"model {name!r}: its weights files do not match its config: {'; '.join(found)}")
+
+
 def load_model(name: str, folder: Path, dtype: str = "float32") -> LoadedModel:
     import torch
     from transformers import AutoConfig, AutoModel, AutoTokenizer
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    # its messages (the load report among them) go through the service's JSON log lines, not its own handler
+    transformers_logging.disable_default_handler()
+    transformers_logging.enable_propagation()
 
     started = time.perf_counter()
     files = weights_files(name, folder)
@@ -178,13 +202,16 @@ def load_model(name: str, folder: Path, dtype: str = "float32") -> LoadedModel:
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
     family = family_of(name, config)
     register()
-    model = AutoModel.from_pretrained(
+    model, loading = AutoModel.from_pretrained(
         folder,
         local_files_only=True,
         use_safetensors=True,
         attn_implementation=SERVICE_ATTENTION,
         dtype=getattr(torch, dtype),
-    ).eval()
+        output_loading_info=True,
+    )
+    check_loading(name, loading)
+    model.eval()
     tokenizer = _ready_tokenizer(AutoTokenizer.from_pretrained(folder, local_files_only=True))
     about = describe_config(model.config)
     model_max = getattr(tokenizer, "model_max_length", None) or UNBOUNDED_LENGTH

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from schemas.oip import ATTENTION_MODEL, InferRequestHeader
 from schemas.request import TOY_MODEL, AttendRequest
-from service.compute.limits import check_strings
+from service.compute.limits import check_numbers, check_strings
 from service.compute.models.registry import ModelRegistry
 from service.compute.oip.inputs import OipError, decode_inputs
 from service.compute.oip.outputs import oip_body
@@ -53,6 +53,7 @@ def _infer(envelope: bytes, settings: Settings, models: ModelRegistry) -> bytes:
     if header_length > len(body):  # the server checked it; never read past the body
         raise OipError(f"the JSON header's length {header_length} exceeds the body's {len(body)} bytes")
     check_strings(settings, body[:header_length])  # a BYTES bomb is refused before the parser sees it
+    check_numbers(settings, body[:header_length])  # and a bomb of JSON data
     try:
         header = InferRequestHeader.model_validate(orjson.loads(body[:header_length]))
     except orjson.JSONDecodeError as error:

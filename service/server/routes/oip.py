@@ -38,8 +38,14 @@ from schemas.request import TOY_MODEL
 from service.errors import LimitExceeded
 from service.protocol import OIP_ANSWER, OIP_INFER, OIP_PRELUDE
 from service.server.compute_pool import Held
-from service.server.handlers import REFUSALS, json_response
-from service.server.routes.attend import JSON, DeliveredResponse, client_disconnected, read_body
+from service.server.handlers import CLOSE, REFUSALS, json_response
+from service.server.routes.attend import (
+    JSON,
+    DeliveredResponse,
+    client_address,
+    client_disconnected,
+    read_body,
+)
 from service.server.security import require_api_key
 
 BINARY = "application/octet-stream"
@@ -77,7 +83,7 @@ class OipRoute(APIRoute):
             except RequestValidationError as error:
                 return oip_error(400, "; ".join(str(e.get("msg")) for e in error.errors()))
             except LimitExceeded as error:
-                return oip_error(413, str(error))
+                return oip_error(413, str(error), CLOSE)
             except tuple(REFUSALS) as error:
                 reason, status, retry = REFUSALS[type(error)]
                 request.app.state.metrics.rejected.labels(reason).inc()
@@ -200,12 +206,17 @@ async def model_ready(request: Request, name: ModelName) -> Response:
 
 
 def _check_media(request: Request) -> None:
+    """A 415 for a body that a web page could send cross-site without a CORS preflight: one of a form's
+    types, or no Content-Type (fetch with mode "no-cors" and an ArrayBuffer) unless it comes with
+    Inference-Header-Content-Length, which no page can send without a preflight."""
     declared = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if declared in SIMPLE_FORM_TYPES:
+    undeclared = not declared and HEADER_LENGTH not in request.headers
+    if declared in SIMPLE_FORM_TYPES or undeclared:
+        found = f"Content-Type {declared!r}" if declared else "no Content-Type"
         raise OipFailure(
             415,
-            f"found Content-Type {declared!r}; expected application/json, application/octet-stream or none "
-            "(a body a browser form could send does not start a computation)",
+            f"found {found}; expected application/json, application/octet-stream, or none with "
+            f"{HEADER_LENGTH} (a body a web page could send cross-site does not start a computation)",
         )
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding != "identity":
@@ -288,7 +299,10 @@ async def infer(request: Request, name: ModelName) -> Response:
     envelope = b"".join((OIP_PRELUDE.pack(length, len(model)), model, body))
     del body  # one copy of the body held while it waits and computes
     held = await state.compute.run(
-        envelope, disconnected=partial(client_disconnected, request), kind=OIP_INFER
+        envelope,
+        disconnected=partial(client_disconnected, request),
+        kind=OIP_INFER,
+        client=client_address(request),
     )
     return InferResponse(held, state.settings.send_timeout_s)
 
