@@ -167,13 +167,13 @@ async def read_frame(reader: asyncio.StreamReader) -> Frame:
 
 
 async def read_frame_within(
-    reader: asyncio.StreamReader, room: int | None
+    reader: asyncio.StreamReader, room: Callable[[], int] | None
 ) -> tuple[int, bytes | None, bool, int]:
-    """A frame and its length; a last frame of more than `room` bytes (an answer in one piece that does not
-    fit) is read in pieces and dropped: its content is None."""
+    """A frame and its length; a last frame of more than `room()` bytes (an answer in one piece that does not
+    fit the room left once it comes) is read in pieces and dropped: its content is None."""
     try:
         status, last, length = ANSWER.unpack(await reader.readexactly(ANSWER.size))
-        if room is None or not last or length <= room:
+        if room is None or not last or length <= room():
             return status, await reader.readexactly(length), last, length
         for offset in range(0, length, DROP_PIECE):
             await reader.readexactly(min(DROP_PIECE, length - offset))
@@ -288,6 +288,9 @@ class ComputePool:
             self.on_skip()
             self._release(job)
         raise ClientGone()
+
+    def _answer_room(self) -> int:
+        return self.settings.max_answer_bytes_in_flight - self.answer_bytes
 
     def _no_room_for_answers(self, size: int | None = None) -> str:
         answer = "" if size is None else f"this answer's {size:,} bytes do not fit: "
@@ -439,7 +442,7 @@ class ComputePool:
     async def _read_answers(self, process: ComputeProcess) -> None:
         first = True  # the next frame is the first of the answer to process.sent[0]
         while True:
-            room = self.settings.max_answer_bytes_in_flight - self.answer_bytes if first else None
+            room = self._answer_room if first else None
             try:
                 status, content, last, length = await read_frame_within(process.reader, room)
             except ComputeProcessDied as died:
