@@ -96,18 +96,22 @@ def test_oip_json_data_flat_or_nested_as_its_shape_is_read_alike(server: Server)
 # ---------------------------------------------------------------- 11, 12: cross-site OIP
 
 
-def test_oip_infer_without_a_content_type_is_refused_415_unless_it_has_the_binary_header(server: Server):
-    """Issue 21 #11: fetch(..., {mode: "no-cors", body: arrayBuffer}) sends no Content-Type and no preflight;
-    Inference-Header-Content-Length cannot be sent cross-site without one."""
+def test_oip_infer_from_a_web_page_without_a_content_type_is_refused_415(server: Server):
+    """Issue 21 #11: fetch(url, {method: "POST", mode: "no-cors", body: arrayBuffer}) from any page sends no
+    Content-Type and no preflight, but Origin and Sec-Fetch-Mode: refused. Without them (tritonclient sends
+    JSON with no Content-Type), or with Inference-Header-Content-Length (needs a preflight), computed."""
     body = json.dumps(
         {"inputs": [{"name": "embeddings", "shape": [2, 2], "datatype": "FP64", "data": [1, 0, 0, 1]}]}
     ).encode()
-    bare = httpx.Request("POST", f"{server.url}/v2/models/attention/infer", content=body)
-    assert "content-type" not in bare.headers
-    assert "no Content-Type" in oip_error(server.client.send(bare), 415)
-    binary = server.client.post(
-        "/v2/models/attention/infer", content=body, headers={HEADER_LENGTH: str(len(body))}
-    )
+    url = "/v2/models/attention/infer"
+    page = {"origin": "https://evil.example", "sec-fetch-mode": "no-cors", "sec-fetch-site": "cross-site"}
+    refused = server.client.post(url, content=body, headers=page)
+    assert "no Content-Type from a web page" in oip_error(refused, 415)
+    null_origin = server.client.post(url, content=body, headers={"origin": "null"})
+    assert null_origin.status_code == 415, null_origin.text
+    plain = server.client.post(url, content=body)
+    assert "content-type" not in plain.request.headers and plain.status_code == 200, plain.text
+    binary = server.client.post(url, content=body, headers={**page, HEADER_LENGTH: str(len(body))})
     assert binary.status_code == 200, binary.text
 
 

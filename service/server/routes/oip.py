@@ -207,16 +207,18 @@ async def model_ready(request: Request, name: ModelName) -> Response:
 
 def _check_media(request: Request) -> None:
     """A 415 for a body that a web page could send cross-site without a CORS preflight: one of a form's
-    types, or no Content-Type (fetch with mode "no-cors" and an ArrayBuffer) unless it comes with
-    Inference-Header-Content-Length, which no page can send without a preflight."""
+    types, or none from a browser (fetch with mode "no-cors" and an ArrayBuffer; a browser marks every POST
+    with Origin, and with Sec-Fetch-Mode). A body without Content-Type from any other client is JSON, as
+    tritonclient sends it; Inference-Header-Content-Length cannot be sent cross-site without a preflight."""
     declared = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    undeclared = not declared and HEADER_LENGTH not in request.headers
+    from_a_page = "origin" in request.headers or request.headers.get("sec-fetch-mode") == "no-cors"
+    undeclared = not declared and from_a_page and HEADER_LENGTH not in request.headers
     if declared in SIMPLE_FORM_TYPES or undeclared:
-        found = f"Content-Type {declared!r}" if declared else "no Content-Type"
+        found = f"Content-Type {declared!r}" if declared else "no Content-Type from a web page"
         raise OipFailure(
             415,
-            f"found {found}; expected application/json, application/octet-stream, or none with "
-            f"{HEADER_LENGTH} (a body a web page could send cross-site does not start a computation)",
+            f"found {found}; expected application/json, application/octet-stream, or none outside a "
+            "browser (a body a web page could send cross-site does not start a computation)",
         )
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding != "identity":
