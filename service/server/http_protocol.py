@@ -364,7 +364,8 @@ class HttpProtocol(HttpToolsProtocol):
             return True
         total, limit = HttpProtocol.body_bytes_in_flight + more, self.limits.max_body_bytes_in_flight
         holds = HttpProtocol.body_bytes_by_client[self.address] + more
-        if total > limit or crowded(total, limit, holds, self.limits.client_share):
+        share, largest = self.limits.client_share, self.limits.max_request_bytes
+        if total > limit or crowded(total, limit, holds, share, floor=largest):
             return False
         HttpProtocol.body_bytes_in_flight += more
         HttpProtocol.body_bytes_by_client[self.address] += more

@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections import Counter
 
 
-def crowded(total: int, limit: int, client_holds: int, share: float) -> bool:
-    """More than 1 - share of `limit` is taken (`total`, counting what is asked), and this client holds share
-    of it or more (`client_holds`, counting what is asked)."""
-    return total > (1 - share) * limit and client_holds >= share * limit
+def crowded(total: int, limit: int, client_holds: int, share: float, floor: int = 0) -> bool:
+    """More than 1 - share of `limit` is taken (`total`, counting what is asked), and this client would hold
+    more than its share of it (`client_holds`, counting what is asked), or than `floor` if that is more (a
+    client alone may always hold one body of the largest size)."""
+    return total > (1 - share) * limit and client_holds > max(share * limit, floor)
 
 
 def give_back(held: Counter[str], client: str, amount: int) -> None:
