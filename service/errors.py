@@ -84,11 +84,14 @@ class ClientGone(Exception):
 
 class Status(NamedTuple):
     """How an error is answered: its HTTP status; for a refusal that protects the service, the reason it is
-    counted under (/metrics: attention_rejected) and whether retrying soon may succeed (Retry-After: 1)."""
+    counted under (/metrics: attention_rejected) and whether retrying soon may succeed (Retry-After: 1); and
+    whether the server ends the connection after the answer (Connection: close), for a body refused unread
+    whose rest it will not read (service/server/http_protocol.py)."""
 
     code: int
     refusal: str | None = None
     retry: bool = False
+    close: bool = False
 
 
 STATUSES: dict[type[Exception], Status] = {
@@ -97,7 +100,7 @@ STATUSES: dict[type[Exception], Status] = {
     InferRequestError: Status(400),
     UnknownModel: Status(404),
     NotAcceptable: Status(406),
-    LimitExceeded: Status(413),
+    LimitExceeded: Status(413, close=True),  # the server raises it for a body refused unread
     UnsupportedMediaType: Status(415),
     ModelError: Status(503),
     Overloaded: Status(503, "overloaded", retry=True),
@@ -128,8 +131,12 @@ def status_of(error: Exception) -> Status:
     return next(STATUSES[kind] for kind in type(error).__mro__ if kind in STATUSES)
 
 
-def retry_headers(status: Status) -> dict[str, str] | None:
-    return {"Retry-After": "1"} if status.retry else None
+def answer_headers(status: Status) -> dict[str, str] | None:
+    """The headers an error's answer carries in the server: Retry-After, Connection: close."""
+    headers = {"Retry-After": "1"} if status.retry else {}
+    if status.close:
+        headers["Connection"] = "close"
+    return headers or None
 
 
 _UNION_TAGS = ("str", "int", "float", "bool")

@@ -55,6 +55,13 @@ class Settings(BaseSettings):
         description="Most numbers one computation may hold in its tensors (inputs, weights and every "
         "internal), returned or not: bounds the memory of one request.",
     )
+    max_request_numbers: int = Field(
+        2**22,
+        ge=1,
+        description="Most numbers one JSON request body may hold (its tensors' values, layer indices...), "
+        "counted from its commas before it is parsed: a parser holds each number as an object of about 90 "
+        "bytes, so a 32 MB body of zeros would take 1.4 GB. The default holds a 4096 x 1024 input.",
+    )
     max_concurrent: int = Field(
         default_factory=lambda: max(2, (os.cpu_count() or 2) // 2),
         ge=1,
@@ -81,6 +88,20 @@ class Settings(BaseSettings):
         description="Longest a client may take to read each megabyte of an answer; past it the connection is "
         "closed. Until an answer is delivered its place in the queue stays taken.",
     )
+    min_send_bytes_per_s: int = Field(
+        256 * 2**10,
+        ge=1,
+        description="Slowest a client may read an answer on average, in bytes per second: an answer of n "
+        "bytes must be delivered within send_timeout_s + n / this, else the connection is closed.",
+    )
+    max_answer_bytes_in_flight: int = Field(
+        256 * 2**20,
+        ge=1,
+        description="Most bytes of computed answers the server process holds for clients that have not read "
+        "them yet (a slow reader's answer is memory). While they are reached a new request is refused at "
+        "once with 503 and Retry-After, and an answer that does not fit the room left is dropped with a 503 "
+        "(Retry-After); the request's place is given back as soon as its answer is computed.",
+    )
     max_header_bytes: int = Field(
         32 * 2**10,
         ge=1024,
@@ -98,6 +119,23 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest a request body may stall between two pieces; past it 408 and the connection is "
         "closed.",
+    )
+    min_body_bytes_per_s: int = Field(
+        32 * 2**10,
+        ge=1,
+        description="Slowest a request body may arrive on average, in bytes per second, after its first "
+        "body_timeout_s: a body of n bytes must arrive within body_timeout_s + n / this (a byte every few "
+        "seconds never stalls, yet would hold a connection for days); past it 408 and the connection is "
+        "closed.",
+    )
+    client_share: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="Once more than 1 - client_share of max_connections (or of max_body_bytes_in_flight) is "
+        "taken, a client address that holds client_share of it or more is refused more (503 with "
+        "Retry-After): one client cannot take every connection or the whole body budget from the others. "
+        "Set 1 to turn it off (all clients behind one proxy address, say).",
     )
     max_connections: int = Field(
         512,

@@ -18,7 +18,7 @@ from service.compute.formats.json_body import json_body
 from service.compute.formats.ndjson import ndjson_lines
 from service.compute.formats.result import Result
 from service.compute.formats.safetensors_body import safetensors_body
-from service.compute.limits import check_batch, check_strings
+from service.compute.limits import check_batch, check_numbers, check_strings
 from service.compute.models.registry import ModelRegistry
 from service.errors import (
     INTERNAL_ERROR,
@@ -46,6 +46,7 @@ def check_text_batch(body: bytes, settings: Settings) -> None:
     if len(body) < LARGE_BODY_BYTES:
         return
     check_strings(settings, body)
+    check_numbers(settings, body)  # and a number bomb
     if b'"text"' not in body:
         return
     try:

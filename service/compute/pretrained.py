@@ -11,6 +11,7 @@ from typing import Any
 from torch import Tensor
 
 from schemas.axes import ROTARY_TENSOR_NAMES
+from schemas.describe import describe
 from schemas.request import TOY_MODEL, AttendRequest
 from service.compute.attention import AttentionInternals, attention_on
 from service.compute.blocked import BlockedInternals, Visibility
@@ -38,7 +39,7 @@ def _model(models: ModelRegistry, name: str) -> LoadedModel:
         return models.get(name)
     except KeyError:
         known = ", ".join([*models.folders, TOY_MODEL])
-        raise RequestError(("model",), f"found {name!r}; expected one of: {known}") from None
+        raise RequestError(("model",), f"found {describe(name)}; expected one of: {known}") from None
 
 
 def _layers(request: AttendRequest, model: LoadedModel) -> list[int]:
@@ -46,6 +47,11 @@ def _layers(request: AttendRequest, model: LoadedModel) -> list[int]:
     layers = list(range(model.num_layers)) if layer == "all" else [layer] if isinstance(layer, int) else layer
     if not layers:
         raise RequestError(("layer",), "found an empty list; expected at least one layer")
+    seen: set[int] = set()
+    for index in layers:  # each is computed and sent once: a repeat would multiply the answer
+        if index in seen:
+            raise RequestError(("layer",), f"found layer {index} more than once; expected each layer once")
+        seen.add(index)
     for index in layers:
         if not 0 <= index < model.num_layers:
             raise RequestError(

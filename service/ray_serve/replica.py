@@ -111,6 +111,7 @@ class ReplicaCompute:
         disconnected: ClientWatch | None = None,
         media: ResponseFormat = ResponseFormat.JSON,
         kind: int = ATTEND,
+        client: str = "",  # the compute pool's share per client; behind Serve's proxy every client is one
     ) -> Held:
         if self.runaway:
             raise NoComputeProcess(f"{self.runaway}; retry shortly")

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from schemas.oip import HEADER_LENGTH
 from service.logs import log_json_to_stderr
 from service.server.compute_interface import Compute
 from service.server.compute_pool import ComputePool
@@ -139,8 +140,9 @@ def create_app(settings: Settings | None = None, start_compute: StartCompute = s
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
-            allow_headers=["content-type", "x-api-key", "x-request-id"],
-            expose_headers=["x-request-id", "retry-after"],
+            # the binary extension of OIP infer sends and answers the JSON header's length in a header
+            allow_headers=["content-type", "x-api-key", "x-request-id", HEADER_LENGTH.lower()],
+            expose_headers=["x-request-id", "retry-after", HEADER_LENGTH.lower()],
         )
     app.add_middleware(RequestObserver, metrics=state.metrics)
     app.add_middleware(HardeningHeaders)

@@ -47,6 +47,7 @@ class Compute(Protocol):
         disconnected: ClientWatch | None = None,
         media: ResponseFormat = ResponseFormat.JSON,
         kind: int = ATTEND,
+        client: str = "",
     ) -> Held:
         """The answer to the request `body` of `kind` (service/protocol.py) in the format `media`, its place
         still taken (the caller calls `release` once it is delivered, after delivering a stream's rest with

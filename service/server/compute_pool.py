@@ -34,7 +34,7 @@ import asyncio
 import logging
 import multiprocessing
 import socket
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from functools import partial
@@ -48,12 +48,14 @@ from service.compute.entry import compute_process
 from service.errors import ClientGone, ComputeProcessDied, ModelError, NoComputeProcess, Overloaded, TimedOut
 from service.protocol import ANSWER, ATTEND, REQUEST, Frame, ResponseFormat, Started, Tickets
 from service.server.compute_interface import ClientWatch, FrameSender, Held, described_models
+from service.server.shares import crowded, give_back
 from service.settings import Settings
 
 log = logging.getLogger("attention_service.compute_pool")
 SPAWN = multiprocessing.get_context("spawn")  # fork would copy the event loop's threads and sockets
 PIPELINE = 2
 STOP_SECONDS = 10
+DROP_PIECE = 2**20  # an answer that does not fit is read and dropped this much at a time
 
 Answer = tuple[int, bytes]  # HTTP status, body (its first frame for a stream)
 ComputeTarget = Callable[[socket.socket, Tickets, Settings], None]  # a compute process's main function
@@ -74,6 +76,11 @@ class Job:
     kind: int = ATTEND  # what the body is (service/protocol.py)
     ticket: int = -1  # its number at the process it was last sent to: its ticket's (service/protocol.py)
     cancelled: bool = False  # its ticket taken back before the process started it: it is skipped there
+    # set when `ended` is: a process's answer reader that waits for a stream's frame to be delivered stops
+    # waiting (a reader that stalls must not keep a killed process from being replaced)
+    over: asyncio.Event = field(default_factory=asyncio.Event)
+    held_bytes: int = 0  # of its answer, held here until it is delivered (max_answer_bytes_in_flight)
+    client: str = ""  # the client's address
 
 
 class ComputeProcess:
@@ -146,9 +153,23 @@ class ComputeProcess:
 
 
 async def read_frame(reader: asyncio.StreamReader) -> Frame:
+    status, content, last, _ = await read_frame_within(reader, None)
+    assert content is not None
+    return status, content, last
+
+
+async def read_frame_within(
+    reader: asyncio.StreamReader, room: Callable[[], int] | None
+) -> tuple[int, bytes | None, bool, int]:
+    """A frame and its length; a last frame of more than `room()` bytes (an answer in one piece that does not
+    fit the room left once it comes) is read in pieces and dropped: its content is None."""
     try:
         status, last, length = ANSWER.unpack(await reader.readexactly(ANSWER.size))
-        return status, await reader.readexactly(length), last
+        if room is None or not last or length <= room():
+            return status, await reader.readexactly(length), last, length
+        for offset in range(0, length, DROP_PIECE):
+            await reader.readexactly(min(DROP_PIECE, length - offset))
+        return status, None, last, length
     except (asyncio.IncompleteReadError, ConnectionError):
         raise ComputeProcessDied(
             "the compute process stopped while computing this request; it is being replaced, retry shortly"
@@ -178,6 +199,8 @@ class ComputePool:
         self.closing = False
         self.started: Started | None = None
         self.described: list[ModelInfo] = []
+        self.answer_bytes = 0  # of answers computed and not yet delivered: at most max_answer_bytes_in_flight
+        self.answer_bytes_by_client: Counter[str] = Counter()  # the same, by client address
 
     async def start(self) -> Started:
         """Starts every compute process; raises ModelError if any fails (the service must not start)."""
@@ -212,12 +235,14 @@ class ComputePool:
         disconnected: ClientWatch | None = None,
         media: ResponseFormat = ResponseFormat.JSON,
         kind: int = ATTEND,
+        client: str = "",
     ) -> Held:
         """The status and body a compute process answers to the request `body` in the format `media`, with the
         job's place still taken: the caller calls `release` once the answer is delivered (undelivered, it is
         memory); a stream's caller first delivers the rest of it with `stream`. `disconnected()` returns when
         the client goes away (started only once the request is admitted); `kind` says what the body is
-        (service/protocol.py)."""
+        (service/protocol.py); `client` is the client's address, whose share of the answer bytes is bounded
+        (service/server/shares.py)."""
         if not self.processes:
             raise NoComputeProcess(
                 "no compute process is running (they are being replaced, which takes seconds); retry shortly"
@@ -227,8 +252,12 @@ class ComputePool:
                 f"all {self.capacity} places (ATTENTION_MAX_CONCURRENT computing + ATTENTION_MAX_QUEUE "
                 "waiting) are taken; retry shortly"
             )
+        limit, share = self.settings.max_answer_bytes_in_flight, self.settings.client_share
+        holds = self.answer_bytes_by_client[client]
+        if self.answer_bytes >= limit or crowded(self.answer_bytes, limit, holds, share):
+            raise Overloaded(self._no_room_for_answers())
         loop = asyncio.get_running_loop()
-        job = Job(body, deadline=loop.time() + self.timeout, media=media, kind=kind)
+        job = Job(body, deadline=loop.time() + self.timeout, media=media, kind=kind, client=client)
         self.admitted.add(job)
         self.waiting.append(job)
         self._dispatch()
@@ -254,6 +283,18 @@ class ComputePool:
             self.on_skip()
             self._release(job)
         raise ClientGone()
+
+    def _answer_room(self) -> int:
+        return self.settings.max_answer_bytes_in_flight - self.answer_bytes
+
+    def _no_room_for_answers(self, size: int | None = None) -> str:
+        answer = "" if size is None else f"this answer's {size:,} bytes do not fit: "
+        return (
+            f"{answer}the server holds {self.answer_bytes:,} bytes of answers its clients have not read yet "
+            f"(ATTENTION_MAX_ANSWER_BYTES_IN_FLIGHT={self.settings.max_answer_bytes_in_flight:,}, of which "
+            f"one client holds at most a share, ATTENTION_CLIENT_SHARE={self.settings.client_share:g}, once "
+            "they run short); retry shortly"
+        )
 
     def _withdraw(self, job: Job) -> bool:
         """Makes sure a job whose client left is never computed, if it is not being computed: True then (taken
@@ -290,6 +331,7 @@ class ComputePool:
         if job.ended:
             return  # its deadline passed first; this late answer is dropped
         job.ended = True
+        job.over.set()
         if job.timer is not None:
             job.timer.cancel()
         if job in self.waiting:
@@ -306,17 +348,27 @@ class ComputePool:
             job.answer.exception()  # retrieved: a waiter that has gone must not log it as never retrieved
             self._release(job)
         else:
+            job.held_bytes = len(outcome[1])
+            self.answer_bytes += job.held_bytes
+            self.answer_bytes_by_client[job.client] += job.held_bytes
             job.answer.set_result(outcome)
+            # computed: its place is free (its bytes stay counted until it is delivered), so that clients
+            # slow to read their answers take memory, bounded, not the places of the others
+            self.admitted.discard(job)
             if job.orphaned:
                 self._release(job)
 
     def _release(self, job: Job) -> None:
         """Frees the job's place: its answer is delivered, or there is none to deliver. A stream still being
         computed keeps its place until it ends; from now on its frames are dropped."""
-        if job.rest is not None and not job.ended:
+        if job.rest is not None:
             job.orphaned = True
             _drop_queued(job.rest)  # its reader may be waiting for them to be delivered
-            return
+            if not job.ended:
+                return
+        self.answer_bytes -= job.held_bytes
+        give_back(self.answer_bytes_by_client, job.client, job.held_bytes)
+        job.held_bytes = 0
         self.admitted.discard(job)
 
     def _open_stream(self, job: Job, first: Answer) -> None:
@@ -330,11 +382,18 @@ class ComputePool:
 
     async def _stream_frame(self, job: Job, content: bytes) -> None:
         """One frame after a stream's first; returns once it is delivered (or dropped), so that this process's
-        next frame is not read before: a slow reader slows the computation rather than filling memory."""
+        next frame is not read before: a slow reader slows the computation rather than filling memory. Returns
+        too when the job ends meanwhile (its time limit killed the process): the process's end must be seen
+        and the process replaced whether or not the reader ever takes the frame."""
         if job.ended or job.orphaned or job.rest is None:
             return
         job.rest.put_nowait(content)
-        await job.rest.join()
+        delivered, over = asyncio.ensure_future(job.rest.join()), asyncio.ensure_future(job.over.wait())
+        try:
+            await asyncio.wait((delivered, over), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            delivered.cancel()
+            over.cancel()
 
     async def _stream(self, job: Job, send: FrameSender) -> None:
         """Delivers a stream's frames after its first with `send`, until its end; raises TimedOut or
@@ -372,13 +431,16 @@ class ComputePool:
     async def _read_answers(self, process: ComputeProcess) -> None:
         first = True  # the next frame is the first of the answer to process.sent[0]
         while True:
+            room = self._answer_room if first else None
             try:
-                status, content, last = await read_frame(process.reader)
+                status, content, last, length = await read_frame_within(process.reader, room)
             except ComputeProcessDied as died:
                 self._lost(process, died)
                 return
             job = process.sent[0]
-            if first and last:
+            if content is None:  # an answer that does not fit the room left: read and dropped
+                self._settle(process.sent.popleft(), Overloaded(self._no_room_for_answers(length)))
+            elif first and last:
                 self._settle(process.sent.popleft(), (status, content))
             elif first:
                 self._open_stream(job, (status, content))

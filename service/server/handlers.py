@@ -17,9 +17,9 @@ from service.errors import (
     SERVER_ERRORS,
     ClientGone,
     Status,
+    answer_headers,
     describe_validation_errors,
     detail_body,
-    retry_headers,
     status_of,
 )
 from service.server.state import service_state
@@ -38,7 +38,7 @@ def count_refusal(request: Request, status: Status) -> None:
 async def on_service_error(request: Request, exc: Exception) -> Response:
     status = status_of(exc)
     count_refusal(request, status)
-    return json_response(status.code, detail_body(exc), retry_headers(status))
+    return json_response(status.code, detail_body(exc), answer_headers(status))
 
 
 async def on_request_validation_error(_: Request, exc: Exception) -> Response:

@@ -11,20 +11,32 @@ baseline, measured under the same limits) gets the settings of the environment, 
   the event loop for seconds.
 - Time: the request line and headers must arrive within ATTENTION_HEADER_TIMEOUT_S of the connection (or of
   the request's first byte on a kept-alive one), and a body must not stall for more than
-  ATTENTION_BODY_TIMEOUT_S between two pieces (time the application itself takes to read does not count);
-  else 408 and the connection is closed. An idle socket cannot hold a file descriptor for long.
+  ATTENTION_BODY_TIMEOUT_S between two pieces, nor arrive slower on average than
+  ATTENTION_MIN_BODY_BYTES_PER_S after its first ATTENTION_BODY_TIMEOUT_S (time the application itself takes
+  to read does not count); else 408 and the connection is closed. An idle socket, or one sent a byte now and
+  then, cannot hold a file descriptor for long.
+- Pipelining: at most PIPELINED requests of a connection wait behind the one being answered; the rest of what
+  the client sent stays unparsed and the connection unread until they are answered (a flood of tiny pipelined
+  requests would otherwise be parsed into memory without bound).
+- An answer that leaves its request's body unread (a 413 for a body over ATTENTION_MAX_REQUEST_BYTES, which
+  the application refuses unread, a 401 or 415) ends the connection as a refusal does (below), so that the
+  rest of the body is not read and discarded without end; so does an answer with `Connection: close`.
 - Connections: at most ATTENTION_MAX_CONNECTIONS open; the next one is answered 503 (Retry-After) and closed.
 - Bodies in flight: the bodies of requests not yet answered, over all connections, hold at most
   ATTENTION_MAX_BODY_BYTES_IN_FLIGHT bytes (never less than one ATTENTION_MAX_REQUEST_BYTES). A request is
-  charged its Content-Length when its headers arrive (or the bytes received, for a chunked body) and the
-  charge is given back when it is answered or its connection ends; one that does not fit is answered 503 with
-  Retry-After before its body is read (or, chunked, once it grows past the room left), instead of buffered.
-  A Content-Length over ATTENTION_MAX_REQUEST_BYTES is not charged: the application refuses it (413) unread.
+  charged the bytes of its body as they arrive (what it declares costs nothing until it is sent) and the
+  charge is given back when it is answered or its connection ends; one that grows past the room left is
+  answered 503 with Retry-After, instead of buffered. A Content-Length over ATTENTION_MAX_REQUEST_BYTES is not
+  charged: the application refuses it (413) unread.
+- Shares: once more than 1 - ATTENTION_CLIENT_SHARE of the connections (or of the bytes in flight) is taken, a
+  client address holding ATTENTION_CLIENT_SHARE of it or more gets no more (503): one client cannot take them
+  all from the others.
 
 Every refusal here is counted by reason in CONNECTION_REFUSALS (/metrics: attention_connections_refused) and
-is a JSON `{"detail": ...}` with `Connection: close`; the connection then stops reading requests, discards
-what the client still sends for at most LINGER_S and LINGER_BYTES (so that the client reads the answer rather
-than a reset, without a client that keeps sending costing the event loop) and is closed.
+is a JSON `{"detail": ...}` with `Connection: close`, written after the answers to the requests before it on
+the connection (pipelined); the connection then stops reading requests, discards what the client still sends
+for at most LINGER_S and LINGER_BYTES (so that the client reads the answer rather than a reset, without a
+client that keeps sending costing the event loop) and is closed.
 """
 
 from __future__ import annotations
@@ -38,15 +50,19 @@ from typing import Any, ClassVar
 import httptools
 import orjson
 from uvicorn.config import Config
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
+from service.server.shares import crowded, give_back
 from service.settings import Settings, get_settings
 
 HTTP_PROTOCOL = "service.server.http_protocol:HttpProtocol"  # uvicorn's --http, wherever the service runs
 
 LINGER_S = 1.0
 LINGER_BYTES = 2**18  # drained at most after a refusal, then reading pauses: a client still sending blocks
+PIPELINED = 8  # requests of one connection parsed and waiting behind the one being answered, at most
+PARSE_PIECE = 4096  # what the client sent is parsed this much at a time, so that parsing stops at PIPELINED
 
 log = logging.getLogger("attention_service.http")
 
@@ -55,6 +71,7 @@ REFUSAL_REASONS = (
     "header_too_large",
     "header_timeout",
     "body_timeout",
+    "body_too_slow",
     "connections",
     "body_bytes_in_flight",
 )
@@ -71,6 +88,8 @@ class Limits:
     max_connections: int
     max_body_bytes_in_flight: int  # never less than one max_request_bytes
     max_request_bytes: int
+    min_body_bytes_per_s: int
+    client_share: float
 
     @classmethod
     def of(cls, app_state: dict[str, Any]) -> Limits:
@@ -86,6 +105,8 @@ class Limits:
             max_connections=settings.max_connections,
             max_body_bytes_in_flight=max(settings.max_body_bytes_in_flight, settings.max_request_bytes),
             max_request_bytes=settings.max_request_bytes,
+            min_body_bytes_per_s=settings.min_body_bytes_per_s,
+            client_share=settings.client_share,
         )
 
 
@@ -93,17 +114,50 @@ class _Refused(Exception):
     """Raised from a parser callback once the request is answered here: stops the parser."""
 
 
+class _LingeringClose:
+    """The connection's transport as a request's answer sees it: an answer that closes the connection
+    (`Connection: close`) ends it as a refusal does, with a linger, so that a client still sending its body
+    reads the answer rather than a reset."""
+
+    def __init__(self, protocol: HttpProtocol):
+        self.protocol, self.transport = protocol, protocol.transport
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def close(self) -> None:
+        self.protocol.end_after_answer()
+
+
+class _Flow(FlowControl):
+    """uvicorn's flow control, whose reading a held connection does not resume: an application that reads its
+    request (or waits for the client to leave) resumes reading, which must not let a pipelining client send
+    more requests while PIPELINED wait."""
+
+    held = False
+
+    def resume_reading(self) -> None:
+        if not self.held:
+            super().resume_reading()
+
+
 @dataclass
 class _Upload:
     """A request body's charge against the bytes in flight."""
 
-    declared: int  # its Content-Length, 0 when chunked
     received: int = 0
     charged: int = 0
 
 
 class HttpProtocol(HttpToolsProtocol):
+    flow: _Flow
     body_bytes_in_flight: ClassVar[int] = 0  # over every connection of this process
+    # by client address, over every connection of this process (an address appears while it holds some)
+    connections_by_client: ClassVar[Counter[str]] = Counter()
+    body_bytes_by_client: ClassVar[Counter[str]] = Counter()
 
     def __init__(
         self,
@@ -122,24 +176,38 @@ class HttpProtocol(HttpToolsProtocol):
         self.header_timer: asyncio.TimerHandle | None = None
         self.body_timer: asyncio.TimerHandle | None = None
         self.body_seen = 0.0  # loop time of the body's last piece
+        self.body_started = 0.0  # loop time of the end of its headers, on by the time the application held it
+        self.body_checked = 0.0  # loop time the body's timer last looked
+        self.address = ""  # the client's
+        self.counted = False  # in connections_by_client
         self.linger: asyncio.TimerHandle | None = None
+        self.unparsed = b""  # received, not yet parsed: it waits for the pipelined requests to be answered
+        self.running: RequestResponseCycle | None = None  # the request whose application runs
+        self.refusal = b""  # the answer to a refused request, written once the answers before it are
 
     # connection
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        full = len(self.connections) >= self.limits.max_connections
+        open_ = len(self.connections)
         super().connection_made(transport)
-        if full:
+        self.flow = _Flow(transport)
+        self.address = self.client[0] if self.client else ""
+        limit, holds = self.limits.max_connections, HttpProtocol.connections_by_client[self.address]
+        full = open_ >= limit
+        if full or crowded(open_ + 1, limit, holds + 1, self.limits.client_share):
             self.connections.discard(self)  # closing: it must not keep the next client out
             log.warning("refused a connection: %d open (ATTENTION_MAX_CONNECTIONS)", len(self.connections))
+            share = "" if full else f"; this client holds {holds} (ATTENTION_CLIENT_SHARE)"
             self._refuse(
                 503,
                 "connections",
                 f"the server holds its most connections (ATTENTION_MAX_CONNECTIONS="
-                f"{self.limits.max_connections}); retry shortly",
+                f"{self.limits.max_connections}){share}; retry shortly",
                 retry_after=True,
             )
             return
+        HttpProtocol.connections_by_client[self.address] += 1
+        self.counted = True
         self.header_timer = self.loop.call_later(self.limits.header_timeout_s, self._header_timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -148,8 +216,11 @@ class HttpProtocol(HttpToolsProtocol):
                 timer.cancel()
         self.header_timer = self.body_timer = self.linger = None
         for upload in self.uploads.values():
-            HttpProtocol.body_bytes_in_flight -= upload.charged
+            self._uncharge(upload)
         self.uploads.clear()
+        if self.counted:
+            self.counted = False
+            give_back(HttpProtocol.connections_by_client, self.address, 1)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -159,6 +230,29 @@ class HttpProtocol(HttpToolsProtocol):
                 self.transport.pause_reading()
             return
         self._unset_keepalive_if_required()
+        if self.unparsed:  # read before reading was held: it waits its turn
+            self.unparsed += data
+            self._hold()
+            return
+        view = memoryview(data)
+        for offset in range(0, len(view), PARSE_PIECE):
+            if self.refused or self.transport.is_closing():
+                return
+            if len(self.pipeline) >= PIPELINED:
+                self.unparsed = bytes(view[offset:])
+                break
+            if not self._parse(view[offset : offset + PARSE_PIECE]):
+                return
+        self._hold()
+
+    def _hold(self) -> None:
+        """Reading stops while PIPELINED requests (or bytes not yet parsed) wait, until they are answered."""
+        self.flow.held = bool(self.unparsed) or len(self.pipeline) >= PIPELINED
+        if self.flow.held:
+            self.flow.pause_reading()
+
+    def _parse(self, data: memoryview) -> bool:
+        """Feeds `data` to the parser; False when the connection no longer reads requests."""
         if self.reading_head:
             self.head_bytes += len(data)
         try:
@@ -168,20 +262,21 @@ class HttpProtocol(HttpToolsProtocol):
                 self.handle_websocket_upgrade()
             else:
                 self._unsupported_upgrade_warning()
-            return
+            return False
         except httptools.HttpParserError as error:
             if isinstance(error.__context__, _Refused):
-                return  # a callback has answered
+                return False  # a callback has answered
             msg = "Invalid HTTP request received."
             self.logger.warning(msg)
             self.send_400_response(msg)
-            return
+            return False
         if self.reading_head and self.head_bytes > self.limits.max_header_bytes:
             self._head_too_large()
         elif not self.reading_head:
             self.body_seen = self.loop.time()
             if self.body_timer is None:
                 self.body_timer = self.loop.call_later(self.limits.body_timeout_s, self._body_timed_out)
+        return True
 
     # parser callbacks
 
@@ -199,12 +294,12 @@ class HttpProtocol(HttpToolsProtocol):
             self.header_timer.cancel()
             self.header_timer = None
         self.reading_head, self.head_bytes = False, 0
+        self.body_started = self.body_checked = self.loop.time()
         upload = self._upload()
-        if upload is not None and upload.declared and not self._charge(upload, upload.declared):
-            self._too_many_bodies(write=self._idle())  # no cycle of its own yet: nothing else to tell
-            raise _Refused()
         before = self.cycle
         super().on_headers_complete()
+        if self.cycle is not before:
+            self.cycle.transport = _LingeringClose(self)  # type: ignore[assignment]
         if upload is not None and self.cycle is not before:
             self.uploads[self.cycle] = upload
         elif upload is not None:  # no cycle (an upgrade): nothing to hold the charge
@@ -229,7 +324,35 @@ class HttpProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         for cycle in [cycle for cycle in self.uploads if cycle.response_complete]:
             self._uncharge(self.uploads.pop(cycle))
-        super().on_response_complete()
+        answered = self.running
+        super().on_response_complete()  # starts the next pipelined request, if any
+        if self.transport.is_closing():
+            return
+        if self.refused:
+            if not self._answering() and self.linger is None:
+                self._close_with(self.refusal)
+            return
+        if answered is not None and answered.more_body:  # answered before its body was read: it never will be
+            self.end_after_answer()
+            return
+        data, self.unparsed = self.unparsed, b""
+        self.flow.held = False
+        if data:
+            self.data_received(data)  # holds reading again while PIPELINED still wait
+        if not self.flow.held:
+            self.flow.resume_reading()
+
+    def end_after_answer(self) -> None:
+        """No more requests are read on this connection: it ends after a linger (the answer is written)."""
+        if self.transport.is_closing() or self.linger is not None:
+            return
+        self.refused = True
+        self.unparsed, self.flow.held = b"", False
+        self._close_with(b"")
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        self.running = cycle
+        super()._start_asgi_task(cycle, app)
 
     # limits
 
@@ -237,30 +360,34 @@ class HttpProtocol(HttpToolsProtocol):
         """The new request's charge, uncharged yet; None when it is not charged (its Content-Length is over
         max_request_bytes: the application refuses it without reading it)."""
         declared = next((value for name, value in self.headers if name == b"content-length"), None)
-        if declared is None:
-            return _Upload(0)
-        length = int(declared)  # the parser has checked it is a number
-        return _Upload(length) if length <= self.limits.max_request_bytes else None
+        # the parser has checked it is a number
+        return _Upload() if declared is None or int(declared) <= self.limits.max_request_bytes else None
 
     def _charge(self, upload: _Upload, amount: int) -> bool:
         """Raises the upload's charge to `amount` if it fits under the bytes in flight; False if not."""
         more = amount - upload.charged
         if more <= 0:
             return True
-        if HttpProtocol.body_bytes_in_flight + more > self.limits.max_body_bytes_in_flight:
+        total, limit = HttpProtocol.body_bytes_in_flight + more, self.limits.max_body_bytes_in_flight
+        holds = HttpProtocol.body_bytes_by_client[self.address] + more
+        share, largest = self.limits.client_share, self.limits.max_request_bytes
+        if total > limit or crowded(total, limit, holds, share, floor=largest):
             return False
         HttpProtocol.body_bytes_in_flight += more
+        HttpProtocol.body_bytes_by_client[self.address] += more
         upload.charged = amount
         return True
 
     def _uncharge(self, upload: _Upload) -> None:
         HttpProtocol.body_bytes_in_flight -= upload.charged
+        give_back(HttpProtocol.body_bytes_by_client, self.address, upload.charged)
         upload.charged = 0
 
-    def _idle(self) -> bool:
-        """No answer is under way on this connection: one of ours may be written."""
-        cycle: RequestResponseCycle | None = self.cycle  # None before the first request
-        return cycle is None or cycle.response_complete
+    def _answering(self) -> bool:
+        """An answer to a request before the refused one is under way or waits its turn: ours comes after."""
+        running = self.running
+        under_way = running is not None and not running.response_complete and not running.disconnected
+        return under_way or bool(self.pipeline)
 
     def _head_too_large(self) -> None:
         self._refuse(
@@ -268,7 +395,6 @@ class HttpProtocol(HttpToolsProtocol):
             "header_too_large",
             "the request line and headers are over ATTENTION_MAX_HEADER_BYTES="
             f"{self.limits.max_header_bytes} bytes",
-            write=self._idle(),
         )
 
     def _too_many_bodies(self, *, write: bool) -> None:
@@ -280,17 +406,22 @@ class HttpProtocol(HttpToolsProtocol):
             503,
             "body_bytes_in_flight",
             "the server holds its most bytes of request bodies (ATTENTION_MAX_BODY_BYTES_IN_FLIGHT="
-            f"{self.limits.max_body_bytes_in_flight}); retry shortly",
+            f"{self.limits.max_body_bytes_in_flight}, of which one client holds at most a share, "
+            f"ATTENTION_CLIENT_SHARE={self.limits.client_share:g}, once they run short); retry shortly",
             write=write,
             retry_after=True,
         )
 
     def _abandon_cycle(self) -> bool:
-        """The current request's application sees a disconnect and can no longer answer; True if it had not
-        started answering (so we may answer in its place)."""
+        """The current request is never answered by its application (a pipelined one is never started, a
+        running one sees a disconnect); True if it had not started answering (so we answer in its place)."""
         cycle: RequestResponseCycle | None = self.cycle
         if cycle is None or cycle.response_started:
             return False
+        waiting = [entry for entry in self.pipeline if entry[0] is cycle]
+        if waiting:
+            self.pipeline.remove(waiting[0])
+            return True
         cycle.disconnected = True
         cycle.message_event.set()
         return True
@@ -304,39 +435,53 @@ class HttpProtocol(HttpToolsProtocol):
             "header_timeout",
             f"the request line and headers took longer than ATTENTION_HEADER_TIMEOUT_S="
             f"{self.limits.header_timeout_s:g} s",
-            write=self._idle(),
         )
 
     def _body_timed_out(self) -> None:
         self.body_timer = None
         if self.transport.is_closing() or self.refused or self.reading_head:
             return
-        now = self.loop.time()
+        now, timeout = self.loop.time(), self.limits.body_timeout_s
         if self.flow.read_paused:  # the application is not reading: the client is not the one stalling
             self.body_seen = now
-        left = self.body_seen + self.limits.body_timeout_s - now
-        if left > 0:
-            self.body_timer = self.loop.call_later(left, self._body_timed_out)
+            self.body_started += now - self.body_checked
+        self.body_checked = now
+        upload = self.uploads.get(self.cycle)
+        received = 0 if upload is None else upload.received
+        stalled_in = self.body_seen + timeout - now
+        too_slow_in = self.body_started + timeout + received / self.limits.min_body_bytes_per_s - now
+        if min(stalled_in, too_slow_in) > 0:
+            self.body_timer = self.loop.call_later(min(stalled_in, too_slow_in), self._body_timed_out)
             return
-        self._refuse(
-            408,
-            "body_timeout",
-            "the request body stalled for longer than ATTENTION_BODY_TIMEOUT_S="
-            f"{self.limits.body_timeout_s:g} s",
-            write=self._abandon_cycle(),
-        )
+        if stalled_in <= 0:
+            reason, detail = "body_timeout", f"stalled for longer than ATTENTION_BODY_TIMEOUT_S={timeout:g} s"
+        else:
+            reason, detail = (
+                "body_too_slow",
+                f"arrived slower than ATTENTION_MIN_BODY_BYTES_PER_S={self.limits.min_body_bytes_per_s} "
+                f"after its first ATTENTION_BODY_TIMEOUT_S={timeout:g} s ({received} bytes in "
+                f"{now - self.body_started:.0f} s)",
+            )
+        self._refuse(408, reason, f"the request body {detail}", write=self._abandon_cycle())
 
     def _refuse(
-        self, status: int, reason: str, detail: str, *, write: bool = True, retry_after: bool = False
+        self,
+        status: int,
+        reason: str,
+        detail: str,
+        *,
+        write: bool = True,
+        retry_after: bool = False,
     ) -> None:
-        """Counts the refusal, answers `status` (when `write`), stops reading requests and closes the
-        connection after a short linger."""
+        """Counts the refusal, answers `status` (when `write`) once the answers to the requests before it are
+        written, stops reading requests and closes the connection after a short linger."""
         CONNECTION_REFUSALS[reason] += 1
         self.refused = True
         for timer in (self.header_timer, self.body_timer):
             if timer is not None:
                 timer.cancel()
         self.header_timer = self.body_timer = None
+        self.unparsed, self.flow.held = b"", False
         if self.transport.is_closing():
             return
         if write:
@@ -352,8 +497,16 @@ class HttpProtocol(HttpToolsProtocol):
                 b"\r\n",
                 body,
             ]
-            self.transport.write(b"".join(head))
+            self.refusal = b"".join(head)
         self.flow.resume_reading()  # keep draining what the client sends, so that it reads the answer
+        if not self._answering():  # else once they are answered (on_response_complete)
+            self._close_with(self.refusal)
+
+    def _close_with(self, answer: bytes) -> None:
+        """Writes `answer` (if any), then ends the connection after a short linger."""
+        if answer:
+            self.transport.write(answer)
+        self.flow.resume_reading()
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.linger = self.loop.call_later(LINGER_S, self.transport.close)

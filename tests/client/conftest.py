@@ -59,14 +59,15 @@ def client(service: Server) -> Iterator[Client]:
 @contextmanager
 def bodies_in_flight_full(service: Server) -> Iterator[socket.socket]:
     """A raw connection that declares a body of the service's whole ATTENTION_MAX_BODY_BYTES_IN_FLIGHT and
-    sends none of it: until it is closed, every other request with a body is answered 503 with Retry-After.
-    Returns once the service refuses a request that way."""
+    sends all of it but its last byte (a body is charged what it has sent): until it is closed, every other
+    request with a body is answered 503 with Retry-After. Returns once the service refuses a request that
+    way."""
     blocker = socket.create_connection(("127.0.0.1", service.port), timeout=10)
     head = (
         "POST /attend HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
         f"x-api-key: {API_KEY}\r\ncontent-length: {BODY_LIMIT}\r\n\r\n"
     )
-    blocker.sendall(head.encode())
+    blocker.sendall(head.encode() + b" " * (BODY_LIMIT - 1))
     try:
         deadline = time.monotonic() + 10
         headers = {"content-type": "application/json", "x-api-key": API_KEY}

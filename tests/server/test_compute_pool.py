@@ -312,17 +312,52 @@ def test_the_time_limit_stops_a_computation_whose_client_left():
     asyncio.run(scenario())
 
 
-def test_an_answer_keeps_its_place_until_it_is_delivered():
+def test_an_answer_gives_its_place_back_once_computed_and_its_bytes_once_delivered():
+    """Issue 21 #3: an answer its client has not read yet is memory, not a computation: its place is free
+    for the next request at once, while its bytes count against max_answer_bytes_in_flight until delivered."""
+
     async def scenario() -> None:
         async with running(max_concurrent=1, max_queue=0) as (pool, _):
             held = await pool.run(b"echo held")
             assert (held.status, held.content) == (200, b"echo held")
-            assert len(pool.admitted) == 1  # not yet delivered: a slow reader's answer is memory
-            with pytest.raises(Overloaded):
-                await pool.run(b"echo")
+            assert len(pool.admitted) == 0 and pool.answer_bytes == len(b"echo held")
+            assert await answered(pool, b"echo") == (200, b"echo")  # the place is free
             held.release()
-            assert len(pool.admitted) == 0
+            assert pool.answer_bytes == 0 and not pool.answer_bytes_by_client
+
+    asyncio.run(scenario())
+
+
+def test_past_the_answer_bytes_a_request_is_refused_before_it_is_computed():
+    """Issue 21 #3: undelivered answers at max_answer_bytes_in_flight: the next request is a 503 at once; a
+    client holding its share of them once they run short is refused while another client is computed."""
+
+    async def scenario() -> None:
+        async with running(max_answer_bytes_in_flight=100, client_share=0.25) as (pool, _):
+            slow = [await pool.run(b"echo" + b"." * 26, client="10.0.0.9") for _ in range(3)]  # 90 bytes
+            with pytest.raises(Overloaded, match="ATTENTION_CLIENT_SHARE"):
+                await pool.run(b"echo", client="10.0.0.9")
+            assert await answered(pool, b"echo") == (200, b"echo")  # another client: 4 bytes, computed
+            more = await pool.run(b"echo" + b"." * 6, client="10.0.0.8")  # 100 bytes held: full
+            with pytest.raises(Overloaded, match="ATTENTION_MAX_ANSWER_BYTES_IN_FLIGHT"):
+                await pool.run(b"echo", client="10.0.0.7")
+            for held in (*slow, more):
+                held.release()
+            assert pool.answer_bytes == 0
             assert await answered(pool, b"echo") == (200, b"echo")
+
+    asyncio.run(scenario())
+
+
+def test_an_answer_that_does_not_fit_the_room_left_is_dropped_with_a_503():
+    async def scenario() -> None:
+        async with running(max_answer_bytes_in_flight=100) as (pool, _):
+            held = await pool.run(b"echo" + b"." * 56)  # 60 bytes held
+            with pytest.raises(Overloaded, match="this answer's 50 bytes do not fit"):
+                await pool.run(b"echo" + b"." * 46)
+            assert pool.answer_bytes == 60 and len(pool.admitted) == 0
+            held.release()
+            assert await answered(pool, b"echo" + b"." * 46) == (200, b"echo" + b"." * 46)
 
     asyncio.run(scenario())
 

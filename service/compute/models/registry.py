@@ -170,6 +170,27 @@ def _offline() -> None:
         os.environ.setdefault(switch, "1")
 
 
+def check_loading(name: str, loading: dict[str, Any]) -> None:
+    """A model whose weights files lack some of its tensors would be served with those left at their random
+    initial values, and one whose files hold tensors it has no place for is not the model its config says:
+    either stops the start, naming them."""
+    wrong = {
+        what: sorted(str(entry[0] if isinstance(entry, tuple) else entry) for entry in loading.get(key, ()))
+        for key, what in (
+            ("missing_keys", "tensors missing"),
+            ("unexpected_keys", "tensors unexpected"),
+            ("mismatched_keys", "tensors of another shape"),
+        )
+    }
+    found = [
+        f"{len(keys)} {what} ({', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''})"
+        for what, keys in wrong.items()
+        if keys
+    ]
+    if found:
+        raise ModelError(f"model {name!r}: its weights files do not match its config: {'; '.join(found)}")
+
+
 def load_model(name: str, folder: Path, dtype: str = "float32") -> LoadedModel:
     _offline()
     import torch
@@ -177,6 +198,9 @@ def load_model(name: str, folder: Path, dtype: str = "float32") -> LoadedModel:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    # its messages (the load report among them) go through the service's JSON log lines, not its own handler
+    transformers_logging.disable_default_handler()
+    transformers_logging.enable_propagation()
 
     started = time.perf_counter()
     files = weights_files(name, folder)
@@ -204,6 +228,7 @@ def load_model(name: str, folder: Path, dtype: str = "float32") -> LoadedModel:
             f"model {name!r}: config.json names {config.architectures}, but its weights lack "
             f"{sorted(loading['missing_keys'])[:8]}; expected the head's weights in the safetensors"
         )
+    check_loading(name, loading)
     model = whole if kind is None else whole.base_model  # the base model: its forward is the service's
     tokenizer = _ready_tokenizer(AutoTokenizer.from_pretrained(folder, local_files_only=True))
     about = describe_config(model.config)

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from schemas.oip import InferRequestHeader
 from schemas.request import AttendRequest
 from service.compute.dispatch import compute
-from service.compute.limits import check_strings
+from service.compute.limits import check_numbers, check_strings
 from service.compute.models.registry import ModelRegistry
 from service.compute.oip.inputs import decode_inputs
 from service.compute.oip.outputs import oip_body
@@ -72,6 +72,7 @@ def decode(envelope: bytes, settings: Settings) -> InferRequest:
             f"the JSON header's length {header_length} exceeds the body's {len(body)} bytes"
         )
     check_strings(settings, body[:header_length])  # a BYTES bomb is refused before the parser sees it
+    check_numbers(settings, body[:header_length])  # and a bomb of JSON data
     try:
         header = InferRequestHeader.model_validate(orjson.loads(body[:header_length]))
     except orjson.JSONDecodeError as error:

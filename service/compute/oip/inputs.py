@@ -75,18 +75,39 @@ def _binary_size(tensor: InferInput) -> int | None:
     return size
 
 
-def _flatten(data: Any, depth: int = 0) -> list[Any]:
-    """Row-major elements of `data`: a flat list, or lists nested as the shape (the protocol allows both)."""
+def _flatten(name: str, data: Any, shape: list[int]) -> list[Any]:
+    """Row-major elements of `data`: a flat list, or lists nested exactly as the shape (the protocol allows
+    both); any other nesting is refused rather than reshaped."""
     if not isinstance(data, list):
         return [data]
-    if depth > MAX_RANK:
-        raise InferRequestError(f"data nested more than {MAX_RANK} deep")
     if not any(isinstance(item, list) for item in data):
         return data
     flat: list[Any] = []
-    for item in data:
-        flat.extend(_flatten(item, depth + 1))
+    _flatten_nested(name, data, shape, (), flat)
     return flat
+
+
+def _flatten_nested(name: str, data: Any, shape: list[int], at: tuple[int, ...], flat: list[Any]) -> None:
+    where = "data" + "".join(f"[{index}]" for index in at)
+    depth = len(at)
+    if depth == len(shape) or not isinstance(data, list) or len(data) != shape[depth]:
+        found = f"a list of {len(data)} items" if isinstance(data, list) else describe(data)
+        expected = f"a list of {shape[depth]} items" if depth < len(shape) else "a single element"
+        raise InferRequestError(
+            f"input {name!r}: {where} is {found}; expected {expected} (data is flat, or nested as the shape "
+            f"{shape})"
+        )
+    if depth == len(shape) - 1:
+        if any(isinstance(item, list) for item in data):
+            index = next(i for i, item in enumerate(data) if isinstance(item, list))
+            raise InferRequestError(
+                f"input {name!r}: {where}[{index}] is a list; expected a single element (data is flat, or "
+                f"nested as the shape {shape})"
+            )
+        flat.extend(data)
+        return
+    for index, item in enumerate(data):
+        _flatten_nested(name, item, shape, (*at, index), flat)
 
 
 def _to_float64(name: str, datatype: str, values: np.ndarray) -> np.ndarray:
@@ -115,7 +136,7 @@ def _from_json(tensor: InferInput, count: int, settings: Settings) -> Decoded:
         raise InferRequestError(
             f"input {tensor.name!r} has neither data nor parameters.{BINARY_DATA_SIZE}; expected one of them"
         )
-    flat = _flatten(tensor.data)
+    flat = _flatten(tensor.name, tensor.data, tensor.shape)
     if len(flat) != count:
         raise InferRequestError(
             f"input {tensor.name!r}: found {len(flat)} elements in data; expected {count} for shape "

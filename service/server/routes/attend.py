@@ -79,15 +79,17 @@ async def send_in_pieces(send: Send, body: bytes | memoryview, timeout: float, m
 
 
 class DeliveredResponse(Response):
-    """The compute process's answer, whose place in the compute pool is released once it is delivered: a
-    client that does not read keeps its place taken (so slow readers cannot pile up answers in memory) until
-    the send timeout cuts it off."""
+    """The compute process's answer, whose bytes the compute pool counts until it is delivered (slow readers
+    cannot pile up answers in memory beyond ATTENTION_MAX_ANSWER_BYTES_IN_FLIGHT): each megabyte must be read
+    within the send timeout, and the whole within the send timeout plus its size at the slowest rate allowed,
+    else the connection is closed."""
 
     def __init__(self, held: Held, send_timeout: float, media_type: str = JSON):
         super().__init__(held.content, status_code=held.status, media_type=media_type)
         self.release, self.send_timeout = held.release, send_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        settings = scope["app"].state.settings
         try:
             await send(
                 {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
@@ -95,7 +97,8 @@ class DeliveredResponse(Response):
             if len(self.body) <= CHUNK:  # fits the socket's buffers: sent without waiting for the reader
                 await send({"type": "http.response.body", "body": self.body})
                 return
-            await send_in_pieces(send, self.body, self.send_timeout, more_body=False)
+            whole = self.send_timeout + len(self.body) / settings.min_send_bytes_per_s
+            await asyncio.wait_for(send_in_pieces(send, self.body, self.send_timeout, more_body=False), whole)
         except TimeoutError:
             # the connection is closed with the answer unfinished (uvicorn logs the response as incomplete)
             service_state(scope["app"]).metrics.rejected.labels("send_timeout").inc()
@@ -117,9 +120,13 @@ class StreamedResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         metrics = service_state(scope["app"]).metrics
+        mid_line = False  # a line's pieces come in several frames: the stream may break off within one
 
         async def send_line(line: bytes | memoryview) -> None:
+            nonlocal mid_line
             await send_in_pieces(send, line, self.send_timeout, more_body=True)
+            if len(line):
+                mid_line = bytes(line[-1:]) != b"\n"
 
         try:
             await send(
@@ -133,12 +140,17 @@ class StreamedResponse(Response):
                 status = status_of(broken)
                 if status.refusal is not None:
                     metrics.rejected.labels(status.refusal).inc()
-                await send_line(stream_error_line(status.code, detail_body(broken)))
+                error = stream_error_line(status.code, detail_body(broken))
+                await send_line(b"\n" + error if mid_line else error)  # the cut line ends first
             await asyncio.wait_for(send({"type": "http.response.body", "body": b""}), self.send_timeout)
         except TimeoutError:
             metrics.rejected.labels("send_timeout").inc()  # closed unfinished, as DeliveredResponse
         finally:
             self.held.release()
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client is not None else ""
 
 
 async def client_disconnected(request: Request) -> None:
@@ -186,7 +198,9 @@ async def post_attend(request: Request, settings: AppSettings, compute: ComputeD
     check_json_declared(request)
     media = negotiate(request.headers.get("accept"))
     body = await read_body(request, settings.max_request_bytes)
-    held = await compute.run(body, disconnected=partial(client_disconnected, request), media=media)
+    held = await compute.run(
+        body, disconnected=partial(client_disconnected, request), media=media, client=client_address(request)
+    )
     if held.stream is not None:
         return StreamedResponse(held, settings.send_timeout_s)
     answered_as = MEDIA_TYPES[media] if held.status == 200 else JSON

@@ -41,14 +41,20 @@ from service.errors import (
     InferRequestError,
     UnknownModel,
     UnsupportedMediaType,
+    answer_headers,
     oip_error_body,
-    retry_headers,
     status_of,
 )
 from service.protocol import OIP_ANSWER, OIP_INFER, OIP_PRELUDE
 from service.server.compute_interface import Held
 from service.server.handlers import count_refusal, json_response
-from service.server.routes.attend import JSON, DeliveredResponse, client_disconnected, read_body
+from service.server.routes.attend import (
+    JSON,
+    DeliveredResponse,
+    client_address,
+    client_disconnected,
+    read_body,
+)
 from service.server.security import require_api_key
 from service.server.state import AppSettings, ComputeDependency, State
 
@@ -81,7 +87,7 @@ class OipRoute(APIRoute):
             except SERVER_ERRORS as error:
                 status = status_of(error)
                 count_refusal(request, status)
-                return oip_error(status.code, str(error), retry_headers(status))
+                return oip_error(status.code, str(error), answer_headers(status))
 
         return route
 
@@ -196,11 +202,18 @@ async def model_ready(
 
 
 def _check_media(request: Request) -> None:
+    """A 415 for a body that a web page could send cross-site without a CORS preflight: one of a form's
+    types, or none from a browser (fetch with mode "no-cors" and an ArrayBuffer; a browser marks every POST
+    with Origin, and with Sec-Fetch-Mode). A body without Content-Type from any other client is JSON, as
+    tritonclient sends it; Inference-Header-Content-Length cannot be sent cross-site without a preflight."""
     declared = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if declared in SIMPLE_FORM_TYPES:
+    from_a_page = "origin" in request.headers or request.headers.get("sec-fetch-mode") == "no-cors"
+    undeclared = not declared and from_a_page and HEADER_LENGTH not in request.headers
+    if declared in SIMPLE_FORM_TYPES or undeclared:
+        found = f"Content-Type {declared!r}" if declared else "no Content-Type from a web page"
         raise UnsupportedMediaType(
-            f"found Content-Type {declared!r}; expected application/json, application/octet-stream or none "
-            "(a body a browser form could send does not start a computation)",
+            f"found {found}; expected application/json, application/octet-stream, or none outside a "
+            "browser (a body a web page could send cross-site does not start a computation)",
         )
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding != "identity":
@@ -282,7 +295,12 @@ async def infer(
     model = name.encode()
     envelope = b"".join((OIP_PRELUDE.pack(length, len(model)), model, body))
     del body  # one copy of the body held while it waits and computes
-    held = await compute.run(envelope, disconnected=partial(client_disconnected, request), kind=OIP_INFER)
+    held = await compute.run(
+        envelope,
+        disconnected=partial(client_disconnected, request),
+        kind=OIP_INFER,
+        client=client_address(request),
+    )
     return InferResponse(held, settings.send_timeout_s)
 
 
