@@ -49,6 +49,7 @@ from service.protocol import OIP_ANSWER, OIP_INFER, OIP_PRELUDE
 from service.server.compute_interface import Held
 from service.server.handlers import count_refusal, json_response
 from service.server.routes.attend import JSON, DeliveredResponse, client_disconnected, read_body
+from service.server.routes.health import NO_BODY, NOT_READY
 from service.server.security import require_api_key
 from service.server.state import AppSettings, ComputeDependency, State
 
@@ -135,10 +136,6 @@ def refusals(*statuses: int, **meanings: str) -> dict[int | str, dict[str, Any]]
         status: {"model": OipError, "description": meanings.get(f"s{status}", _WHEN[status])}
         for status in statuses
     }
-
-
-NO_BODY: dict[int | str, dict[str, Any]] = {200: {"description": "As GET, without a body."}}
-NOT_READY = "Still starting, or every compute process is being replaced."
 
 
 async def server_metadata(request: Request) -> ServerMetadata:
