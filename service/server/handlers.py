@@ -22,11 +22,14 @@ from service.errors import (
     retry_headers,
     status_of,
 )
+from service.protocol import MEDIA_TYPES, ResponseFormat
 from service.server.state import service_state
+
+JSON_MEDIA_TYPE = MEDIA_TYPES[ResponseFormat.JSON]
 
 
 def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+    return Response(orjson.dumps(body), status_code=status, media_type=JSON_MEDIA_TYPE, headers=headers)
 
 
 def count_refusal(request: Request, status: Status) -> None:
