@@ -12,9 +12,11 @@ import orjson
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from pydantic import ValidationError
 
 from service.errors import (
     SERVER_ERRORS,
+    STATUSES,
     ClientGone,
     Status,
     describe_validation_errors,
@@ -45,9 +47,12 @@ async def on_service_error(request: Request, exc: Exception) -> Response:
 
 
 async def on_request_validation_error(_: Request, exc: Exception) -> Response:
-    """FastAPI's own parameter validation, whose locations already start with body, query or path."""
+    """FastAPI's own parameter validation, whose locations already start with body, query or path; the status
+    of a body pydantic refused."""
     assert isinstance(exc, RequestValidationError)
-    return json_response(422, {"detail": describe_validation_errors(list(exc.errors()), prefix=())})
+    return json_response(
+        STATUSES[ValidationError].code, {"detail": describe_validation_errors(list(exc.errors()), prefix=())}
+    )
 
 
 async def on_client_gone(request: Request, exc: Exception) -> Response:
