@@ -26,7 +26,7 @@ from service.server.routes import metrics as metrics_route
 from service.server.routes import models as models_route
 from service.server.routes import oip as oip_route
 from service.server.routes.docs import add_docs
-from service.server.state import ServiceState, StartCompute, service_state
+from service.server.state import ServiceState, StartCompute, attach_service_state, service_state
 from service.settings import Settings, get_settings
 
 log = logging.getLogger("attention_service")
@@ -124,7 +124,8 @@ def create_app(settings: Settings | None = None, start_compute: StartCompute = s
         redoc_url=None,
     )
     settings = settings or get_settings()
-    app.state.service = state = ServiceState(settings, Metrics(), start_compute)
+    state = ServiceState(settings, Metrics(), start_compute)
+    attach_service_state(app, state)
     app.include_router(health.router)
     app.include_router(attend_route.router)
     app.include_router(models_route.router)
