@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-Tensors = dict[str, Tensor]  # by name, in the order of schemas.axes.TENSOR_NAMES, already sliced
-Layer = tuple[int, Tensors]  # a model's layer index and its tensors
+TensorsByName = dict[str, Tensor]  # by name, in the order of schemas.axes.TENSOR_NAMES, already sliced
+Layer = tuple[int, TensorsByName]  # a model's layer index and its tensors
 
 
 @dataclass
@@ -18,7 +18,7 @@ class Result:
     a text, and `meta(**changes)`, which writes meta as JSON when called (after the tensors are encoded, so
     that elapsed_ms counts the encoding); `changes` replace fields of it (layer, wire_dtype)."""
 
-    tensors: Tensors
+    tensors: TensorsByName
     layers: Iterable[Layer] | None
     order: list[int] | None
     tokens: list[list[str]] | None
