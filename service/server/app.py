@@ -116,7 +116,8 @@ def create_app(settings: Settings | None = None, start_compute: StartCompute = s
         "JSON: Q, K, V, scores, scaled scores, softmax weights, per-head context and output.\n\n"
         "Guides, served by this service: [the list](guides); [the API](guides/api.md) (fields, answers, "
         "errors, formats), [models](guides/models.md), [the Open Inference Protocol](guides/oip.md), "
-        "[operations and settings](guides/operations.md), [deployment](guides/deployment.md).",
+        "[the explorer page](guides/explorer.md), [operations and settings](guides/operations.md), "
+        "[deployment](guides/deployment.md).",
         lifespan=lifespan,
         exception_handlers=HANDLERS,
         # Swagger UI and ReDoc come from routes/docs.py, served by the service itself (FastAPI's load a CDN)
