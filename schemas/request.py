@@ -18,9 +18,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from schemas.axes import ALL_TENSOR_NAMES, TENSOR_NAMES, TensorName
-from schemas.request_forms import (
-    TOY_MODEL as TOY_MODEL,  # re-exported: the request's constants live here
-)
+from schemas.request_forms import TOY_MODEL as TOY_MODEL  # re-exported: the request's constants live here
 from schemas.request_forms import (
     input_forms_json_schema,
     layer_json_schema,
