@@ -26,9 +26,7 @@ from schemas.request_forms import (
     text_json_schema,
     weights_json_schema,
 )
-from schemas.request_forms import (
-    TOY_MODEL as TOY_MODEL,  # re-exported: the request's constants live here
-)
+from schemas.request_forms import TOY_MODEL as TOY_MODEL  # re-exported: the request's constants live here
 from schemas.tensor import Axes
 
 TOY_D_MODEL = 8  # d_model of toy-mode embeddings when a request names none

@@ -26,7 +26,7 @@ from service.compute.doors import DOORS
 from service.compute.memory import MemoryKeeper
 from service.compute.models.registry import ModelRegistry
 from service.compute.pipeline import attend
-from service.errors import ModelError
+from service.errors import STATUSES, ModelError
 from service.logs import log_json_to_stderr
 from service.protocol import ANSWER, REQUEST, ResponseFormat, Started, Tickets, skipped
 from service.settings import Settings
@@ -91,7 +91,7 @@ def _serve(channel: socket.socket, tickets: Tickets, settings: Settings) -> None
         models, report = start(settings)
     except Exception as error:
         log.exception("compute process failed to start")
-        _send(channel, 503, orjson.dumps({"detail": str(error)}))
+        _send(channel, STATUSES[ModelError].code, orjson.dumps({"detail": str(error)}))
         return
     log.info(
         "compute process %d ready in %.2f s: device %s, %d torch threads",

@@ -20,9 +20,8 @@ class Sizes:
     d_k: int
     d_v: int
     d_out: int
-    layers: int = (
-        1  # how many times the attention is computed and returned (one per requested layer of a model)
-    )
+    # how many times the attention is computed and returned (one per requested layer of a model)
+    layers: int = 1
     kv_heads: int | None = None  # key/value heads under grouped-query attention; None: one per query head
     top_k: int = 1  # the summaries' settings (service/compute/summaries.py)
     pool: int = 1

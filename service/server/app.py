@@ -27,7 +27,7 @@ from service.server.routes import metrics as metrics_route
 from service.server.routes import models as models_route
 from service.server.routes import oip as oip_route
 from service.server.routes.docs import add_docs
-from service.server.state import ServiceState, StartCompute, service_state
+from service.server.state import ServiceState, StartCompute, attach_service_state, service_state
 from service.settings import Settings, get_settings
 
 log = logging.getLogger("attention_service")
@@ -117,7 +117,8 @@ def create_app(settings: Settings | None = None, start_compute: StartCompute = s
         "JSON: Q, K, V, scores, scaled scores, softmax weights, per-head context and output.\n\n"
         "Guides, served by this service: [the list](guides); [the API](guides/api.md) (fields, answers, "
         "errors, formats), [models](guides/models.md), [the Open Inference Protocol](guides/oip.md), "
-        "[operations and settings](guides/operations.md), [deployment](guides/deployment.md).",
+        "[the explorer page](guides/explorer.md), [operations and settings](guides/operations.md), "
+        "[deployment](guides/deployment.md).",
         lifespan=lifespan,
         exception_handlers=HANDLERS,
         # Swagger UI and ReDoc come from routes/docs.py, served by the service itself (FastAPI's load a CDN)
@@ -125,7 +126,8 @@ def create_app(settings: Settings | None = None, start_compute: StartCompute = s
         redoc_url=None,
     )
     settings = settings or get_settings()
-    app.state.service = state = ServiceState(settings, Metrics(), start_compute)
+    state = ServiceState(settings, Metrics(), start_compute)
+    attach_service_state(app, state)
     app.include_router(health.router)
     app.include_router(attend_route.router)
     app.include_router(models_route.router)

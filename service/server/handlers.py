@@ -12,9 +12,11 @@ import orjson
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from pydantic import ValidationError
 
 from service.errors import (
     SERVER_ERRORS,
+    STATUSES,
     ClientGone,
     Status,
     answer_headers,
@@ -22,11 +24,14 @@ from service.errors import (
     detail_body,
     status_of,
 )
+from service.protocol import MEDIA_TYPES, ResponseFormat
 from service.server.state import service_state
+
+JSON_MEDIA_TYPE = MEDIA_TYPES[ResponseFormat.JSON]
 
 
 def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+    return Response(orjson.dumps(body), status_code=status, media_type=JSON_MEDIA_TYPE, headers=headers)
 
 
 def count_refusal(request: Request, status: Status) -> None:
@@ -42,9 +47,12 @@ async def on_service_error(request: Request, exc: Exception) -> Response:
 
 
 async def on_request_validation_error(_: Request, exc: Exception) -> Response:
-    """FastAPI's own parameter validation, whose locations already start with body, query or path."""
+    """FastAPI's own parameter validation, whose locations already start with body, query or path; the status
+    of a body pydantic refused."""
     assert isinstance(exc, RequestValidationError)
-    return json_response(422, {"detail": describe_validation_errors(list(exc.errors()), prefix=())})
+    return json_response(
+        STATUSES[ValidationError].code, {"detail": describe_validation_errors(list(exc.errors()), prefix=())}
+    )
 
 
 async def on_client_gone(request: Request, exc: Exception) -> Response:

@@ -32,6 +32,11 @@ class ServiceState:
         return self.ready and self.compute is not None and self.compute.up > 0
 
 
+def attach_service_state(app: Starlette, state: ServiceState) -> None:
+    """The one place app.state is written: service_state reads it back."""
+    app.state.service = state
+
+
 def service_state(app: Starlette) -> ServiceState:
     state: ServiceState = app.state.service
     return state

@@ -10,7 +10,7 @@ import numpy as np
 
 from devtools.paths import ROOT
 from devtools.servers import Server
-from tests.server.test_oip_kserve import kserve
+from tests.support.kserve import kserve
 
 OIP_GUIDE = ROOT / "docs" / "oip.md"
 DOCUMENTED_ADDRESS = "127.0.0.1:8000"

@@ -5,21 +5,16 @@ binary tensors both ways for the embeddings path and a text model, against the g
 carrying the service's message. The metadata, which KServe's REST client has no call for, and a JSON answer
 are read with KServe's own models of the protocol (kserve.protocol.rest.v2_datamodels).
 
-kserve is imported when a test first needs it, with the program name alone as sys.argv: importing it parses
-sys.argv for its model server's flags, and pytest's own (`--co` reads as kserve's `--configure_logging`) would
-end the whole session at collection."""
+kserve is imported when a test first needs it (tests/support/kserve.py: pytest's sys.argv would end the
+session at collection)."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import importlib
 import json
-import sys
 from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
-from unittest import mock
 
 import httpx
 import numpy as np
@@ -28,6 +23,7 @@ import pytest
 from devtools.servers import Server
 from service.settings import BUNDLED_MODEL
 from tests.server.test_oip import CAT, CAT_WEIGHTS, GOLDEN, HEADER_LENGTH, TEXTS, as_float32, attend
+from tests.support.kserve import kserve
 
 if TYPE_CHECKING:
     from kserve import InferenceRESTClient, InferInput, InferResponse
@@ -35,16 +31,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 TENSORS = ("q", "k", "v", "scores", "scaled_scores", "weights", "context", "output")
-
-
-@functools.cache
-def kserve() -> ModuleType:
-    """KServe's SDK, its protocol types (kserve.protocol.infer_type) and data models
-    (kserve.protocol.rest.v2_datamodels) imported."""
-    with mock.patch.object(sys, "argv", sys.argv[:1]):
-        for name in ("kserve", "kserve.protocol.infer_type", "kserve.protocol.rest.v2_datamodels"):
-            importlib.import_module(name)
-    return sys.modules["kserve"]
 
 
 def requested(name: str, parameters: dict[str, Any] | None = None) -> RequestedOutput:

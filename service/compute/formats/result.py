@@ -8,8 +8,8 @@ from typing import Any
 
 from torch import Tensor
 
-Tensors = dict[str, Tensor]  # by name, in the order of schemas.axes.TENSOR_NAMES, already sliced
-Layer = tuple[int, Tensors]  # a model's layer index and its tensors
+TensorsByName = dict[str, Tensor]  # by name, in the order of schemas.axes.TENSOR_NAMES, already sliced
+Layer = tuple[int, TensorsByName]  # a model's layer index and its tensors
 
 
 @dataclass
@@ -22,7 +22,7 @@ class Result:
     `prelude` and `then`: a result that first yields events (a stream sends each as a line: the tokens of
     `generate` as they are made), then is `then()`; every other field of such a result is empty."""
 
-    tensors: Tensors
+    tensors: TensorsByName
     layers: Iterable[Layer] | None
     order: list[int] | None
     tokens: list[list[str]] | None

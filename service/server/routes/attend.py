@@ -25,12 +25,12 @@ from service.errors import (
 from service.protocol import MEDIA_TYPES, ResponseFormat
 from service.server.accept import negotiate
 from service.server.compute_interface import Held
+from service.server.handlers import JSON_MEDIA_TYPE
 from service.server.openapi_examples import request_examples
 from service.server.routes.documented import UNAUTHORIZED, error_responses
 from service.server.security import require_api_key
 from service.server.state import AppSettings, ComputeDependency, service_state
 
-JSON = "application/json"
 CHUNK = 2**20  # an answer over this is sent in pieces of it, each within the send timeout
 
 router = APIRouter(tags=["attention"], dependencies=[Depends(require_api_key)])
@@ -59,10 +59,10 @@ def check_json_declared(request: Request) -> None:
     """A 415 unless the body is declared JSON: form, text and multipart bodies are what a browser sends from
     any web page without a CORS preflight, so they must not start a computation."""
     declared = request.headers.get("content-type", "")
-    if declared.split(";", 1)[0].strip().lower() == JSON:
+    if declared.split(";", 1)[0].strip().lower() == JSON_MEDIA_TYPE:
         return
     found = repr(declared) if declared else "no Content-Type"
-    raise UnsupportedMediaType(f"found {found}; expected Content-Type: {JSON}")
+    raise UnsupportedMediaType(f"found {found}; expected Content-Type: {JSON_MEDIA_TYPE}")
 
 
 async def send_in_pieces(send: Send, body: bytes | memoryview, timeout: float, more_body: bool) -> None:
@@ -84,7 +84,7 @@ class DeliveredResponse(Response):
     within the send timeout, and the whole within the send timeout plus its size at the slowest rate allowed,
     else the connection is closed."""
 
-    def __init__(self, held: Held, send_timeout: float, media_type: str = JSON):
+    def __init__(self, held: Held, send_timeout: float, media_type: str = JSON_MEDIA_TYPE):
         super().__init__(held.content, status_code=held.status, media_type=media_type)
         self.release, self.send_timeout = held.release, send_timeout
 
@@ -186,7 +186,7 @@ async def client_disconnected(request: Request) -> None:
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {
+                JSON_MEDIA_TYPE: {
                     "schema": {"$ref": f"#/components/schemas/{AttendRequest.__name__}"},
                     "examples": request_examples(),
                 }
@@ -203,5 +203,5 @@ async def post_attend(request: Request, settings: AppSettings, compute: ComputeD
     )
     if held.stream is not None:
         return StreamedResponse(held, settings.send_timeout_s)
-    answered_as = MEDIA_TYPES[media] if held.status == 200 else JSON
+    answered_as = MEDIA_TYPES[media] if held.status == 200 else JSON_MEDIA_TYPE
     return DeliveredResponse(held, settings.send_timeout_s, answered_as)

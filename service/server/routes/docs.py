@@ -20,9 +20,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 from starlette.types import Scope
 
+from service.server.routes.page import STATIC
 from service.server.security import browser_headers
 
-STATIC = Path(__file__).resolve().parents[1] / "static"
 SWAGGER_UI_ASSETS = "/docs/swagger-ui"
 # ReDoc's bundle loads its logo from the page's own path + "/logo-mini.svg" (the package's patch of its CDN
 # address), so its files sit right under /redoc

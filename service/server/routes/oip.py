@@ -47,14 +47,9 @@ from service.errors import (
 )
 from service.protocol import OIP_ANSWER, OIP_INFER, OIP_PRELUDE
 from service.server.compute_interface import Held
-from service.server.handlers import count_refusal, json_response
-from service.server.routes.attend import (
-    JSON,
-    DeliveredResponse,
-    client_address,
-    client_disconnected,
-    read_body,
-)
+from service.server.handlers import JSON_MEDIA_TYPE, count_refusal, json_response
+from service.server.routes.attend import DeliveredResponse, client_address, client_disconnected, read_body
+from service.server.routes.health import NO_BODY, NOT_READY
 from service.server.security import require_api_key
 from service.server.state import AppSettings, ComputeDependency, State
 
@@ -65,7 +60,7 @@ SIMPLE_FORM_TYPES = ("text/plain", "application/x-www-form-urlencoded", "multipa
 
 
 def oip_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return Response(oip_error_body(message), status_code=status, media_type=JSON, headers=headers)
+    return Response(oip_error_body(message), status_code=status, media_type=JSON_MEDIA_TYPE, headers=headers)
 
 
 class OipRoute(APIRoute):
@@ -141,10 +136,6 @@ def refusals(*statuses: int, **meanings: str) -> dict[int | str, dict[str, Any]]
         status: {"model": OipError, "description": meanings.get(f"s{status}", _WHEN[status])}
         for status in statuses
     }
-
-
-NO_BODY: dict[int | str, dict[str, Any]] = {200: {"description": "As GET, without a body."}}
-NOT_READY = "Still starting, or every compute process is being replaced."
 
 
 async def server_metadata(request: Request) -> ServerMetadata:
@@ -242,7 +233,7 @@ class InferResponse(DeliveredResponse):
 
     def __init__(self, held: Held, send_timeout: float):
         if held.status != 200:
-            Response.__init__(self, held.content, status_code=held.status, media_type=JSON)
+            Response.__init__(self, held.content, status_code=held.status, media_type=JSON_MEDIA_TYPE)
         else:
             (length,) = OIP_ANSWER.unpack_from(held.content)
             payload = memoryview(held.content)[OIP_ANSWER.size :]
@@ -252,7 +243,7 @@ class InferResponse(DeliveredResponse):
                 payload,
                 status_code=200,
                 headers={HEADER_LENGTH: str(length)} if binary else None,
-                media_type=BINARY if binary else JSON,
+                media_type=BINARY if binary else JSON_MEDIA_TYPE,
             )
         self.release, self.send_timeout = held.release, send_timeout
 
@@ -265,7 +256,7 @@ _INFER: dict[str, Any] = {
             "description": "The output tensors: JSON, or a JSON header (its length in "
             "Inference-Header-Content-Length) followed by the binary outputs.",
             "content": {
-                JSON: {"schema": {"$ref": f"#/components/schemas/{InferResponseHeader.__name__}"}},
+                JSON_MEDIA_TYPE: {"schema": {"$ref": f"#/components/schemas/{InferResponseHeader.__name__}"}},
                 BINARY: {"schema": {"type": "string", "format": "binary"}},
             },
         },
@@ -277,7 +268,7 @@ _INFER: dict[str, Any] = {
             "description": "The inference request: JSON, or a JSON header (its length in "
             "Inference-Header-Content-Length) followed by the inputs' binary data.",
             "content": {
-                JSON: {"schema": {"$ref": f"#/components/schemas/{InferRequestHeader.__name__}"}},
+                JSON_MEDIA_TYPE: {"schema": {"$ref": f"#/components/schemas/{InferRequestHeader.__name__}"}},
                 BINARY: {"schema": {"type": "string", "format": "binary"}},
             },
         }
