@@ -3,7 +3,8 @@
 pydantic list fields, torch tensors built from Python lists, the same math, `.tolist()` on every tensor
 and FastAPI's default JSON response. Same inputs and seeded weights as the service, so the numbers match.
 With `text`: the transformers model (MiniLM, or the decoder scenario's Llama-family model) called with
-output_attentions, its attentions returned the same way.
+output_attentions, its attentions returned the same way; with `include` naming rollout, norms or value
+zeroing, MiniLM's every layer of them computed the naive way (bench/flow_baseline.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from bench.decoder import MODEL_NAME
+from bench.flow_baseline import FLOW, flow_layers
 
 app = FastAPI()
 
@@ -33,6 +35,7 @@ class Request(BaseModel):
     model: str | None = None
     weights: Weights = Weights()
     num_heads: int = 1
+    include: list[str] | None = None
 
 
 @app.get("/readyz")
@@ -71,6 +74,8 @@ def bench_llama():
 def attend(request: Request):  # no return annotation: FastAPI's default jsonable_encoder + JSONResponse
     if request.text is not None:
         model, tokenizer = bench_llama() if request.model == MODEL_NAME else minilm()
+        if set(request.include or ()) & set(FLOW):
+            return {"flow_layers": flow_layers(model, tokenizer, request.text)}
         with torch.no_grad():
             result = model(**tokenizer(request.text, return_tensors="pt"), output_attentions=True)
         return {"attentions": [layer.tolist() for layer in result.attentions]}

@@ -34,6 +34,7 @@ import numpy as np
 import safetensors.numpy
 
 from bench.decoder import FOLDER_VARIABLE, MODEL_NAME, SENTENCE, save_bench_llama
+from bench.flow_baseline import FLOW
 from service.server.openapi_examples import load_golden
 from tests.support.memory import PeakResident
 from tests.support.paths import ROOT
@@ -58,8 +59,9 @@ B_EVERY_INTERNAL = "b) 128 tokens, d_model 384, 6 heads of d_k 64"
 B_SAFETENSORS = "b-st) the same, every internal in safetensors"
 STREAM_512 = "e) MiniLM, 512-token text, all layers, weights, streamed (NDJSON)"
 SAFETENSORS, NDJSON = "application/x-safetensors", "application/x-ndjson"
+FLOW_128 = "g) MiniLM, 128-token text, all layers: rollout, norms, norms_summed, value_zeroing"
 SERVICE_ACCEPT = {B_SAFETENSORS: SAFETENSORS, STREAM_512: NDJSON}  # the rest: JSON
-ONE_AT_A_TIME = {STREAM_512}
+ONE_AT_A_TIME = {STREAM_512, FLOW_128}
 
 
 def scenarios() -> dict[str, dict[str, Any]]:
@@ -90,6 +92,7 @@ def scenarios() -> dict[str, dict[str, Any]]:
         STREAM_512: {"text": " ".join(["word"] * 510), "layer": "all", "include": ["weights"]},
         "f) Llama-family decoder (6 layers, d_model 384, 12 heads, 4 kv heads), 12 tokens, all layers, "
         "weights only": {"text": SENTENCE, "model": MODEL_NAME, "layer": "all", "include": ["weights"]},
+        FLOW_128: {"text": " ".join(["word"] * 126), "layer": "all", "include": list(FLOW)},
     }
 
 
@@ -106,6 +109,10 @@ def decoded(payload: bytes, media: str) -> dict[str, Any]:
 
 def comparable(response: dict[str, Any]) -> list[np.ndarray]:
     """The attention weights (and output, where both have it) of either server's response."""
+    if "flow_layers" in response:  # the naive flow route: one text, no batch axis
+        return [np.asarray(layer[name]) for layer in response["flow_layers"] for name in FLOW]
+    if "layers" in response and "rollout" in response["layers"][0]:
+        return [np.asarray(layer[name])[0] for layer in response["layers"] for name in FLOW]
     if "attentions" in response:  # the baseline's transformers answer: one [batch, head, n, n] per layer
         return [np.asarray(layer) for layer in response["attentions"]]
     if "layers" in response:

@@ -14,7 +14,20 @@ from __future__ import annotations
 from typing import Literal
 
 TensorName = Literal[
-    "q", "k", "v", "scores", "scaled_scores", "weights", "context", "output", "q_pre_rotary", "k_pre_rotary"
+    "q",
+    "k",
+    "v",
+    "scores",
+    "scaled_scores",
+    "weights",
+    "context",
+    "output",
+    "q_pre_rotary",
+    "k_pre_rotary",
+    "rollout",
+    "norms",
+    "norms_summed",
+    "value_zeroing",
 ]
 # returned when a request has no `include`
 TENSOR_NAMES: tuple[TensorName, ...] = (
@@ -29,7 +42,9 @@ TENSOR_NAMES: tuple[TensorName, ...] = (
 )
 # returned only when `include` names them: a rotary model's projections before the rotation
 ROTARY_TENSOR_NAMES: tuple[TensorName, ...] = ("q_pre_rotary", "k_pre_rotary")
-ALL_TENSOR_NAMES: tuple[TensorName, ...] = TENSOR_NAMES + ROTARY_TENSOR_NAMES
+# returned only when `include` names them, for a model: how information flows across its layers
+FLOW_TENSOR_NAMES: tuple[TensorName, ...] = ("rollout", "norms", "norms_summed", "value_zeroing")
+ALL_TENSOR_NAMES: tuple[TensorName, ...] = TENSOR_NAMES + ROTARY_TENSOR_NAMES + FLOW_TENSOR_NAMES
 
 TENSOR_AXES: dict[TensorName, tuple[str, ...]] = {
     "q": ("batch", "head", "query_pos", "d_k"),
@@ -42,6 +57,10 @@ TENSOR_AXES: dict[TensorName, tuple[str, ...]] = {
     "output": ("batch", "query_pos", "d_out"),
     "q_pre_rotary": ("batch", "head", "query_pos", "d_k"),
     "k_pre_rotary": ("batch", "head", "key_pos", "d_k"),
+    "rollout": ("batch", "query_pos", "key_pos"),
+    "norms": ("batch", "head", "query_pos", "key_pos"),
+    "norms_summed": ("batch", "query_pos", "key_pos"),
+    "value_zeroing": ("batch", "query_pos", "key_pos"),
 }
 # the tensors with one entry per key/value head: their `head` axis is `kv_head` under grouped-query attention
 KV_TENSORS: frozenset[TensorName] = frozenset({"k", "v", "k_pre_rotary"})
@@ -72,6 +91,16 @@ TENSOR_MEANING: dict[TensorName, str] = {
     "q_pre_rotary": "a rotary model's Q before the rotary embedding (only when `include` names it)",
     "k_pre_rotary": "a rotary model's K before the rotary embedding, per kv_head under grouped-query "
     "attention (only when `include` names it)",
+    "rollout": "attention rollout (Abnar & Zuidema 2020) through layers 0 to this one: the product of each "
+    "layer's 0.5 mean_h(weights) + 0.5 I, rows renormalized (only when `include` names it; models)",
+    "norms": "norm-based attention (Kobayashi et al. 2020): ||w_ij f_h(x_j)|| with f_h(x_j) = v_j^h W_o^h, "
+    "key j's value in head h (bias included) times head h's rows of W_o (only when `include` names it; "
+    "models)",
+    "norms_summed": "||sum_h w^h_ij f_h(x_j)||, the heads' contributions summed (only when `include` names "
+    "it; models)",
+    "value_zeroing": "value zeroing (Mohebbi et al. 2023): cosine distance between token i's layer output "
+    "with and without key j's value (zeroed in every head; the whole layer run again), each row divided by "
+    "its sum; padding 0 (only when `include` names it; models)",
 }
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.axes import TENSOR_AXES, TENSOR_NAMES, TensorName
+from schemas.axes import ALL_TENSOR_NAMES, FLOW_TENSOR_NAMES, TENSOR_AXES, TENSOR_NAMES, TensorName
 
 OIP_PREFIX = "/v2"  # where the protocol's routes are
 ATTENTION_MODEL = "attention"  # the embeddings and Q/K/V forms; text models go by their GET /models names
@@ -75,7 +75,7 @@ def model_metadata(name: str, layers: int | None, toy: bool) -> dict[str, Any]:
         outputs = [
             tensor_metadata(layer_output(i, t), "FP32", len(TENSOR_AXES[t]))
             for i in range(layers)
-            for t in TENSOR_NAMES
+            for t in TENSOR_NAMES + FLOW_TENSOR_NAMES
         ]
     if name != ATTENTION_MODEL:
         outputs.append(tensor_metadata(TOKENS, BYTES, 2))
@@ -94,11 +94,11 @@ def parse_output_name(name: str) -> tuple[int | None, TensorName | None]:
     if name == TOKENS:
         return None, None
     parts = name.split(".")
-    if len(parts) == 1 and name in TENSOR_NAMES:
+    if len(parts) == 1 and name in ALL_TENSOR_NAMES:
         return None, name
     if len(parts) == 3 and parts[0] == "layers" and parts[1].isascii() and parts[1].isdigit():
         tensor = parts[2]
-        if tensor in TENSOR_NAMES and len(parts[1]) < 10:
+        if tensor in ALL_TENSOR_NAMES and len(parts[1]) < 10:
             return int(parts[1]), tensor
     raise ValueError(name)
 

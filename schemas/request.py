@@ -217,7 +217,9 @@ class AttendRequest(BaseModel):
         None,
         description="Which tensors to return. Default: all of "
         + ", ".join(TENSOR_NAMES)
-        + " (q_pre_rotary and k_pre_rotary, a rotary model's Q and K before rotation, only when named).",
+        + " (q_pre_rotary and k_pre_rotary, a rotary model's Q and K before rotation, only when named). "
+        "A model's layers also give, when named: rollout, norms, norms_summed, value_zeroing (how "
+        "information flows across the layers; docs/flow.md).",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description='"auto" (default) uses CUDA when present, else the CPU.'

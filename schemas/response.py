@@ -122,6 +122,10 @@ class Tensors(BaseModel):
     output: Float3D | None = _tensor_field("output")
     q_pre_rotary: Float4D | None = _tensor_field("q_pre_rotary")
     k_pre_rotary: Float4D | None = _tensor_field("k_pre_rotary")
+    rollout: Float3D | None = _tensor_field("rollout")
+    norms: Float4D | None = _tensor_field("norms")
+    norms_summed: Float3D | None = _tensor_field("norms_summed")
+    value_zeroing: Float3D | None = _tensor_field("value_zeroing")
 
 
 class LayerTensors(Tensors):

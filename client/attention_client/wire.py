@@ -11,7 +11,20 @@ from typing import Literal, TypedDict
 import numpy.typing as npt
 
 TensorName = Literal[
-    "q", "k", "v", "scores", "scaled_scores", "weights", "context", "output", "q_pre_rotary", "k_pre_rotary"
+    "q",
+    "k",
+    "v",
+    "scores",
+    "scaled_scores",
+    "weights",
+    "context",
+    "output",
+    "q_pre_rotary",
+    "k_pre_rotary",
+    "rollout",
+    "norms",
+    "norms_summed",
+    "value_zeroing",
 ]
 # returned when a request has no `include`
 TENSOR_NAMES: tuple[TensorName, ...] = (
@@ -26,7 +39,9 @@ TENSOR_NAMES: tuple[TensorName, ...] = (
 )
 # returned only when `include` names them: a rotary model's q and k before the rotation
 ROTARY_TENSOR_NAMES: tuple[TensorName, ...] = ("q_pre_rotary", "k_pre_rotary")
-ALL_TENSOR_NAMES: tuple[TensorName, ...] = TENSOR_NAMES + ROTARY_TENSOR_NAMES
+# returned only when `include` names them, for a model: how information flows across its layers
+FLOW_TENSOR_NAMES: tuple[TensorName, ...] = ("rollout", "norms", "norms_summed", "value_zeroing")
+ALL_TENSOR_NAMES: tuple[TensorName, ...] = TENSOR_NAMES + ROTARY_TENSOR_NAMES + FLOW_TENSOR_NAMES
 Device = Literal["auto", "cpu", "cuda"]
 Dtype = Literal["float32", "float64", "float16", "bfloat16"]
 WireDtype = Literal["float32", "float16", "float64"]  # binary formats only: this client reads JSON

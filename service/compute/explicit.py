@@ -8,7 +8,7 @@ from functools import partial
 
 import numpy as np
 
-from schemas.axes import ROTARY_TENSOR_NAMES
+from schemas.axes import FLOW_TENSOR_NAMES, ROTARY_TENSOR_NAMES
 from schemas.request import TOY_D_MODEL, TOY_MODEL, AttendRequest
 from service.compute.attention import attention_on
 from service.compute.device import Converter, check_range
@@ -59,6 +59,13 @@ def attend_explicit(request: AttendRequest, settings: Settings, started: float) 
             ("include",),
             f"found {', '.join(rotary)}; only a pretrained model with rotary positions rotates Q and K, so "
             "here q and k are the projections themselves (ask for q and k)",
+        )
+    flow = [name for name in FLOW_TENSOR_NAMES if name in request.returned]
+    if flow:
+        raise RequestError(
+            ("include",),
+            f"found {', '.join(flow)}; these follow attention across a model's layers, so they need a model's "
+            "layers: `text` with a pretrained `model` (GET /models), not embeddings, Q/K/V or the toy model",
         )
     tokens = None
     if request.text is not None:

@@ -58,10 +58,14 @@ def check_limits(
     returned: Iterable[TensorName],
     selection: Selection = EVERYTHING,
     streamed: bool = False,
+    held_layers: int | None = None,
+    also_held: int = 0,
 ) -> None:
     """The limits of a computation, from its sizes. The response counts only what is returned (`returned`,
     cut to `selection`). A stream (`streamed`) holds and sends one layer at a time: its limits apply to each
-    layer."""
+    layer. `held_layers`: the layers whose internals are held together when not streamed, if more than those
+    returned (a rollout's); `also_held`: numbers held beyond the internals (the flow tensors: rollout, norms,
+    value zeroing's runs)."""
     returned = tuple(returned)
     check_sequence_sizes(settings, sizes.batch, max(sizes.seq, sizes.seq_kv))
     _check("ATTENTION_MAX_HEADS", settings.max_heads, sizes.num_heads, "num_heads")
@@ -79,11 +83,13 @@ def check_limits(
     )
     inputs = sizes.batch * (sizes.seq + sizes.seq_kv) * sizes.input_width
     internals = sum(sizes.elements(name) for name in TENSOR_NAMES)
-    held = inputs + layers * (sizes.weight_elements + internals)
+    held_together = 1 if streamed else held_layers or sizes.layers
+    held = inputs + held_together * (sizes.weight_elements + internals) + also_held
     _check(
         "ATTENTION_MAX_COMPUTE_ELEMENTS",
         settings.max_compute_elements,
         held,
         "numbers held by the computation (inputs, weights and every internal"
+        f"{', and the runs of value zeroing' if 'value_zeroing' in returned else ''}"
         f"{' of one layer' if streamed else ''})",
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from functools import partial
 
-from schemas.axes import ROTARY_TENSOR_NAMES
+from schemas.axes import FLOW_TENSOR_NAMES, ROTARY_TENSOR_NAMES
 from schemas.request import TOY_MODEL, AttendRequest
 from service.compute.attention import attention_on
 from service.compute.device import Converter, check_range
@@ -15,6 +15,7 @@ from service.compute.formats.result import Layer, Result
 from service.compute.formats.wire import wire_dtype_of
 from service.compute.limits import check_limits
 from service.compute.meta import build_meta
+from service.compute.models.flow import Flow, flow_elements, mlp_width, value_zeroing_chunk
 from service.compute.models.registry import LoadedModel, ModelRegistry
 from service.compute.models.tokenizer import tokenize
 from service.compute.sizes import Sizes
@@ -95,7 +96,19 @@ def attend_pretrained(
         kv_heads=forward.num_kv_heads,
     )
     selection = Selection.of(request, sizes)
-    check_limits(settings, sizes, request.returned, selection, streamed)
+    mlp = mlp_width(forward.model.config)
+    flowing = any(name in request.returned for name in FLOW_TENSOR_NAMES)
+    # the rollout of layer l needs the weights of layers 0..l: held together unless streamed
+    rolled_layers = max(layers) + 1 if "rollout" in request.returned else None
+    check_limits(
+        settings,
+        sizes,
+        request.returned,
+        selection,
+        streamed,
+        held_layers=rolled_layers,
+        also_held=flow_elements(sizes, request.returned, mlp, streamed) if flowing else 0,
+    )
     convert = Converter.for_request(request.device, request.dtype)
     check_range(convert.dtype, [(("scale",), request.scale)])
     scale = request.scale if request.scale is not None else forward.scale
@@ -109,15 +122,20 @@ def attend_pretrained(
         forward.causal,
     )
     pre_rotary = any(name in request.returned for name in ROTARY_TENSOR_NAMES)
+    flow = Flow(request.returned, key_mask, value_zeroing_chunk(sizes, mlp))
 
     def computed() -> Iterator[Layer]:
         """Each requested layer once, as the forward pass reaches it."""
         steps = forward.layers(
-            encoded.input_ids, key_mask, last=max(layers), pre_rotary=pre_rotary, keep=layers, lazily=streamed
+            encoded.input_ids,
+            key_mask,
+            last=max(layers),
+            pre_rotary=pre_rotary,
+            keep=None if flow.every_layer else layers,
+            lazily=streamed,
+            blocks=layers if flow.block_calls else (),
         )
         for step in steps:
-            if step.layer not in layers:
-                continue
             internals = (
                 step.internals
                 if as_the_model_does
@@ -138,7 +156,12 @@ def attend_pretrained(
                     model_allowed=step.allowed,
                 )
             )
-            yield step.layer, {n: selection.cut(n, getattr(internals, n)) for n in request.returned}
+            flow.step(internals)
+            if step.layer not in layers:
+                continue
+            tensors = {n: getattr(internals, n) for n in request.returned if n in internals._fields}
+            tensors |= flow.tensors(step, internals)
+            yield step.layer, {n: selection.cut(n, tensors[n]) for n in request.returned}
             del step, internals  # not held while the next layer is computed
 
     windows = [forward.windows[index] for index in layers]

@@ -9,6 +9,7 @@ import typing
 
 from attention_client import (
     ALL_TENSOR_NAMES,
+    FLOW_TENSOR_NAMES,
     API_KEY_HEADER,
     ROTARY_TENSOR_NAMES,
     TENSOR_NAMES,
@@ -72,6 +73,7 @@ def test_model_list_keys_are_the_services_fields():
 def test_tensor_names_and_the_key_header():
     assert TENSOR_NAMES == axes.TENSOR_NAMES
     assert ROTARY_TENSOR_NAMES == axes.ROTARY_TENSOR_NAMES
+    assert FLOW_TENSOR_NAMES == axes.FLOW_TENSOR_NAMES
     assert ALL_TENSOR_NAMES == axes.ALL_TENSOR_NAMES
     assert typing.get_args(TensorName) == typing.get_args(axes.TensorName)
     # every tensor field of a response (a model's layer: the same ones and its index)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from schemas.axes import TENSOR_NAMES
+from schemas.axes import ALL_TENSOR_NAMES
 from schemas.oip import (
     ATTENTION_MODEL,
     BINARY_DATA,
@@ -55,7 +55,7 @@ def _expected_outputs(model: str, pretrained: bool) -> str:
     forms = f"layers.{{i}}.{{name}} or {TOKENS}" if pretrained else "{name}"
     if not pretrained and model != ATTENTION_MODEL:
         forms += f" or {TOKENS}"
-    return f"{forms}, with name one of {', '.join(TENSOR_NAMES)}"
+    return f"{forms}, with name one of {', '.join(ALL_TENSOR_NAMES)}"
 
 
 def _selection(
@@ -95,7 +95,7 @@ def _selection(
             tensors.add(tensor)
         if layer is not None:
             layers.add(layer)
-    fields: dict[str, Any] = {"include": [t for t in TENSOR_NAMES if t in tensors]}
+    fields: dict[str, Any] = {"include": [t for t in ALL_TENSOR_NAMES if t in tensors]}
     if pretrained:
         fields["layer"] = sorted(layers) or [0]  # only tokens asked for: the cheapest layer, nothing returned
     return outputs, fields
