@@ -59,7 +59,7 @@ def flow_layers(model: Any, tokenizer: Any, text: str) -> list[dict[str, Any]]:
         a = 0.5 * weights.mean(axis=0) + 0.5 * np.eye(n)
         a = a / a.sum(axis=-1, keepdims=True)
         rolled = a if rolled is None else a @ rolled
-        dense = model.encoder.layer[index].attention.output.dense.weight.detach().numpy()  # [d_out, heads*d_v]
+        dense = model.encoder.layer[index].attention.output.dense.weight.detach().numpy()  # [d, heads*d_v]
         v = values[index].reshape(n, heads, -1)  # [key, head, d_v]
         d_v = v.shape[-1]
         f = np.stack([v[:, h] @ dense[:, h * d_v : (h + 1) * d_v].T for h in range(heads)])  # [h, key, d]

@@ -64,8 +64,9 @@ def attend_explicit(request: AttendRequest, settings: Settings, started: float) 
     if flow:
         raise RequestError(
             ("include",),
-            f"found {', '.join(flow)}; these follow attention across a model's layers, so they need a model's "
-            "layers: `text` with a pretrained `model` (GET /models), not embeddings, Q/K/V or the toy model",
+            f"found {', '.join(flow)}; these follow attention across a model's layers, so they need a "
+            "model's layers: `text` with a pretrained `model` (GET /models), not embeddings, Q/K/V or the "
+            "toy model",
         )
     tokens = None
     if request.text is not None:

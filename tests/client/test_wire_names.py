@@ -9,8 +9,8 @@ import typing
 
 from attention_client import (
     ALL_TENSOR_NAMES,
-    FLOW_TENSOR_NAMES,
     API_KEY_HEADER,
+    FLOW_TENSOR_NAMES,
     ROTARY_TENSOR_NAMES,
     TENSOR_NAMES,
     AsyncClient,

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from tests.support.compute import InProcess
-from tests.support.families import SENTENCES, WINDOW, save_family_model
+from tests.support.families import SENTENCES, save_family_model
 from tests.support.models import minilm_folder
 
 FLOW = ["rollout", "norms", "norms_summed", "value_zeroing"]
@@ -101,14 +101,16 @@ class Eager:
             allowed &= j <= i
         if self.window is not None:
             allowed &= j > i - self.window
-        return self.real[:, :, None] & self.real[:, None, :] & allowed
+        visible: np.ndarray = self.real[:, :, None] & self.real[:, None, :] & allowed
+        return visible
 
     def reachable(self) -> np.ndarray:
         """[batch, query_pos, key_pos]: key j is a real token that query i may reach through the layers
         (before it, for a decoder; windows narrow one layer, not the path across layers)."""
         pos = self.real.shape[1]
         causal = np.tri(pos, dtype=bool) if self.family in DECODERS else np.ones((pos, pos), dtype=bool)
-        return self.real[:, None, :] & causal[None]
+        reachable: np.ndarray = self.real[:, None, :] & causal[None]
+        return reachable
 
     def run(self, layer: int, zero_key: int | None = None) -> tuple[Any, np.ndarray, np.ndarray]:
         """One forward: the attentions, layer `layer`'s value vectors [batch, pos, kv_heads*d_v] and its
@@ -144,7 +146,8 @@ class Eager:
     def w_o(self, layer: int) -> np.ndarray:
         """W_o as [d_out, heads*d_v]."""
         weight = self.model.get_submodule(self.parts.w_o.format(layer)).weight.detach().double().numpy()
-        return weight.T if self.parts.w_o_in_out else weight
+        w_o: np.ndarray = weight.T if self.parts.w_o_in_out else weight
+        return w_o
 
 
 def rollout_reference(attentions: Any, real: np.ndarray, layer: int) -> np.ndarray:
@@ -155,7 +158,8 @@ def rollout_reference(attentions: Any, real: np.ndarray, layer: int) -> np.ndarr
         a = a / a.sum(axis=-1, keepdims=True)
         rolled = a if rolled is None else a @ rolled
     assert rolled is not None
-    return rolled
+    result: np.ndarray = rolled
+    return result
 
 
 def value_vectors(eager: Eager, v: np.ndarray, layer: int) -> np.ndarray:
@@ -177,11 +181,14 @@ def value_zeroing_reference(eager: Eager, layer: int) -> np.ndarray:
     distances = np.zeros((batch, pos, pos))
     for j in range(pos):
         _, _, changed = eager.run(layer, zero_key=j)
-        cosine = (changed * clean).sum(-1) / (np.linalg.norm(changed, axis=-1) * np.linalg.norm(clean, axis=-1))
+        cosine = (changed * clean).sum(-1) / (
+            np.linalg.norm(changed, axis=-1) * np.linalg.norm(clean, axis=-1)
+        )
         distances[:, :, j] = 1 - cosine
     distances = np.where(eager.visible(), distances, 0)
     sums = distances.sum(axis=-1, keepdims=True)
-    return np.divide(distances, sums, out=np.zeros_like(distances), where=sums > 0)
+    normalized: np.ndarray = np.divide(distances, sums, out=np.zeros_like(distances), where=sums > 0)
+    return normalized
 
 
 def post(service: InProcess, body: dict[str, Any]) -> Any:
@@ -231,8 +238,11 @@ def check_against_references(body: dict[str, Any], eager: Eager, tolerance: floa
             np.asarray(entry["norms"])[heads_rows], norms[heads_rows], atol=tolerance, rtol=0
         )
         summed = np.linalg.norm(np.einsum("bhqk,bhko->bqko", weights, f), axis=-1)
-        np.testing.assert_allclose(np.asarray(entry["norms_summed"])[rows], summed[rows], atol=tolerance, rtol=0)
+        np.testing.assert_allclose(
+            np.asarray(entry["norms_summed"])[rows], summed[rows], atol=tolerance, rtol=0
+        )
         zeroing = np.asarray(entry["value_zeroing"])
         np.testing.assert_allclose(zeroing, value_zeroing_reference(eager, layer), atol=tolerance, rtol=0)
         assert np.allclose(zeroing.sum(-1)[real], 1) and (zeroing[~visible] == 0).all()
-        assert zeroing[visible].std() > 0.01 and norms.std() > 0.01  # far from uniform: agreement means something
+        # far from uniform: agreement means something
+        assert zeroing[visible].std() > 0.01 and norms.std() > 0.01

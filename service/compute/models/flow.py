@@ -83,7 +83,8 @@ def norms(
 ) -> Float[Tensor, "batch head query_pos key_pos"]:
     """||w_ij f_h(x_j)|| = w_ij ||f_h(x_j)|| (w_ij >= 0)."""
     weights = internals.weights
-    return (weights.to(f.dtype) * f.norm(dim=-1)[:, :, None, :]).to(weights.dtype)
+    scaled: Tensor = weights.to(f.dtype) * f.norm(dim=-1)[:, :, None, :]
+    return scaled.to(weights.dtype)
 
 
 def norms_summed(
@@ -102,11 +103,13 @@ def norms_summed(
 
 
 def _hidden(call: BlockCall) -> Tensor:
-    return call.args[0] if call.args else call.kwargs["hidden_states"]
+    hidden: Tensor = call.args[0] if call.args else call.kwargs["hidden_states"]
+    return hidden
 
 
 def _output(out: Any) -> Tensor:
-    return out[0] if isinstance(out, tuple) else out
+    hidden: Tensor = out[0] if isinstance(out, tuple) else out
+    return hidden
 
 
 def _run_for(call: BlockCall, texts: Int[Tensor, " copies"], zeroed: Int[Tensor, " copies"] | None) -> Tensor:
@@ -142,7 +145,8 @@ def _cosine_distance(a: Float[Tensor, "n pos d"], b: Float[Tensor, "n pos d"]) -
     a, b = a.to(_work_dtype(a.dtype)), b.to(_work_dtype(b.dtype))
     unit_a = a / a.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
     unit_b = b / b.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(b.dtype).tiny)
-    return 0.5 * (unit_a - unit_b).square().sum(dim=-1)
+    distance: Tensor = 0.5 * (unit_a - unit_b).square().sum(dim=-1)
+    return distance
 
 
 def value_zeroing(
@@ -156,7 +160,9 @@ def value_zeroing(
     hidden = _hidden(call)
     batch, pos, _ = hidden.shape
     device = hidden.device
-    real = torch.ones(batch, pos, dtype=torch.bool, device=device) if key_mask is None else key_mask.to(device)
+    real = torch.ones(batch, pos, dtype=torch.bool, device=device)
+    if key_mask is not None:
+        real = key_mask.to(device)
     texts, keys = real.nonzero(as_tuple=True)  # one run per real key of each text
     distances = torch.zeros(batch, pos, pos, dtype=_work_dtype(hidden.dtype), device=device)
     with torch.inference_mode():
@@ -186,9 +192,10 @@ def run_elements(sizes: Sizes, mlp: int) -> int:
     and context, scores, scaled scores and weights, the MLP's activations (up to three of its width, for
     gated MLPs) and the mask."""
     heads_d = sizes.num_heads * sizes.d_k
-    return sizes.seq * (6 * sizes.input_width + 4 * heads_d + 3 * mlp) + (
-        3 * sizes.num_heads + 1
-    ) * sizes.seq * sizes.seq_kv
+    return (
+        sizes.seq * (6 * sizes.input_width + 4 * heads_d + 3 * mlp)
+        + (3 * sizes.num_heads + 1) * sizes.seq * sizes.seq_kv
+    )
 
 
 def value_zeroing_chunk(sizes: Sizes, mlp: int) -> int:
@@ -222,7 +229,9 @@ class Flow:
     """The flow tensors a request asks for, one layer at a time in the order of the forward pass: `step`
     every layer from 0 (the rollout needs each), `tensors` of the layers returned."""
 
-    def __init__(self, returned: tuple[TensorName, ...], key_mask: Bool[Tensor, "batch pos"] | None, chunk: int):
+    def __init__(
+        self, returned: tuple[TensorName, ...], key_mask: Bool[Tensor, "batch pos"] | None, chunk: int
+    ):
         self.asked = [name for name in FLOW_TENSOR_NAMES if name in returned]
         self.key_mask, self.chunk = key_mask, chunk
         self.rollout = Rollout(key_mask) if "rollout" in self.asked else None
