@@ -12,7 +12,9 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import load
 
-TENSORS = ("q", "k", "v", "scores", "scaled_scores", "weights", "context", "output")
+from schemas.axes import ALL_TENSOR_NAMES
+
+TENSORS = ALL_TENSOR_NAMES
 
 
 def json_arrays(response: dict[str, Any], dtype: Any = None) -> dict[str, np.ndarray]:
