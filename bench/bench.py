@@ -58,7 +58,7 @@ class Result:
 B_EVERY_INTERNAL = "b) 128 tokens, d_model 384, 6 heads of d_k 64"
 B_SAFETENSORS = "b-st) the same, every internal in safetensors"
 STREAM_512 = "e) MiniLM, 512-token text, all layers, weights, streamed (NDJSON)"
-SAFETENSORS, NDJSON = "application/x-safetensors", "application/x-ndjson"
+SAFETENSORS, NDJSON, JSON = "application/x-safetensors", "application/x-ndjson", "application/json"
 FLOW_128 = "g) MiniLM, 128-token text, all layers: rollout, norms, norms_summed, value_zeroing"
 SERVICE_ACCEPT = {B_SAFETENSORS: SAFETENSORS, STREAM_512: NDJSON}  # the rest: JSON
 ONE_AT_A_TIME = {STREAM_512, FLOW_128}
@@ -308,8 +308,11 @@ def measure_one_at_a_time(
 def same_numbers(scenario: str, port_a: int, port_b: int, body: bytes) -> float:
     """Largest difference between the two servers' weights and outputs: the comparison is like for like."""
     media = SERVICE_ACCEPT.get(scenario, "application/json")
-    ours = comparable(decoded(asyncio.run(fetch(port_a, body, media))[1], media))
-    theirs = comparable(json.loads(asyncio.run(fetch(port_b, body))[1]))
+    answers = [asyncio.run(fetch(port, body, accept)) for port, accept in ((port_a, media), (port_b, JSON))]
+    for (status, payload), server in zip(answers, ("service", "baseline"), strict=True):
+        assert status == 200, f"{scenario}: the {server} answered {status}: {payload[:500]!r}"
+    ours = comparable(decoded(answers[0][1], media))
+    theirs = comparable(json.loads(answers[1][1]))
     return max(float(np.max(np.abs(a - b))) for a, b in zip(ours, theirs, strict=True))
 
 
@@ -339,7 +342,11 @@ def main() -> None:
     models = Path(tempfile.mkdtemp(prefix="bench-models-"))
     llama = str(save_bench_llama(models / MODEL_NAME))
     servers = {
-        "service": start(SERVICE_APP, {"ATTENTION_MODELS": json.dumps({MODEL_NAME: llama})}),
+        # g) computes for tens of seconds on a small machine: past the default 60 s, a 504 would be measured
+        "service": start(
+            SERVICE_APP,
+            {"ATTENTION_MODELS": json.dumps({MODEL_NAME: llama}), "ATTENTION_REQUEST_TIMEOUT_S": "600"},
+        ),
         "baseline": start("bench.baseline:app", {FOLDER_VARIABLE: llama}),
     }
     results: list[Result] = []
