@@ -35,7 +35,7 @@ TEXTS = [
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("flow-families")
-    made = {t: save_family_model(t, root / t) for t in DECODERS}
+    made = {t: save_family_model(t, root / t) for t in (*DECODERS, *OTHER_FAMILIES)}
     return {"bert": minilm_folder(), **made}
 
 
@@ -55,6 +55,15 @@ def post(service: InProcess, body: dict[str, Any]) -> Any:
 
 
 CASES = [("bert", 1e-5), ("llama", 1e-5), ("mistral", 1e-5), ("gpt2", 1e-5)]
+# the other families the service loads (tiny random models): ModernBERT's local windows, Qwen2's and Gemma 2's
+# windowed layers, Gemma 2's soft-cap, Gemma's single kv head
+OTHER_FAMILIES = ("distilbert", "modernbert")
+
+
+@pytest.mark.parametrize("family", ["distilbert", "modernbert", "qwen2", "gemma", "gemma2"])
+def test_every_other_family_matches_the_papers_formulas(service, folders, family):
+    body = post(service, {"text": SENTENCES[:3], "model": family, "include": ["weights", *FLOW]})
+    check_against_references(body, Eager(folders[family], family, SENTENCES[:3], torch.float32), 1e-5)
 
 
 @pytest.mark.parametrize(("family", "tolerance"), CASES)

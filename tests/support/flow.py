@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 FLOW = ["rollout", "norms", "norms_summed", "value_zeroing"]
-DECODERS = ("gpt2", "llama", "mistral")
+DECODERS = ("gpt2", "llama", "mistral", "qwen2", "gemma", "gemma2")
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,13 @@ PARTS = {
                   "encoder.layer.{}.attention.output.dense", False),
     "gpt2": Parts("h.{}", "h.{}.attn.c_attn", 2, "h.{}.attn.c_proj", True),
     "llama": Parts("layers.{}", "layers.{}.self_attn.v_proj", None, "layers.{}.self_attn.o_proj", False),
-    "mistral": Parts("layers.{}", "layers.{}.self_attn.v_proj", None, "layers.{}.self_attn.o_proj", False),
+    "distilbert": Parts("transformer.layer.{}", "transformer.layer.{}.attention.v_lin", None,
+                        "transformer.layer.{}.attention.out_lin", False),
+    "modernbert": Parts("layers.{}", "layers.{}.attn.Wqkv", 2, "layers.{}.attn.Wo", False),
+    **{
+        family: Parts("layers.{}", "layers.{}.self_attn.v_proj", None, "layers.{}.self_attn.o_proj", False)
+        for family in ("llama", "mistral", "qwen2", "gemma", "gemma2")
+    },
 }  # fmt: skip
 
 
@@ -65,7 +71,9 @@ class Eager:
         self.window = getattr(config, "sliding_window", None) if family == "mistral" else None
 
     def visible(self) -> np.ndarray:
-        """[batch, query_pos, key_pos]: key j is a real token that query i (a real token) attends."""
+        """[batch, query_pos, key_pos]: key j is a real token that query i (a real token) attends (the
+        windows of Mistral, whose every layer has one; the other families' windowed layers are left to the
+        reference's own distances, which are 0 where a key is out of a query's window)."""
         pos = self.real.shape[1]
         i, j = np.arange(pos)[:, None], np.arange(pos)[None, :]
         allowed = np.ones((pos, pos), dtype=bool)
