@@ -62,6 +62,9 @@ SAFETENSORS, NDJSON, JSON = "application/x-safetensors", "application/x-ndjson",
 FLOW_128 = "g) MiniLM, 128-token text, all layers: rollout, norms, norms_summed, value_zeroing"
 SERVICE_ACCEPT = {B_SAFETENSORS: SAFETENSORS, STREAM_512: NDJSON}  # the rest: JSON
 ONE_AT_A_TIME = {STREAM_512, FLOW_128}
+# 126 words of one WordPiece token each: 128 tokens with [CLS] and [SEP]
+_SENTENCE = "the cat ate the fish because it was hungry and then the dog barked at the mail carrier "
+FLOW_TEXT = " ".join((_SENTENCE * 8).split()[:126])
 
 
 def scenarios() -> dict[str, dict[str, Any]]:
@@ -92,7 +95,7 @@ def scenarios() -> dict[str, dict[str, Any]]:
         STREAM_512: {"text": " ".join(["word"] * 510), "layer": "all", "include": ["weights"]},
         "f) Llama-family decoder (6 layers, d_model 384, 12 heads, 4 kv heads), 12 tokens, all layers, "
         "weights only": {"text": SENTENCE, "model": MODEL_NAME, "layer": "all", "include": ["weights"]},
-        FLOW_128: {"text": " ".join(["word"] * 126), "layer": "all", "include": list(FLOW)},
+        FLOW_128: {"text": FLOW_TEXT, "layer": "all", "include": list(FLOW)},
     }
 
 

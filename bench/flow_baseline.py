@@ -68,7 +68,8 @@ def flow_layers(model: Any, tokenizer: Any, text: str) -> list[dict[str, Any]]:
         zeroing = np.zeros((n, n))
         for key in range(n):
             _, _, changed = _forward(model, inputs, index, key)
-            out, base = changed[index], clean[index]
+            # in float64: 1 - cos of two float32 vectors this close loses most of its digits
+            out, base = changed[index].astype(np.float64), clean[index].astype(np.float64)
             cosine = (out * base).sum(-1) / (np.linalg.norm(out, axis=-1) * np.linalg.norm(base, axis=-1))
             zeroing[:, key] = 1 - cosine
         zeroing = zeroing / zeroing.sum(axis=-1, keepdims=True)
