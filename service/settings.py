@@ -43,6 +43,13 @@ class Settings(BaseSettings):
         description="Most numbers one computation may hold in its tensors (inputs, weights and every "
         "internal), returned or not: bounds the memory of one request.",
     )
+    max_value_zeroing_elements: int = Field(
+        2_000_000_000,
+        ge=1,
+        description="Most numbers value zeroing may compute: one run of a layer per text and key, each "
+        "counted as the numbers it holds; bounds its time (a 128-token MiniLM text over all 6 layers "
+        "computes about 1.3e9).",
+    )
     max_concurrent: int = Field(
         default_factory=lambda: max(2, (os.cpu_count() or 2) // 2),
         ge=1,

@@ -52,6 +52,16 @@ def check_sequence_sizes(settings: Settings, batch: int, longest: int) -> None:
     _check("ATTENTION_MAX_SEQ", settings.max_seq, longest, "sequence length")
 
 
+def check_value_zeroing(settings: Settings, work: int) -> None:
+    """Value zeroing's runs (service/compute/models/flow.py value_zeroing_work): checked before any."""
+    _check(
+        "ATTENTION_MAX_VALUE_ZEROING_ELEMENTS",
+        settings.max_value_zeroing_elements,
+        work,
+        "numbers computed by value zeroing (one run of the layer per text and key, for each layer)",
+    )
+
+
 def check_limits(
     settings: Settings,
     sizes: Sizes,

@@ -13,9 +13,15 @@ from service.compute.attention import attention_on
 from service.compute.device import Converter, check_range
 from service.compute.formats.result import Layer, Result
 from service.compute.formats.wire import wire_dtype_of
-from service.compute.limits import check_limits
+from service.compute.limits import check_limits, check_value_zeroing
 from service.compute.meta import build_meta
-from service.compute.models.flow import Flow, flow_elements, mlp_width, value_zeroing_chunk
+from service.compute.models.flow import (
+    Flow,
+    flow_elements,
+    mlp_width,
+    value_zeroing_chunk,
+    value_zeroing_work,
+)
 from service.compute.models.registry import LoadedModel, ModelRegistry
 from service.compute.models.tokenizer import tokenize
 from service.compute.sizes import Sizes
@@ -100,6 +106,8 @@ def attend_pretrained(
     flowing = any(name in request.returned for name in FLOW_TENSOR_NAMES)
     # the rollout of layer l needs the weights of layers 0..l: held together unless streamed
     rolled_layers = max(layers) + 1 if "rollout" in request.returned else None
+    if "value_zeroing" in request.returned:
+        check_value_zeroing(settings, value_zeroing_work(sizes, mlp))
     check_limits(
         settings,
         sizes,

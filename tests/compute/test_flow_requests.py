@@ -88,6 +88,22 @@ def test_value_zeroing_counts_its_runs_in_the_413_estimate():
     assert "value zeroing" in refused.json()["detail"] and refused.json()["estimate"] == estimate(zeroing)
 
 
+def test_value_zeroings_runs_are_bounded_by_their_own_limit():
+    """Its time grows as layers x keys x one run of the layer: ATTENTION_MAX_VALUE_ZEROING_ELEMENTS."""
+    service = InProcess.from_env({"ATTENTION_MAX_VALUE_ZEROING_ELEMENTS": "1"})
+    one = service.post({"text": TEXTS, "layer": 0, "include": ["value_zeroing"]})
+    three = service.post({"text": TEXTS, "layer": [0, 2, 4], "include": ["value_zeroing"]})
+    assert one.status_code == three.status_code == 413
+    assert one.json()["limit"] == "ATTENTION_MAX_VALUE_ZEROING_ELEMENTS" and one.json()["maximum"] == 1
+    assert three.json()["estimate"] == 3 * one.json()["estimate"]
+    # a run of one layer for one text holds at least its 12 heads' n x n scores, scaled scores and weights:
+    # one per key (12 of them) and text (2)
+    assert one.json()["estimate"] > 2 * 12 * (3 * 12 * 12 * 12)
+    assert service.post({"text": TEXTS, "layer": 0, "include": FLOW[:3]}).status_code == 200
+    allowed = InProcess.from_env({"ATTENTION_MAX_VALUE_ZEROING_ELEMENTS": str(one.json()["estimate"])})
+    assert allowed.post({"text": TEXTS, "layer": 0, "include": ["value_zeroing"]}).status_code == 200
+
+
 def test_a_rollout_holds_the_layers_before_it_unless_streamed():
     alone = {"text": TEXTS, "layer": 5, "include": ["weights"]}
     rollout = {**alone, "include": ["weights", "rollout"]}

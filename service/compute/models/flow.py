@@ -203,6 +203,11 @@ def value_zeroing_chunk(sizes: Sizes, mlp: int) -> int:
     return max(1, min(sizes.batch * sizes.seq_kv, VALUE_ZEROING_BUDGET // run_elements(sizes, mlp)))
 
 
+def value_zeroing_work(sizes: Sizes, mlp: int) -> int:
+    """Numbers value zeroing computes: one run per text and key, for each returned layer."""
+    return sizes.layers * sizes.batch * sizes.seq_kv * run_elements(sizes, mlp)
+
+
 def flow_elements(sizes: Sizes, returned: tuple[TensorName, ...], mlp: int, streamed: bool) -> int:
     """Numbers the flow tensors of `returned` hold beyond the attention's internals: each returned layer's
     flow tensors (one layer at a time when `streamed`), and what computing one layer's holds meanwhile
