@@ -5,7 +5,8 @@ and FastAPI's default JSON response. Same inputs and seeded weights as the servi
 With `text`: the transformers model (MiniLM, or the decoder scenario's Llama-family model) called with
 output_attentions, its attentions returned the same way. With `interventions` (one head ablation) and
 `predict`: the decoder's LM run twice per request, clean and with a forward pre-hook on W_o that zeroes the
-heads, and the top tokens' probabilities and the KL of the last position returned.
+heads, and the top tokens' probabilities and the KL of the last position returned. With `include` naming
+rollout, norms or value zeroing, MiniLM's every layer of them computed the naive way (bench/flow_baseline.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from bench.decoder import MODEL_NAME
+from bench.flow_baseline import FLOW, flow_layers
 
 app = FastAPI()
 
@@ -38,6 +40,7 @@ class Request(BaseModel):
     num_heads: int = 1
     interventions: list[dict[str, Any]] | None = None
     predict: dict[str, Any] | None = None
+    include: list[str] | None = None
 
 
 @app.get("/readyz")
@@ -124,6 +127,8 @@ def attend(request: Request):  # no return annotation: FastAPI's default jsonabl
         return ablated_predictions(request)
     if request.text is not None:
         model, tokenizer = bench_llama() if request.model == MODEL_NAME else minilm()
+        if set(request.include or ()) & set(FLOW):
+            return {"flow_layers": flow_layers(model, tokenizer, request.text)}
         with torch.no_grad():
             result = model(**tokenizer(request.text, return_tensors="pt"), output_attentions=True)
         return {"attentions": [layer.tolist() for layer in result.attentions]}

@@ -34,6 +34,7 @@ import numpy as np
 import safetensors.numpy
 
 from bench.decoder import FOLDER_VARIABLE, MODEL_NAME, SENTENCE, TEXT_64, save_bench_llama
+from bench.flow_baseline import FLOW
 from devtools.memory import PeakResident
 from devtools.paths import ROOT
 from devtools.servers import SERVICE_APP, Server
@@ -57,9 +58,13 @@ class Result:
 B_EVERY_INTERNAL = "b) 128 tokens, d_model 384, 6 heads of d_k 64"
 B_SAFETENSORS = "b-st) the same, every internal in safetensors"
 STREAM_512 = "e) MiniLM, 512-token text, all layers, weights, streamed (NDJSON)"
-SAFETENSORS, NDJSON = "application/x-safetensors", "application/x-ndjson"
+SAFETENSORS, NDJSON, JSON = "application/x-safetensors", "application/x-ndjson", "application/json"
+FLOW_128 = "h) MiniLM, 128-token text, all layers: rollout, norms, norms_summed, value_zeroing"
 SERVICE_ACCEPT = {B_SAFETENSORS: SAFETENSORS, STREAM_512: NDJSON}  # the rest: JSON
-ONE_AT_A_TIME = {STREAM_512}
+ONE_AT_A_TIME = {STREAM_512, FLOW_128}
+# 126 words of one WordPiece token each: 128 tokens with [CLS] and [SEP]
+_SENTENCE = "the cat ate the fish because it was hungry and then the dog barked at the mail carrier "
+FLOW_TEXT = " ".join((_SENTENCE * 8).split()[:126])
 
 
 def scenarios() -> dict[str, dict[str, Any]]:
@@ -98,6 +103,7 @@ def scenarios() -> dict[str, dict[str, Any]]:
             "interventions": [{"ablate": {"layer": 2, "heads": [3]}}],
             "predict": {"top_k": 5},
         },
+        FLOW_128: {"text": FLOW_TEXT, "layer": "all", "include": list(FLOW)},
     }
 
 
@@ -121,6 +127,10 @@ def comparable(response: dict[str, Any]) -> list[np.ndarray]:
             np.asarray(response["predictions_clean"]["top_probs"]),
             np.asarray(response["predictions"]["kl"]),
         ]
+    if "flow_layers" in response:  # the naive flow route: one text, no batch axis
+        return [np.asarray(layer[name]) for layer in response["flow_layers"] for name in FLOW]
+    if "layers" in response and "rollout" in response["layers"][0]:
+        return [np.asarray(layer[name])[0] for layer in response["layers"] for name in FLOW]
     if "attentions" in response:  # the baseline's transformers answer: one [batch, head, n, n] per layer
         return [np.asarray(layer) for layer in response["attentions"]]
     if "layers" in response:
@@ -315,8 +325,11 @@ def measure_one_at_a_time(
 def same_numbers(scenario: str, port_a: int, port_b: int, body: bytes) -> float:
     """Largest difference between the two servers' weights and outputs: the comparison is like for like."""
     media = SERVICE_ACCEPT.get(scenario, "application/json")
-    ours = comparable(decoded(asyncio.run(fetch(port_a, body, media))[1], media))
-    theirs = comparable(json.loads(asyncio.run(fetch(port_b, body))[1]))
+    answers = [asyncio.run(fetch(port, body, accept)) for port, accept in ((port_a, media), (port_b, JSON))]
+    for (status, payload), server in zip(answers, ("service", "baseline"), strict=True):
+        assert status == 200, f"{scenario}: the {server} answered {status}: {payload[:500]!r}"
+    ours = comparable(decoded(answers[0][1], media))
+    theirs = comparable(json.loads(answers[1][1]))
     return max(float(np.max(np.abs(a - b))) for a, b in zip(ours, theirs, strict=True))
 
 
@@ -346,7 +359,11 @@ def main() -> None:
     models = Path(tempfile.mkdtemp(prefix="bench-models-"))
     llama = str(save_bench_llama(models / MODEL_NAME))
     servers = {
-        "service": start(SERVICE_APP, {"ATTENTION_MODELS": json.dumps({MODEL_NAME: llama})}),
+        # g) computes for tens of seconds on a small machine: past the default 60 s, a 504 would be measured
+        "service": start(
+            SERVICE_APP,
+            {"ATTENTION_MODELS": json.dumps({MODEL_NAME: llama}), "ATTENTION_REQUEST_TIMEOUT_S": "600"},
+        ),
         "baseline": start("bench.baseline:app", {FOLDER_VARIABLE: llama}),
     }
     results: list[Result] = []

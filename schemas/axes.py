@@ -18,7 +18,8 @@ from typing import Literal
 TensorName = Literal[
     "q", "k", "v", "scores", "scaled_scores", "weights", "context", "output", "q_pre_rotary", "k_pre_rotary",
     "entropy", "top_keys", "top_weights", "received", "pooled_weights", "previous_token_score",
-    "duplicate_token_score", "induction_score", "sink_score",
+    "duplicate_token_score", "induction_score", "sink_score", "rollout", "norms", "norms_summed",
+    "value_zeroing",
 ]  # fmt: skip
 # returned when a request has no `include`
 TENSOR_NAMES: tuple[TensorName, ...] = (
@@ -50,9 +51,13 @@ SUMMARY_NAMES: tuple[TensorName, ...] = (
 TOKEN_SCORE_NAMES: tuple[TensorName, ...] = ("duplicate_token_score", "induction_score")
 # the summaries with integer elements (key positions)
 INTEGER_TENSORS: frozenset[TensorName] = frozenset({"top_keys"})
-# the tensors with a [query_pos, key_pos] matrix per head: asking for one means n x n memory
-SQUARE_TENSOR_NAMES: tuple[TensorName, ...] = ("scores", "scaled_scores", "weights")
-ALL_TENSOR_NAMES: tuple[TensorName, ...] = TENSOR_NAMES + ROTARY_TENSOR_NAMES + SUMMARY_NAMES
+# returned only when `include` names them, for a model: how information flows across its layers
+FLOW_TENSOR_NAMES: tuple[TensorName, ...] = ("rollout", "norms", "norms_summed", "value_zeroing")
+# the tensors with a [query_pos, key_pos] matrix (per head or not): asking for one means n x n memory
+SQUARE_TENSOR_NAMES: tuple[TensorName, ...] = ("scores", "scaled_scores", "weights", *FLOW_TENSOR_NAMES)
+ALL_TENSOR_NAMES: tuple[TensorName, ...] = (
+    TENSOR_NAMES + ROTARY_TENSOR_NAMES + SUMMARY_NAMES + FLOW_TENSOR_NAMES
+)
 
 TENSOR_AXES: dict[TensorName, tuple[str, ...]] = {
     "q": ("batch", "head", "query_pos", "d_k"),
@@ -74,6 +79,10 @@ TENSOR_AXES: dict[TensorName, tuple[str, ...]] = {
     "duplicate_token_score": ("batch", "head"),
     "induction_score": ("batch", "head"),
     "sink_score": ("batch", "head"),
+    "rollout": ("batch", "query_pos", "key_pos"),
+    "norms": ("batch", "head", "query_pos", "key_pos"),
+    "norms_summed": ("batch", "query_pos", "key_pos"),
+    "value_zeroing": ("batch", "query_pos", "key_pos"),
 }
 # the tensors with one entry per key/value head: their `head` axis is `kv_head` under grouped-query attention
 KV_TENSORS: frozenset[TensorName] = frozenset({"k", "v", "k_pre_rotary"})
@@ -121,6 +130,16 @@ TENSOR_MEANING: dict[TensorName, str] = {
     "induction_score": "TransformerLens' detect_head (mul): the share of the weight on keys j <= i whose "
     "previous token j - 1 holds the query's token id (text only)",
     "sink_score": "mean over the real query positions of the weight on key position 0",
+    "rollout": "attention rollout (Abnar & Zuidema 2020) through layers 0 to this one: the product of each "
+    "layer's 0.5 mean_h(weights) + 0.5 I, rows renormalized (only when `include` names it; models)",
+    "norms": "norm-based attention (Kobayashi et al. 2020): ||w_ij f_h(x_j)|| with f_h(x_j) = v_j^h W_o^h, "
+    "key j's value in head h (bias included) times head h's rows of W_o (only when `include` names it; "
+    "models)",
+    "norms_summed": "||sum_h w^h_ij f_h(x_j)||, the heads' contributions summed (only when `include` names "
+    "it; models)",
+    "value_zeroing": "value zeroing (Mohebbi et al. 2023): cosine distance between token i's layer output "
+    "with and without key j's value (zeroed in every head; the whole layer run again), each row divided by "
+    "its sum; padding 0 (only when `include` names it; models)",
 }
 
 

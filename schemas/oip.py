@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.axes import ALL_TENSOR_NAMES, TENSOR_AXES, TENSOR_NAMES, TensorName
+from schemas.axes import ALL_TENSOR_NAMES, FLOW_TENSOR_NAMES, TENSOR_AXES, TENSOR_NAMES, TensorName
 from schemas.request import TOY_MODEL
 
 OIP_PREFIX = "/v2"  # where the protocol's routes are
@@ -85,7 +85,7 @@ def model_metadata(name: str, layers: int | None) -> ModelMetadata:
         outputs = [
             tensor_metadata(layer_output(i, t), "FP32", len(TENSOR_AXES[t]))
             for i in range(layers)
-            for t in TENSOR_NAMES
+            for t in TENSOR_NAMES + FLOW_TENSOR_NAMES
         ]
     if name != EXPLICIT_MODEL:
         outputs.append(tensor_metadata(TOKENS, BYTES, 2))

@@ -220,7 +220,9 @@ class AttendRequest(BaseModel):
         + ", ".join(TENSOR_NAMES)
         + " (q_pre_rotary and k_pre_rotary, a rotary model's Q and K before rotation, only when named). "
         "The summaries (" + ", ".join(SUMMARY_NAMES) + ") only when named: without scores, scaled_scores "
-        "and weights they are computed in blocks of queries, in memory that grows with seq, not seq^2.",
+        "and weights they are computed in blocks of queries, in memory that grows with seq, not seq^2. "
+        "A model's layers also give, when named: rollout, norms, norms_summed, value_zeroing (how "
+        "information flows across the layers; docs/flow.md).",
     )
     top_k: TopK = Field(
         5,

@@ -167,6 +167,10 @@ class Tensors(BaseModel):
     duplicate_token_score: Float2D | None = _tensor_field("duplicate_token_score")
     induction_score: Float2D | None = _tensor_field("induction_score")
     sink_score: Float2D | None = _tensor_field("sink_score")
+    rollout: Float3D | None = _tensor_field("rollout")
+    norms: Float4D | None = _tensor_field("norms")
+    norms_summed: Float3D | None = _tensor_field("norms_summed")
+    value_zeroing: Float3D | None = _tensor_field("value_zeroing")
 
 
 class LayerTensors(Tensors):

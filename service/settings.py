@@ -62,6 +62,13 @@ class Settings(BaseSettings):
         "counted from its commas before it is parsed: a parser holds each number as an object of about 90 "
         "bytes, so a 32 MB body of zeros would take 1.4 GB. The default holds a 4096 x 1024 input.",
     )
+    max_value_zeroing_elements: int = Field(
+        2_000_000_000,
+        ge=1,
+        description="Most numbers value zeroing may compute: one run of a layer per text and key, each "
+        "counted as the numbers it holds; bounds its time (a 128-token MiniLM text over all 6 layers "
+        "computes about 1.3e9).",
+    )
     max_concurrent: int = Field(
         default_factory=lambda: max(2, (os.cpu_count() or 2) // 2),
         ge=1,

@@ -21,6 +21,7 @@ from attention_client.errors import (
 from attention_client.result import Attention, FloatArray, IntArray, Layers, NotReturned, Predictions, Tensors
 from attention_client.wire import (
     ALL_TENSOR_NAMES,
+    FLOW_TENSOR_NAMES,
     ROTARY_TENSOR_NAMES,
     SUMMARY_NAMES,
     TENSOR_NAMES,
@@ -42,6 +43,7 @@ __all__ = [
     "API_KEY_ENV",
     "API_KEY_HEADER",
     "DEFAULT_URL",
+    "FLOW_TENSOR_NAMES",
     "ROTARY_TENSOR_NAMES",
     "SUMMARY_NAMES",
     "TENSOR_NAMES",

@@ -168,6 +168,27 @@ class Tensors(Mapping[str, FloatArray]):
         """The mean weight on key position 0 [batch, head]."""
         return self["sink_score"]
 
+    @property
+    def rollout(self) -> FloatArray:
+        """Attention rollout through the model's layers up to this one [batch, query_pos, key_pos]."""
+        return self["rollout"]
+
+    @property
+    def norms(self) -> FloatArray:
+        """Norm-based attention ||w_ij f_h(x_j)|| [batch, head, query_pos, key_pos]."""
+        return self["norms"]
+
+    @property
+    def norms_summed(self) -> FloatArray:
+        """||sum_h w^h_ij f_h(x_j)|| [batch, query_pos, key_pos]."""
+        return self["norms_summed"]
+
+    @property
+    def value_zeroing(self) -> FloatArray:
+        """Value zeroing: each row the share of each key in the change of the layer's output
+        [batch, query_pos, key_pos]."""
+        return self["value_zeroing"]
+
 
 class Layers(Mapping[int, Tensors]):
     """A pretrained model's layers by the model's layer index (`layers[3]`), in the order returned."""

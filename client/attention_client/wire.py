@@ -13,7 +13,8 @@ import numpy.typing as npt
 TensorName = Literal[
     "q", "k", "v", "scores", "scaled_scores", "weights", "context", "output", "q_pre_rotary", "k_pre_rotary",
     "entropy", "top_keys", "top_weights", "received", "pooled_weights", "previous_token_score",
-    "duplicate_token_score", "induction_score", "sink_score",
+    "duplicate_token_score", "induction_score", "sink_score", "rollout", "norms", "norms_summed",
+    "value_zeroing",
 ]  # fmt: skip
 # returned when a request has no `include`
 TENSOR_NAMES: tuple[TensorName, ...] = (
@@ -43,7 +44,11 @@ SUMMARY_NAMES: tuple[TensorName, ...] = (
 )
 # the tensors of integers (key positions): int64 arrays
 INTEGER_TENSORS: frozenset[TensorName] = frozenset({"top_keys"})
-ALL_TENSOR_NAMES: tuple[TensorName, ...] = TENSOR_NAMES + ROTARY_TENSOR_NAMES + SUMMARY_NAMES
+# returned only when `include` names them, for a model: how information flows across its layers
+FLOW_TENSOR_NAMES: tuple[TensorName, ...] = ("rollout", "norms", "norms_summed", "value_zeroing")
+ALL_TENSOR_NAMES: tuple[TensorName, ...] = (
+    TENSOR_NAMES + ROTARY_TENSOR_NAMES + SUMMARY_NAMES + FLOW_TENSOR_NAMES
+)
 Device = Literal["auto", "cpu", "cuda"]
 Dtype = Literal["float32", "float64", "float16", "bfloat16"]
 WireDtype = Literal["float32", "float16", "float64"]  # binary formats only: this client reads JSON

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from schemas.axes import ROTARY_TENSOR_NAMES, TensorName
+from schemas.axes import FLOW_TENSOR_NAMES, ROTARY_TENSOR_NAMES, TensorName
 from schemas.request import TOY_D_MODEL, TOY_MODEL, AttendRequest
 from service.compute.attention import AttentionInternals, attention_on
 from service.compute.blocked import BlockedInternals
@@ -74,6 +74,14 @@ def attend_explicit(request: AttendRequest, settings: Settings, started: float) 
             "here q and k are the projections themselves (ask for q and k)",
         )
     check_token_scores(request, has_tokens=request.text is not None)
+    flow = [name for name in FLOW_TENSOR_NAMES if name in request.returned]
+    if flow:
+        raise RequestError(
+            ("include",),
+            f"found {', '.join(flow)}; these follow attention across a model's layers, so they need a "
+            "model's layers: `text` with a pretrained `model` (GET /models), not embeddings, Q/K/V or the "
+            "toy model",
+        )
     tokens = None
     if request.text is not None:
         inputs, sizes, selection, tokens = _toy(request, settings)

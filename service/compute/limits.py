@@ -69,6 +69,16 @@ def check_sequence_sizes(settings: Settings, batch: int, longest: int, blocked: 
     _check("ATTENTION_MAX_SEQ", settings.longest_sequence(blocked), longest, what)
 
 
+def check_value_zeroing(settings: Settings, work: int) -> None:
+    """Value zeroing's runs (service/compute/models/flow.py value_zeroing_work): checked before any."""
+    _check(
+        "ATTENTION_MAX_VALUE_ZEROING_ELEMENTS",
+        settings.max_value_zeroing_elements,
+        work,
+        "numbers computed by value zeroing (one run of the layer per text and key, for each layer)",
+    )
+
+
 def check_limits(
     settings: Settings,
     sizes: Sizes,
@@ -76,11 +86,16 @@ def check_limits(
     selection: Selection = EVERYTHING,
     streamed: bool = False,
     blocked: bool = False,
+    held_layers: int | None = None,
+    also_held: int = 0,
 ) -> None:
     """The limits of a computation, from its sizes. The response counts only what is returned (`returned`,
     cut to `selection`). A stream (`streamed`) holds and sends one layer at a time: its limits apply to each
     layer. A computation in blocks of queries (`blocked`) holds one layer's internals without the
-    [query_pos, key_pos] matrices, one block of scores, and each layer's summaries."""
+    [query_pos, key_pos] matrices, one block of scores, and each layer's summaries. `held_layers`: the
+    layers whose internals are held together when not streamed, if more than those returned (a rollout's);
+    `also_held`: numbers held beyond the internals (the flow tensors: rollout, norms, value zeroing's
+    runs)."""
     returned = tuple(returned)
     check_sequence_sizes(settings, sizes.batch, max(sizes.seq, sizes.seq_kv), blocked)
     _check("ATTENTION_MAX_HEADS", settings.max_heads, sizes.num_heads, "num_heads")
@@ -106,8 +121,11 @@ def check_limits(
         what = "inputs, weights, one layer's internals, one block of scores, the summaries"
     else:
         internals = sum(sizes.elements(name) for name in TENSOR_NAMES)
-        held = inputs + layers * (sizes.weight_elements + internals + summaries)
-        what = "inputs, weights and every internal"
+        held_together = 1 if streamed else held_layers or sizes.layers
+        held = inputs + held_together * (sizes.weight_elements + internals + summaries) + also_held
+        what = "inputs, weights and every internal" + (
+            ", and the runs of value zeroing" if "value_zeroing" in returned else ""
+        )
     _check(
         "ATTENTION_MAX_COMPUTE_ELEMENTS",
         settings.max_compute_elements,

@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import Tensor
 
-from schemas.axes import ROTARY_TENSOR_NAMES
+from schemas.axes import FLOW_TENSOR_NAMES, ROTARY_TENSOR_NAMES, TensorName
 from schemas.describe import describe
 from schemas.request import TOY_MODEL, AttendRequest
 from service.compute.attention import AttentionInternals, attention_on
@@ -20,8 +20,15 @@ from service.compute.effects import Effects
 from service.compute.formats.result import Layer, Result
 from service.compute.formats.wire import wire_dtype_of
 from service.compute.generation import Generation, check_generation
-from service.compute.limits import check_limits
+from service.compute.limits import check_limits, check_value_zeroing
 from service.compute.meta import build_meta
+from service.compute.models.flow import (
+    Flow,
+    flow_elements,
+    mlp_width,
+    value_zeroing_chunk,
+    value_zeroing_work,
+)
 from service.compute.models.forward import LayerPass, Summarize
 from service.compute.models.registry import LoadedModel, ModelRegistry
 from service.compute.models.tokenizer import Encoded, tokenize
@@ -151,7 +158,27 @@ def _check_sizes(
 ) -> tuple[Sizes, Selection]:
     sizes = summary_sizes(_sizes(model, layers, batch, seq), request)
     selection = Selection.of(request, sizes)
-    check_limits(settings, sizes, request.returned, selection, streamed, request.blocked)
+    mlp = mlp_width(model.forward.model.config)
+    flowing = any(name in request.returned for name in FLOW_TENSOR_NAMES)
+    if "value_zeroing" in request.returned:
+        if request.interventions is not None:
+            raise RequestError(
+                ("include",),
+                "found value_zeroing with interventions; expected one of them: value zeroing reruns each "
+                "layer of the clean model",
+            )
+        check_value_zeroing(settings, value_zeroing_work(sizes, mlp))
+    check_limits(
+        settings,
+        sizes,
+        request.returned,
+        selection,
+        streamed,
+        request.blocked,
+        # the rollout of layer l needs the weights of layers 0..l: held together unless streamed
+        held_layers=max(layers) + 1 if "rollout" in request.returned else None,
+        also_held=flow_elements(sizes, request.returned, mlp, streamed) if flowing else 0,
+    )
     return sizes, selection
 
 
@@ -219,18 +246,18 @@ def _internals(
             where=f"layer {step.layer}: ",
         )
 
-    def tensors(internals: AttentionInternals | BlockedInternals) -> dict[str, Tensor]:
+    def tensors(step: LayerPass, internals: AttentionInternals | BlockedInternals) -> dict[str, Tensor]:
         if isinstance(internals, BlockedInternals):
             return {n: selection.cut(n, internals.tensor(n)) for n in request.returned}
-        summaries = (
-            reduce_whole(internals.weights, asked, key_mask, key_mask, token_ids) if asked.names else {}
-        )
+        found: dict[TensorName, Tensor] = flow.tensors(step, internals)
+        if asked.names:
+            found |= reduce_whole(internals.weights, asked, key_mask, key_mask, token_ids)
         return {
-            n: selection.cut(n, summaries[n] if n in summaries else getattr(internals, n))
-            for n in request.returned
+            n: selection.cut(n, found[n] if n in found else getattr(internals, n)) for n in request.returned
         }
 
     summarize = Summarize(reducer if as_the_model_does else None) if request.blocked else None
+    flow = Flow(request.returned, key_mask, value_zeroing_chunk(sizes, mlp_width(forward.model.config)))
 
     def computed() -> Iterator[Layer]:
         """Each requested layer once, as the forward pass reaches it."""
@@ -239,14 +266,13 @@ def _internals(
             key_mask,
             last=max(layers),
             pre_rotary=pre_rotary,
-            keep=layers,
+            keep=None if flow.every_layer else layers,
             lazily=streamed,
             whole=None if effects is None else effects.whole,
             summarize=summarize,
+            blocks=layers if flow.block_calls else (),
         )
         for step in steps:
-            if step.layer not in layers:
-                continue
             internals: AttentionInternals | BlockedInternals = (
                 step.internals
                 if as_the_model_does
@@ -269,7 +295,11 @@ def _internals(
                     model_allowed=step.allowed,
                 )
             )
-            yield step.layer, tensors(internals)
+            if isinstance(internals, AttentionInternals):  # the flow names are n x n: never in blocks
+                flow.step(internals)
+            if step.layer not in layers:
+                continue
+            yield step.layer, tensors(step, internals)
             del step, internals  # not held while the next layer is computed
 
     windows = [forward.windows[index] for index in layers]

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from attention_client import (
+    FLOW_TENSOR_NAMES,
     TENSOR_NAMES,
     Client,
     InvalidRequest,
@@ -22,6 +23,7 @@ from devtools.servers import Server
 from schemas.axes import TENSOR_AXES
 from tests.client.conftest import BODY_LIMIT, GROUPED
 from tests.client.examples import SENTENCE, cat_eats_fish_weights, golden
+from tests.support.flow import Eager, rollout_reference, value_vectors, value_zeroing_reference
 from tests.support.http import API_KEY
 from tests.support.models import minilm_folder
 from tests.support.reference import reference
@@ -126,6 +128,23 @@ def test_a_grouped_query_decoder_has_kv_head_axes_and_matches_transformers(clien
         scores = np.where(causal, layer.q[0] @ k[0].swapaxes(-1, -2) / np.sqrt(8), -np.inf)
         weights = np.exp(scores - scores.max(-1, keepdims=True))
         np.testing.assert_allclose(layer.weights[0], weights / weights.sum(-1, keepdims=True), atol=1e-5)
+
+
+def test_flow_tensors_of_a_grouped_query_decoder_match_the_papers_formulas(client, grouped_folder):
+    result = client.attend(text=SENTENCE, model=GROUPED, layer=1, include=list(FLOW_TENSOR_NAMES))
+    eager = Eager(grouped_folder, "llama", [SENTENCE], torch.float32)
+    attentions, v, _ = eager.run(1)
+    layer = result.layers[1]
+    assert set(layer) == set(FLOW_TENSOR_NAMES)
+    assert layer.axes["norms"] == ("batch", "head", "query_pos", "key_pos")
+    assert layer.axes["rollout"] == layer.axes["value_zeroing"] == ("batch", "query_pos", "key_pos")
+    np.testing.assert_allclose(layer.rollout, rollout_reference(attentions, eager.real, 1), atol=1e-5)
+    f = value_vectors(eager, v, 1)  # each query head with its kv head's value
+    weights = attentions[1].double().numpy()
+    np.testing.assert_allclose(layer.norms, weights * np.linalg.norm(f, axis=-1)[:, :, None], atol=1e-5)
+    summed = np.linalg.norm(np.einsum("bhqk,bhko->bqko", weights, f), axis=-1)
+    np.testing.assert_allclose(layer.norms_summed, summed, atol=1e-5)
+    np.testing.assert_allclose(layer.value_zeroing, value_zeroing_reference(eager, 1), atol=1e-5)
 
 
 def test_masked_entries_are_minus_infinity(client):

@@ -10,6 +10,7 @@ import typing
 from attention_client import (
     ALL_TENSOR_NAMES,
     API_KEY_HEADER,
+    FLOW_TENSOR_NAMES,
     ROTARY_TENSOR_NAMES,
     SUMMARY_NAMES,
     TENSOR_NAMES,
@@ -74,6 +75,7 @@ def test_model_list_keys_are_the_services_fields():
 def test_tensor_names_and_the_key_header():
     assert TENSOR_NAMES == axes.TENSOR_NAMES
     assert ROTARY_TENSOR_NAMES == axes.ROTARY_TENSOR_NAMES
+    assert FLOW_TENSOR_NAMES == axes.FLOW_TENSOR_NAMES
     assert ALL_TENSOR_NAMES == axes.ALL_TENSOR_NAMES
     assert SUMMARY_NAMES == axes.SUMMARY_NAMES
     assert INTEGER_TENSORS == axes.INTEGER_TENSORS

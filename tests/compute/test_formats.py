@@ -42,6 +42,13 @@ REQUESTS = {
     "toy": {"text": "a b a c", "model": "toy", "include": ["weights", "output"]},
     "model, layers out of order": {"text": SENTENCES, "layer": [4, 1]},
     "model, float64 recomputed": {"text": SENTENCES[0], "layer": 2, "dtype": "float64", "causal": True},
+    "model, flow tensors sliced": {
+        "text": SENTENCES,
+        "layer": [3, 1],
+        "include": ["weights", "rollout", "norms", "norms_summed", "value_zeroing"],
+        "heads": [0, 5],
+        "queries": [1, 2],
+    },
 }
 
 

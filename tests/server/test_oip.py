@@ -222,6 +222,23 @@ def test_minilm_layers_and_tokens_equal_attend(server):
     assert meta["layer"] == [1, 4] and meta["padded"] is True
 
 
+def test_flow_outputs_of_a_layer_equal_attend(server):
+    """rollout, norms, norms_summed and value_zeroing as layers.{i}.{name} outputs, binary and JSON, equal to
+    /attend's answer; the `attention` model has no layers to follow (400 saying so)."""
+    names = ["rollout", "norms", "norms_summed", "value_zeroing"]
+    outputs = [triton.InferRequestedOutput(f"layers.2.{n}", binary_data=n != "norms") for n in names]
+    result = client(server).infer(BUNDLED_MODEL, [texts_input(TEXTS)], outputs=outputs)
+    reference = attend(server, {"text": TEXTS, "layer": 2, "include": names})["layers"][0]
+    for name in names:
+        np.testing.assert_array_equal(
+            result.as_numpy(f"layers.2.{name}"), np.array(reference[name], dtype=np.float32)
+        )
+    metadata = client(server).get_model_metadata(BUNDLED_MODEL)
+    assert {f"layers.5.{n}" for n in names} <= {o["name"] for o in metadata["outputs"]}
+    with pytest.raises(InferenceServerException, match="need a model's layers"):
+        client(server).infer("attention", cat_inputs(), outputs=[triton.InferRequestedOutput("rollout")])
+
+
 def test_text_in_json_with_every_output_of_every_layer(server):
     """No outputs named: every tensor of every layer (layer "all"), JSON as asked by binary_data_output."""
     body = {

@@ -12,7 +12,9 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import load
 
-TENSORS = ("q", "k", "v", "scores", "scaled_scores", "weights", "context", "output")
+from schemas.axes import ALL_TENSOR_NAMES
+
+TENSORS = ALL_TENSOR_NAMES
 
 
 def json_arrays(response: dict[str, Any], dtype: Any = None) -> dict[str, np.ndarray]:
@@ -24,7 +26,7 @@ def json_arrays(response: dict[str, Any], dtype: Any = None) -> dict[str, np.nda
     def array(value: Any) -> np.ndarray:
         return np.array(json.loads(json.dumps(value).replace("null", "-Infinity")), dtype=dtype)
 
-    arrays = {name: array(response[name]) for name in TENSORS if name in response}
+    arrays: dict[str, np.ndarray] = {name: array(response[name]) for name in TENSORS if name in response}
     for layer in response.get("layers") or []:
         arrays |= {f"layers.{layer['layer']}.{name}": array(layer[name]) for name in TENSORS if name in layer}
     return arrays

@@ -25,12 +25,13 @@ Kind = Literal["encoder", "decoder"]
 @dataclass(frozen=True)
 class LayerParts:
     """One layer's attention: the module that receives its input (hidden_states, and the rotary cos and
-    sin), the module whose output is the attention block's output (W_o, before the residual), and the
-    weights in the in_out layout."""
+    sin), the module whose output is the attention block's output (W_o, before the residual), the
+    weights in the in_out layout, and the whole layer (attention, residuals, norms, MLP) that holds them."""
 
     attention: nn.Module
     output: nn.Module
     projections: Projections
+    block: nn.Module
 
 
 def _linears(q: nn.Linear, k: nn.Linear, v: nn.Linear, o: nn.Linear) -> Projections:
@@ -53,6 +54,7 @@ def _bert_layers(model: Any) -> list[LayerParts]:
                 block.attention.self.value,
                 block.attention.output.dense,
             ),
+            block,
         )
         for block in model.encoder.layer
     ]
@@ -60,8 +62,8 @@ def _bert_layers(model: Any) -> list[LayerParts]:
 
 def _distilbert_layers(model: Any) -> list[LayerParts]:
     return [
-        LayerParts(a, a.out_lin, _linears(a.q_lin, a.k_lin, a.v_lin, a.out_lin))
-        for a in (block.attention for block in model.transformer.layer)
+        LayerParts(a, a.out_lin, _linears(a.q_lin, a.k_lin, a.v_lin, a.out_lin), block)
+        for block, a in ((block, block.attention) for block in model.transformer.layer)
     ]
 
 
@@ -76,7 +78,7 @@ def _modernbert_layers(model: Any) -> list[LayerParts]:
             w_q=q.T, w_k=k.T, w_v=v.T, w_o=wo.weight.detach().T, b_q=bq, b_k=bk, b_v=bv,
             b_o=None if wo.bias is None else wo.bias.detach(),
         )  # fmt: skip
-        parts.append(LayerParts(attn, wo, projections))
+        parts.append(LayerParts(attn, wo, projections, block))
     return parts
 
 
@@ -91,14 +93,14 @@ def _gpt2_layers(model: Any) -> list[LayerParts]:
             w_q=w_q, w_k=w_k, w_v=w_v, w_o=attn.c_proj.weight.detach(), b_q=b_q, b_k=b_k, b_v=b_v,
             b_o=attn.c_proj.bias.detach(),
         )  # fmt: skip
-        parts.append(LayerParts(attn, attn.c_proj, projections))
+        parts.append(LayerParts(attn, attn.c_proj, projections, block))
     return parts
 
 
 def _llama_layers(model: Any) -> list[LayerParts]:
     return [
-        LayerParts(a, a.o_proj, _linears(a.q_proj, a.k_proj, a.v_proj, a.o_proj))
-        for a in (block.self_attn for block in model.layers)
+        LayerParts(a, a.o_proj, _linears(a.q_proj, a.k_proj, a.v_proj, a.o_proj), block)
+        for block, a in ((block, block.self_attn) for block in model.layers)
     ]
 
 

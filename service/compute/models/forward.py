@@ -14,6 +14,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
@@ -65,6 +66,7 @@ class LayerPass(NamedTuple):
     scale: float
     internals: AttentionInternals | BlockedInternals
     row_mask: ModelRowMask | None = None
+    block_call: BlockCall | None = None  # only for the layers `layers(blocks=...)` names
 
 
 class Summarize(NamedTuple):
@@ -73,6 +75,15 @@ class Summarize(NamedTuple):
     summaries (or, when `reducer` is None, run SDPA too and keep their inputs to be recomputed)."""
 
     reducer: Callable[[Tensor], SummaryReducer] | None
+
+
+class BlockCall(NamedTuple):
+    """How the forward pass called one whole layer (attention, residuals, norms, MLP): the module and its
+    arguments (hidden states, masks, position embeddings), to run the layer again (value zeroing)."""
+
+    module: torch.nn.Module
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
 
 
 class _Attended(NamedTuple):
@@ -124,9 +135,12 @@ class _Recording:
         pre_rotary: bool,
         whole: WholePass | None = None,
         summarize: Summarize | None = None,
+        blocks: Collection[int] = (),
     ):
         self.forward, self.last, self.keep, self.want_pre_rotary = forward, last, keep, pre_rotary
         self.whole, self.summarize = whole, summarize
+        self.want_blocks = blocks
+        self.blocks: dict[int, BlockCall] = {}
         self.inputs: dict[int, tuple[Tensor, Rotary | None]] = {}
         self.attended: dict[int, _Attended] = {}
         self.passes: list[LayerPass] = []
@@ -156,10 +170,27 @@ class _Recording:
             tensor = overflowed(internals, a.allowed)
         if tensor is not None:
             raise Overflow(tensor, output.dtype, f"layer {layer}: ")
-        return LayerPass(layer, x, parts.projections, rotary, a.allowed, a.scale, internals, a.row_mask)
+        block_call = self.blocks.pop(layer, None)
+        return LayerPass(
+            layer, x, parts.projections, rotary, a.allowed, a.scale, internals, a.row_mask, block_call
+        )
 
 
 _RECORDING: ContextVar[_Recording | None] = ContextVar("attention_recording", default=None)
+# set while a layer runs again with some of its values changed (value zeroing): what changes them
+_VALUE_EDIT: ContextVar[Callable[[Tensor], Tensor] | None] = ContextVar("value_edit", default=None)
+
+
+@contextmanager
+def values_edited(edit: Callable[[Tensor], Tensor]) -> Iterator[None]:
+    """Within: the attention function receives `edit(value)` ([batch, kv_head, key_pos, d_v]) as its value,
+    and records nothing (a layer run again outside the forward pass of a request)."""
+    tokens = _VALUE_EDIT.set(edit), _RECORDING.set(None)
+    try:
+        yield
+    finally:
+        _RECORDING.reset(tokens[1])
+        _VALUE_EDIT.reset(tokens[0])
 
 
 def _allowed(mask: Tensor | None, key_pos: int) -> AllowedPositions | None:
@@ -185,6 +216,9 @@ def service_attention(
     """The attention function registered with transformers: the service's attention over the model's q, k,
     v, mask, scaling and soft-cap (eval mode: no dropout). Returns the context in the layout the models
     expect, and the weights (None for a pass that summarizes: see _summarized_attention)."""
+    value_edit = _VALUE_EDIT.get()
+    if value_edit is not None:
+        value = value_edit(value)
     scale = float(scaling) if scaling is not None else query.shape[-1] ** -0.5
     half = query.dtype in (torch.float16, torch.bfloat16)
     recording = _RECORDING.get()
@@ -276,6 +310,7 @@ class ModelForward:
         for index, parts in enumerate(self.parts):
             parts.attention.register_forward_pre_hook(self._input_hook, with_kwargs=True)
             parts.output.register_forward_hook(self._output_hook(index))
+            parts.block.register_forward_pre_hook(self._block_hook(index), with_kwargs=True)
 
     @property
     def rotary(self) -> bool:
@@ -289,6 +324,14 @@ class ModelForward:
         embedding = kwargs.get("position_embeddings")
         rotary = None if embedding is None else Rotary(*embedding)
         recording.inputs[self.layer_of[id(module)]] = (hidden, rotary)
+
+    def _block_hook(self, layer: int) -> Any:
+        def hook(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            recording = _RECORDING.get()
+            if recording is not None and layer in recording.want_blocks:
+                recording.blocks[layer] = BlockCall(module, args, kwargs)
+
+        return hook
 
     def _output_hook(self, layer: int) -> Any:
         def hook(module: torch.nn.Module, args: tuple[Any, ...], output: Tensor) -> None:
@@ -315,14 +358,16 @@ class ModelForward:
         lazily: bool = False,
         whole: WholePass | None = None,
         summarize: Summarize | None = None,
+        blocks: Collection[int] = (),
     ) -> Iterator[LayerPass]:
         """The forward pass up to layer `last`, one LayerPass per layer of `keep` (default: every layer up to
         `last`) in order. `key_mask`: the padding (True = token); `pre_rotary`: also the projections before
         the rotary embedding; `lazily`: each layer is computed when the one before has been taken, and only
         it is held (a stream), rather than the whole pass at once; `whole`: see WholePass; `summarize`: no
-        [query_pos, key_pos] matrix anywhere (Summarize)."""
+        [query_pos, key_pos] matrix anywhere (Summarize); `blocks`: the kept layers whose LayerPass also
+        holds how the whole layer was called (block_call)."""
         kept = range(last + 1) if keep is None else frozenset(keep)
-        recording = _Recording(self, last, kept, pre_rotary, whole, summarize)
+        recording = _Recording(self, last, kept, pre_rotary, whole, summarize, frozenset(blocks))
         if lazily:
             yield from self._handed_over(recording, input_ids, key_mask)
             return
