@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from schemas.describe import describe
+from schemas.request import AttendRequest
+from schemas.unknown_fields import unknown_field_message
 
 
 class RequestError(Exception):
@@ -38,13 +40,16 @@ _UNION_TAGS = ("str", "int", "float", "bool")
 
 
 def describe_validation_errors(
-    errors: list[Any], prefix: tuple[str, ...] = ("body",)
+    errors: list[Any], prefix: tuple[str, ...] = ("body",), model: type[BaseModel] | None = None
 ) -> list[dict[str, Any]]:
     """pydantic's errors without the echoed input (a tensor can be megabytes), with what was found; pydantic's
-    union member tags are dropped from the locations, and the deepest location comes first."""
+    union member tags are dropped from the locations, and the deepest location comes first. An unknown field
+    of `model` is told with the fields accepted there and the closest one."""
     items = []
     for error in errors:
         msg = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden" and model is not None:
+            msg = unknown_field_message(model, tuple(error["loc"])) or msg
         if error["type"] not in ("json_invalid", "value_error", "extra_forbidden", "missing") and not error[
             "type"
         ].startswith("tensor_"):
@@ -61,7 +66,8 @@ def describe_validation_errors(
 def error_answer(exc: Exception) -> tuple[int, dict[str, Any]]:
     """The status and body for one of REQUEST_ERRORS."""
     if isinstance(exc, ValidationError):  # a body that pydantic refused (/attend parses its own body)
-        return 422, {"detail": describe_validation_errors(exc.errors(include_url=False), prefix=("body",))}
+        found = describe_validation_errors(exc.errors(include_url=False), ("body",), AttendRequest)
+        return 422, {"detail": found}
     if isinstance(exc, RequestError):
         return 422, {"detail": [{"loc": ["body", *exc.loc], "msg": exc.msg, "type": "value_error"}]}
     if isinstance(exc, LimitExceeded):

@@ -150,6 +150,7 @@ def attend_pretrained(
         "seed": None,
         "output_projection": True,
         "model": model.name,
+        "model_revision": model.hub["revision"] if model.hub else None,
         "layer": layers,
         "causal": causal,
         "masked": padded or causal or any(window is not None for window in windows),

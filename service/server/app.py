@@ -3,6 +3,7 @@ readiness) and the OpenAPI document. Nothing here or below service/server/ impor
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.compute.models.hub import fetched
 from service.logs import log_json_to_stderr
 from service.server.compute_pool import ComputePool
 from service.server.handlers import HANDLERS
@@ -23,6 +25,7 @@ from service.server.routes import metrics as metrics_route
 from service.server.routes import models as models_route
 from service.server.routes import oip as oip_route
 from service.server.routes.docs import add_docs
+from service.server.startup_errors import ClearStartupErrors
 from service.settings import Settings, get_settings
 
 log = logging.getLogger("attention_service")
@@ -30,7 +33,8 @@ log = logging.getLogger("attention_service")
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
+    # Hub models are fetched (first start) or found pinned in the cache, once, before any compute process
+    app.state.settings = settings = await asyncio.to_thread(fetched, app.state.settings)
     metrics: Metrics = app.state.metrics
     app.state.compute = pool = ComputePool(
         settings,
@@ -125,6 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(RequestObserver, metrics=app.state.metrics)
     app.add_middleware(HardeningHeaders)
+    app.add_middleware(ClearStartupErrors)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
