@@ -16,7 +16,6 @@ def load_golden(name: str) -> dict[str, Any]:
     return example
 
 
-@cache
 # the worked examples show the tutorial's numbers: rounded, as float32 arithmetic would otherwise show its noise
 ROUNDED = {"decimals": 4}
 WHY_ROUNDED = (
@@ -26,6 +25,7 @@ WHY_ROUNDED = (
 )
 
 
+@cache
 def request_examples() -> dict[str, dict[str, Any]]:
     cat = load_golden("seed_cat_eats_fish")
     age = load_golden("seed_age_lookup")
