@@ -117,7 +117,7 @@ _ELEMENT = {"anyOf": [{"type": "number"}, {"type": "string"}, {"type": "boolean"
 def _data_schema(schema: dict[str, Any]) -> None:
     """data: an array of elements or of nested arrays; absent (not null) when the data is binary."""
     schema.pop("default", None)
-    schema.update(type="array", items={"anyOf": [_ELEMENT, {"type": "array"}]})
+    schema.update(type="array", items={"anyOf": [_ELEMENT, {"type": "array", "items": {}}]})
 
 
 class InferInput(BaseModel):

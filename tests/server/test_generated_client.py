@@ -73,10 +73,11 @@ def test_infer_is_callable_and_answers_the_golden_numbers(generated, server):
                 for name, value in inputs
             ],
             "outputs": [{"name": "weights"}, {"name": "output"}],
+            "parameters": {"dtype": "float64"},
         }
     )
     answer = _module(generated, "api.open_inference_protocol.oip_infer").sync_detailed(
-        "attention", client=client, body=header
+        models.OipInferName("attention"), client=client, body=header
     )
     assert answer.status_code == 200, answer.content[:500]
     outputs = {output["name"]: output for output in json.loads(answer.content)["outputs"]}

@@ -44,7 +44,8 @@ def _refused(body: dict[str, Any]) -> dict[str, Any]:
 ERROR_EXAMPLE: dict[int, dict[str, Any]] = {
     UNAUTHORIZED: {"detail": "the X-API-Key header holds no valid key"},
     406: {"detail": str(NotAcceptable("text/html"))},
-    413: error_answer(LimitExceeded("ATTENTION_MAX_SEQ", 4096, 5000, "sequence length"))[1],
+    # a text over the longest sequence: its tokens are counted until one past the limit
+    413: error_answer(LimitExceeded("ATTENTION_MAX_SEQ", 4096, 4097, "sequence length"))[1],
     415: {"detail": "found 'text/plain'; expected Content-Type: application/json"},
     422: _refused({"txt": "The cat ate the fish"}),
     503: {
@@ -58,14 +59,16 @@ ERROR_EXAMPLE: dict[int, dict[str, Any]] = {
 }
 
 
-def error_responses(*statuses: int, **meanings: str) -> dict[int | str, dict[str, Any]]:
+def error_responses(
+    *statuses: int, examples: dict[int, dict[str, Any]] | None = None, **meanings: str
+) -> dict[int | str, dict[str, Any]]:
     """The `responses` entries of these statuses, each with ErrorBody and a true example; `meanings`
-    overrides a description (keyword `s503="..."`)."""
+    overrides a description (keyword `s503="..."`), `examples` an example."""
     return {
         status: {
             "model": ErrorBody,
             "description": meanings.get(f"s{status}", ERROR_MEANING[status]),
-            "content": {"application/json": {"example": ERROR_EXAMPLE[status]}},
+            "content": {"application/json": {"example": (examples or {}).get(status, ERROR_EXAMPLE[status])}},
         }
         for status in statuses
     }

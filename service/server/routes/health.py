@@ -30,10 +30,13 @@ async def healthz_head() -> Response:
     return Response()
 
 
+STARTING = "starting: loading the models and warming up"
+
+
 def _readiness(request: Request) -> JSONResponse:
     state = request.app.state
     if not state.ready:
-        return JSONResponse({"detail": "starting: loading the models and warming up"}, status_code=503)
+        return JSONResponse({"detail": STARTING}, status_code=503)
     if state.compute.up == 0:
         return JSONResponse({"detail": "replacing its compute processes"}, status_code=503)
     ready = Readiness(status="ready", device=state.device, torch_version=state.torch_version)
@@ -45,7 +48,7 @@ def _readiness(request: Request) -> JSONResponse:
     operation_id="readyz",
     summary="The service is ready to compute",
     response_model=Readiness,
-    responses=error_responses(503, s503=NOT_READY),
+    responses=error_responses(503, s503=NOT_READY, examples={503: {"detail": STARTING}}),
 )
 async def readyz(request: Request) -> JSONResponse:
     return _readiness(request)
