@@ -39,6 +39,7 @@ from service.errors import LimitExceeded
 from service.protocol import OIP_ANSWER, OIP_INFER, OIP_PRELUDE
 from service.server.compute_pool import Held
 from service.server.handlers import REFUSALS, json_response
+from service.server.openapi_examples import load_golden
 from service.server.routes.attend import JSON, DeliveredResponse, client_disconnected, read_body
 from service.server.security import require_api_key
 
@@ -250,6 +251,19 @@ class InferResponse(DeliveredResponse):
         self.release, self.send_timeout = held.release, send_timeout
 
 
+def infer_example() -> dict[str, Any]:
+    """The worked example 猫 吃 鱼 (service/golden/) as JSON tensors for the `attention` model."""
+    cat = load_golden("seed_cat_eats_fish")
+    tensors = {"embeddings": cat["embeddings"], **{f"w_{m}": cat[f"w_{m}_in_out"] for m in "qkv"}}
+    return {
+        "inputs": [
+            {"name": name, "shape": [len(rows), len(rows[0])], "datatype": "FP32", "data": sum(rows, [])}
+            for name, rows in tensors.items()
+        ],
+        "outputs": [{"name": "weights"}, {"name": "output"}],
+    }
+
+
 _INFER: dict[str, Any] = {
     "dependencies": keyed,
     "response_class": Response,
@@ -274,7 +288,12 @@ _INFER: dict[str, Any] = {
             f"is the same JSON header followed by the inputs' bytes, sent as {BINARY} (or with no "
             f"Content-Type) with the header's length in {HEADER_LENGTH}; each input then gives its bytes in "
             "parameters.binary_data_size instead of data.",
-            "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{InferRequestHeader.__name__}"}}},
+            "content": {
+                JSON: {
+                    "schema": {"$ref": f"#/components/schemas/{InferRequestHeader.__name__}"},
+                    "example": infer_example(),
+                }
+            },
         }
     },
 }
