@@ -17,8 +17,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from schemas.describe import describe
 from schemas.axes import ALL_TENSOR_NAMES, TENSOR_NAMES, TensorName
+from schemas.describe import describe
 from schemas.request_forms import (
     TOY_MODEL as TOY_MODEL,  # re-exported: the request's constants live here
 )

@@ -16,7 +16,7 @@ def load_golden(name: str) -> dict[str, Any]:
     return example
 
 
-# the worked examples show the tutorial's numbers: rounded, as float32 arithmetic would otherwise show its noise
+# the worked examples show the tutorial's numbers: rounded, where float32 arithmetic would show its noise
 ROUNDED = {"decimals": 4}
 WHY_ROUNDED = (
     "Rounded to 4 decimals (`decimals`): the service computes in float32 by default, about 7 significant "

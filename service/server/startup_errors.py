@@ -4,6 +4,7 @@ traceback of a failed lifespan start-up, and uvicorn logs it whole."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,7 +28,6 @@ class ClearStartupErrors:
                 message = {**message, "message": f"start-up failed: {error}"}
             await send(message)
 
-        try:
+        # told above; uvicorn then logs "Application startup failed. Exiting." and exits with 3
+        with contextlib.suppress(ModelError):
             await self.app(scope, receive, send_clearly)
-        except ModelError:
-            pass  # told above; uvicorn then logs "Application startup failed. Exiting." and exits with 3

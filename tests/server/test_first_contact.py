@@ -1,5 +1,5 @@
-"""What a new user meets first, over HTTP: the refusals of the commonest mistakes say what was found and what is
-expected (an empty body, a misspelt field, a blank text, a layer in the wrong form or repeated), the worked
+"""What a new user meets first, over HTTP: the refusals of the commonest mistakes say what was found and what
+is expected (an empty body, a misspelt field, a blank text, a layer in the wrong form or repeated), the worked
 examples of Swagger UI show the tutorial's numbers, and every documented error status has an example that is
 an answer the service really gives."""
 
@@ -59,9 +59,9 @@ def test_a_repeated_layer_is_refused_as_a_repeated_head_is(server):
 
 
 def test_the_worked_examples_show_the_tutorials_numbers(server):
-    examples = server.client.get("/openapi.json").json()["paths"]["/attend"]["post"]["requestBody"]["content"][
-        "application/json"
-    ]["examples"]
+    examples = server.client.get("/openapi.json").json()["paths"]["/attend"]["post"]["requestBody"][
+        "content"
+    ]["application/json"]["examples"]
     cat = load_golden("seed_cat_eats_fish")
     answer = server.post(examples["cat_eats_fish"]["value"]).json()
     assert answer["q"][0][0][0] == [0.6, 0.47]  # float32 alone would say 0.47000003

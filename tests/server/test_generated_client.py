@@ -69,7 +69,12 @@ def test_infer_is_callable_and_answers_the_golden_numbers(generated, server):
     header = models.InferRequestHeader.from_dict(
         {
             "inputs": [
-                {"name": name, "datatype": "FP64", "shape": list(np.shape(value)), "data": np.ravel(value).tolist()}
+                {
+                    "name": name,
+                    "datatype": "FP64",
+                    "shape": list(np.shape(value)),
+                    "data": np.ravel(value).tolist(),
+                }
                 for name, value in inputs
             ],
             "outputs": [{"name": "weights"}, {"name": "output"}],

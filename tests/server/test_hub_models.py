@@ -84,7 +84,9 @@ def failed_start_up(env: dict[str, str]) -> str:
 def refusal(stderr: str) -> str:
     """The start-up failure's message: the one error line that names a model."""
     lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
-    failures = [line["message"] for line in lines if line["message"].startswith("start-up failed: model 'tiny'")]
+    failures = [
+        line["message"] for line in lines if line["message"].startswith("start-up failed: model 'tiny'")
+    ]
     assert len(failures) == 1, stderr[-4000:]
     return str(failures[0])
 
@@ -107,7 +109,9 @@ def test_a_commit_the_hub_answers_with_another_is_refused(tmp_path):
 
 def test_an_unknown_revision_is_refused_by_name(tmp_path):
     with LocalHub({REPO: Repository(dict(FILES))}) as hub:
-        message = refusal(failed_start_up(hub_env(hub.url, tmp_path / "cache", {"hub": REPO, "revision": "v9"})))
+        message = refusal(
+            failed_start_up(hub_env(hub.url, tmp_path / "cache", {"hub": REPO, "revision": "v9"}))
+        )
     assert f"could not look up {REPO} at revision 'v9'" in message and "RevisionNotFoundError" in message
 
 
@@ -116,7 +120,8 @@ def test_a_file_the_hub_lists_but_cannot_serve_is_refused(tmp_path):
         message = refusal(failed_start_up(hub_env(hub.url, tmp_path / "cache", {"hub": REPO})))
     assert f"could not fetch model.safetensors of {REPO} at commit {PINNED}" in message
     assert "EntryNotFoundError" in message
-    assert not (tmp_path / "cache" / "attention-service-pins").exists()  # nothing pinned: the next start retries
+    # nothing pinned: the next start tries again
+    assert not (tmp_path / "cache" / "attention-service-pins").exists()
 
 
 def test_a_repository_of_pickles_only_is_refused_and_nothing_of_it_fetched(tmp_path):

@@ -73,7 +73,9 @@ class LocalHub:
 
     def fetched_files(self) -> list[str]:
         """The files whose bytes were sent (GET of a resolve URL)."""
-        return [m["file"] for method, path in self.requests if method == "GET" and (m := RESOLVE.fullmatch(path))]
+        return [
+            m["file"] for method, path in self.requests if method == "GET" and (m := RESOLVE.fullmatch(path))
+        ]
 
     def answer(self, request: BaseHTTPRequestHandler, with_body: bool) -> None:
         path = unquote(urlsplit(request.path).path)
@@ -81,14 +83,22 @@ class LocalHub:
         if (match := API.fullmatch(path)) is not None:
             repository = self.repositories.get(match["repo"])
             if repository is None:
-                return _send(request, 404, b'{"error": "Repository not found"}', {"X-Error-Code": "RepoNotFound"})
+                return _send(
+                    request, 404, b'{"error": "Repository not found"}', {"X-Error-Code": "RepoNotFound"}
+                )
             if not repository.resolves(match["revision"]):
-                return _send(request, 404, b'{"error": "Revision not found"}', {"X-Error-Code": "RevisionNotFound"})
-            return _send(request, 200, json.dumps(_info(match["repo"], repository)).encode(), with_body=with_body)
+                return _send(
+                    request, 404, b'{"error": "Revision not found"}', {"X-Error-Code": "RevisionNotFound"}
+                )
+            return _send(
+                request, 200, json.dumps(_info(match["repo"], repository)).encode(), with_body=with_body
+            )
         if (match := RESOLVE.fullmatch(path)) is not None:
             repository = self.repositories.get(match["repo"])
             if repository is None or not repository.resolves(match["revision"]):
-                return _send(request, 404, b'{"error": "Repository not found"}', {"X-Error-Code": "RepoNotFound"})
+                return _send(
+                    request, 404, b'{"error": "Repository not found"}', {"X-Error-Code": "RepoNotFound"}
+                )
             content = repository.files.get(match["file"])
             if content is None or match["file"] in repository.missing:
                 headers = {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": repository.commit}
@@ -113,7 +123,11 @@ def _info(repo: str, repository: Repository) -> dict[str, Any]:
                 "rfilename": name,
                 "size": len(content),
                 "blobId": hashlib.sha1(content).hexdigest(),
-                "lfs": {"sha256": hashlib.sha256(content).hexdigest(), "size": len(content), "pointerSize": 134}
+                "lfs": {
+                    "sha256": hashlib.sha256(content).hexdigest(),
+                    "size": len(content),
+                    "pointerSize": 134,
+                }
                 if name.endswith(".safetensors")
                 else None,
             }

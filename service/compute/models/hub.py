@@ -101,7 +101,7 @@ def fetched(settings: Settings) -> Settings:
     }
     if not hub_models:
         return settings
-    from huggingface_hub.utils import disable_progress_bars
+    from huggingface_hub.utils.tqdm import disable_progress_bars
 
     disable_progress_bars()  # the log says what was fetched, as JSON lines
     cache = cache_folder(settings)
@@ -135,7 +135,9 @@ def _read_pin(name: str, path: Path) -> Pin:
             f"model {name!r}: its pin {path} is unreadable ({error}); delete it to fetch the model again"
         ) from None
     if not COMMIT.fullmatch(pin.commit) or not pin.files:
-        raise ModelError(f"model {name!r}: its pin {path} names no commit or no files; delete it to fetch again")
+        raise ModelError(
+            f"model {name!r}: its pin {path} names no commit or no files; delete it to fetch again"
+        )
     return pin
 
 
@@ -162,7 +164,9 @@ def _pinned_folder(name: str, pin: Pin, cache: Path, pinned: Path) -> Path:
 def _one_folder(name: str, paths: dict[str, Path | None]) -> Path:
     folders = {path.parent for path in paths.values() if path is not None}
     if len(folders) != 1:
-        raise ModelError(f"model {name!r}: its files are in {len(folders)} folders of the cache; expected one")
+        raise ModelError(
+            f"model {name!r}: its files are in {len(folders)} folders of the cache; expected one"
+        )
     return folders.pop()
 
 

@@ -53,8 +53,8 @@ ERROR_EXAMPLE: dict[int, dict[str, Any]] = {
         "taken; retry shortly"
     },
     504: {
-        "detail": "the request took longer than ATTENTION_REQUEST_TIMEOUT_S=60 s (waiting and computing); ask "
-        "for less (fewer layers, tensors or tokens) or retry later"
+        "detail": "the request took longer than ATTENTION_REQUEST_TIMEOUT_S=60 s (waiting and computing); "
+        "ask for less (fewer layers, tensors or tokens) or retry later"
     },
 }
 
