@@ -45,7 +45,12 @@ CASES = [
         ["temperature"],
         ["found an unknown field `temperature`; expected one of: embeddings,"],
     ),
-    ("unknown weight field", {"embeddings": X, "weights": {"w_x": W}}, ["weights", "w_x"], ["did you mean `w_v`?"]),
+    (
+        "unknown weight field",
+        {"embeddings": X, "weights": {"w_x": W}},
+        ["weights", "w_x"],
+        ["did you mean `w_v`?"],
+    ),
     (
         "zero heads",
         {"embeddings": X, "num_heads": 0},
