@@ -52,8 +52,13 @@ ENV PATH=/opt/venv/bin:$PATH \
     UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN=25
 LABEL org.opencontainers.image.title="attention-service" \
       org.opencontainers.image.description="POST /attend: attention with every internal (torch ${TORCH_VARIANT})"
-RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin attention
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin attention \
+ && mkdir /hub-cache && chown 10001 /hub-cache
 COPY --from=build /opt/venv /opt/venv
+# Hub models named in ATTENTION_MODELS ({"hub": ...}) are fetched once into this volume, pinned, and started
+# from it afterwards without the network (docs/hub-models.md); nothing is fetched unless one is named
+ENV ATTENTION_HUB_CACHE=/hub-cache
+VOLUME /hub-cache
 USER 10001
 WORKDIR /tmp
 EXPOSE 8000

@@ -112,14 +112,50 @@ def parse_output_name(name: str) -> tuple[int | None, TensorName | None]:
 _OPEN = ConfigDict(extra="allow", strict=True)
 
 
+# What the document states of an input beyond its Python type, so that a client or a contract tester sees the
+# names, datatypes and shapes the service takes; the compute stage checks each with its own message (naming
+# the input, what was found and what was expected), which a validation error of this model could not say.
+INPUT_NAMES = (*EMBEDDING_INPUTS, *WEIGHT_INPUTS, MASK_INPUT, TEXT_INPUT)
+DATATYPES = (*NUMERIC_DATATYPES, BYTES)
+_ELEMENT = {"anyOf": [{"type": "number"}, {"type": "string"}, {"type": "boolean"}]}
+
+
+def _data_schema(schema: dict[str, Any]) -> None:
+    """data: an array of elements or of nested arrays; absent (not null) when the data is binary."""
+    schema.pop("default", None)
+    schema.update(type="array", items={"anyOf": [_ELEMENT, {"type": "array", "items": {}}]})
+
+
 class InferInput(BaseModel):
     model_config = _OPEN
 
-    name: str = Field(min_length=1, max_length=64)
-    shape: list[int] = Field(max_length=8)
-    datatype: str = Field(max_length=16)
-    parameters: dict[str, Any] | None = None
-    data: Any = None
+    name: str = Field(
+        min_length=1,
+        max_length=64,
+        description="`text` for a text model; embeddings (or query, key and value), optional weights and "
+        "attention_mask for `attention` (GET /v2/models/{name} lists a model's).",
+        json_schema_extra={"enum": list(INPUT_NAMES)},
+    )
+    shape: list[int] = Field(
+        max_length=8,
+        description="The size of each axis (at least 0: a request's shape is exact); data holds their "
+        "product of elements.",
+        json_schema_extra={"items": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}},
+    )
+    datatype: str = Field(
+        max_length=16,
+        description="BYTES for text; FP32 or FP64 for the tensors; INT64, BOOL, FP32 or FP64 for the mask.",
+        json_schema_extra={"enum": list(DATATYPES)},
+    )
+    parameters: dict[str, Any] | None = Field(
+        None, description=f"`{BINARY_DATA_SIZE}`: its bytes in the binary data after the JSON header."
+    )
+    data: Any = Field(
+        None,
+        description="The elements in row-major order, flat or nested as the shape; absent when the data is "
+        "binary.",
+        json_schema_extra=_data_schema,
+    )
 
 
 class RequestedOutput(BaseModel):

@@ -18,6 +18,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from schemas.axes import ALL_TENSOR_NAMES, SQUARE_TENSOR_NAMES, SUMMARY_NAMES, TENSOR_NAMES, TensorName
+from schemas.describe import describe
 from schemas.interventions import Generate, Interventions, Predict
 from schemas.request_forms import (
     MODEL_ONLY,
@@ -40,6 +41,13 @@ Context = Annotated[np.ndarray, Axes(("seq_kv", "d_model"), ("batch", "seq_kv", 
 Queries = Annotated[np.ndarray, Axes(("seq", "heads*d_k"), ("batch", "seq", "heads*d_k"))]
 Keys = Annotated[np.ndarray, Axes(("seq_kv", "heads*d_k"), ("batch", "seq_kv", "heads*d_k"))]
 Values = Annotated[np.ndarray, Axes(("seq_kv", "heads*d_v"), ("batch", "seq_kv", "heads*d_v"))]
+
+
+def _is_index(value: object) -> bool:
+    """An integer as JSON Schema counts them (2 or 2.0; no booleans); its range is checked elsewhere."""
+    return (isinstance(value, int) and not isinstance(value, bool)) or (
+        isinstance(value, float) and value.is_integer()
+    )
 
 
 def _integral(value: object) -> object:
@@ -296,7 +304,9 @@ class AttendRequest(BaseModel):
                 f"found embeddings together with {', '.join(direct)}; expected exactly one input form"
             )
         if self.embeddings is None and not direct:
-            raise ValueError("found no input; expected `embeddings`, or `query`, `key` and `value` together")
+            raise ValueError(
+                "found no input; expected `text`, `embeddings`, or `query`, `key` and `value` together"
+            )
         if direct and len(direct) < 3:
             missing = sorted({"query", "key", "value"} - set(direct))
             raise ValueError(
@@ -333,8 +343,31 @@ class AttendRequest(BaseModel):
             raise ValueError("found an empty list of texts; expected at least one text")
         for index, item in enumerate(texts):
             if not item.strip():
-                raise ValueError(f"found an empty text at text[{index}]; expected some characters")
+                where = "text" if isinstance(text, str) else f"text[{index}]"
+                found = "an empty text" if not item else f"a text of only whitespace ({item!r})"
+                raise ValueError(f"found {found} at {where}; expected some characters other than whitespace")
         return text
+
+    @field_validator("layer", mode="before")
+    @classmethod
+    def _layer_form(cls, layer: object) -> object:
+        """One message that lists the accepted forms (rather than one error per form of the union), and
+        repeated layers refused as repeated heads are."""
+        if layer is None or layer == "all" or _is_index(layer):
+            return layer
+        forms = 'expected a layer index (0, 1, ...), a list of distinct indexes, or "all"'
+        if not isinstance(layer, list):
+            raise ValueError(f"found layer = {describe(layer)}; {forms}")
+        wrong = next((position for position, item in enumerate(layer) if not _is_index(item)), None)
+        if wrong is not None:
+            raise ValueError(f"found layer[{wrong}] = {describe(layer[wrong])}; {forms}")
+        for position, index in enumerate(layer):
+            if index in layer[:position]:
+                first = layer.index(index)
+                raise ValueError(
+                    f"found layer[{position}] = {index}, a repeat of layer[{first}]; expected distinct layers"
+                )
+        return layer
 
     def _text_form(self, direct: list[str]) -> AttendRequest:
         others = [name for name in ("embeddings", "context", *direct) if getattr(self, name) is not None]

@@ -75,7 +75,7 @@ def layer_json_schema(schema: JsonDict) -> None:
     schema.pop("anyOf", None)
     schema["anyOf"] = [
         index,
-        {"type": "array", "items": index, "minItems": 1},
+        {"type": "array", "items": index, "minItems": 1, "uniqueItems": True},
         {"type": "string", "enum": ["all"]},
         NULL,
     ]

@@ -86,6 +86,9 @@ class Meta(BaseModel):
     seed: int | None = Field(description="Seed of the generated weights (and of toy embeddings).")
     output_projection: bool = Field(description="Whether W_o was applied.")
     model: str | None = Field(None, description='The model of `text` ("toy" for the toy mode).')
+    model_revision: str | None = Field(
+        None, description="With a Hugging Face Hub model: the commit its files came from (GET /models)."
+    )
     layer: list[int] | None = Field(None, description="A pretrained model's layers, in the order returned.")
     lengths: list[int] | None = Field(
         None,

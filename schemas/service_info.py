@@ -56,6 +56,10 @@ class ModelInfo(BaseModel):
     load_seconds: float | None = Field(None, description="How long loading it took.")
     parameter_bytes: int | None = Field(None, description="Bytes of its parameters in memory.")
     error: str | None = Field(None, description="Why a model that is not loaded cannot be read.")
+    hub: str | None = Field(None, description="A Hugging Face Hub model: its id (ATTENTION_MODELS' `hub`).")
+    revision: str | None = Field(
+        None, description="A Hugging Face Hub model: the commit its files were fetched and pinned at."
+    )
     max_d_model: int | None = Field(None, description="Toy mode: the largest d_model a request may ask.")
     about: str | None = Field(None, description="Toy mode: what it does.")
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from schemas.describe import describe
+from schemas.request import AttendRequest
+from schemas.unknown_fields import unknown_field_message
 
 
 class RequestError(Exception):
@@ -143,13 +145,16 @@ _UNION_TAGS = ("str", "int", "float", "bool")
 
 
 def describe_validation_errors(
-    errors: list[Any], prefix: tuple[str, ...] = ("body",)
+    errors: list[Any], prefix: tuple[str, ...] = ("body",), model: type[BaseModel] | None = None
 ) -> list[dict[str, Any]]:
     """pydantic's errors without the echoed input (a tensor can be megabytes), with what was found; pydantic's
-    union member tags are dropped from the locations, and the deepest location comes first."""
+    union member tags are dropped from the locations, and the deepest location comes first. An unknown field
+    of `model` is told with the fields accepted there and the closest one."""
     items = []
     for error in errors:
         msg = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden" and model is not None:
+            msg = unknown_field_message(model, tuple(error["loc"])) or msg
         if error["type"] not in ("json_invalid", "value_error", "extra_forbidden", "missing") and not error[
             "type"
         ].startswith("tensor_"):
@@ -167,7 +172,9 @@ def detail_body(error: Exception) -> dict[str, Any]:
     """The service's own error body: `detail` a list of {loc, msg, type} for a request's content (422), the
     limit, its maximum and the estimate beside it for a 413, the message otherwise."""
     if isinstance(error, ValidationError):
-        return {"detail": describe_validation_errors(error.errors(include_url=False), prefix=("body",))}
+        return {
+            "detail": describe_validation_errors(error.errors(include_url=False), ("body",), AttendRequest)
+        }
     if isinstance(error, RequestError):
         return {"detail": [{"loc": ["body", *error.loc], "msg": error.msg, "type": "value_error"}]}
     if isinstance(error, LimitExceeded):

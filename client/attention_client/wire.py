@@ -144,6 +144,7 @@ class Meta(_MetaAlways, total=False):
     softcap: float | None
     positions: str | None
     model: str | None
+    model_revision: str | None  # a Hugging Face Hub model's commit
     layer: list[int] | None
     lengths: list[int] | None
     padded: bool | None
@@ -189,6 +190,8 @@ class ModelInfo(TypedDict):
     load_seconds: float | None
     parameter_bytes: int | None
     error: str | None
+    hub: str | None  # a Hugging Face Hub model: its id
+    revision: str | None  # and the commit its files were pinned at
     max_d_model: int | None
     about: str | None
 

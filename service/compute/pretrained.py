@@ -311,6 +311,7 @@ def _internals(
         "seed": None,
         "output_projection": True,
         "model": model.name,
+        "model_revision": model.hub["revision"] if model.hub else None,
         "layer": layers,
         "causal": causal,
         "masked": padded or causal or any(window is not None for window in windows),

@@ -3,6 +3,7 @@ readiness) and the OpenAPI document. Nothing here or below service/server/ impor
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from schemas.oip import HEADER_LENGTH
+from service.compute.models.hub import fetched
 from service.logs import log_json_to_stderr
 from service.server.compute_interface import Compute
 from service.server.compute_pool import ComputePool
@@ -27,6 +29,7 @@ from service.server.routes import metrics as metrics_route
 from service.server.routes import models as models_route
 from service.server.routes import oip as oip_route
 from service.server.routes.docs import add_docs
+from service.server.startup_errors import ClearStartupErrors
 from service.server.state import ServiceState, StartCompute, attach_service_state, service_state
 from service.settings import Settings, get_settings
 
@@ -51,8 +54,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     uvicorn's protocols through the lifespan state (service/server/http_protocol.py reads its limits
     there)."""
     state = service_state(app)
-    settings, metrics = state.settings, state.metrics
     began = time.perf_counter()
+    # Hub models are fetched (first start) or found pinned in the cache, once, before any compute process
+    state.settings = settings = await asyncio.to_thread(fetched, state.settings)
+    metrics = state.metrics
     state.compute = compute = await state.start_compute(settings, metrics)
     started = compute.started
     assert started is not None  # started computes
@@ -148,6 +153,7 @@ def create_app(settings: Settings | None = None, start_compute: StartCompute = s
         )
     app.add_middleware(RequestObserver, metrics=state.metrics)
     app.add_middleware(HardeningHeaders)
+    app.add_middleware(ClearStartupErrors)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

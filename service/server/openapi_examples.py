@@ -16,6 +16,15 @@ def load_golden(name: str) -> dict[str, Any]:
     return example
 
 
+# the worked examples show the tutorial's numbers: rounded, where float32 arithmetic would show its noise
+ROUNDED = {"decimals": 4}
+WHY_ROUNDED = (
+    "Rounded to 4 decimals (`decimals`): the service computes in float32 by default, about 7 significant "
+    "digits, in which 0.47 is 0.47000003; without `decimals` the numbers are float32's own, and "
+    '"dtype": "float64" computes in double precision.'
+)
+
+
 @cache
 def request_examples() -> dict[str, dict[str, Any]]:
     cat = load_golden("seed_cat_eats_fish")
@@ -23,14 +32,15 @@ def request_examples() -> dict[str, dict[str, Any]]:
 
     def cat_request(layout: str) -> dict[str, Any]:
         weights = {f"w_{m}": cat[f"w_{m}_{layout}"] for m in "qkv"}
-        return {"embeddings": cat["embeddings"], "weights": {**weights, "layout": layout}}
+        return {"embeddings": cat["embeddings"], "weights": {**weights, "layout": layout}, **ROUNDED}
 
-    lookup = {"query": age["query"], "key": age["key"], "value": age["value"]}
+    lookup = {"query": age["query"], "key": age["key"], "value": age["value"], **ROUNDED}
     return {
         "cat_eats_fish": {
             "summary": "猫 吃 鱼: one head, d_model 4, d_k 2, math layout (golden)",
             "description": "Self-attention over three tokens with W given as [d_model, d_k] (Q = X @ W_q). "
-            "Expected weights row 0: 0.3168 0.3370 0.3462; output row 0: 0.4743 0.5875.",
+            "Expected q row 0: 0.6 0.47; weights row 0: 0.3168 0.3370 0.3462; output row 0: 0.4743 0.5875. "
+            + WHY_ROUNDED,
             "value": cat_request("in_out"),
         },
         "cat_eats_fish_torch_layout": {

@@ -7,7 +7,6 @@ FUZZ_EXAMPLES sets the examples per operation (default 200)."""
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,17 +45,10 @@ def run_schemathesis(url: str, examples: str, *options: str) -> str:
     )
     summary = result.stdout[-20000:]
     assert result.returncode == 0, summary
-    assert "generated" in summary and "No issues found" in summary or _only_oip_infer_warned(summary), summary
+    # no warning either: one would be, e.g., an operation that "mostly rejected generated data" (its schema
+    # looser than the service), as the protocol's infer did before its schema said its datatypes and shapes
+    assert "generated" in summary and "No issues found" in summary and "WARNINGS" not in summary, summary
     return summary
-
-
-def _only_oip_infer_warned(summary: str) -> bool:
-    """Every generated case passed, and the only warnings are the protocol's infer rejecting most generated
-    bodies: its inputs' data must hold shape's product of elements, which no JSON Schema says (the statuses it
-    may answer are in schemathesis.toml; tests/server/test_oip.py holds the answers to tritonclient's)."""
-    passed = re.search(r"(\d+) generated, (\d+) passed", summary)
-    warned = re.findall(r"^\s+- (\S+ \S+)$", summary.split("WARNINGS", 1)[-1].split("SUMMARY", 1)[0], re.M)
-    return bool(passed and passed[1] == passed[2]) and all(w.endswith("/infer") for w in warned)
 
 
 def test_schemathesis_with_every_check_finds_nothing(server):

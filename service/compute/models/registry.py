@@ -141,11 +141,13 @@ class LoadedModel:
     parameters: int
     dtype: str
     about: dict[str, Any]  # describe_config's
+    hub: dict[str, str] | None = None  # a Hub model's id and pinned commit (hub.py)
 
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
             **self.about,
+            **(self.hub or {}),
             "max_length": self.max_length,
             "parameters": self.parameters,
             "dtype": self.dtype,
@@ -274,9 +276,15 @@ class ModelRegistry:
     """The models an operator named, loaded once per compute process (at start-up or on first use; a compute
     process answers one request at a time, so loads never race)."""
 
-    def __init__(self, folders: dict[str, Path], dtypes: dict[str, str] | None = None):
+    def __init__(
+        self,
+        folders: dict[str, Path],
+        dtypes: dict[str, str] | None = None,
+        hubs: dict[str, dict[str, str]] | None = None,
+    ):
         self.folders = folders
         self.dtypes = dtypes or {}
+        self.hubs = hubs or {}  # name -> {"hub": id, "revision": commit} of the Hub models (hub.py)
         self.loaded: dict[str, LoadedModel] = {}
 
     @classmethod
@@ -286,8 +294,19 @@ class ModelRegistry:
         sources = {
             name: s if isinstance(s, ModelSource) else ModelSource(path=s) for name, s in extra.items()
         }
-        folders.update({name: Path(source.path) for name, source in sources.items()})
-        return cls(folders, {name: source.dtype for name, source in sources.items()})
+        unfetched = [name for name, source in sources.items() if source.path is None]
+        if unfetched:
+            raise ModelError(
+                f"Hub models {unfetched} were not fetched: the server fetches them at start-up "
+                "(service/compute/models/hub.py); a Ray Serve replica takes their folders as `path`"
+            )
+        folders.update({name: Path(str(source.path)) for name, source in sources.items()})
+        hubs = {
+            name: {"hub": source.hub, "revision": str(source.revision)}
+            for name, source in sources.items()
+            if source.hub is not None
+        }
+        return cls(folders, {name: source.dtype for name, source in sources.items()}, hubs)
 
     def dtype(self, name: str) -> str:
         return self.dtypes.get(name, "float32")
@@ -297,13 +316,14 @@ class ModelRegistry:
             raise KeyError(name)
         if name not in self.loaded:
             self.loaded[name] = load_model(name, self.folders[name], self.dtype(name))
+            self.loaded[name].hub = self.hubs.get(name)
         return self.loaded[name]
 
     def describe(self) -> list[dict[str, Any]]:
         return [
             self.loaded[name].describe()
             if name in self.loaded
-            else _describe_unloaded(name, folder, self.dtype(name))
+            else {**_describe_unloaded(name, folder, self.dtype(name)), **self.hubs.get(name, {})}
             for name, folder in self.folders.items()
         ]
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
+from schemas.request import AttendRequest
 from schemas.response import ErrorBody
+from service.errors import LimitExceeded, NotAcceptable, detail_body
 
 # 401 is declared by the routes behind the API key; service/server/openapi_document.py drops it (and the
 # security requirement) from the document when no keys are configured
@@ -26,10 +30,44 @@ ERROR_MEANING: dict[int, str] = {
 }
 
 
-def error_responses(*statuses: int, **meanings: str) -> dict[int | str, dict[str, Any]]:
-    """The `responses` entries of these statuses, each with ErrorBody; `meanings` overrides a description
-    (keyword `s503="..."`)."""
+def _refused(body: dict[str, Any]) -> dict[str, Any]:
+    """The service's own 422 answer to `body`."""
+    try:
+        AttendRequest.model_validate(body)
+    except ValidationError as error:
+        return detail_body(error)
+    raise AssertionError(f"{body} is a valid request")
+
+
+# an answer of each status as the service writes it (the ones it computes, computed by its own code)
+ERROR_EXAMPLE: dict[int, dict[str, Any]] = {
+    UNAUTHORIZED: {"detail": "the X-API-Key header holds no valid key"},
+    406: {"detail": str(NotAcceptable("text/html"))},
+    # a text over the longest sequence: its tokens are counted until one past the limit
+    413: detail_body(LimitExceeded("ATTENTION_MAX_SEQ", 4096, 4097, "sequence length")),
+    415: {"detail": "found 'text/plain'; expected Content-Type: application/json"},
+    422: _refused({"txt": "The cat ate the fish"}),
+    503: {
+        "detail": "all 18 places (ATTENTION_MAX_CONCURRENT computing + ATTENTION_MAX_QUEUE waiting) are "
+        "taken; retry shortly"
+    },
+    504: {
+        "detail": "the request took longer than ATTENTION_REQUEST_TIMEOUT_S=60 s (waiting and computing); "
+        "ask for less (fewer layers, tensors or tokens) or retry later"
+    },
+}
+
+
+def error_responses(
+    *statuses: int, examples: dict[int, dict[str, Any]] | None = None, **meanings: str
+) -> dict[int | str, dict[str, Any]]:
+    """The `responses` entries of these statuses, each with ErrorBody and a true example; `meanings`
+    overrides a description (keyword `s503="..."`), `examples` an example."""
     return {
-        status: {"model": ErrorBody, "description": meanings.get(f"s{status}", ERROR_MEANING[status])}
+        status: {
+            "model": ErrorBody,
+            "description": meanings.get(f"s{status}", ERROR_MEANING[status]),
+            "content": {"application/json": {"example": (examples or {}).get(status, ERROR_EXAMPLE[status])}},
+        }
         for status in statuses
     }

@@ -31,9 +31,12 @@ async def healthz_head() -> Response:
     return Response()
 
 
+STARTING = "starting: loading the models and warming up"
+
+
 def _readiness(state: ServiceState) -> JSONResponse:
     if not state.ready or state.compute is None or state.compute.started is None:
-        return JSONResponse({"detail": "starting: loading the models and warming up"}, status_code=503)
+        return JSONResponse({"detail": STARTING}, status_code=503)
     if state.compute.up == 0:
         return JSONResponse({"detail": "replacing its compute processes"}, status_code=503)
     started = state.compute.started
@@ -46,7 +49,7 @@ def _readiness(state: ServiceState) -> JSONResponse:
     operation_id="readyz",
     summary="The service is ready to compute",
     response_model=Readiness,
-    responses=error_responses(503, s503=NOT_READY),
+    responses=error_responses(503, s503=NOT_READY, examples={503: {"detail": STARTING}}),
 )
 async def readyz(state: State) -> JSONResponse:
     return _readiness(state)

@@ -2,16 +2,24 @@
 answers allowed for schema-valid bodies of POST /attend (schemathesis.toml) to the rules JSON Schema cannot
 state. A 422 for such a body must come from the compute stage (shapes across fields, dtype ranges, models and
 layers), after the request model accepted the body, or from a ragged tensor; any other refusal by the request
-model means the document allows what the service refuses, and fails."""
+model means the document allows what the service refuses, and fails.
+
+And the Open Inference Protocol's infer bodies generated as valid are made to keep the two rules of the
+protocol that its JSON Schema cannot state: an input's data holds its shape's product of elements, of its
+datatype, and that datatype is one its input takes (text BYTES; the mask INT64, BOOL, FP32 or FP64; the others
+FP32 or FP64). Without them nearly every generated body is refused for its element count, and the tester
+reaches nothing past the protocol's checks."""
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import schemathesis
 from pydantic import ValidationError
 
+from schemas.oip import BYTES, FLOAT_DATATYPES, MASK_DATATYPES, MASK_INPUT, TEXT_INPUT
 from schemas.request import AttendRequest
 
 # pydantic error types of rules that JSON Schema cannot state
@@ -33,3 +41,36 @@ def refusals_of_valid_bodies_are_cross_field(ctx: Any, response: Any, case: Any)
             shown = [(e["loc"], e["type"], e["msg"]) for e in stated[:3]]
             raise AssertionError(f"the document allows a body the request model refuses: {shown}") from None
     return None
+
+
+INFER = {"POST /v2/models/{name}/infer", "POST /v2/models/{name}/versions/{version}/infer"}
+ELEMENT_OF = {BYTES: "a cat", "BOOL": True, "INT64": 1, "FP32": 0.5, "FP64": 0.25}
+MOST_ELEMENTS = 4096  # a larger shape is left as generated: refused over a limit, or its data count
+
+
+def _datatypes(name: object) -> tuple[str, ...]:
+    if name == TEXT_INPUT:
+        return (BYTES,)
+    return MASK_DATATYPES if name == MASK_INPUT else FLOAT_DATATYPES
+
+
+@schemathesis.hook
+def map_case(ctx: Any, case: Any) -> Any:
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive or case.operation.label not in INFER:
+        return case
+    inputs = case.body.get("inputs") if isinstance(case.body, dict) else None
+    for tensor in inputs if isinstance(inputs, list) else []:
+        shape = tensor.get("shape") if isinstance(tensor, dict) else None
+        if not isinstance(shape, list) or not all(isinstance(size, int) for size in shape):
+            continue
+        count = math.prod(shape)
+        if count > MOST_ELEMENTS:
+            continue
+        allowed = _datatypes(tensor.get("name"))
+        if tensor.get("datatype") not in allowed:
+            tensor["datatype"] = allowed[0]
+        tensor["data"] = [ELEMENT_OF[tensor["datatype"]]] * count
+        if isinstance(tensor.get("parameters"), dict):
+            tensor["parameters"].pop("binary_data_size", None)
+    return case
