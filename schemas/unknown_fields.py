@@ -43,6 +43,6 @@ def unknown_field_message(root: type[BaseModel], loc: tuple[str | int, ...]) -> 
     if accepted is None:
         return None
     found = str(loc[-1])
-    close = difflib.get_close_matches(found, accepted, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(found, accepted, n=1, cutoff=0.7)  # temperature ~ generate is 0.63
     guess = f"did you mean `{close[0]}`? " if close else ""
     return f"found an unknown field `{found}`; {guess}expected one of: {', '.join(accepted)}"

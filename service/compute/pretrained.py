@@ -54,11 +54,6 @@ def _layers(request: AttendRequest, model: LoadedModel) -> list[int]:
     layers = list(range(model.num_layers)) if layer == "all" else [layer] if isinstance(layer, int) else layer
     if not layers:
         raise RequestError(("layer",), "found an empty list; expected at least one layer")
-    seen: set[int] = set()
-    for index in layers:  # each is computed and sent once: a repeat would multiply the answer
-        if index in seen:
-            raise RequestError(("layer",), f"found layer {index} more than once; expected each layer once")
-        seen.add(index)
     for index in layers:
         if not 0 <= index < model.num_layers:
             raise RequestError(

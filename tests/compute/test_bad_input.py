@@ -47,8 +47,8 @@ CASES = [
     ),
     (
         "unknown weight field",
-        {"embeddings": X, "weights": {"w_x": W}},
-        ["weights", "w_x"],
+        {"embeddings": X, "weights": {"w_vv": W}},
+        ["weights", "w_vv"],
         ["did you mean `w_v`?"],
     ),
     (

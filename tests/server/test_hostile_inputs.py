@@ -58,7 +58,7 @@ def test_a_layer_asked_twice_is_a_422_not_computed_twice(server: Server):
     response = server.post({"text": "the cat sat", "layer": [1, 0, 1], "include": ["weights"]})
     assert response.status_code == 422, response.text[:500]
     (error,) = response.json()["detail"]
-    assert error["loc"] == ["body", "layer"] and "layer 1 more than once" in error["msg"], error
+    assert error["loc"] == ["body", "layer"] and "a repeat of layer[0]" in error["msg"], error
 
 
 # ---------------------------------------------------------------- 9: OIP data nested against its shape

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from schemas.request import AttendRequest
 from schemas.response import ErrorBody
 from service.errors import LimitExceeded, NotAcceptable, detail_body
+from service.server.accept import negotiate
 
 # 401 is declared by the routes behind the API key; service/server/openapi_document.py drops it (and the
 # security requirement) from the document when no keys are configured
@@ -39,10 +40,19 @@ def _refused(body: dict[str, Any]) -> dict[str, Any]:
     raise AssertionError(f"{body} is a valid request")
 
 
+def _not_acceptable(accept: str) -> str:
+    """The service's own 406 message for this Accept header."""
+    try:
+        negotiate(accept)
+    except NotAcceptable as refused:
+        return str(refused)
+    raise AssertionError(f"{accept} is acceptable")
+
+
 # an answer of each status as the service writes it (the ones it computes, computed by its own code)
 ERROR_EXAMPLE: dict[int, dict[str, Any]] = {
     UNAUTHORIZED: {"detail": "the X-API-Key header holds no valid key"},
-    406: {"detail": str(NotAcceptable("text/html"))},
+    406: {"detail": _not_acceptable("text/html")},
     # a text over the longest sequence: its tokens are counted until one past the limit
     413: detail_body(LimitExceeded("ATTENTION_MAX_SEQ", 4096, 4097, "sequence length")),
     415: {"detail": "found 'text/plain'; expected Content-Type: application/json"},
