@@ -248,7 +248,7 @@ def test_an_output_the_model_does_not_have_is_refused(model, output, message):
     assert message in str(refused.value)
 
 
-def test_outputs_and_parameters_include_cannot_both_say_which_tensors():
+def test_outputs_and_parameters_include_cannot_contradict_each_other():
     header = InferRequestHeader.model_validate(
         {
             "inputs": [{"name": "embeddings", "datatype": "FP64", "shape": [1], "data": [1.0]}],
@@ -256,8 +256,28 @@ def test_outputs_and_parameters_include_cannot_both_say_which_tensors():
             "parameters": {"include": ["q"]},
         }
     )
-    with pytest.raises(InferRequestError, match="found both outputs and parameters.include"):
+    with pytest.raises(
+        InferRequestError, match=r"found parameters.include \['q'\] while the requested outputs"
+    ):
         translate(header, EXPLICIT_MODEL, {})
+
+
+@pytest.mark.parametrize("layer", [2, [2]])
+def test_outputs_with_a_matching_parameters_layer_and_include_are_welcome(layer: int | list[int]):
+    header = InferRequestHeader.model_validate(
+        {
+            "inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a"]}],
+            "outputs": [{"name": "layers.2.weights"}],
+            "parameters": {"layer": layer, "include": ["weights"]},
+        }
+    )
+    translated = translate(header, BUNDLED_MODEL, {"text": ["a"]})
+    assert translated.fields["layer"] in (2, [2]) and translated.fields["include"] == ["weights"]
+    contradicting = header.model_copy(update={"parameters": {"layer": 3}})
+    with pytest.raises(
+        InferRequestError, match=r"found parameters.layer 3 while the requested outputs name the layers \[2\]"
+    ):
+        translate(contradicting, BUNDLED_MODEL, {"text": ["a"]})
 
 
 def test_an_envelope_decodes_into_the_attend_request_it_stands_for():

@@ -58,15 +58,10 @@ def _expected_outputs(model: str, pretrained: bool) -> str:
 def _selection(
     header: InferRequestHeader, model: str, pretrained: bool, parameters: dict[str, Any], binary_default: bool
 ) -> tuple[list[Output] | None, dict[str, Any]]:
-    """The requested outputs, and the request fields they set: `include`, and `layer` for a text model."""
+    """The requested outputs, and the request fields they set: `include`, and `layer` for a text model
+    (parameters that say the same are welcome; only a contradiction is refused)."""
     if not header.outputs:
         return None, {}
-    for taken in ("include", "layer") if pretrained else ("include",):
-        if taken in parameters:
-            raise InferRequestError(
-                f"found both outputs and parameters.{taken}; the requested outputs say which tensors "
-                "to compute: give one of them"
-            )
     outputs: list[Output] = []
     tensors: set[str] = set()
     layers: set[int] = set()
@@ -95,7 +90,23 @@ def _selection(
     fields: dict[str, Any] = {"include": [t for t in ALL_TENSOR_NAMES if t in tensors]}
     if pretrained:
         fields["layer"] = sorted(layers) or [0]  # only tokens asked for: the cheapest layer, nothing returned
+    _agree("include", parameters, set(tensors), "tensors")
+    if pretrained and layers:
+        _agree("layer", parameters, set(layers), "layers")
     return outputs, fields
+
+
+def _agree(name: str, parameters: dict[str, Any], named: set[Any], what: str) -> None:
+    """parameters.`name` beside the outputs: welcome when it names the same `what` as they do."""
+    if name not in parameters:
+        return
+    given = parameters[name]
+    as_set = {given} if isinstance(given, int | str) else set(given) if isinstance(given, list) else None
+    if as_set != named:
+        raise InferRequestError(
+            f"found parameters.{name} {given!r} while the requested outputs name the {what} "
+            f"{sorted(named)}; expected the same {what} in both, or only the outputs"
+        )
 
 
 def translate(header: InferRequestHeader, model: str, decoded: dict[str, Decoded]) -> Translated:
