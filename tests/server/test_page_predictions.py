@@ -214,3 +214,31 @@ def test_generate_appends_the_greedy_tokens_with_their_attention_rows(watched, l
         i = length + offset
         np.testing.assert_array_equal(np.asarray(row, np.float32), weights[i, : i + 1].astype(np.float32))
         np.testing.assert_allclose(row, attentions[i, : i + 1], atol=1e-5)
+
+
+def test_a_refused_generation_names_the_field_next_to_the_button(watched):
+    page = watched.page
+    page.fill("#generate-count", "300")  # above the API's 256
+    page.click("#generate")
+    page.wait_for_function("() => document.getElementById('generate-error').textContent !== ''")
+    message = page.inner_text("#generate-error")
+    assert message.startswith("HTTP 422") and "generate.max_new_tokens" in message, message
+    assert len(watched.failed) == 1 and watched.failed[0].startswith("422 ")
+    # the one refusal this test asked for (which Chromium also logs on the console as a failed load)
+    watched.failed.clear()
+    watched.errors[:] = [line for line in watched.errors if "status of 422" not in line]
+
+
+def test_a_model_without_a_language_model_head_has_no_panel(browser, lm_server):
+    watched = offline_page(browser)
+    page = watched.page
+    sent: list[dict[str, Any]] = []
+    page.on("request", lambda r: sent.append(json.loads(r.post_data)) if r.url.endswith("/attend") else None)
+    page.goto(lm_server.url + "/")
+    page.wait_for_function("() => document.querySelectorAll('#model option').length > 1")
+    page.select_option("#model", "all-MiniLM-L6-v2")  # GET /models: lm_head null
+    run(page, "The cat sat")
+    assert page.locator("#predictions").is_hidden()
+    assert sent and not any("predict" in body or "generate" in body for body in sent)
+    assert watched.left == [] and watched.errors == [] and watched.failed == []
+    page.context.close()
