@@ -91,6 +91,15 @@ def shown(page, kind: str) -> tuple[list[str], list[float]]:
     return [token for token, _ in rows], [prob for _, prob in rows]
 
 
+def changes(page) -> list[float]:
+    """Each head's largest weight change under the ablation, as the page's ablated small multiples say."""
+    page.wait_for_function(f"() => document.querySelectorAll('#ablated-grid figure').length === {HEADS}")
+    found: list[float] = page.locator("#ablated-grid figure").evaluate_all(
+        "(figures) => figures.map((figure) => Number(figure.dataset.change))"
+    )
+    return found
+
+
 def reference_probs(folder: Path, ablate: dict[int, list[int]] | None = None) -> tuple[list[str], np.ndarray]:
     """transformers' top 5 next tokens after TEXT and their probabilities, with the heads `ablate[layer]`
     zeroed before W_o (their context: o_proj's input)."""
@@ -160,14 +169,23 @@ def test_clicking_heads_ablates_them_and_shows_the_ablated_prediction_beside_the
     kl = served["predictions"]["kl"][0][0]
     assert f"KL(clean ‖ ablated) {kl:.4f}" in page.inner_text("table.prediction[data-run=ablated] caption")
 
-    # a later layer under the ablation: its heads drawn next to the clean ones, from the ablated weights
+    # the ablated layer's own weights do not change (the ablation acts after them); a later layer's do: its
+    # heads are drawn next to the clean ones, each with its largest change from the clean run's weights
+    # (up to float32 rounding: an intervened pass runs the model's own forward, the clean one the service's)
+    np.testing.assert_allclose(changes(page), [0.0] * HEADS, atol=1e-6)
     page.select_option("#view-layer", "1")
     page.wait_for_function(
         "() => document.getElementById('ablated-grid-caption').textContent.startsWith('Layer 1')"
     )
-    assert page.locator("#ablated-grid figure").count() == HEADS
     ablated_request = sent_with(page, "interventions")
     assert ablated_request["layer"] == 1 and "weights" in ablated_request["include"]
+    clean_weights = np.asarray(answer(lm_server, layer=1, include=["weights"])["layers"][0]["weights"][0])
+    ablated_weights = np.asarray(
+        answer(lm_server, layer=1, include=["weights"], interventions=edits)["layers"][0]["weights"][0]
+    )
+    expected_changes = np.abs(ablated_weights - clean_weights).max(axis=(1, 2))  # [head]
+    np.testing.assert_allclose(changes(page), expected_changes, atol=1e-6)
+    assert expected_changes.max() > 1e-3
     page.screenshot(path=str(OUTPUT / "explorer-predictions.png"), full_page=True)
 
     page.click("#clear-ablations")

@@ -592,7 +592,7 @@ function renderGrid(view) {
     });
     grid.append(figure);
   }
-  headsDrawn(grid, view.layer.layer, view.batch, view.head);
+  headsDrawn(grid, view.layer, view.batch, view.head);
 }
 
 // ---- pointing at cells and links ----------------------------------------------------------------------------

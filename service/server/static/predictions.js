@@ -13,7 +13,8 @@ const SMALL_MULTIPLE_PX = 120;  // as the explorer's own small multiples, so tha
 
 const panel = {
   run: null,               // { body, byteLevel } of the explorer's run, when its model has a causal LM head
-  view: null,              // what the explorer shows: { layer, batch, head } (head a number or "average")
+  view: null,              // what the explorer shows: { layer, batch, head, clean } (head a number or "average";
+                           // clean: the clean run's weights of that layer, [batch, head, query, key])
   ablated: new Map(),      // layer -> Set of heads ablated (zeroed context)
   clean: null,             // the clean prediction's answer (a promise), fetched once per run
   answers: new Map(),      // the ablated answers (promises), by ablations and viewed layer
@@ -119,6 +120,17 @@ function realLength(answer, batch) {
   return lengths ? lengths[batch] : answer.tokens[batch].length;
 }
 
+// the largest |ablated - clean| weight of one head over the text's real tokens
+function largestChange(ablatedRows, clean, batch, head, length) {
+  const [, heads, rows, cols] = clean.shape;
+  const plane = clean.data.subarray((batch * heads + head) * rows * cols, (batch * heads + head + 1) * rows * cols);
+  let largest = 0;
+  for (let i = 0; i < length; i++) {
+    for (let j = 0; j < length; j++) largest = Math.max(largest, Math.abs(ablatedRows[i][j] - plane[i * cols + j]));
+  }
+  return largest;
+}
+
 function drawAblatedGrid(answer, edits) {
   const { layer: viewed, batch } = panel.view;
   const layer = answer.layers.find((entry) => entry.layer === viewed);
@@ -132,12 +144,14 @@ function drawAblatedGrid(answer, edits) {
   grid.replaceChildren();
   layer.weights[batch].forEach((_, h) => {
     const matrix = matrixOf(layer, batch, h, length);
+    const change = largestChange(layer.weights[batch][h], panel.view.clean, batch, h, length);
     const figure = document.createElement("figure");
     figure.dataset.head = String(h);
+    figure.dataset.change = String(change);
     const canvas = document.createElement("canvas");
     drawHeatmap(canvas, cellImage(matrix, largestOf(matrix)), heatmapLayout(length, length, SMALL_MULTIPLE_PX, false));
     const caption = document.createElement("figcaption");
-    caption.textContent = `head ${h}${panel.ablated.get(viewed)?.has(h) ? " (ablated)" : ""}`;
+    caption.textContent = `head ${h}${panel.ablated.get(viewed)?.has(h) ? " (ablated)" : ""}: largest change ${change.toFixed(4)}`;
     figure.append(canvas, caption);
     grid.append(figure);
   });
@@ -254,16 +268,18 @@ export function startPredictions(body, model, byteLevel) {
   $("ablated-section").hidden = true;
 }
 
-// The explorer has drawn its small multiples of `layer` (the model's layer index) for text `batch` and `head`:
-// mark the ablated ones, and show the prediction (and the ablated layer) for this view.
-export function headsDrawn(grid, layer, batch, head) {
+// The explorer has drawn its small multiples of `drawn` (a layer of its run: { layer, weights }, the weights as
+// {shape, data} [batch, head, query, key]) for text `batch` and `head`: mark the ablated heads, and show the
+// prediction (and the layer under the ablation, with each head's change) for this view.
+export function headsDrawn(grid, drawn, batch, head) {
   if (!panel.run) return;
+  const layer = drawn.layer;
   for (const figure of grid.querySelectorAll("figure[data-head]")) {
     figure.classList.toggle("ablated", panel.ablated.get(layer)?.has(Number(figure.dataset.head)) === true);
   }
   const view = panel.view;
   if (view && view.layer === layer && view.batch === batch && view.head === head) return;
-  panel.view = { layer, batch, head };
+  panel.view = { layer, batch, head, clean: drawn.weights };
   showPrediction();
   if (panel.generation) showGeneration(panel.generation);
 }
