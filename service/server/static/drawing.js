@@ -13,12 +13,12 @@ const LABEL_PX_MAX = 12;
 // ---- colours -----------------------------------------------------------------------------------------------
 
 // t in [0, 1] (of the scale's maximum) to white..blue; one ramp for the cells, the small multiples and the legend
-function colourOf(t) {
+export function colourOf(t) {
   const s = t > 1 ? 1 : t > 0 ? t : 0;
   return [Math.round(255 - 224 * s), Math.round(255 - 160 * s), Math.round(255 - 64 * s)];
 }
 
-const css = ([r, g, b]) => `rgb(${r},${g},${b})`;
+export const css = ([r, g, b]) => `rgb(${r},${g},${b})`;
 
 // the largest finite value (at least a tiny positive number, so that an all-zero matrix divides safely)
 export function largestOf(matrix) {

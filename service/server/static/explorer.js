@@ -8,6 +8,7 @@ import {
 } from "./drawing.js";
 import { kvSharing, maskCaption, modelLabel, modelSummary } from "./describe.js";
 import { withText } from "./png-text.js";
+import { headClicked, headsDrawn, startPredictions } from "./predictions.js";
 import { readSafetensors } from "./safetensors.js";
 import { readableTokens } from "./tokens.js";
 
@@ -584,9 +585,14 @@ function renderGrid(view) {
     const name = kvHeadOf ? `head ${h} · kv ${kvHeadOf[h]}` : `head ${h}`;
     caption.textContent = sharedScale() ? name : `${name} (max ${fmt(scaleMax, 2)})`;
     figure.append(canvas, caption);
-    figure.addEventListener("click", () => { $("view-head").value = String(h); render(); });
+    figure.addEventListener("click", () => {
+      if (headClicked(view.layer.layer, h)) return;  // ablated instead (predictions.js)
+      $("view-head").value = String(h);
+      render();
+    });
     grid.append(figure);
   }
+  headsDrawn(grid, view.layer, view.batch, view.head);
 }
 
 // ---- pointing at cells and links ----------------------------------------------------------------------------
@@ -683,6 +689,8 @@ function showResponse(response) {
   const text = state.run.body.text;
   const texts = typeof text === "string" ? [text] : Array.isArray(text) ? text : null;
   if (response.tokens) response.labels = readableTokens(response.tokens, response.meta.lengths, texts);
+  const model = state.models.find((entry) => entry.name === state.run.body.model);
+  startPredictions(state.run.body, model, response.tokens !== null && response.labels !== response.tokens);
   state.response = response;
   state.matrices.clear();
   state.pinned = null;

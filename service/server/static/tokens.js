@@ -70,11 +70,14 @@ export function isByteLevel(tokens, lengths, texts) {
   });
 }
 
+// the label of one byte-level token (of a text whose tokens isByteLevel found to be byte-level)
+export function readableToken(token) {
+  const bytes = bytesOf(token);
+  return bytes ? readableBytes(bytes) : token;
+}
+
 // the labels to show for tokens[b] (all positions): readable byte-level tokens, or the tokens themselves
 export function readableTokens(tokens, lengths, texts) {
   if (!isByteLevel(tokens, lengths, texts)) return tokens;
-  return tokens.map((row) => row.map((token) => {
-    const bytes = bytesOf(token);
-    return bytes ? readableBytes(bytes) : token;
-  }));
+  return tokens.map((row) => row.map(readableToken));
 }
