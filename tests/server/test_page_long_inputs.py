@@ -139,8 +139,8 @@ def test_a_long_text_shows_summaries_never_an_n_by_n_tensor_and_draws_within_2_s
     assert page.input_value("#long-layer") == str(layer_index)
     block = 10
     canvas.click(position={"x": margin + 3 * cell, "y": margin + (block + 0.5) * cell})
-    page.wait_for_selector("#long-top-keys-table tr[data-query]")
     settled(page)
+    assert page.locator("#long-top-keys-table tr[data-query]").count(), page.text_content("#long-window-note")
     window = page.sent[-1]
     start = block * pool
     assert window["queries"] == list(range(start, start + 32))
