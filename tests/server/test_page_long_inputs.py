@@ -1,9 +1,9 @@
 """The explorer's view for long inputs (service/server/static/long-inputs.js), driven in Chromium with the
 network cut to 127.0.0.1, against a real uvicorn serving a random Llama with room for long inputs (2 layers,
 4 heads, 2 kv heads): a text of 2,048 tokens asks only for summaries (every request body checked: no n x n
-tensor), its pooled map, its layers x heads tables of scores and a window's top keys hold what the service's own
-JSON answer to the same request says, a click in the table opens that head, and the first draw comes within 2 s
-of the answer's arrival. Screenshot: test-output/explorer-long.png."""
+tensor), its pooled map, its layers x heads tables of scores and a window's top keys hold what the service's
+own JSON answer to the same request says, a click in the table opens that head, and the first draw comes
+within 2 s of the answer's arrival. Screenshot: test-output/explorer-long.png."""
 
 from __future__ import annotations
 
@@ -94,10 +94,11 @@ def test_a_long_text_shows_summaries_never_an_n_by_n_tensor_and_draws_within_2_s
     page.select_option("#model", "long-llama")
     page.fill("#text", text)
     page.click("#run")
-    page.wait_for_function(
-        "() => document.getElementById('long-view').dataset.firstDrawMs || !document.getElementById('run').disabled",
-        timeout=300_000,
+    drawn_or_done = (
+        "() => document.getElementById('long-view').dataset.firstDrawMs"
+        " || !document.getElementById('run').disabled"
     )
+    page.wait_for_function(drawn_or_done, timeout=300_000)
     settled(page)
     assert page.get_attribute("#long-view", "data-first-draw-ms"), page.text_content("#attend-form")
     first_draw_ms = float(page.get_attribute("#long-view", "data-first-draw-ms"))
@@ -119,7 +120,8 @@ def test_a_long_text_shows_summaries_never_an_n_by_n_tensor_and_draws_within_2_s
     induction = drawn["induction_score"]
     assert induction.max() > 0  # the repeated words give the induction pattern something to find
 
-    pooled = np.asarray(layers[0]["pooled_weights"])[0].mean(axis=0)  # [query_block, key_block], mean of heads
+    # [query_block, key_block]: the mean of the heads
+    pooled = np.asarray(layers[0]["pooled_weights"])[0].mean(axis=0)
     pool = answer["meta"]["pool"]
     canvas = page.locator("#long-map")
     margin, cell = (float(canvas.get_attribute(f"data-{name}")) for name in ("labels", "cell"))
@@ -164,3 +166,17 @@ def test_a_long_text_shows_summaries_never_an_n_by_n_tensor_and_draws_within_2_s
     OUTPUT.mkdir(exist_ok=True)
     page.screenshot(path=str(OUTPUT / "explorer-long.png"), full_page=True)
     print(f"\nlong view: {TOKENS} tokens, first draw {first_draw_ms:.0f} ms after the answer arrived")
+
+
+def test_a_text_of_many_words_but_under_384_tokens_is_shown_as_any_other(page) -> None:
+    """The toy model's tokens are the words: 300 words ask for summaries first, then draw the weights."""
+    page.select_option("#model", "toy")
+    page.fill("#text", " ".join(["the cat sat on the mat"] * 50))
+    page.click("#run")
+    page.wait_for_function("() => !document.getElementById('run').disabled", timeout=120_000)
+    settled(page)
+    assert page.is_hidden("#long-view")
+    assert page.is_visible("#heatmap")
+    assert not N_BY_N & set(page.sent[0]["include"])
+    assert {"weights", "scaled_scores"} <= set(page.sent[1]["include"])
+    assert int(page.get_attribute("#heatmap", "data-rows")) == 300

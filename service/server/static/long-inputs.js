@@ -282,28 +282,38 @@ function drawWindow() {
   list.innerHTML = topKeysTable(rows, start, end);
 }
 
-// one pixel row band per query; a mark at each top key's position, darker for a larger weight
+// one band per query, keys from 0 to the last one any row's top keys reach (a decoder's rows see only earlier
+// keys); a mark at each top key's position, darker for a larger weight; the key axis ticked below
 function drawRows(canvas, rows, start, end) {
   const count = end - start, rank = rows.top_keys.shape[3];
-  const width = MAP_SIZE, band = Math.max(2, Math.min(12, Math.floor(400 / count)));
-  const length = lengthOf(long.view.batch);
+  const batchOffset = long.view.batch * count * rank;
+  const keys = rows.top_keys.data.subarray(batchOffset, batchOffset + count * rank);
+  const extent = Math.max(end, ...Array.from(keys, Number).map((key) => key + 1));
+  const width = MAP_SIZE, axis = 16, band = Math.max(2, Math.min(12, Math.floor(400 / count)));
   canvas.width = width;
-  canvas.height = band * count;
+  canvas.height = band * count + axis;
   const context = canvas.getContext("2d");
   context.fillStyle = "#fff";
   context.fillRect(0, 0, width, canvas.height);
-  const batchOffset = long.view.batch * count * rank;
   for (let i = 0; i < count; i++) {
     for (let r = rank - 1; r >= 0; r--) {
-      const keyPos = Number(rows.top_keys.data[batchOffset + i * rank + r]);
+      const keyPos = Number(keys[i * rank + r]);
       const weight = rows.top_weights.data[batchOffset + i * rank + r];
       if (weight <= 0) continue;
       const shade = Math.round(220 * (1 - Math.min(1, weight)));
       context.fillStyle = `rgb(${shade},${shade},255)`;
-      context.fillRect(Math.floor((keyPos / length) * width), i * band, Math.max(2, width / length), band);
+      context.fillRect(Math.floor((keyPos / extent) * width), i * band, Math.max(2, width / extent), band);
     }
   }
-  Object.assign(canvas.dataset, { start, end, band });
+  context.fillStyle = "#1d232b";
+  context.font = "11px system-ui, sans-serif";
+  context.textBaseline = "top";
+  for (let tick = 0; tick <= 4; tick++) {
+    const key = Math.round((tick / 4) * (extent - 1));
+    context.textAlign = tick === 0 ? "left" : tick === 4 ? "right" : "center";
+    context.fillText(`key ${key}`, (tick / 4) * width, band * count + 3);
+  }
+  Object.assign(canvas.dataset, { start, end, band, extent });
 }
 
 function escapeHtml(text) {
