@@ -179,7 +179,7 @@ function drawScoreTables() {
       const shade = Math.round(255 - 150 * (value / top));
       const chosen = index === view.layer && h === view.head ? " class=\"chosen\"" : "";
       return `<td data-layer="${index}" data-head="${h}" data-value="${value}" data-shade="${shade}"${chosen}>`
-        + `${value.toFixed(2)}</td>`;
+        + `${short(value)}</td>`;
     }).join("")}</tr>`);
     parts.push(`<table class="long-scores" data-score="${name}"><caption>${title}</caption>${header}${rows.join("")}</table>`);
   }
@@ -316,6 +316,11 @@ function drawRows(canvas, rows, start, end) {
   Object.assign(canvas.dataset, { start, end, band, extent });
 }
 
+// a weight or score in a few characters: 3 decimals, or 2 significant digits when that would read 0.000
+function short(value) {
+  return value === 0 || Math.abs(value) >= 0.001 ? value.toFixed(3) : value.toExponential(1);
+}
+
 function escapeHtml(text) {
   return String(text).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", "\"": "&quot;" }[c]));
 }
@@ -330,7 +335,7 @@ function topKeysTable(rows, start, end) {
       const weight = rows.top_weights.data[batchOffset + i * rank + r];
       if (weight <= 0) continue;
       keys.push(`<span class="top-key" data-key="${keyPos}" data-weight="${weight}">${keyPos} ${escapeHtml(tokenLabel(keyPos))} `
-        + `<small>${weight.toFixed(3)}</small></span>`);
+        + `<small>${short(weight)}</small></span>`);
     }
     const entropy = rows.entropy.data[long.view.batch * count + i];
     lines.push(`<tr data-query="${start + i}"><th>${start + i} ${escapeHtml(tokenLabel(start + i))}</th>`
@@ -352,7 +357,7 @@ function onMapPointer(event) {
   }
   $("long-hover").textContent = `queries ${i * pool}–${(i + 1) * pool - 1} ("${tokenLabel(i * pool)}"…) → `
     + `keys ${j * pool}–${(j + 1) * pool - 1} ("${tokenLabel(Math.min(j * pool, lengthOf(long.view.batch) - 1))}"…): `
-    + `mean weight ${values[i * cols + j].toFixed(6)}`;
+    + `mean weight ${values[i * cols + j].toPrecision(6)}`;
 }
 
 export function initLongInputs() {
