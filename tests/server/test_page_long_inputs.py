@@ -163,6 +163,16 @@ def test_a_long_text_shows_summaries_never_an_n_by_n_tensor_and_draws_within_2_s
             assert label.split(" ", 1)[0] == str(key)
             raw = tokens[key]
             assert label.split(" ", 1)[1] == raw.replace("Ġ", "␣"), (label, raw)
+    # a drag over the rows of blocks 12 to 15 opens their 64 queries
+    box = canvas.bounding_box()
+    x = box["x"] + margin + 5 * cell
+    page.mouse.move(x, box["y"] + margin + 12.5 * cell)
+    page.mouse.down()
+    page.mouse.move(x, box["y"] + margin + 15.5 * cell)
+    page.mouse.up()
+    settled(page)
+    assert page.sent[-1]["queries"] == list(range(12 * pool, 16 * pool))
+    assert [query for query, _ in drawn_top_keys(page)] == page.sent[-1]["queries"]
     OUTPUT.mkdir(exist_ok=True)
     page.screenshot(path=str(OUTPUT / "explorer-long.png"), full_page=True)
     print(f"\nlong view: {TOKENS} tokens, first draw {first_draw_ms:.0f} ms after the answer arrived")
