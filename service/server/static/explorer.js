@@ -6,6 +6,7 @@
 import {
   cellImage, drawFigure, drawHeatmap, drawLegend, drawLinks, hasMasked, heatmapLayout, largestOf, linkRowAt,
 } from "./drawing.js";
+import { hideLongInput, initLongInputs, mayBeLong, showLongInput } from "./long-inputs.js";
 import { kvSharing, maskCaption, modelLabel, modelSummary } from "./describe.js";
 import { withText } from "./png-text.js";
 import { headClicked, headsDrawn, startPredictions } from "./predictions.js";
@@ -750,6 +751,14 @@ async function run(event) {
   $("status").textContent = "computing…";
   const run = { body, layerKeys: layerKeysOf(body), layers: new Map(), loaded: new Map(), heads: new Map(), internals: new Map() };
   try {
+    // a long text gets the summaries view (long-inputs.js), which never asks for an n x n tensor
+    const refused = (status, payload) => new ApiRefusal(status, payload);
+    if (mode() === "text" && mayBeLong(body) && await showLongInput(body, { layerKeys: run.layerKeys, refused, tracked })) {
+      $("results").hidden = true;
+      $("status").textContent = "long input: summaries shown";
+      return;
+    }
+    hideLongInput();
     const first = await tracked(fetchTensors(run, run.layerKeys[0], LAYER_TENSORS));
     const layer = layerOf(run.layerKeys[0], first);
     run.loaded.set(0, layer);
@@ -896,6 +905,7 @@ function init() {
       fetchInternals(state.view);
     }
   });
+  initLongInputs();
   loadModels();
 }
 

@@ -1,10 +1,14 @@
 // A reader of safetensors files (https://huggingface.co/docs/safetensors), the binary answer of POST /attend to
 // Accept: application/x-safetensors: an 8-byte little-endian header length, a JSON header giving each tensor's
 // dtype, shape and byte range after the header (and `__metadata__`, strings only), then the tensors'
-// little-endian bytes. F32 and F16 become Float32Array, F64 Float64Array; -inf stays -inf (masked).
+// little-endian bytes. F32 and F16 become Float32Array, F64 Float64Array; -inf stays -inf (masked). Integers (the
+// summaries' top_keys) become Int32Array (I32) or BigInt64Array (I64).
 
 const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-const TYPED = { F32: [4, Float32Array, "getFloat32"], F64: [8, Float64Array, "getFloat64"] };
+const TYPED = {
+  F32: [4, Float32Array, "getFloat32"], F64: [8, Float64Array, "getFloat64"],
+  I32: [4, Int32Array, "getInt32"], I64: [8, BigInt64Array, "getBigInt64"],
+};
 
 // { metadata: {name: string}, tensors: {name: {shape, data}} } of the file in `buffer` (an ArrayBuffer)
 export function readSafetensors(buffer) {
@@ -30,7 +34,7 @@ export function readSafetensors(buffer) {
 
 function decoded(name, dtype, buffer, begin, end, count) {
   const size = dtype === "F16" ? 2 : TYPED[dtype] ? TYPED[dtype][0] : null;
-  if (size === null) throw new Error(`tensor ${name} of dtype ${dtype}; expected F32, F16 or F64`);
+  if (size === null) throw new Error(`tensor ${name} of dtype ${dtype}; expected F32, F16, F64, I32 or I64`);
   if (end - begin !== count * size) throw new Error(`tensor ${name}: ${end - begin} bytes for ${count} ${dtype} values`);
   if (dtype === "F16") return halvesAsFloats(new DataView(buffer, begin, end - begin), count);
   const [, Typed, getter] = TYPED[dtype];
