@@ -89,7 +89,7 @@ class DeliveredResponse(Response):
         self.release, self.send_timeout = held.release, send_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        settings = scope["app"].state.settings
+        settings = service_state(scope["app"]).settings
         try:
             await send(
                 {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
