@@ -155,12 +155,14 @@ async def well_behaved(port: int, until: float, statuses: Counter[int], latencie
 
 
 async def hostile(port: int, address: str, until: float, attack: Attack) -> None:
-    """One attacker's connection: connects from `address`, attacks until the server closes the connection or
-    the run is over, again; at the end its socket is aborted (the attacker leaves)."""
+    """One attacker's connection: connects from `address` and attacks until the attack ends (a write or read
+    failed: the server refused or closed the connection; an attack that neither writes nor reads, a reader
+    that never reads, stays until the end) or the run is over, then again; at the end its socket is aborted
+    (the attacker leaves)."""
     while time.monotonic() < until:
         try:
             reader, writer = await connect(port, address)
-        except (ConnectionError, OSError, TimeoutError):
+        except (OSError, TimeoutError):
             await asyncio.sleep(0.1)
             continue
         attacking = asyncio.ensure_future(attack(reader, writer))
