@@ -65,6 +65,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         if model.loaded and model.load_seconds is not None:
             metrics.model_load.labels(model.name).set(model.load_seconds)
     metrics.device.labels(started["device"], started["torch_version"]).set(1)
+    metrics.compute_up.set_function(lambda: compute.up)
     state.ready = True
     log.info(
         "ready in %.2f s: device=%s torch=%s, %d compute processes x %d torch threads, queue %d, "

@@ -62,6 +62,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.compute_up = Gauge(
+            "attention_compute_processes_up",
+            "Compute processes running, not counting those being replaced (ATTENTION_MAX_CONCURRENT when "
+            "all are up).",
+            registry=r,
+        )
         self.skipped = Counter(
             "attention_computations_skipped",
             "Requests never computed because their client left before a compute process started them "

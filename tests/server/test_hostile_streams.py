@@ -79,6 +79,7 @@ def test_a_stream_stalled_past_its_time_limit_does_not_keep_the_killed_process_f
                 assert time.monotonic() < deadline, "the killed process was never replaced"
                 time.sleep(0.2)
             assert metric(timed, REPLACED) == replaced_before + 1
+            assert metric(timed, "attention_compute_processes_up ") == 1  # the replacement counts
             assert timed.client.get("/readyz").status_code == 200
         finally:
             response.close()
