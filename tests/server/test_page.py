@@ -416,6 +416,7 @@ def test_downloads_json_and_a_titled_png(page, tmp_path: Path):
     assert json.loads(saved.read_text())["meta"]["model"] == "all-MiniLM-L6-v2"
     page.select_option("#view-layer", "2")
     page.select_option("#view-head", "3")
+    settled(page)  # layer 2 is fetched when picked: the picture (and its name) follow once it is drawn
     with page.expect_download() as download:
         page.click("#download-png")
     assert download.value.suggested_filename == "attention-all-MiniLM-L6-v2-layer-2-head-3.png"
