@@ -56,7 +56,7 @@ class Started(TypedDict):
     pid: int
     device: str
     torch_version: str
-    torch_threads: int
+    threads_in_use: int  # torch.get_num_threads() there (the setting torch_threads is what was asked)
     models: list[dict[str, Any]]  # service.compute.models.registry.ModelRegistry.describe()
 
 

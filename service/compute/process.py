@@ -61,7 +61,7 @@ def start(settings: Settings) -> tuple[ModelRegistry, Started]:
         pid=os.getpid(),
         device=str(resolve_device("auto")),
         torch_version=torch.__version__,
-        torch_threads=torch.get_num_threads(),
+        threads_in_use=torch.get_num_threads(),
         models=models.describe(),
     )
 
@@ -98,7 +98,7 @@ def _serve(channel: socket.socket, tickets: Tickets, settings: Settings) -> None
         report["pid"],
         time.perf_counter() - started,
         report["device"],
-        report["torch_threads"],
+        report["threads_in_use"],
     )
     _send(channel, 200, orjson.dumps(report))
     memory = MemoryKeeper()  # after start-up and warm-up: that is the size at rest

@@ -74,7 +74,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         started["device"],
         started["torch_version"],
         compute.up,
-        started["torch_threads"],
+        started["threads_in_use"],
         settings.max_queue,
         settings.request_timeout_s,
         "on" if settings.api_keys else "off",

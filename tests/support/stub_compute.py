@@ -62,7 +62,7 @@ def serve(channel: socket.socket, tickets: Tickets, settings: Settings) -> None:
     if settings.default_model == FAIL_MODEL:
         _send(channel, 503, json.dumps({"detail": "the stub cannot serve its model"}).encode())
         return
-    report = Started(pid=os.getpid(), device="stub", torch_version="none", torch_threads=1, models=[])
+    report = Started(pid=os.getpid(), device="stub", torch_version="none", threads_in_use=1, models=[])
     _send(channel, 200, json.dumps(report).encode())
     requests = channel.makefile("rb")
     number = computed = 0
