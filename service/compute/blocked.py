@@ -10,7 +10,7 @@ rows only.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -39,6 +39,13 @@ BLOCK_COPIES = 6  # tensors of a block's size held at once (scores, scaled, weig
 def rows_per_block(batch: int, heads: int, seq_kv: int) -> int:
     """Query rows per block: as many as keep a block's scores within BLOCK_ELEMENTS, at least one."""
     return max(1, BLOCK_ELEMENTS // max(1, batch * heads * seq_kv))
+
+
+def row_blocks(batch: int, heads: int, query_pos: int, key_pos: int) -> Iterator[tuple[int, int]]:
+    """The (start, stop) of each block of query rows, in order, each within BLOCK_ELEMENTS of scores."""
+    rows = rows_per_block(batch, heads, key_pos)
+    for start in range(0, query_pos, rows):
+        yield start, min(query_pos, start + rows)
 
 
 class RowMask(Protocol):
@@ -133,9 +140,7 @@ def attend_blocked(
     and the summaries, which the callers check (overflowed_blocked): no pass over each block for it."""
     batch, heads, query_pos, _ = q.shape
     context = q.new_empty(batch, heads, query_pos, v.shape[-1])
-    rows = rows_per_block(batch, heads, k.shape[2])
-    for start in range(0, query_pos, rows):
-        stop = min(query_pos, start + rows)
+    for start, stop in row_blocks(batch, heads, query_pos, k.shape[2]):
         allowed = mask.rows(start, stop)
         width = k.shape[2] if allowed is None else visible_width(allowed)
         if allowed is not None:  # the keys after the last one any row sees are left out (causal: half)
@@ -185,9 +190,7 @@ def context_only(
         return _sdpa(q, k, v, scale, None, mask is not None and mask.causal)
     batch, heads, query_pos, _ = q.shape
     context = q.new_empty(batch, heads, query_pos, v.shape[-1])
-    rows = rows_per_block(batch, heads, k.shape[2])
-    for start in range(0, query_pos, rows):
-        stop = min(query_pos, start + rows)
+    for start, stop in row_blocks(batch, heads, query_pos, k.shape[2]):
         allowed = mask.rows(start, stop)
         context[:, :, start:stop] = _sdpa(q[:, :, start:stop], k, v, scale, allowed, False)
     return context
