@@ -4,9 +4,9 @@ metadata, routing) and the compute processes (decoding inputs, encoding outputs)
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from schemas.axes import ALL_TENSOR_NAMES, FLOW_TENSOR_NAMES, TENSOR_AXES, TENSOR_NAMES, TensorName
 from schemas.request import TOY_MODEL
@@ -126,6 +126,15 @@ def _data_schema(schema: dict[str, Any]) -> None:
     schema.update(type="array", items={"anyOf": [_ELEMENT, {"type": "array", "items": {}}]})
 
 
+def _integral_number(value: Any) -> Any:
+    """JSON Schema's integer is any number with a zero fraction (2.0 is one), as the document states it, while
+    a strict int field takes only 2: such a float is taken as its integer; 2.5, "2" and true stay refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+AxisSize = Annotated[int, BeforeValidator(_integral_number)]
+
+
 class InferInput(BaseModel):
     model_config = _OPEN
 
@@ -136,11 +145,11 @@ class InferInput(BaseModel):
         "attention_mask for `attention` (GET /v2/models/{name} lists a model's).",
         json_schema_extra={"enum": list(INPUT_NAMES)},
     )
-    shape: list[int] = Field(
+    shape: list[AxisSize] = Field(
         max_length=8,
-        description="The size of each axis (at least 0: a request's shape is exact); data holds their "
-        "product of elements.",
-        json_schema_extra={"items": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}},
+        description="The size of each axis (at least 1: a request's shape is exact, and no input is "
+        "empty); data holds their product of elements.",
+        json_schema_extra={"items": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}},
     )
     datatype: str = Field(
         max_length=16,

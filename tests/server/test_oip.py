@@ -369,7 +369,7 @@ def test_binary_input_that_does_not_fit_is_400(server, header, data, expected):
         assert expected in error_of(response)
 
 
-def json_input(name: str, shape: list[int], datatype: str, data: Any) -> dict[str, Any]:
+def json_input(name: str, shape: list[Any], datatype: str, data: Any) -> dict[str, Any]:
     return {"inputs": [{"name": name, "shape": shape, "datatype": datatype, "data": data}]}
 
 
@@ -390,6 +390,13 @@ def json_input(name: str, shape: list[int], datatype: str, data: Any) -> dict[st
         (BUNDLED_MODEL, json_input("text", [1], "BYTES", [3]), "data element 0 is 3; expected a string"),
         (BUNDLED_MODEL, json_input("embeddings", [1, 1], "FP32", [1]), "not an input of model"),
         ("attention", {"inputs": []}, "inputs: List should have at least 1 item"),
+        ("attention", json_input("embeddings", [2.5, 2], "FP32", [1] * 4), "inputs.0.shape.0: Input should"),
+        (  # numpy cannot shape an empty array whose other axes multiply past its address space
+            "attention",
+            json_input("b_k", [1986, 159047, 5154497, 9279046, 98510, 79989162, 0], "FP64", []),
+            "input 'b_k': found shape [1986, 159047, 5154497, 9279046, 98510, 79989162, 0] with an empty",
+        ),
+        ("attention", json_input("embeddings", ["2", 2], "FP32", [1] * 4), "inputs.0.shape.0: Input should"),
         ("attention", {"inputs": [{"name": "embeddings"}]}, "inputs.0.shape: Field required"),
         ("attention", b"{not json", "the JSON header is not valid JSON"),
         (
@@ -428,6 +435,15 @@ def test_json_request_that_does_not_fit_is_400(server, model, body, expected):
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     response = server.client.post(f"/v2/models/{model}/infer", content=content)
     assert expected in error_of(response)
+
+
+def test_a_shape_of_integral_floats_is_the_shape_of_their_integers(server):
+    """The document's shape items are JSON Schema integers, which 3.0 is (schemathesis sends such bodies)."""
+    as_floats = json_input("embeddings", [3.0, 4.0], "FP64", CAT.reshape(-1).tolist())
+    as_ints = json_input("embeddings", [3, 4], "FP64", CAT.reshape(-1).tolist())
+    answers = [server.client.post("/v2/models/attention/infer", json=body) for body in (as_floats, as_ints)]
+    assert [answer.status_code for answer in answers] == [200, 200]
+    assert answers[0].json()["outputs"] == answers[1].json()["outputs"]
 
 
 def test_bytes_binary_lengths_cannot_run_past_their_data(server):

@@ -56,6 +56,11 @@ def _element_count(tensor: InferInput) -> int:
             f"input {tensor.name!r}: found shape {tensor.shape}; expected sizes of at least 0 "
             "(a request's shape is exact: -1 appears only in model metadata)"
         )
+    if 0 in tensor.shape:  # refused here: numpy cannot even shape an empty array whose other axes are huge
+        raise InferRequestError(
+            f"input {tensor.name!r}: found shape {tensor.shape} with an empty axis; expected every size at "
+            "least 1 (no input of a model is empty)"
+        )
     return math.prod(tensor.shape)
 
 
