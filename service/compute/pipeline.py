@@ -115,7 +115,7 @@ def frames(
     yield 200, first, False
     try:
         for line in lines:
-            for offset in range(0, len(line), PIECE):  # the server holds one piece at a time, not a layer
+            for offset in range(0, len(line), PIECE):  # the server reads a piece at a time, not a layer
                 yield 200, line[offset : offset + PIECE], False
             del line  # not held while the next line is computed
     except REQUEST_ERRORS as error:

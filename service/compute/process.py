@@ -67,8 +67,8 @@ def start(settings: Settings) -> tuple[ModelRegistry, Started]:
 
 
 def _send(channel: socket.socket, status: int, body: bytes, last: bool = True) -> None:
-    """One frame. A stream's frames wait here while the server's end is full: a client that reads slowly
-    holds the computation back rather than piling its lines up in memory."""
+    """One frame. A stream's frames wait here only while the server's end is full: the server reads them as
+    they come, whether or not its client reads (service/server/compute_pool.py bounds what it holds)."""
     channel.sendall(ANSWER.pack(status, last, len(body)))
     channel.sendall(body)  # not concatenated: an answer can be hundreds of megabytes
 

@@ -15,17 +15,20 @@ once; when the process has taken the ticket first, it is computing the request. 
 requests and hangs up at once cannot keep the processes busy with computations nobody waits for while holding
 no place.
 
-A streamed answer (NDJSON) comes as several frames: the first is the answer `run` returns, the others are
-handed to `Held.stream` one at a time, and the process's next frame is read only once the one before is
-delivered, so that a slow reader holds the computation back (its socket fills) instead of filling memory. The
-time limit holds until the last frame: past it the stream ends with the TimedOut error and the process is
-killed, as when it dies mid-stream.
+A streamed answer (NDJSON) comes as several frames: the first is the answer `run` returns, the others wait
+here for `Held.stream` to deliver them. The process's frames are read as
+fast as it computes them, whether or not its client reads: a client that stops reading must not hold a compute
+process (one per machine, by default) and so every other client. Its undelivered frames are memory, so they
+count against the answer bytes in flight as answers in one piece do: a frame that does not fit the room left,
+or past the client's share once it runs short, ends the stream with Overloaded (its error line), and the
+frames still to come are read and dropped. The time limit holds until the last frame: past it the stream ends
+with the TimedOut error and the process is killed, as when it dies mid-stream.
 
 A job's computation ends in one place, `_settle` (answered, failed, timed out, or a stream's end), and its
-place is freed in one place, `_release`: once its answer is delivered to the client (an undelivered answer is
-memory, so it counts), at once when it failed, or when a client that left no longer waits for it; a stream
-still being computed keeps its place until its end (its frames are dropped once nobody reads them). A
-cancelled job's computation ends when its CANCELLED frame comes, in `_settle` too.
+place is freed in one place, `_release`: once its answer is computed, when it failed, or when a client that
+left no longer waits for it (a computation whose client left keeps its place until its end); its bytes held
+here count until the answer is delivered or dropped. A cancelled job's computation ends when its CANCELLED
+frame comes, in `_settle` too.
 """
 
 from __future__ import annotations
@@ -76,10 +79,8 @@ class Job:
     kind: int = ATTEND  # what the body is (service/protocol.py)
     ticket: int = -1  # its number at the process it was last sent to: its ticket's (service/protocol.py)
     cancelled: bool = False  # its ticket taken back before the process started it: it is skipped there
-    # set when `ended` is: a process's answer reader that waits for a stream's frame to be delivered stops
-    # waiting (a reader that stalls must not keep a killed process from being replaced)
-    over: asyncio.Event = field(default_factory=asyncio.Event)
     held_bytes: int = 0  # of its answer, held here until it is delivered (max_answer_bytes_in_flight)
+    cut: bool = False  # a stream whose frames outgrew the room for answers: ended, the rest dropped
     client: str = ""  # the client's address
 
 
@@ -255,7 +256,7 @@ class ComputePool:
         limit, share = self.settings.max_answer_bytes_in_flight, self.settings.client_share
         holds = self.answer_bytes_by_client[client]
         if self.answer_bytes >= limit or crowded(self.answer_bytes, limit, holds, share):
-            raise Overloaded(self._no_room_for_answers())
+            raise Overloaded(self._no_room_for_answers(""))
         loop = asyncio.get_running_loop()
         job = Job(body, deadline=loop.time() + self.timeout, media=media, kind=kind, client=client)
         self.admitted.add(job)
@@ -287,8 +288,28 @@ class ComputePool:
     def _answer_room(self) -> int:
         return self.settings.max_answer_bytes_in_flight - self.answer_bytes
 
-    def _no_room_for_answers(self, size: int | None = None) -> str:
-        answer = "" if size is None else f"this answer's {size:,} bytes do not fit: "
+    def _fits(self, job: Job, size: int) -> bool:
+        """Whether `size` more bytes of the answer to `job` fit: within max_answer_bytes_in_flight and, once
+        they run short, within its client's share (service/server/shares.py)."""
+        limit, total = self.settings.max_answer_bytes_in_flight, self.answer_bytes + size
+        holds = self.answer_bytes_by_client[job.client] + size
+        return total <= limit and not crowded(total, limit, holds, self.settings.client_share)
+
+    def _hold(self, job: Job, size: int) -> None:
+        """Counts `size` bytes of the answer to `job` as held here until they are delivered."""
+        job.held_bytes += size
+        self.answer_bytes += size
+        self.answer_bytes_by_client[job.client] += size
+
+    def _let_go(self, job: Job, size: int) -> None:
+        """Counts `size` bytes of the answer to `job` as delivered, or dropped."""
+        job.held_bytes -= size
+        self.answer_bytes -= size
+        give_back(self.answer_bytes_by_client, job.client, size)
+
+    def _no_room_for_answers(self, what: str) -> str:
+        """Why an answer (`what` does not fit, or none when empty) is refused for want of room."""
+        answer = f"{what}: " if what else ""
         return (
             f"{answer}the server holds {self.answer_bytes:,} bytes of answers its clients have not read yet "
             f"(ATTENTION_MAX_ANSWER_BYTES_IN_FLIGHT={self.settings.max_answer_bytes_in_flight:,}, of which "
@@ -331,7 +352,6 @@ class ComputePool:
         if job.ended:
             return  # its deadline passed first; this late answer is dropped
         job.ended = True
-        job.over.set()
         if job.timer is not None:
             job.timer.cancel()
         if job in self.waiting:
@@ -339,8 +359,11 @@ class ComputePool:
         if job.rest is not None:
             if job.orphaned:
                 self._release(job)
-            else:
+                return
+            if not job.cut:
                 job.rest.put_nowait(outcome if isinstance(outcome, Exception) else None)
+            # computed: its place is free, its undelivered frames stay counted (as an answer in one piece)
+            self.admitted.discard(job)
             return
         assert outcome is not None
         if isinstance(outcome, Exception):
@@ -348,9 +371,7 @@ class ComputePool:
             job.answer.exception()  # retrieved: a waiter that has gone must not log it as never retrieved
             self._release(job)
         else:
-            job.held_bytes = len(outcome[1])
-            self.answer_bytes += job.held_bytes
-            self.answer_bytes_by_client[job.client] += job.held_bytes
+            self._hold(job, len(outcome[1]))
             job.answer.set_result(outcome)
             # computed: its place is free (its bytes stay counted until it is delivered), so that clients
             # slow to read their answers take memory, bounded, not the places of the others
@@ -359,17 +380,14 @@ class ComputePool:
                 self._release(job)
 
     def _release(self, job: Job) -> None:
-        """Frees the job's place: its answer is delivered, or there is none to deliver. A stream still being
-        computed keeps its place until it ends; from now on its frames are dropped."""
+        """Frees the job's place and its bytes: its answer is delivered, or there is none to deliver. A stream
+        still being computed keeps its place until it ends; from now on its frames are dropped."""
         if job.rest is not None:
             job.orphaned = True
-            _drop_queued(job.rest)  # its reader may be waiting for them to be delivered
-            if not job.ended:
-                return
-        self.answer_bytes -= job.held_bytes
-        give_back(self.answer_bytes_by_client, job.client, job.held_bytes)
-        job.held_bytes = 0
-        self.admitted.discard(job)
+            _drop_queued(job.rest)
+        self._let_go(job, job.held_bytes)
+        if job.rest is None or job.ended:
+            self.admitted.discard(job)
 
     def _open_stream(self, job: Job, first: Answer) -> None:
         """A stream's first frame: the answer `run` returns; the frames after it go to `job.rest`."""
@@ -380,20 +398,20 @@ class ComputePool:
         if job.orphaned:  # its client left while it waited: nobody delivers it
             self._release(job)
 
-    async def _stream_frame(self, job: Job, content: bytes) -> None:
-        """One frame after a stream's first; returns once it is delivered (or dropped), so that this process's
-        next frame is not read before: a slow reader slows the computation rather than filling memory. Returns
-        too when the job ends meanwhile (its time limit killed the process): the process's end must be seen
-        and the process replaced whether or not the reader ever takes the frame."""
-        if job.ended or job.orphaned or job.rest is None:
+    def _stream_frame(self, job: Job, content: bytes) -> None:
+        """One frame after a stream's first, held for its reader and counted until delivered; never waited
+        for, so that the process's next frame is read at once: a client that stops reading holds memory,
+        bounded, not the process. A frame that does not fit (`_fits`) ends the stream with Overloaded, after
+        the frames before it; it and the frames after it are dropped."""
+        if job.ended or job.orphaned or job.cut or job.rest is None:
             return
+        if not self._fits(job, len(content)):
+            job.cut = True
+            what = f"this stream's next {len(content):,} bytes do not fit ({job.held_bytes:,} not yet read)"
+            job.rest.put_nowait(Overloaded(self._no_room_for_answers(what)))
+            return
+        self._hold(job, len(content))
         job.rest.put_nowait(content)
-        delivered, over = asyncio.ensure_future(job.rest.join()), asyncio.ensure_future(job.over.wait())
-        try:
-            await asyncio.wait((delivered, over), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            delivered.cancel()
-            over.cancel()
 
     async def _stream(self, job: Job, send: FrameSender) -> None:
         """Delivers a stream's frames after its first with `send`, until its end; raises TimedOut or
@@ -401,14 +419,12 @@ class ComputePool:
         assert job.rest is not None
         while True:
             item = await job.rest.get()
-            try:
-                if item is None:
-                    return
-                if isinstance(item, Exception):
-                    raise item
-                await send(item)
-            finally:
-                job.rest.task_done()
+            if item is None:
+                return
+            if isinstance(item, Exception):
+                raise item
+            await send(item)
+            self._let_go(job, len(item))
 
     def _dispatch(self) -> None:
         """Sends waiting jobs to the processes with room, the least loaded first."""
@@ -439,13 +455,14 @@ class ComputePool:
                 return
             job = process.sent[0]
             if content is None:  # an answer that does not fit the room left: read and dropped
-                self._settle(process.sent.popleft(), Overloaded(self._no_room_for_answers(length)))
+                too_large = f"this answer's {length:,} bytes do not fit"
+                self._settle(process.sent.popleft(), Overloaded(self._no_room_for_answers(too_large)))
             elif first and last:
                 self._settle(process.sent.popleft(), (status, content))
             elif first:
                 self._open_stream(job, (status, content))
             elif content:
-                await self._stream_frame(job, content)
+                self._stream_frame(job, content)
             if last and not first:  # a stream's end
                 self._settle(process.sent.popleft(), None)
             first = last
@@ -494,7 +511,6 @@ class ComputePool:
 
 
 def _drop_queued(queue: asyncio.Queue[StreamItem]) -> None:
-    """Empties a stream's queue, marking each frame delivered, so that its reader goes on."""
+    """Empties a stream's queue (its frames' bytes are given back by the caller)."""
     while not queue.empty():
         queue.get_nowait()
-        queue.task_done()

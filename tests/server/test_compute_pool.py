@@ -404,7 +404,7 @@ async def streamed(held: Any, delay: float = 0) -> list[bytes]:
     return frames
 
 
-def test_a_stream_is_delivered_frame_by_frame_and_keeps_its_place_to_the_end():
+def test_a_stream_is_delivered_frame_by_frame_and_keeps_its_place_while_computed():
     async def scenario() -> None:
         async with running(max_concurrent=1, max_queue=1) as (pool, replaced):
             held = await pool.run(b"stream:3:0.05", media=ResponseFormat.NDJSON)
@@ -418,23 +418,72 @@ def test_a_stream_is_delivered_frame_by_frame_and_keeps_its_place_to_the_end():
     asyncio.run(scenario())
 
 
-def test_a_slow_reader_holds_the_stream_back_instead_of_piling_its_frames_up():
+def test_a_stream_nobody_reads_frees_its_process_and_its_frames_count_until_delivered():
+    """Issue 21, a stalled stream: its frames are read as the process computes them and held for its reader,
+    counted against the answer bytes in flight, so that the process goes on to the next request at once
+    instead of waiting for a client that may never read; its place is free once it is computed."""
+
     async def scenario() -> None:
-        async with running(max_concurrent=1, max_queue=1) as (pool, _):
+        async with running(max_concurrent=1, max_queue=1) as (pool, replaced):
             held = await pool.run(b"stream:5", media=ResponseFormat.NDJSON)  # the stub sends all five at once
-            (process,) = pool.processes
-            seen: list[int] = []
+            # nobody reads the stream yet: the same process answers the next request all the same
+            assert await asyncio.wait_for(answered(pool, b"echo next"), 5) == (200, b"echo next")
+            lines = [f"line {index}".encode() for index in range(5)]
+            assert pool.answer_bytes == sum(map(len, lines)) and len(pool.admitted) == 0
+            assert await streamed(held) == lines  # delivered whole and in order, later
+            assert pool.answer_bytes == 0 and not pool.answer_bytes_by_client and replaced == []
+
+    asyncio.run(scenario())
+
+
+def test_a_stream_outgrowing_its_clients_room_ends_with_overloaded_after_the_frames_that_fit():
+    """Its unread frames may take the room for unread answers only as a client's answer in one piece may:
+    within max_answer_bytes_in_flight and, once more than 1 - client_share of it is taken, within the client's
+    share (20 bytes, share 0.25: a client alone holds at most 15, so two 6-byte frames). The frame that does
+    not fit ends the stream with Overloaded after those before it; the frames after it are dropped as they
+    come and the process, not killed, answers the next request."""
+
+    async def scenario() -> None:
+        async with running(max_answer_bytes_in_flight=20, client_share=0.25) as (pool, replaced):
+            before = await pid_of_answer(pool)
+            held = await pool.run(b"stream:5", media=ResponseFormat.NDJSON, client="10.0.0.9")
+            await until(lambda: len(pool.admitted) == 0)  # computed to its end meanwhile
+            assert pool.answer_bytes == 12
+            frames: list[bytes] = []
 
             async def take(frame: bytes) -> None:
-                job = process.sent[0]
-                assert job.rest is not None
-                seen.append(job.rest.qsize())
-                await asyncio.sleep(0.05)
+                frames.append(frame)
 
             assert held.stream is not None
-            await held.stream(take)
+            with pytest.raises(Overloaded, match="ATTENTION_MAX_ANSWER_BYTES_IN_FLIGHT=20"):
+                await held.stream(take)
             held.release()
-            assert seen == [0] * 5  # never a frame waiting behind the one being delivered
+            assert frames == [b"line 0", b"line 1"]
+            assert pool.answer_bytes == 0 and not pool.answer_bytes_by_client
+            assert await pid_of_answer(pool) == before and replaced == []
+
+    asyncio.run(scenario())
+
+
+def test_a_stream_past_its_time_limit_whose_reader_stalls_still_has_its_process_replaced():
+    """Issue 21 #1: the time limit kills the process computing a stream whose reader has stopped taking its
+    frames; the process is replaced within seconds while that reader still stalls, and computes again."""
+
+    async def scenario() -> None:
+        async with running(request_timeout_s=0.5) as (pool, replaced):
+            held = await pool.run(b"stream:100:0.1", media=ResponseFormat.NDJSON)
+            never = asyncio.Event()
+
+            async def stall(frame: bytes) -> None:
+                await never.wait()
+
+            assert held.stream is not None
+            reader = asyncio.ensure_future(held.stream(stall))
+            await until(lambda: replaced == ["timeout"] and pool.up == 1, seconds=5)
+            assert await asyncio.wait_for(answered(pool, b"echo back"), 5) == (200, b"echo back")
+            reader.cancel()
+            held.release()
+            assert pool.answer_bytes == 0 and len(pool.admitted) == 0
 
     asyncio.run(scenario())
 

@@ -4,6 +4,7 @@ process, deliver the answer (in one piece, or a stream's lines as they come)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from functools import partial
 
 from fastapi import APIRouter, Depends, Request
@@ -107,10 +108,13 @@ class DeliveredResponse(Response):
 
 
 class StreamedResponse(Response):
-    """An NDJSON stream: its first line, then each line as the compute process sends it, each within the
-    send timeout (per megabyte). Its place is released at the end. A stream the service breaks off (time
-    limit, compute process died) ends with a line `{"error": {"status": ..., "detail": ...}}`, as one the
-    computation itself breaks off does."""
+    """An NDJSON stream: its first line, then each line as the compute process sends it, each megabyte within
+    the send timeout, and the whole at the slowest rate allowed, as DeliveredResponse: the time spent
+    sending (not waiting for the computation) stays within the send timeout plus the bytes sent at
+    min_send_bytes_per_s, else the connection is closed (the compute pool holds the lines computed and not
+    yet read, which are memory). Its bytes are released at the end. A stream the service breaks off (time
+    limit, compute process died, its unread lines outgrew the room for them) ends with a line
+    `{"error": {"status": ..., "detail": ...}}`, as one the computation itself breaks off does."""
 
     def __init__(self, held: Held, send_timeout: float):
         super().__init__(held.content, status_code=held.status, media_type=MEDIA_TYPES[ResponseFormat.NDJSON])
@@ -119,12 +123,20 @@ class StreamedResponse(Response):
         self.raw_headers = [(name, value) for name, value in self.raw_headers if name != b"content-length"]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        metrics = service_state(scope["app"]).metrics
+        state = service_state(scope["app"])
+        metrics, slowest = state.metrics, state.settings.min_send_bytes_per_s
         mid_line = False  # a line's pieces come in several frames: the stream may break off within one
+        sent, sending = 0, 0.0  # bytes sent so far, and the seconds spent sending them
 
         async def send_line(line: bytes | memoryview) -> None:
-            nonlocal mid_line
-            await send_in_pieces(send, line, self.send_timeout, more_body=True)
+            nonlocal mid_line, sent, sending
+            sent += len(line)
+            allowed = self.send_timeout + sent / slowest - sending
+            started = time.monotonic()
+            try:
+                await asyncio.wait_for(send_in_pieces(send, line, self.send_timeout, more_body=True), allowed)
+            finally:
+                sending += time.monotonic() - started
             if len(line):
                 mid_line = bytes(line[-1:]) != b"\n"
 
