@@ -133,9 +133,9 @@ class Settings(BaseSettings):
         description="Most bytes of computed answers the server process holds for clients that have not read "
         "them yet (a slow reader's answer is memory). While they are reached a new request is refused at "
         "once with 503 and Retry-After, and an answer that does not fit the room left is dropped with a 503 "
-        "(Retry-After); the request's place is given back as soon as its answer is computed. A stream's lines "
-        "count from the moment they are computed; one whose unread lines outgrow the room left (or its "
-        "client's share of it, once it runs short) ends with a 503 error line.",
+        "(Retry-After); the request's place is given back as soon as its answer is computed. A stream's "
+        "lines count from the moment they are computed; one whose unread lines outgrow the room left (or "
+        "its client's share of it, once it runs short) ends with a 503 error line.",
     )
     max_header_bytes: int = Field(
         32 * 2**10,
