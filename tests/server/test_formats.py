@@ -111,7 +111,7 @@ def test_a_512_token_text_streams_every_layers_weights_within_300_mb_above_rest(
             ) as response:
                 assert response.status_code == 200, response.read()[:300]
                 # only the first bytes of each line are kept, and each piece is scanned once: joining or
-                # parsing 40 MB lines here would slow the reader and so (by backpressure) the server
+                # parsing 40 MB lines here would slow the reader, and the server would hold its unread lines
                 starts: list[bytes] = []
                 pending = b""  # the start of the line under way, at most 12 bytes
                 for piece in response.iter_raw():
