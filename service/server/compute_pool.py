@@ -16,13 +16,13 @@ requests and hangs up at once cannot keep the processes busy with computations n
 no place.
 
 A streamed answer (NDJSON) comes as several frames: the first is the answer `run` returns, the others wait
-here for `Held.stream` to deliver them. The process's frames are read as
-fast as it computes them, whether or not its client reads: a client that stops reading must not hold a compute
-process (one per machine, by default) and so every other client. Its undelivered frames are memory, so they
-count against the answer bytes in flight as answers in one piece do: a frame that does not fit the room left,
-or past the client's share once it runs short, ends the stream with Overloaded (its error line), and the
-frames still to come are read and dropped. The time limit holds until the last frame: past it the stream ends
-with the TimedOut error and the process is killed, as when it dies mid-stream.
+here for `Held.stream` to deliver them. The process's frames are read as fast as it computes them, whether or
+not its client reads: a client that stops reading must not hold a compute process (compose runs one) and so
+every other client. Its undelivered frames are memory, so they count against the answer bytes in flight as
+answers in one piece do: a frame that does not fit the room left, or past the client's share once it runs
+short, ends the stream with Overloaded (its error line), and the frames still to come are read and dropped.
+The time limit holds until the last frame: past it the stream ends with the TimedOut error and the process is
+killed, as when it dies mid-stream.
 
 A job's computation ends in one place, `_settle` (answered, failed, timed out, or a stream's end), and its
 place is freed in one place, `_release`: once its answer is computed, when it failed, or when a client that
