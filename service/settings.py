@@ -134,8 +134,8 @@ class Settings(BaseSettings):
         "them yet (a slow reader's answer is memory). While they are reached a new request is refused at "
         "once with 503 and Retry-After, and an answer that does not fit the room left is dropped with a 503 "
         "(Retry-After); the request's place is given back as soon as its answer is computed. A stream's "
-        "lines count from the moment they are computed; one whose unread lines outgrow the room left (or "
-        "its client's share of it, once it runs short) ends with a 503 error line.",
+        "lines count from the moment they are computed; one whose unread lines outgrow its client's share "
+        "of this (client_share) or the room left ends with a 503 error line.",
     )
     max_header_bytes: int = Field(
         32 * 2**10,
@@ -170,6 +170,7 @@ class Settings(BaseSettings):
         description="Once more than 1 - client_share of max_connections (or of max_body_bytes_in_flight) is "
         "taken, a client address that holds client_share of it or more is refused more (503 with "
         "Retry-After): one client cannot take every connection or the whole body budget from the others. "
+        "A stream's unread lines are held up to client_share of max_answer_bytes_in_flight, always. "
         "Set 1 to turn it off (all clients behind one proxy address, say).",
     )
     max_connections: int = Field(

@@ -19,8 +19,8 @@ A streamed answer (NDJSON) comes as several frames: the first is the answer `run
 here for `Held.stream` to deliver them. The process's frames are read as fast as it computes them, whether or
 not its client reads: a client that stops reading must not hold a compute process (compose runs one) and so
 every other client. Its undelivered frames are memory, so they count against the answer bytes in flight as
-answers in one piece do: a frame that does not fit the room left, or past the client's share once it runs
-short, ends the stream with Overloaded (its error line), and the frames still to come are read and dropped.
+answers in one piece do: a frame that does not fit the room left, or past the client's share of it, ends the
+stream with Overloaded (its error line), and the frames still to come are read and dropped.
 The time limit holds until the last frame: past it the stream ends with the TimedOut error and the process is
 killed, as when it dies mid-stream.
 
@@ -289,11 +289,13 @@ class ComputePool:
         return self.settings.max_answer_bytes_in_flight - self.answer_bytes
 
     def _fits(self, job: Job, size: int) -> bool:
-        """Whether `size` more bytes of the answer to `job` fit: within max_answer_bytes_in_flight and, once
-        they run short, within its client's share (service/server/shares.py)."""
+        """Whether `size` more bytes of a stream's unread lines fit: within max_answer_bytes_in_flight and its
+        client's share of it. The share holds even while there is room: a stream's lines keep coming after it
+        was admitted, and a client that stops reading must not take the room that the answers of others need
+        (they would be computed, then dropped for want of room)."""
         limit, total = self.settings.max_answer_bytes_in_flight, self.answer_bytes + size
         holds = self.answer_bytes_by_client[job.client] + size
-        return total <= limit and not crowded(total, limit, holds, self.settings.client_share)
+        return total <= limit and holds <= self.settings.client_share * limit
 
     def _hold(self, job: Job, size: int) -> None:
         """Counts `size` bytes of the answer to `job` as held here until they are delivered."""

@@ -436,29 +436,28 @@ def test_a_stream_nobody_reads_frees_its_process_and_its_frames_count_until_deli
     asyncio.run(scenario())
 
 
-def test_a_stream_outgrowing_its_clients_room_ends_with_overloaded_after_the_frames_that_fit():
-    """Its unread frames may take the room for unread answers only as a client's answer in one piece may:
-    within max_answer_bytes_in_flight and, once more than 1 - client_share of it is taken, within the client's
-    share (20 bytes, share 0.25: a client alone holds at most 15, so two 6-byte frames). The frame that does
-    not fit ends the stream with Overloaded after those before it; the frames after it are dropped as they
-    come and the process, not killed, answers the next request."""
+def test_a_stream_outgrowing_its_clients_share_ends_with_overloaded_after_the_frames_that_fit():
+    """Its unread frames may take only its client's share of the room for unread answers, even while there is
+    more (100 bytes, share 0.25: 25 bytes, so four 6-byte frames). The frame that does not fit ends the stream
+    with Overloaded after those before it; the frames after it are dropped as they come and the process, not
+    killed, answers the next request."""
 
     async def scenario() -> None:
-        async with running(max_answer_bytes_in_flight=20, client_share=0.25) as (pool, replaced):
+        async with running(max_answer_bytes_in_flight=100, client_share=0.25) as (pool, replaced):
             before = await pid_of_answer(pool)
-            held = await pool.run(b"stream:5", media=ResponseFormat.NDJSON, client="10.0.0.9")
+            held = await pool.run(b"stream:7", media=ResponseFormat.NDJSON, client="10.0.0.9")
             await until(lambda: len(pool.admitted) == 0)  # computed to its end meanwhile
-            assert pool.answer_bytes == 12
+            assert pool.answer_bytes == 24
             frames: list[bytes] = []
 
             async def take(frame: bytes) -> None:
                 frames.append(frame)
 
             assert held.stream is not None
-            with pytest.raises(Overloaded, match="ATTENTION_MAX_ANSWER_BYTES_IN_FLIGHT=20"):
+            with pytest.raises(Overloaded, match="ATTENTION_MAX_ANSWER_BYTES_IN_FLIGHT=100"):
                 await held.stream(take)
             held.release()
-            assert frames == [b"line 0", b"line 1"]
+            assert frames == [f"line {index}".encode() for index in range(4)]
             assert pool.answer_bytes == 0 and not pool.answer_bytes_by_client
             assert await pid_of_answer(pool) == before and replaced == []
 
