@@ -43,8 +43,8 @@ def service_state(app: Starlette) -> ServiceState:
 
 
 # The dependencies are `async def`: FastAPI awaits those in the event loop, while it runs a plain `def` in its
-# thread pool, two thread switches per request for an attribute read (half of a small request's time in the
-# server process under load: docs/benchmarks.md).
+# thread pool, two thread switches per request for an attribute read (about a third of a small request's CPU
+# in the server process under load: docs/benchmarks.md).
 
 
 async def _state(request: Request) -> ServiceState:
