@@ -42,15 +42,20 @@ def service_state(app: Starlette) -> ServiceState:
     return state
 
 
-def _state(request: Request) -> ServiceState:
+# The dependencies are `async def`: FastAPI awaits those in the event loop, while it runs a plain `def` in its
+# thread pool, two thread switches per request for an attribute read (about a third of a small request's CPU
+# in the server process under load: docs/benchmarks.md).
+
+
+async def _state(request: Request) -> ServiceState:
     return service_state(request.app)
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return service_state(request.app).settings
 
 
-def _compute(request: Request) -> Compute:
+async def _compute(request: Request) -> Compute:
     compute = service_state(request.app).compute
     if compute is None:
         raise NoComputeProcess("the service is still starting; retry shortly")
