@@ -98,7 +98,7 @@ def test_least_loaded_process_gets_the_next_job_and_each_holds_at_most_the_pipel
 def test_with_dynamic_batching_a_process_holds_two_batches_and_notes_between_answers_are_no_answer():
     async def scenario() -> None:
         sizes: list[int] = []
-        batching = {"batch_window_ms": 2, "batch_max_requests": 4}
+        batching: dict[str, Any] = {"batch_window_ms": 2, "batch_max_requests": 4}
         async with running(on_batch=sizes.append, max_concurrent=2, max_queue=20, **batching) as (pool, _):
             jobs = [asyncio.ensure_future(answered(pool, b"sleep:0.2")) for _ in range(20)]
             await asyncio.sleep(0)
