@@ -12,10 +12,12 @@ visible: a real token's keys are its text's, the extra padding keys are masked (
 away with the extra padding queries.
 
 Requests that share a pass are consecutive in the order the server sent them (the answers go back in that
-order; a pass computed ahead would hold its answers while the requests between are computed). Together they
-must fit the limits of one request (the number of texts, the memory of what is held): a run that does not is
-halved until each part does. A request that is refused on its own (a 4xx) gets its own answer and the others
-their pass; a pass that fails for any other reason is computed again one request at a time.
+order; a pass computed ahead would hold its answers while the requests between are computed), and about as
+long (a 12-token request is not padded to the 500 tokens of another: it would pay for them and wait for
+them). Together they must fit the limits of one request (the number of texts, the memory of what is held): a
+run that does not is halved until each part does. A request that is refused on its own (a 4xx) gets its own
+answer and the others their pass; a pass that fails for any other reason is computed again one request at a
+time.
 
 Each request keeps its ticket (service/protocol.py): a pass takes its requests' tickets when it starts, so a
 request whose client left before is skipped, as one computed alone would be. Time limits: the server kills the
@@ -49,6 +51,7 @@ from service.settings import Settings
 
 log = logging.getLogger("attention_service.compute")
 
+SHORT_PADDING = 32  # tokens of padding a request may get in a pass whatever its length (see _alike)
 SHAREABLE_NAMES = frozenset((*TENSOR_NAMES, *ROTARY_TENSOR_NAMES))
 # each tensor's axes of positions (query_pos, key_pos): cut to a request's own padded length
 POSITION_AXES: dict[str, tuple[int, ...]] = {
@@ -193,10 +196,36 @@ def _passes(
     members: list[Member], settings: Settings, models: ModelRegistry
 ) -> Iterator[tuple[list[Member], Result | None]]:
     """Consecutive groups of `members`, each with the Result of their texts together (lazy: its forward
-    pass runs when its layers are read), or None for a request computed alone. A group whose texts together
-    are over a limit is halved."""
-    if not members:
-        return
+    pass runs when its layers are read), or None for a request computed alone."""
+    for alike in _alike(members):
+        yield from _together(alike, settings, models)
+
+
+def _alike(members: list[Member]) -> Iterator[list[Member]]:
+    """Consecutive runs of `members` whose texts are about as long: padded to the longest, none is more than
+    twice its own length or SHORT_PADDING tokens longer (a short request does not pay for a long one's
+    length, nor wait for it)."""
+    run: list[Member] = []
+    for member in members:
+        lengths = [_length(other) for other in (*run, member)]
+        if run and max(lengths) > max(2 * min(lengths), min(lengths) + SHORT_PADDING):
+            yield run
+            run = []
+        run.append(member)
+    if run:
+        yield run
+
+
+def _length(member: Member) -> int:
+    """The length a request's texts are padded to alone."""
+    assert member.result is not None and member.result.tokens is not None
+    return len(member.result.tokens[0])
+
+
+def _together(
+    members: list[Member], settings: Settings, models: ModelRegistry
+) -> Iterator[tuple[list[Member], Result | None]]:
+    """`members` in one pass, or halved until each part fits the limits of one request."""
     if len(members) == 1 or not _pads_on_the_right(members[0].request, settings, models):
         yield from (([member], None) for member in members)
         return
@@ -207,8 +236,8 @@ def _passes(
         yield members, compute(together, settings, models, first.turn.sent.came)
     except REQUEST_ERRORS:
         half = len(members) // 2
-        yield from _passes(members[:half], settings, models)
-        yield from _passes(members[half:], settings, models)
+        yield from _together(members[:half], settings, models)
+        yield from _together(members[half:], settings, models)
 
 
 def _pads_on_the_right(request: AttendRequest, settings: Settings, models: ModelRegistry) -> bool:
@@ -231,7 +260,7 @@ def _computed(group: list[Member], together: Result) -> dict[int, Result]:
     for member in group:
         assert member.result is not None and member.result.tokens is not None
         rows = slice(row, row + len(member.result.tokens))
-        length = len(member.result.tokens[0])
+        length = _length(member)
         share = _share(layers, rows, length)
         shares[member.turn.sent.number] = dataclasses.replace(member.result, layers=share)
         row = rows.stop

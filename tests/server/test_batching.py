@@ -193,3 +193,18 @@ def test_a_window_of_zero_batches_nothing(alone_server):
     answers, sizes = passes(alone_server, bodies)
     assert [answer.status_code for answer in answers] == [200] * len(TEXTS)
     assert sizes == [0, 0, 0]
+
+
+def test_a_short_request_is_not_padded_to_a_long_ones_length(alone_server, batching_server):
+    short = [exact(texts, layer=[0], include=["weights"]) for texts in TEXTS[:2]]
+    long = [exact([" ".join(["cat"] * 200)], layer=[0], include=["weights"]), exact(["dog " * 150])]
+    bodies: list[dict[str, Any] | bytes] = [short[0], long[0], short[1], long[1]]
+    passes_before = metric(batching_server, 'attention_batch_size_bucket{le="2.0"}')
+    answers, (count, total, _) = passes(batching_server, bodies)
+    assert [answer.status_code for answer in answers] == [200] * 4
+    # the two short ones may share a pass, and the two long ones: never a short with a long, so no pass of
+    # more than two (whatever order the threads sent them in)
+    assert total == 4
+    assert metric(batching_server, 'attention_batch_size_bucket{le="2.0"}') - passes_before == count
+    for body, answer in zip(bodies, answers, strict=True):
+        assert_same_answer(answer.json(), post(alone_server, body).json())
