@@ -231,13 +231,20 @@ def _together(
         return
     first = members[0]
     texts = [text for member in members for text in member.request.texts]
-    together = first.request.model_copy(update={"text": texts})
     try:
-        yield members, compute(together, settings, models, first.turn.sent.came)
-    except REQUEST_ERRORS:
+        together = compute(
+            first.request.model_copy(update={"text": texts}), settings, models, first.turn.sent.came
+        )
+    except REQUEST_ERRORS:  # over a limit together
         half = len(members) // 2
         yield from _together(members[:half], settings, models)
         yield from _together(members[half:], settings, models)
+        return
+    except Exception:  # a bug: each request is computed alone, and says so if it fails the same way
+        log.exception("a batched pass could not be prepared; its requests are computed one at a time")
+        yield from (([member], None) for member in members)
+        return
+    yield members, together
 
 
 def _pads_on_the_right(request: AttendRequest, settings: Settings, models: ModelRegistry) -> bool:
