@@ -347,6 +347,11 @@ def main() -> None:
         help="alternated measurements per scenario and server; the median is reported",
     )
     parser.add_argument("--concurrency", type=int, default=4, help="keep-alive connections")
+    parser.add_argument(
+        "--unbatched",
+        action="store_true",
+        help="also the service with dynamic batching off (ATTENTION_BATCH_WINDOW_MS=0), in the same rounds",
+    )
     parser.add_argument("--only", default="", help="run the scenarios whose name contains this, e.g. 'a)'")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json")
     args = parser.parse_args()
@@ -366,6 +371,16 @@ def main() -> None:
         ),
         "baseline": start("bench.baseline:app", {FOLDER_VARIABLE: llama}),
     }
+    if args.unbatched:
+        unbatched = {"ATTENTION_BATCH_WINDOW_MS": "0"}
+        servers["unbatched"] = start(
+            SERVICE_APP,
+            {
+                "ATTENTION_MODELS": json.dumps({MODEL_NAME: llama}),
+                "ATTENTION_REQUEST_TIMEOUT_S": "600",
+                **unbatched,
+            },
+        )
     results: list[Result] = []
     try:
         for scenario, request in scenarios().items():
@@ -399,7 +414,14 @@ def main() -> None:
                     f"({r.requests} requests, {r.errors} errors; rounds {spread} req/s{memory})",
                     flush=True,
                 )
-            ours, base = results[-2], results[-1]
+            latest = {result.server: result for result in results[-len(servers) :]}
+            ours, base = latest["service"], latest["baseline"]
+            if "unbatched" in latest:
+                alone = latest["unbatched"].requests_per_s
+                print(
+                    f"  batching: service/unbatched requests/s = {ours.requests_per_s / alone:.2f}x",
+                    flush=True,
+                )
             if base.requests == 0:
                 print(f"  ratio: n/a, the baseline completed no request in {args.seconds:g} s", flush=True)
             else:

@@ -8,7 +8,7 @@ format sent in one piece is one frame; a stream (NDJSON, only for ATTEND) is a f
 computed, then an empty last frame (or a last frame holding the line that says why it failed). The status is
 the first frame's. OIP_INFER is always answered in one frame. The first answer, sent once before any
 request, is the start-up report: one frame, 200 with Started as JSON, or 503 with {"detail": why} when a model
-cannot be served.
+cannot be served. Between two answers a compute process may send a BATCH_NOTE frame, which answers no request.
 
 Each request comes with a ticket (Tickets): the compute process computes a request only if it takes its ticket
 first; the server takes it back to cancel a request whose client left. A request that is not computed is
@@ -37,6 +37,9 @@ EXPIRED = b'{"detail": "the request\'s time limit passed before a compute proces
 CANCELLED_STATUS = 499  # nginx's "client closed request"; never sent to a client
 CANCELLED = b'{"detail": "the client left before a compute process started its request"}'
 TICKET = b"t"
+# a frame between two answers that belongs to no request: the number of requests the compute process is about
+# to answer from one forward pass, as text (dynamic batching: service/compute/batching.py); not an HTTP status
+BATCH_NOTE = 0
 ANSWER = struct.Struct("!H?Q")  # HTTP status, last frame of the answer, length
 Frame = tuple[int, bytes, bool]  # HTTP status, bytes, last
 

@@ -225,6 +225,21 @@ class Settings(BaseSettings):
         "max_concurrent, at least 1 (the event loop keeps a core: idle intra-op threads spin and would "
         "take it).",
     )
+    batch_window_ms: float = Field(
+        2.0,
+        ge=0,
+        le=1000,
+        description="Dynamic batching: how long a compute process waits, once a text request for a model "
+        "comes, for more like it (same model and options) to compute them in one forward pass; each still "
+        "gets its own answer. 0 turns batching off (docs/operations.md).",
+    )
+    batch_max_requests: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Dynamic batching: most requests computed in one forward pass (their texts together "
+        "within the limits of one request, ATTENTION_MAX_BATCH and the memory limits).",
+    )
 
     def longest_sequence(self, blocked: bool = False) -> int:
         """max_seq in force: the operator's, else the default of a request computed whole or in blocks."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import orjson
 
@@ -81,8 +81,13 @@ def answer(
 ) -> tuple[int, bytes]:
     """The HTTP status and body for a request body in a format sent in one piece (JSON, safetensors): 200, a
     4xx that says what is wrong (as JSON), or a 500 for a bug."""
+    return encoded(lambda: computed(body, settings, models), media)
+
+
+def encoded(result: Callable[[], Result], media: ResponseFormat) -> tuple[int, bytes]:
+    """`answer` of the result `result()` computes (a batch's share of a forward pass: batching.py)."""
     try:
-        return 200, ONE_PIECE[media](computed(body, settings, models))
+        return 200, ONE_PIECE[media](result())
     except REQUEST_ERRORS as error:
         return detail_answer(error)
     except Exception:  # a bug or an exhausted resource: logged, a 500 for the request, the process goes on

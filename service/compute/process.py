@@ -1,4 +1,5 @@
-"""A compute process: it owns torch and the models, and answers request bodies one at a time.
+"""A compute process: it owns torch and the models, and answers request bodies one at a time (or several
+in one forward pass: dynamic batching, batching.py).
 
 The server process runs the event loop and nothing else; each request body comes here over a socket and goes
 back as an HTTP status and a body in the format asked for, in one piece or streamed a line at a time (the
@@ -21,14 +22,15 @@ import time
 import orjson
 import torch
 
+from service.compute.batching import answers, gather
 from service.compute.device import resolve_device
-from service.compute.doors import DOORS
+from service.compute.gathering import Requests
 from service.compute.memory import MemoryKeeper
 from service.compute.models.registry import ModelRegistry
 from service.compute.pipeline import attend
 from service.errors import STATUSES, ModelError
 from service.logs import log_json_to_stderr
-from service.protocol import ANSWER, REQUEST, ResponseFormat, Started, Tickets, skipped
+from service.protocol import ANSWER, Started, Tickets
 from service.settings import Settings
 
 WARM_UP = b'{"embeddings": [[1.0, 0.0], [0.0, 1.0]], "causal": true}'
@@ -102,17 +104,12 @@ def _serve(channel: socket.socket, tickets: Tickets, settings: Settings) -> None
     )
     _send(channel, 200, orjson.dumps(report))
     memory = MemoryKeeper()  # after start-up and warm-up: that is the size at rest
-    requests = channel.makefile("rb")
-    number = 0  # of the request, in the order the server sent them: its ticket's
-    while len(head := requests.read(REQUEST.size)) == REQUEST.size:  # short: the server has gone
-        deadline, kind, media, length = REQUEST.unpack(head)
-        body = requests.read(length)
-        skip = skipped(tickets, number, deadline)
-        number += 1
-        door = DOORS[kind]
-        answered = [skip] if skip is not None else door(body, settings, models, ResponseFormat(media), False)
-        for frame in answered:
+    requests = Requests(channel)
+    while (first := requests.next()) is not None:  # None: the server has gone
+        # with dynamic batching, the requests that come within its window after the first (batching.py)
+        turns = gather(first, requests, settings)
+        for frame in answers(turns, tickets, settings, models):
             _send(channel, *frame)
             del frame  # not held while the next frame is made
-        del body, answered
+        del first, turns
         memory.after_request()

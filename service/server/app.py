@@ -43,6 +43,7 @@ async def start_pool(settings: Settings, metrics: Metrics) -> Compute:
         settings,
         on_replace=lambda reason: metrics.replaced.labels(reason).inc(),
         on_skip=metrics.skipped.inc,
+        on_batch=metrics.batch_sizes.observe,
     )
     await pool.start()
     return pool

@@ -29,6 +29,10 @@ place is freed in one place, `_release`: once its answer is computed, when it fa
 left no longer waits for it (a computation whose client left keeps its place until its end); its bytes held
 here count until the answer is delivered or dropped. A cancelled job's computation ends when its CANCELLED
 frame comes, in `_settle` too.
+
+With dynamic batching a process holds more (held_per_process) and computes several in one forward pass
+(service/compute/batching.py). When the first of them runs past its time limit the process is killed as
+above, and the others, not answered, wait again here and go to another process within their own time.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ import orjson
 from schemas.service_info import ModelInfo
 from service.compute.entry import compute_process
 from service.errors import ClientGone, ComputeProcessDied, ModelError, NoComputeProcess, Overloaded, TimedOut
-from service.protocol import ANSWER, ATTEND, REQUEST, Frame, ResponseFormat, Started, Tickets
+from service.protocol import ANSWER, ATTEND, BATCH_NOTE, REQUEST, Frame, ResponseFormat, Started, Tickets
 from service.server.compute_interface import ClientWatch, FrameSender, Held, described_models
 from service.server.shares import crowded, give_back
 from service.settings import Settings
@@ -84,6 +88,12 @@ class Job:
     client: str = ""  # the client's address
 
 
+def held_per_process(settings: Settings) -> int:
+    """Requests sent to a compute process at once: PIPELINE, or with dynamic batching two batches' worth
+    (one computed, the next gathering), so that a batch can fill up (service/compute/batching.py)."""
+    return PIPELINE if settings.batch_window_ms == 0 else max(PIPELINE, 2 * settings.batch_max_requests)
+
+
 class ComputeProcess:
     """One compute process, the server's end of its socket, and the jobs sent to it, in the order it
     answers."""
@@ -105,7 +115,7 @@ class ComputeProcess:
     @classmethod
     async def start(cls, settings: Settings, target: ComputeTarget) -> ComputeProcess:
         ours, theirs = socket.socketpair()
-        tickets = Tickets(PIPELINE)
+        tickets = Tickets(held_per_process(settings))
         process = SPAWN.Process(
             target=target, args=(theirs, tickets, settings), name="attention-compute", daemon=True
         )
@@ -186,8 +196,10 @@ class ComputePool:
         on_replace: Callable[[str], None] = lambda reason: None,
         target: ComputeTarget = compute_process,
         on_skip: Callable[[], None] = lambda: None,
+        on_batch: Callable[[int], None] = lambda size: None,
     ):
         self.settings, self.target = settings, target
+        self.held = held_per_process(settings)
         self.capacity = settings.max_concurrent + settings.max_queue
         self.timeout = settings.request_timeout_s
         self.admitted: set[Job] = set()  # waiting, computing, or answered and not yet delivered
@@ -195,6 +207,7 @@ class ComputePool:
         self.processes: set[ComputeProcess] = set()
         self.on_replace = on_replace  # told why each process is replaced (for metrics)
         self.on_skip = on_skip  # told of each job never computed because its client left (for metrics)
+        self.on_batch = on_batch  # told how many requests each forward pass computed (for metrics)
         # each process's answer reader, and replacements under way
         self.tasks: set[asyncio.Task[None]] = set()
         self.closing = False
@@ -432,7 +445,7 @@ class ComputePool:
         """Sends waiting jobs to the processes with room, the least loaded first."""
         while self.waiting:
             process = min(self.processes, key=lambda p: len(p.sent), default=None)
-            if process is None or len(process.sent) >= PIPELINE:
+            if process is None or len(process.sent) >= self.held:
                 return
             process.send(self.waiting.popleft())
 
@@ -455,6 +468,9 @@ class ComputePool:
             except ComputeProcessDied as died:
                 self._lost(process, died)
                 return
+            if status == BATCH_NOTE:  # between two answers (service/compute/batching.py)
+                self.on_batch(int(content or b"1"))
+                continue
             job = process.sent[0]
             if content is None:  # an answer that does not fit the room left: read and dropped
                 too_large = f"this answer's {length:,} bytes do not fit"

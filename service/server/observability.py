@@ -25,6 +25,7 @@ log = logging.getLogger("attention_service.requests")
 
 LABELLED_ROUTES = ("/attend", "/models", "/healthz", "/readyz", "/metrics", "/")
 SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -72,6 +73,13 @@ class Metrics:
             "attention_computations_skipped",
             "Requests never computed because their client left before a compute process started them "
             "(waiting in the queue, or already sent to a compute process, which skips them).",
+            registry=r,
+        )
+        self.batch_sizes = Histogram(
+            "attention_batch_size",
+            "Requests computed in one forward pass of a model, one observation per pass (dynamic batching, "
+            "ATTENTION_BATCH_WINDOW_MS; text requests that could share a pass, 1 when one went alone).",
+            buckets=BATCH_BUCKETS,
             registry=r,
         )
         self.model_load = Gauge(

@@ -23,16 +23,22 @@ from tests.support.stub_compute import FAIL_MODEL, serve
 
 
 def pool_settings(**changes: Any) -> Settings:
-    return Settings(**{"max_concurrent": 1, "max_queue": 1, "request_timeout_s": 30.0, **changes})
+    # the stub processes answer one request at a time: no dynamic batching unless a test asks for it
+    base = {"max_concurrent": 1, "max_queue": 1, "request_timeout_s": 30.0, "batch_window_ms": 0}
+    return Settings(**{**base, **changes})
 
 
 @asynccontextmanager
 async def running(
-    on_skip: Callable[[], None] = lambda: None, **changes: Any
+    on_skip: Callable[[], None] = lambda: None,
+    on_batch: Callable[[int], None] = lambda size: None,
+    **changes: Any,
 ) -> AsyncIterator[tuple[ComputePool, list[str]]]:
     """A started pool of stub processes and the reasons it gave for each replacement; shut down on exit."""
     replaced: list[str] = []
-    pool = ComputePool(pool_settings(**changes), on_replace=replaced.append, target=serve, on_skip=on_skip)
+    pool = ComputePool(
+        pool_settings(**changes), on_replace=replaced.append, target=serve, on_skip=on_skip, on_batch=on_batch
+    )
     await pool.start()
     try:
         yield pool, replaced
@@ -85,6 +91,23 @@ def test_least_loaded_process_gets_the_next_job_and_each_holds_at_most_the_pipel
             assert len(pool.waiting) == 6 - 2 * PIPELINE and len(pool.admitted) == 6
             assert await asyncio.gather(*jobs) == [(200, b"slept")] * 6
             assert len(pool.admitted) == 0
+
+    asyncio.run(scenario())
+
+
+def test_with_dynamic_batching_a_process_holds_two_batches_and_notes_between_answers_are_no_answer():
+    async def scenario() -> None:
+        sizes: list[int] = []
+        batching: dict[str, Any] = {"batch_window_ms": 2, "batch_max_requests": 4}
+        async with running(on_batch=sizes.append, max_concurrent=2, max_queue=20, **batching) as (pool, _):
+            jobs = [asyncio.ensure_future(answered(pool, b"sleep:0.2")) for _ in range(20)]
+            await asyncio.sleep(0)
+            assert sorted(len(compute.sent) for compute in pool.processes) == [8, 8]
+            assert len(pool.waiting) == 4
+            assert await asyncio.gather(*jobs) == [(200, b"slept")] * 20
+            noted = [asyncio.ensure_future(answered(pool, f"noted:{n}".encode())) for n in (3, 1)]
+            assert await asyncio.gather(*noted) == [(200, b"noted")] * 2
+            assert sorted(sizes) == [1, 3]
 
     asyncio.run(scenario())
 

@@ -5,6 +5,7 @@ frames of service/protocol.py and answers by the body it gets.
     b"pid"        200, this process's id
     b"computed"   200, how many requests this process computed before this one (skipped ones are not)
     b"sleep:0.5"  200, b"slept", after 0.5 s
+    b"noted:3"    a BATCH_NOTE frame of 3 (a batch of three is about to be answered), then 200, b"noted"
     b"crash"      the process exits at once (as if the kernel's out-of-memory killer took it)
     b"stream:3:0.1"  a stream: 200 b"first", then b"line 0" ... b"line 2", each after 0.1 s, then its end
     b"stream-crash:2"  a stream: b"first", b"line 0", b"line 1", then the process exits
@@ -20,7 +21,7 @@ import os
 import socket
 import time
 
-from service.protocol import ANSWER, REQUEST, Started, Tickets, skipped
+from service.protocol import ANSWER, BATCH_NOTE, REQUEST, Started, Tickets, skipped
 from service.settings import Settings
 
 FAIL_MODEL = "fail"
@@ -76,6 +77,9 @@ def serve(channel: socket.socket, tickets: Tickets, settings: Settings) -> None:
             continue
         if body.startswith(b"stream"):
             _stream(channel, body)
+        elif body.startswith(b"noted:"):
+            _send(channel, BATCH_NOTE, body.removeprefix(b"noted:"))
+            _send(channel, 200, b"noted")
         else:
             _send(channel, *_answer(body, computed))
         computed += 1
