@@ -22,7 +22,10 @@ SWAPPED = "The fish ate the cat because it was hungry"  # the same tokens, in an
 # where each family keeps its attention module and W_o, written out here (not taken from the service)
 LLAMA_LIKE = ("llama", "mistral", "qwen2", "gemma", "gemma2")
 ATTENTION = {"gpt2": "transformer.h.{}.attn", **dict.fromkeys(LLAMA_LIKE, "model.layers.{}.self_attn")}
-W_O = {"gpt2": "transformer.h.{}.attn.c_proj", **dict.fromkeys(LLAMA_LIKE, "model.layers.{}.self_attn.o_proj")}
+W_O = {
+    "gpt2": "transformer.h.{}.attn.c_proj",
+    **dict.fromkeys(LLAMA_LIKE, "model.layers.{}.self_attn.o_proj"),
+}
 DECODERS = ["gpt2", "llama"]
 
 

@@ -107,7 +107,8 @@ def test_a_padded_batch_is_each_text_alone(lm_compute, lm_folders, model_type):
     texts = [TEXT, "Hi there", "Attention is a soft table look-up over keys and values"]
     folder = lm_folders[model_type]
     for layer, how in ((0, "mean"), (LAST, "zero")):
-        body = ask(lm_compute, model_type, [{"ablate": {"layer": layer, "heads": [1, 2], "with": how}}], texts)
+        ablate = {"layer": layer, "heads": [1, 2], "with": how}
+        body = ask(lm_compute, model_type, [{"ablate": ablate}], texts)
         for index, text in enumerate(texts):
             run = hooked_run(folder, model_type, text, [(how, layer, [1, 2])])
             clean = hooked_run(folder, model_type, text)
