@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from service.compute.models.resumed import clean_pass, resumed
 from tests.compute.test_interventions import SWAPPED, TEXT, Run, hooked_run
 from tests.support.families import LAYERS
-from tests.support.lm_families import DECODER_TYPES, post
+from tests.support.lm_families import DECODER_TYPES, lm_class, post
 
 LAST = LAYERS - 1
 
@@ -166,3 +166,51 @@ def test_resumed_runs_only_the_layers_from_its_start(lm_compute, lm_folders, mod
     expected = hooked_run(folder, model_type, TEXT, [("zero", start, [1])]).final
     np.testing.assert_allclose(final, expected, atol=1e-5)
     assert float((final - clean.final).abs().max()) > 1e-4  # the ablation mattered
+
+
+# each encoder's W_o (the dense after its self-attention), written out here (not taken from the service)
+ENCODER_W_O = {
+    "bert": "bert.encoder.layer.{}.attention.output.dense",
+    "roberta": "roberta.encoder.layer.{}.attention.output.dense",
+    "distilbert": "distilbert.transformer.layer.{}.attention.out_lin",
+    "modernbert": "model.layers.{}.attn.Wo",
+}
+
+
+@pytest.mark.parametrize("model_type", list(ENCODER_W_O))
+def test_output_similarity_of_encoders(lm_compute, lm_folders, model_type):
+    """An encoder ablated at its last layer (the pass resumed there; ModernBERT's final norm after it):
+    output_similarity against the eager model with a hook zeroing the heads' slice of W_o's input."""
+    from transformers import AutoTokenizer
+
+    folder = lm_folders[model_type]
+    body = post(
+        lm_compute,
+        {
+            "text": TEXT,
+            "model": model_type,
+            "include": [],
+            "interventions": [{"ablate": {"layer": LAST, "heads": [0, 1]}}],
+        },
+    )
+    model = lm_class(model_type).from_pretrained(folder, attn_implementation="eager").eval()
+    inputs = AutoTokenizer.from_pretrained(folder)(TEXT, return_tensors="pt")
+    heads = model.config.num_attention_heads
+    finals = []
+    for ablate in (False, True):
+        hook = None
+        if ablate:
+
+            def zero(module, args):
+                x = args[0].clone().view(*args[0].shape[:2], heads, -1)
+                x[:, :, [0, 1]] = 0.0
+                return (x.flatten(2),)
+
+            hook = model.get_submodule(ENCODER_W_O[model_type].format(LAST)).register_forward_pre_hook(zero)
+        with torch.no_grad():
+            finals.append(model.base_model(**inputs).last_hidden_state)
+        if hook:
+            hook.remove()
+    expected = F.cosine_similarity(finals[0].double(), finals[1].double(), dim=-1)
+    np.testing.assert_allclose(body["output_similarity"], expected.numpy(), atol=1e-5)
+    assert min(body["output_similarity"][0]) < 0.99999  # the ablation moved the last hidden states
