@@ -1,7 +1,11 @@
 """What `predict` and `interventions` add to a model's forward pass: the pass runs whole (to the model's final
 hidden states) with the request's edits in its attention; with interventions and `clean` (the default) a
 second, clean pass gives `output_similarity`, `predictions_clean` and `predictions.kl`. The top-level
-sections are made once the layers have been read (the intervened pass is then complete)."""
+sections are made once the layers have been read (the intervened pass is then complete).
+
+A request that returns no layer's internals (`include: []`) runs its passes alone, before its (empty) layers
+are read: the clean pass, kept for the last few inputs, and the intervened pass resumed from it at the first
+layer the interventions edit (service/compute/models/resumed.py), both through SDPA."""
 
 from __future__ import annotations
 
@@ -9,15 +13,19 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Int
 from torch import Tensor
 
+from schemas.axes import TensorName
 from schemas.interventions import OUTPUT_SIMILARITY_AXES, PREDICTION_AXES
 from schemas.request import AttendRequest
+from service.compute.attention import Overflow
 from service.compute.interventions import Edits, plan_edits
 from service.compute.models.forward import WholePass
 from service.compute.models.registry import LoadedModel
+from service.compute.models.resumed import CleanPass, clean_pass, held_elements, resumed
 from service.compute.models.tokenizer import Encoded
 from service.compute.predictions import (
     PredictionPlan,
@@ -29,10 +37,11 @@ from service.compute.predictions import (
 )
 from service.settings import Settings
 
-# the clean passes' last hidden states by model and tokens, least recently used first; a few small ones only
+# the clean passes (each layer's input hidden states and the final ones) by model and tokens, least recently
+# used first; a few small ones only
 CLEAN_CACHE_ENTRIES = 8
-CLEAN_CACHE_ELEMENTS = 2**20  # numbers of one entry (batch x pos x d_model): larger ones are not kept
-_CLEAN_FINALS: OrderedDict[tuple[object, ...], Tensor] = OrderedDict()
+CLEAN_CACHE_ELEMENTS = 2**22  # numbers of one entry ((layers + 1) x batch x pos x d_model): larger not kept
+_CLEAN_PASSES: OrderedDict[tuple[object, ...], CleanPass] = OrderedDict()
 
 
 @dataclass
@@ -71,12 +80,37 @@ class Effects:
         )
         return cls(model, encoded.input_ids, key_mask, plan, edits, request.clean, WholePass(edits))
 
+    @property
+    def resumable(self) -> bool:
+        """Whether the clean pass over these tokens, with how it called each layer, is small enough to
+        keep."""
+        batch, seq = self.input_ids.shape
+        return held_elements(self.model.forward, batch, seq) <= CLEAN_CACHE_ELEMENTS
+
+    def runs_alone(self, returned: tuple[TensorName, ...]) -> bool:
+        """Whether run_alone gives this request's passes: it returns no layer's internals, and its intervened
+        pass (if any) can resume from a clean pass small enough to keep."""
+        return not returned and (self.edits is None or self.resumable)
+
+    def run_alone(self) -> None:
+        """The passes of a request that returns no layer's internals: the clean one, and with interventions
+        the intervened one resumed at the first layer they edit; its final hidden states in whole.final."""
+        clean = self._clean()
+        final = clean.final
+        if self.edits is not None:
+            first = self.edits.first_layer
+            start = self.model.num_layers if first is None else first
+            final = resumed(self.model.forward, clean, start, self.edits)
+        if not bool(torch.isfinite(final).all()):  # no layer's internals were checked
+            raise Overflow("final hidden states", final.dtype)
+        self.whole.final = final
+
     def sections(self) -> dict[str, Any]:
         """The top-level `predictions`, `predictions_clean`, `output_similarity`, once the (intervened) pass
         has run whole."""
         final = self.whole.final
         assert final is not None  # the layers were read: the pass ran to its end
-        clean_final = self._clean_final() if self.edits is not None and self.clean else None
+        clean_final = self._clean().final if self.edits is not None and self.clean else None
         sections: dict[str, Any] = {}
         if self.plan is not None:
             intervened = log_probs(self.model, final, self.plan)
@@ -89,31 +123,26 @@ class Effects:
             sections["output_similarity"] = similarity.to(final.dtype)
         return sections
 
-    def _clean_final(self) -> Tensor:
-        """The clean pass's last hidden states: kept for the last few inputs of this process, since a sweep
-        over heads sends the same text again and again with another intervention."""
+    def _clean(self) -> CleanPass:
+        """The clean pass over the request's tokens: kept for the last few inputs of this process, since a
+        sweep over heads sends the same text again and again with another intervention."""
         key = (
             self.model.name,
             tuple(self.input_ids.shape),
             self.input_ids.numpy().tobytes(),
             None if self.key_mask is None else self.key_mask.numpy().tobytes(),
         )
-        final = _CLEAN_FINALS.get(key)
-        if final is not None:
-            _CLEAN_FINALS.move_to_end(key)
-            return final
-        clean = WholePass()
-        forward = self.model.forward
-        for _ in forward.layers(
-            self.input_ids, self.key_mask, last=forward_last(self.model), keep=(), whole=clean
-        ):
-            pass
-        assert clean.final is not None
-        if clean.final.numel() <= CLEAN_CACHE_ELEMENTS:
-            _CLEAN_FINALS[key] = clean.final
-            while len(_CLEAN_FINALS) > CLEAN_CACHE_ENTRIES:
-                _CLEAN_FINALS.popitem(last=False)
-        return clean.final
+        found = _CLEAN_PASSES.get(key)
+        if found is not None:
+            _CLEAN_PASSES.move_to_end(key)
+            return found
+        kept = self.resumable
+        clean = clean_pass(self.model.forward, self.input_ids, self.key_mask, with_calls=kept)
+        if kept:
+            _CLEAN_PASSES[key] = clean
+            while len(_CLEAN_PASSES) > CLEAN_CACHE_ENTRIES:
+                _CLEAN_PASSES.popitem(last=False)
+        return clean
 
     def axes(self, batch: int, seq: int) -> dict[str, Any]:
         """meta.axes and meta.shapes of the sections returned."""
@@ -132,7 +161,3 @@ class Effects:
             axes["output_similarity"] = list(OUTPUT_SIMILARITY_AXES)
             shapes["output_similarity"] = [batch, seq]
         return {"axes": axes, "shapes": shapes}
-
-
-def forward_last(model: LoadedModel) -> int:
-    return model.num_layers - 1

@@ -34,6 +34,12 @@ class Edits:
         default_factory=lambda: defaultdict(list)
     )
 
+    @property
+    def first_layer(self) -> int | None:
+        """The first layer edited (None: none); the layers before it compute what a clean pass does."""
+        edited = [layer for layer, items in (*self.knockouts.items(), *self.replacements.items()) if items]
+        return min(edited, default=None)
+
     def allowed(
         self, layer: int, allowed: AllowedPositions | None, query: Tensor, key: Tensor
     ) -> AllowedPositions | None:

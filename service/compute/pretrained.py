@@ -256,6 +256,10 @@ def _internals(
 
     def computed() -> Iterator[Layer]:
         """Each requested layer once, as the forward pass reaches it."""
+        if effects is not None and effects.runs_alone(request.returned):  # no layer's internals asked
+            effects.run_alone()
+            yield from ((layer, {}) for layer in layers)
+            return
         steps = forward.layers(
             encoded.input_ids,
             key_mask,

@@ -20,8 +20,12 @@ from tests.support.lm_families import error, lm_class, post
 TEXT = SENTENCES[0]  # "The cat ate the fish because it was hungry"
 SWAPPED = "The fish ate the cat because it was hungry"  # the same tokens, in another order
 # where each family keeps its attention module and W_o, written out here (not taken from the service)
-ATTENTION = {"gpt2": "transformer.h.{}.attn", "llama": "model.layers.{}.self_attn"}
-W_O = {"gpt2": "transformer.h.{}.attn.c_proj", "llama": "model.layers.{}.self_attn.o_proj"}
+LLAMA_LIKE = ("llama", "mistral", "qwen2", "gemma", "gemma2")
+ATTENTION = {"gpt2": "transformer.h.{}.attn", **dict.fromkeys(LLAMA_LIKE, "model.layers.{}.self_attn")}
+W_O = {
+    "gpt2": "transformer.h.{}.attn.c_proj",
+    **dict.fromkeys(LLAMA_LIKE, "model.layers.{}.self_attn.o_proj"),
+}
 DECODERS = ["gpt2", "llama"]
 
 

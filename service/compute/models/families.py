@@ -115,6 +115,12 @@ class Family:
     positions: Callable[[Any], str]
     # positions a text may have: some families reserve position slots (RoBERTa counts from padding_idx + 1)
     max_length: Callable[[Any], int] = lambda config: int(config.max_position_embeddings)
+    # what the base model applies after its last layer to give last_hidden_state (None: nothing)
+    final_norm: Callable[[Any], nn.Module | None] = lambda model: None
+
+
+def _norm_named_norm(model: Any) -> Any:
+    return model.norm
 
 
 def _roberta_max_length(config: Any) -> int:
@@ -130,13 +136,15 @@ FAMILIES: dict[str, Family] = {
         _distilbert_layers,
         lambda config: "sinusoidal" if config.sinusoidal_pos_embds else "absolute",
     ),
-    "modernbert": Family("encoder", _modernbert_layers, lambda config: "rotary"),
-    "gpt2": Family("decoder", _gpt2_layers, lambda config: "absolute"),
-    "llama": Family("decoder", _llama_layers, lambda config: "rotary"),
-    "mistral": Family("decoder", _llama_layers, lambda config: "rotary"),
-    "qwen2": Family("decoder", _llama_layers, lambda config: "rotary"),
-    "gemma": Family("decoder", _llama_layers, lambda config: "rotary"),
-    "gemma2": Family("decoder", _llama_layers, lambda config: "rotary"),
+    "modernbert": Family(
+        "encoder", _modernbert_layers, lambda config: "rotary", final_norm=lambda model: model.final_norm
+    ),
+    "gpt2": Family("decoder", _gpt2_layers, lambda config: "absolute", final_norm=lambda model: model.ln_f),
+    "llama": Family("decoder", _llama_layers, lambda config: "rotary", final_norm=_norm_named_norm),
+    "mistral": Family("decoder", _llama_layers, lambda config: "rotary", final_norm=_norm_named_norm),
+    "qwen2": Family("decoder", _llama_layers, lambda config: "rotary", final_norm=_norm_named_norm),
+    "gemma": Family("decoder", _llama_layers, lambda config: "rotary", final_norm=_norm_named_norm),
+    "gemma2": Family("decoder", _llama_layers, lambda config: "rotary", final_norm=_norm_named_norm),
 }
 SUPPORTED_TYPES = tuple(FAMILIES)
 

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 import torch
@@ -114,10 +114,12 @@ class AttentionEdit(Protocol):
 @dataclass
 class WholePass:
     """Asks `layers` for the whole forward pass (not only up to the last layer kept), with `edit` in every
-    layer's attention; the model's final hidden states (its last_hidden_state) are left in `final`."""
+    layer's attention; the model's final hidden states (its last_hidden_state) are left in `final`, and how
+    the pass called each layer named in `layers(blocks=...)` and not kept in `calls`."""
 
     edit: AttentionEdit | None = None
     final: Float[Tensor, "batch pos d_model"] | None = None
+    calls: dict[int, BlockCall] = field(default_factory=dict)
 
 
 class _Stop(Exception):
@@ -222,7 +224,7 @@ def service_attention(
     scale = float(scaling) if scaling is not None else query.shape[-1] ** -0.5
     half = query.dtype in (torch.float16, torch.bfloat16)
     recording = _RECORDING.get()
-    if recording is not None and recording.summarize is not None:  # never with an edit (pretrained.py)
+    if recording is not None and recording.summarize is not None:  # an edit only when resumed
         assert attention_mask is None or isinstance(attention_mask, ModelRowMask)
         context = _summarized_attention(recording, module, query, key, value, attention_mask, scale, softcap)
         return context.transpose(1, 2), None
@@ -257,17 +259,40 @@ def _summarized_attention(
     half = query.dtype in (torch.float16, torch.bfloat16)
     softmax_dtype = torch.float32 if half else None
     make_reducer = recording.summarize.reducer
+    # an edit only in a layer not kept (a pass resumed by service/compute/models/resumed.py keeps none)
+    edit = None if kept or recording.whole is None else recording.whole.edit
+    knocked = None if edit is None else edit.allowed(layer, None, query, key)
     if kept and make_reducer is not None:
         reducer = make_reducer(query)
         row_mask = mask or WholeMask(None)
         context = attend_blocked(query, key, value, scale, row_mask, reducer, softcap, softmax_dtype)
         summaries = reducer.finish()
+    elif knocked is not None:  # a knockout: the model's mask, whole, less the knocked-out pairs
+        model_allowed = None if mask is None else mask.rows(0, query.shape[2])
+        allowed = knocked if model_allowed is None else model_allowed.to(knocked.device) & knocked
+        context = attend_blocked(query, key, value, scale, WholeMask(allowed), None, softcap, softmax_dtype)
+        summaries = None
     else:
         context = context_only(query, key, value, scale, mask, softcap, softmax_dtype)
         summaries = None
+    if edit is not None:
+        context = edit.context(layer, context)
     if kept:
         recording.attended[layer] = _Attended(query, key, value, None, None, scale, context, summaries, mask)
     return context
+
+
+@contextmanager
+def layers_called_alone(forward: ModelForward, whole: WholePass) -> Iterator[None]:
+    """Within: the model's layers, called one by one rather than through its forward (a pass resumed by
+    service/compute/models/resumed.py), attend as in a pass that summarizes and keeps no layer (SDPA, no
+    matrix held), with `whole.edit`."""
+    recording = _Recording(forward, len(forward.parts) - 1, (), False, whole, Summarize(None))
+    token = _RECORDING.set(recording)
+    try:
+        yield
+    finally:
+        _RECORDING.reset(token)
 
 
 def register() -> None:
@@ -385,6 +410,7 @@ class ModelForward:
                 outputs = self.model(**inputs, **({"use_cache": False} if self.causal else {}))
             if recording.whole is not None:
                 recording.whole.final = outputs.last_hidden_state
+                recording.whole.calls = recording.blocks
         except _Stop:
             pass
         finally:
