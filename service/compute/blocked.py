@@ -139,7 +139,7 @@ def attend_blocked(
     and the summaries, which the callers check (overflowed_blocked): no pass over each block for it."""
     batch, heads, query_pos, _ = q.shape
     k, v = k.contiguous(), v.contiguous()  # once per layer, not a copy per block inside each matmul
-    log_weights = reducer is not None and reducer.wants_log_weights
+    shifted = reducer is not None and reducer.wants_shifted_scores
     context = q.new_empty(batch, heads, query_pos, v.shape[-1])
     for start, stop in row_blocks(batch, heads, query_pos, k.shape[2]):
         allowed = mask.rows(start, stop)
@@ -148,21 +148,21 @@ def attend_blocked(
             allowed = allowed[..., :width]
         block = _block(
             q[:, :, start:stop], k[:, :, :width], v[:, :, :width], scale, allowed, softcap, softmax_dtype,
-            log_weights,
+            shifted,
         )  # fmt: skip
         if reducer is not None:
-            reducer.add(start, block.weights, block.log_weights)
+            reducer.add(start, block.weights, block.shifted_scores)
         context[:, :, start:stop] = block.context
         del block, allowed
     return context
 
 
 class Block(NamedTuple):
-    """A block's weights, their logarithms (when asked: finite where the weight is 0, see _block) and
-    context."""
+    """A block's weights, its scaled scores less each row's largest (when asked: finite where masked, see
+    _block) and its context."""
 
     weights: Float[Tensor, "batch head rows width"]
-    log_weights: Float[Tensor, "batch head rows width"] | None
+    shifted_scores: Float[Tensor, "batch head rows width"] | None
     context: Float[Tensor, "batch head rows d_v"]
 
 
@@ -174,14 +174,15 @@ def _block(
     allowed: AllowedPositions | None,
     softcap: float | None,
     softmax_dtype: torch.dtype | None,
-    log_weights: bool,
+    shifted: bool,
 ) -> Block:
     """attend_heads (service/compute/attention.py) for one block, in fewer passes over its scores: the scale
     applied to q (rows x d_k numbers, not rows x width), the mask written in place and only from the first
     key some row may not see (a causal block: its last rows' width, not all of it), the fill of rows with no
-    key only when there are such rows. A masked score is the dtype's lowest number rather than -inf: its
-    weight is still exactly 0, and its log-weight is finite, so that sum(w * log w) needs no pass to skip
-    the masked keys."""
+    key only when there are such rows. `shifted`: the scores less each row's largest are kept too (written
+    over the scores after the softmax), from which the entropy needs no logarithm per weight
+    (SummaryReducer.add). A masked score is the dtype's lowest number rather than -inf: its weight is still
+    exactly 0 and its shifted score finite, so that w * shifted is 0 there with no pass to skip it."""
     batch, heads, rows, d_k = q.shape
     kv_heads, width = k.shape[1], k.shape[2]
     group = heads // kv_heads
@@ -200,15 +201,14 @@ def _block(
         empty_rows = None if bool(seen.all()) else ~seen
     if softmax_dtype is None or softmax_dtype == scores.dtype:
         weights = F.softmax(scores, dim=-1)
-        logs = F.log_softmax(scores, dim=-1) if log_weights else None
     else:
         weights = F.softmax(scores, dim=-1, dtype=softmax_dtype).to(scores.dtype)
-        logs = F.log_softmax(scores, dim=-1, dtype=softmax_dtype).to(scores.dtype) if log_weights else None
+    shifted_scores = scores.sub_(scores.amax(-1, keepdim=True)) if shifted else None
     if empty_rows is not None:  # a row with every key masked: weight 0, as attend_heads defines it
         weights = weights.masked_fill_(empty_rows, 0.0)
     grouped = weights.view(batch, kv_heads, group * rows, width)
     context = (grouped @ v).view(batch, heads, rows, -1)
-    return Block(weights, logs, context)
+    return Block(weights, shifted_scores, context)
 
 
 def visible_width(allowed: AllowedPositions) -> int:

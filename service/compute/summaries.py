@@ -157,28 +157,31 @@ class SummaryReducer:
         self.sink = zeros(batch, heads) if "sink_score" in names else None
 
     @property
-    def wants_log_weights(self) -> bool:
-        """Whether `add` would take each block's log-weights (the entropy from them: no log per weight)."""
+    def wants_shifted_scores(self) -> bool:
+        """Whether `add` would use the blocks' shifted scores (the entropy with no logarithm per weight)."""
         return self.entropy is not None
 
     def add(
         self,
         start: int,
         weights: Float[Tensor, "batch head rows width"],
-        log_weights: Float[Tensor, "batch head rows width"] | None = None,
+        shifted_scores: Float[Tensor, "batch head rows width"] | None = None,
     ) -> None:
         """The weights of query rows start .. start + rows over the first `width` keys (every key after them
-        has weight 0 in these rows: a causal block's later keys). `log_weights`: their logarithms where the
-        weight is above 0, any finite number where it is 0 (service/compute/blocked.py's log-softmax), which
-        gives the entropy as one dot product per row."""
+        has weight 0 in these rows: a causal block's later keys). `shifted_scores`: the scaled scores whose
+        softmax the weights are, less each row's largest, finite where the weight is 0 (blocked.py's
+        _block). Since the largest weight of a row is 1 / Z (Z = sum exp(shifted)), log w = shifted - log Z
+        and the entropy is -sum w * shifted + log Z: two terms of one sign, one product per weight."""
         rows, width = weights.shape[2], weights.shape[3]
         stop = start + rows
         if self.entropy is not None:
-            self.entropy[:, :, start:stop] = (
-                torch.special.entr(weights).sum(-1)
-                if log_weights is None
-                else -torch.linalg.vecdot(weights, log_weights)
-            )
+            if shifted_scores is None:
+                entropy = torch.special.entr(weights).sum(-1)
+            else:
+                largest = weights.amax(-1)  # 1 / Z; 0 for a row with no key, whose entropy is 0
+                spread = -torch.linalg.vecdot(weights, shifted_scores)
+                entropy = torch.where(largest > 0, spread - torch.log(largest), 0.0)
+            self.entropy[:, :, start:stop] = entropy
         if self.top_keys is not None and self.top_weights is not None:
             reach = min(self.seq_kv, max(width, self.rank))  # a row fills its ranks with later keys, weight 0
             widened = weights if reach == width else F.pad(weights, (0, reach - width))
