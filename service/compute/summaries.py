@@ -62,7 +62,9 @@ def top_keys_of(
     chunks = width // TOP_CHUNK
     if rank * TOP_CHUNK * 4 > width:  # too narrow for the chunks to save work
         return top_keys_in_rows(weights, rank)
-    maxima = weights[..., : chunks * TOP_CHUNK].unflatten(-1, (chunks, TOP_CHUNK)).amax(-1)  # [*rows, chunks]
+    maxima = (
+        weights[..., : chunks * TOP_CHUNK].reshape(*weights.shape[:-1], chunks, TOP_CHUNK).amax(-1)
+    )  # [*rows, chunks]
     best, chosen = maxima.topk(rank + 1, dim=-1)  # the rank chosen chunks, and the largest other maximum
     first = chosen[..., :rank].sort(dim=-1).values * TOP_CHUNK  # ascending: position order is kept
     offsets = torch.arange(TOP_CHUNK, device=weights.device)
@@ -224,7 +226,9 @@ class SummaryReducer:
         if self.pooled is not None:
             whole, key_blocks = width // pool, -(-width // pool)
             target = self.pooled[..., first : first + blocks, :]
-            target[..., :whole] += by_query_block[..., : whole * pool].unflatten(-1, (whole, pool)).sum(-1)
+            target[..., :whole] += (
+                by_query_block[..., : whole * pool].reshape(batch, heads, blocks, whole, pool).sum(-1)
+            )
             if key_blocks > whole:  # the last key block, shorter
                 target[..., whole] += by_query_block[..., whole * pool :].sum(-1)
 
