@@ -32,7 +32,7 @@ from service.compute.attention import _split_heads as split_heads
 from service.compute.summaries import SummaryReducer
 
 BLOCK_ELEMENTS = 1 << 20  # scores of one block, over the batch and every head (4 MB in float32)
-BLOCK_COPIES = 6  # tensors of a block's size held at once (scores, scaled, weights, top-k's masks): the 413
+BLOCK_COPIES = 6  # block-sized tensors at once (scores, weights, w * shifted, a tie's top-k masks): the 413
 
 
 def rows_per_block(batch: int, heads: int, seq_kv: int) -> int:

@@ -208,13 +208,15 @@ class SummaryReducer:
         sums the real rows of each query block: [query blocks, rows] x [rows, width] per head, one read of
         the weights; every other sum is over its small product."""
         batch, heads, rows, width = weights.shape
-        pool = self.asked.pool if self.pooled is not None else rows
+        pool = self.asked.pool
         first = start // pool
-        query_block = torch.arange(start, start + rows, device=weights.device) // pool - first  # [rows]
-        blocks = int(query_block[-1]) + 1
-        sums_of = (query_block[None, :] == torch.arange(blocks, device=weights.device)[:, None]) & real_rows[
-            :, None, :
-        ]  # [batch, query blocks, rows]
+        if self.pooled is None:  # one sum of the real rows
+            blocks, sums_of = 1, real_rows[:, None, :]  # [batch, 1, rows]
+        else:
+            query_block = torch.arange(start, start + rows, device=weights.device) // pool - first  # [rows]
+            blocks = int(query_block[-1]) + 1
+            each = torch.arange(blocks, device=weights.device)[:, None]  # [query blocks, 1]
+            sums_of = (query_block[None, :] == each) & real_rows[:, None, :]  # [batch, query blocks, rows]
         by_query_block = sums_of[:, None].to(weights.dtype) @ weights  # [batch, head, query blocks, width]
         received = by_query_block.sum(2)  # [batch, head, width]
         if self.received is not None:
@@ -247,10 +249,8 @@ class SummaryReducer:
             previous = query - 1
             inside = (previous >= 0) & (previous < width)
             at = previous.clamp(0, width - 1)[None, None, :, None].expand(*weights.shape[:3], 1)
-            counted = inside[None, :] & real_rows  # [batch, rows]
-            on_previous = weights.gather(-1, at)[..., 0] * counted[:, None].to(
-                weights.dtype
-            )  # [batch, head, rows]
+            counted = (inside[None, :] & real_rows)[:, None].to(weights.dtype)  # [batch, 1, rows]
+            on_previous = weights.gather(-1, at)[..., 0] * counted  # [batch, head, rows]
             self.matched["previous_token_score"] += on_previous.sum(-1)
         if self.token_ids is None:
             return
@@ -259,10 +259,9 @@ class SummaryReducer:
         token = ids[:, start : start + rows, None]  # [batch, rows, 1]
         real = real_rows[:, :, None]  # [batch, rows, 1]
         if "duplicate_token_score" in self.matched:
-            pattern = (token == ids[:, None, :width]) & (key[None, :] < query[:, None]) & real
-            self.matched["duplicate_token_score"] += _weight_on(
-                weights, pattern
-            )  # pattern: [batch, rows, width]
+            earlier = key[None, :] < query[:, None]  # [rows, width]
+            pattern = (token == ids[:, None, :width]) & earlier & real  # [batch, rows, width]
+            self.matched["duplicate_token_score"] += _weight_on(weights, pattern)
         if "induction_score" in self.matched:
             before = torch.cat(
                 [torch.full_like(ids[:, :1], -1), ids[:, : width - 1]], dim=1
