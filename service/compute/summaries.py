@@ -210,13 +210,12 @@ class SummaryReducer:
         batch, heads, rows, width = weights.shape
         pool = self.asked.pool
         first = start // pool
-        if self.pooled is None:  # one sum of the real rows
-            blocks, sums_of = 1, real_rows[:, None, :]  # [batch, 1, rows]
-        else:
-            query_block = torch.arange(start, start + rows, device=weights.device) // pool - first  # [rows]
-            blocks = int(query_block[-1]) + 1
-            each = torch.arange(blocks, device=weights.device)[:, None]  # [query blocks, 1]
-            sums_of = (query_block[None, :] == each) & real_rows[:, None, :]  # [batch, query blocks, rows]
+        # by the pool's query blocks even when pooled_weights is not asked for: each sum is then added in the
+        # same order whatever else a request asks for (bit for bit the same sink_score in every answer)
+        query_block = torch.arange(start, start + rows, device=weights.device) // pool - first  # [rows]
+        blocks = int(query_block[-1]) + 1
+        each = torch.arange(blocks, device=weights.device)[:, None]  # [query blocks, 1]
+        sums_of = (query_block[None, :] == each) & real_rows[:, None, :]  # [batch, query blocks, rows]
         by_query_block = sums_of[:, None].to(weights.dtype) @ weights  # [batch, head, query blocks, width]
         received = by_query_block.sum(2)  # [batch, head, width]
         if self.received is not None:
