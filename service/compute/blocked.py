@@ -25,7 +25,6 @@ from service.compute.attention import (
     Overflow,
     Projections,
     Rotary,
-    attend_heads,
     rotate,
 )
 from service.compute.attention import _project as project  # the one projection and head split of attention()
@@ -33,7 +32,7 @@ from service.compute.attention import _split_heads as split_heads
 from service.compute.summaries import SummaryReducer
 
 BLOCK_ELEMENTS = 1 << 20  # scores of one block, over the batch and every head (4 MB in float32)
-BLOCK_COPIES = 6  # tensors of a block's size held at once (scores, scaled, weights, top-k's masks): the 413
+BLOCK_COPIES = 6  # block-sized tensors at once (scores, weights, w * shifted, a tie's top-k masks): the 413
 
 
 def rows_per_block(batch: int, heads: int, seq_kv: int) -> int:
@@ -139,20 +138,77 @@ def attend_blocked(
     `reducer` (if any) before the next. A score past the dtype's range shows as nan or inf in the context
     and the summaries, which the callers check (overflowed_blocked): no pass over each block for it."""
     batch, heads, query_pos, _ = q.shape
+    k, v = k.contiguous(), v.contiguous()  # once per layer, not a copy per block inside each matmul
+    shifted = reducer is not None and reducer.wants_shifted_scores
     context = q.new_empty(batch, heads, query_pos, v.shape[-1])
     for start, stop in row_blocks(batch, heads, query_pos, k.shape[2]):
         allowed = mask.rows(start, stop)
         width = k.shape[2] if allowed is None else visible_width(allowed)
         if allowed is not None:  # the keys after the last one any row sees are left out (causal: half)
             allowed = allowed[..., :width]
-        block = attend_heads(
-            q[:, :, start:stop], k[:, :, :width], v[:, :, :width], scale, allowed, softcap, softmax_dtype
-        )
+        block = _block(
+            q[:, :, start:stop], k[:, :, :width], v[:, :, :width], scale, allowed, softcap, softmax_dtype,
+            shifted,
+        )  # fmt: skip
         if reducer is not None:
-            reducer.add(start, block.weights)
+            reducer.add(start, block.weights, block.shifted_scores)
         context[:, :, start:stop] = block.context
         del block, allowed
     return context
+
+
+class Block(NamedTuple):
+    """A block's weights, its scaled scores less each row's largest (when asked: finite where masked, see
+    _block) and its context."""
+
+    weights: Float[Tensor, "batch head rows width"]
+    shifted_scores: Float[Tensor, "batch head rows width"] | None
+    context: Float[Tensor, "batch head rows d_v"]
+
+
+def _block(
+    q: Float[Tensor, "batch head rows d_k"],
+    k: Float[Tensor, "batch kv_head width d_k"],
+    v: Float[Tensor, "batch kv_head width d_v"],
+    scale: float,
+    allowed: AllowedPositions | None,
+    softcap: float | None,
+    softmax_dtype: torch.dtype | None,
+    shifted: bool,
+) -> Block:
+    """attend_heads (service/compute/attention.py) for one block, in fewer passes over its scores: the scale
+    applied to q (rows x d_k numbers, not rows x width), the mask written in place and only from the first
+    key some row may not see (a causal block: its last rows' width, not all of it), the fill of rows with no
+    key only when there are such rows. `shifted`: the scores less each row's largest are kept too (written
+    over the scores after the softmax), from which the entropy needs no logarithm per weight
+    (SummaryReducer.add). A masked score is the dtype's lowest number rather than -inf: its weight is still
+    exactly 0 and its shifted score finite, so that w * shifted is 0 there with no pass to skip it."""
+    batch, heads, rows, d_k = q.shape
+    kv_heads, width = k.shape[1], k.shape[2]
+    group = heads // kv_heads
+    stacked = (q * scale).reshape(batch, kv_heads, group * rows, d_k)  # head h reads kv head h // group
+    scores = (stacked @ k.transpose(-2, -1)).view(batch, heads, rows, width)  # scaled
+    if softcap is not None:
+        scores = scores.div_(softcap).tanh_().mul_(softcap)
+    empty_rows = None
+    if allowed is not None:
+        whole = allowed.reshape(-1, width).all(0)  # [width]: keys every row of the block sees
+        first = int((~whole).nonzero()[0]) if not bool(whole.all()) else width
+        if first < width:
+            lowest = torch.finfo(scores.dtype).min
+            scores[..., first:].masked_fill_(~allowed[..., first:], lowest)
+        seen = allowed.any(-1, keepdim=True)  # [batch or 1, head or 1, rows, 1]
+        empty_rows = None if bool(seen.all()) else ~seen
+    if softmax_dtype is None or softmax_dtype == scores.dtype:
+        weights = F.softmax(scores, dim=-1)
+    else:
+        weights = F.softmax(scores, dim=-1, dtype=softmax_dtype).to(scores.dtype)
+    shifted_scores = scores.sub_(scores.amax(-1, keepdim=True)) if shifted else None
+    if empty_rows is not None:  # a row with every key masked: weight 0, as attend_heads defines it
+        weights = weights.masked_fill_(empty_rows, 0.0)
+    grouped = weights.view(batch, kv_heads, group * rows, width)
+    context = (grouped @ v).view(batch, heads, rows, -1)
+    return Block(weights, shifted_scores, context)
 
 
 def visible_width(allowed: AllowedPositions) -> int:

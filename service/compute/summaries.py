@@ -19,6 +19,7 @@ from torch import Tensor
 from schemas.axes import SUMMARY_NAMES, TOKEN_SCORE_NAMES, TensorName
 
 MAX_POOLED_BLOCKS = 128  # the default pool gives at most this many blocks per axis
+TOP_CHUNK = 32  # keys per chunk of a row whose maxima narrow the search for its top keys (top_keys_of)
 HEAD_SCORES: tuple[TensorName, ...] = ("previous_token_score", *TOKEN_SCORE_NAMES)
 
 
@@ -50,6 +51,34 @@ def _weight_on(
 
 
 def top_keys_of(
+    weights: Float[Tensor, "*rows key_pos"], rank: int
+) -> tuple[Int[Tensor, "*rows rank"], Float[Tensor, "*rows rank"]]:
+    """The positions of the `rank` largest weights of each row, largest first, ties to the lower position,
+    and those weights. A wide row is first narrowed to the keys of its `rank` chunks of TOP_CHUNK keys with
+    the largest maxima (one reduction over the row instead of a selection): exact when every other chunk's
+    maximum is below the rank-th largest weight found, else (a tie across chunks, nan) the whole rows are
+    searched."""
+    width = weights.shape[-1]
+    chunks = width // TOP_CHUNK
+    if rank * TOP_CHUNK * 4 > width:  # too narrow for the chunks to save work
+        return top_keys_in_rows(weights, rank)
+    maxima = (
+        weights[..., : chunks * TOP_CHUNK].reshape(*weights.shape[:-1], chunks, TOP_CHUNK).amax(-1)
+    )  # [*rows, chunks]
+    best, chosen = maxima.topk(rank + 1, dim=-1)  # the rank chosen chunks, and the largest other maximum
+    first = chosen[..., :rank].sort(dim=-1).values * TOP_CHUNK  # ascending: position order is kept
+    offsets = torch.arange(TOP_CHUNK, device=weights.device)
+    tail = torch.arange(chunks * TOP_CHUNK, width, device=weights.device)  # the keys after the last chunk
+    candidates = torch.cat(
+        [(first[..., None] + offsets).flatten(-2), tail.expand(*first.shape[:-1], -1)], dim=-1
+    )  # [*rows, rank * TOP_CHUNK + tail], ascending
+    keys, top = top_keys_in_rows(weights.gather(-1, candidates), rank)
+    if not bool((best[..., rank] < top[..., -1]).all()):
+        return top_keys_in_rows(weights, rank)
+    return candidates.gather(-1, keys), top
+
+
+def top_keys_in_rows(
     weights: Float[Tensor, "*rows key_pos"], rank: int
 ) -> tuple[Int[Tensor, "*rows rank"], Float[Tensor, "*rows rank"]]:
     """The positions of the `rank` largest weights of each row, largest first, ties to the lower position
@@ -129,84 +158,115 @@ class SummaryReducer:
         self.total = zeros(batch, heads) if self.matched else None  # sum(w) over the real queries
         self.sink = zeros(batch, heads) if "sink_score" in names else None
 
-    def add(self, start: int, weights: Float[Tensor, "batch head rows width"]) -> None:
+    @property
+    def wants_shifted_scores(self) -> bool:
+        """Whether `add` would use the blocks' shifted scores (the entropy with no logarithm per weight)."""
+        return self.entropy is not None
+
+    def add(
+        self,
+        start: int,
+        weights: Float[Tensor, "batch head rows width"],
+        shifted_scores: Float[Tensor, "batch head rows width"] | None = None,
+    ) -> None:
         """The weights of query rows start .. start + rows over the first `width` keys (every key after them
-        has weight 0 in these rows: a causal block's later keys)."""
+        has weight 0 in these rows: a causal block's later keys). `shifted_scores`: the scaled scores whose
+        softmax the weights are, less each row's largest, finite where the weight is 0 (blocked.py's
+        _block). Since the largest weight of a row is 1 / Z (Z = sum exp(shifted)), log w = shifted - log Z
+        and the entropy is -sum w * shifted + log Z: two terms of one sign, one product per weight."""
         rows, width = weights.shape[2], weights.shape[3]
         stop = start + rows
         if self.entropy is not None:
-            self.entropy[:, :, start:stop] = torch.special.entr(weights).sum(-1)
+            if shifted_scores is None:
+                entropy = torch.special.entr(weights).sum(-1)
+            else:
+                largest = weights.amax(-1)  # 1 / Z; 0 for a row with no key, whose entropy is 0
+                spread = -torch.linalg.vecdot(weights, shifted_scores)
+                entropy = torch.where(largest > 0, spread - torch.log(largest), 0.0)
+            self.entropy[:, :, start:stop] = entropy
         if self.top_keys is not None and self.top_weights is not None:
             reach = min(self.seq_kv, max(width, self.rank))  # a row fills its ranks with later keys, weight 0
             widened = weights if reach == width else F.pad(weights, (0, reach - width))
             keys, top = top_keys_of(widened, self.rank)
             self.top_keys[:, :, start:stop] = keys
             self.top_weights[:, :, start:stop] = top
-        needs_real_rows = (
-            self.received is not None
-            or self.pooled is not None
-            or self.total is not None
-            or self.sink is not None
-        )
-        if not needs_real_rows:
+        if self.received is None and self.pooled is None and self.total is None and self.sink is None:
             return
-        real_rows = self.query_real[:, None, start:stop, None]  # [batch, 1, rows, 1]
-        counted = weights.to(self.sum_dtype)
-        if not bool(real_rows.all()):
-            counted = counted.masked_fill(~real_rows, 0.0)  # [batch, head, rows, width]
+        real_rows = self.query_real[:, start:stop]  # [batch, rows]
+        summed = weights.to(self.sum_dtype)
+        self._sums(start, summed, real_rows)
+        if self.matched:
+            self._match(start, summed, real_rows)
+
+    def _sums(
+        self,
+        start: int,
+        weights: Float[Tensor, "batch head rows width"],
+        real_rows: Bool[Tensor, "batch rows"],
+    ) -> None:
+        """received, pooled_weights, sink_score and the head scores' sum(w), from one matrix product that
+        sums the real rows of each query block: [query blocks, rows] x [rows, width] per head, one read of
+        the weights; every other sum is over its small product."""
+        batch, heads, rows, width = weights.shape
+        pool = self.asked.pool
+        first = start // pool
+        # by the pool's query blocks even when pooled_weights is not asked for: each sum is then added in the
+        # same order whatever else a request asks for (bit for bit the same sink_score in every answer)
+        query_block = torch.arange(start, start + rows, device=weights.device) // pool - first  # [rows]
+        blocks = int(query_block[-1]) + 1
+        each = torch.arange(blocks, device=weights.device)[:, None]  # [query blocks, 1]
+        sums_of = (query_block[None, :] == each) & real_rows[:, None, :]  # [batch, query blocks, rows]
+        by_query_block = sums_of[:, None].to(weights.dtype) @ weights  # [batch, head, query blocks, width]
+        received = by_query_block.sum(2)  # [batch, head, width]
         if self.received is not None:
-            self.received[..., :width] += counted.sum(2)
-        if self.pooled is not None:
-            self._pool(start, counted)
+            self.received[..., :width] += received
         if self.sink is not None:
-            self.sink += counted[..., 0].sum(-1)
+            self.sink += received[..., 0]
         if self.total is not None:
-            self.total += counted.sum((2, 3))
-            self._match(start, counted)
+            self.total += received.sum(-1)
+        if self.pooled is not None:
+            whole, key_blocks = width // pool, -(-width // pool)
+            target = self.pooled[..., first : first + blocks, :]
+            target[..., :whole] += (
+                by_query_block[..., : whole * pool].reshape(batch, heads, blocks, whole, pool).sum(-1)
+            )
+            if key_blocks > whole:  # the last key block, shorter
+                target[..., whole] += by_query_block[..., whole * pool :].sum(-1)
 
-    def _pool(self, start: int, counted: Float[Tensor, "batch head rows width"]) -> None:
-        """Each row's sums over key blocks (the row padded with zeros to a whole block), added to its query
-        block's."""
-        assert self.pooled is not None
-        pool, (batch, heads, rows, width) = self.asked.pool, counted.shape
-        whole, blocks = width // pool, -(-width // pool)
-        by_key_block = counted.new_zeros(batch, heads, rows, blocks)  # [batch, head, rows, blocks]
-        by_key_block[..., :whole] = (
-            counted[..., : whole * pool].reshape(batch, heads, rows, whole, pool).sum(-1)
-        )
-        if blocks > whole:  # the last block, shorter
-            by_key_block[..., whole] = counted[..., whole * pool :].sum(-1)
-        query_block = torch.arange(start, start + rows, device=counted.device) // pool
-        self.pooled[..., :blocks].index_add_(2, query_block, by_key_block)
-
-    def _match(self, start: int, counted: Float[Tensor, "batch head rows width"]) -> None:
-        """The weight on each head score's detection pattern (TransformerLens' get_*_detection_pattern):
-        previous token j = i - 1; duplicate token j < i with the token of i; induction j <= i with the token
-        of i at j - 1."""
-        rows, width, device = counted.shape[2], counted.shape[3], counted.device
+    def _match(
+        self,
+        start: int,
+        weights: Float[Tensor, "batch head rows width"],
+        real_rows: Bool[Tensor, "batch rows"],
+    ) -> None:
+        """The weight of the real rows on each head score's detection pattern (TransformerLens'
+        get_*_detection_pattern): previous token j = i - 1; duplicate token j < i with the token of i;
+        induction j <= i with the token of i at j - 1."""
+        rows, width, device = weights.shape[2], weights.shape[3], weights.device
         query = torch.arange(start, start + rows, device=device)  # [rows]
         if "previous_token_score" in self.matched:
             previous = query - 1
             inside = (previous >= 0) & (previous < width)
-            at = previous.clamp(0, width - 1)[None, None, :, None].expand(*counted.shape[:3], 1)
-            on_previous = counted.gather(-1, at)[..., 0].masked_fill(~inside, 0.0)  # [batch, head, rows]
+            at = previous.clamp(0, width - 1)[None, None, :, None].expand(*weights.shape[:3], 1)
+            counted = (inside[None, :] & real_rows)[:, None].to(weights.dtype)  # [batch, 1, rows]
+            on_previous = weights.gather(-1, at)[..., 0] * counted  # [batch, head, rows]
             self.matched["previous_token_score"] += on_previous.sum(-1)
         if self.token_ids is None:
             return
         key = torch.arange(width, device=device)  # [width]
         ids = self.token_ids
         token = ids[:, start : start + rows, None]  # [batch, rows, 1]
+        real = real_rows[:, :, None]  # [batch, rows, 1]
         if "duplicate_token_score" in self.matched:
-            pattern = (token == ids[:, None, :width]) & (
-                key[None, :] < query[:, None]
-            )  # [batch, rows, width]
-            self.matched["duplicate_token_score"] += _weight_on(counted, pattern)
+            earlier = key[None, :] < query[:, None]  # [rows, width]
+            pattern = (token == ids[:, None, :width]) & earlier & real  # [batch, rows, width]
+            self.matched["duplicate_token_score"] += _weight_on(weights, pattern)
         if "induction_score" in self.matched:
             before = torch.cat(
                 [torch.full_like(ids[:, :1], -1), ids[:, : width - 1]], dim=1
             )  # token at j - 1
-            pattern = (token == before[:, None, :]) & (key[None, :] <= query[:, None])
-            self.matched["induction_score"] += _weight_on(counted, pattern)
+            pattern = (token == before[:, None, :]) & (key[None, :] <= query[:, None]) & real
+            self.matched["induction_score"] += _weight_on(weights, pattern)
 
     def finish(self) -> dict[TensorName, Tensor]:
         """The summaries asked for, by name in SUMMARY_NAMES order."""

@@ -198,6 +198,26 @@ def test_top_keys_break_ties_to_the_lower_position_and_fill_with_masked_keys():
     assert top.tolist() == [[0.5, 0.25, 0.25], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
 
 
+@pytest.mark.parametrize("levels", [None, 7, 1000])
+def test_top_keys_of_wide_rows_match_a_full_sort(levels):
+    """Rows wide enough for the search by chunk maxima (service/compute/summaries.py's TOP_CHUNK): distinct
+    weights; a few levels (ties across chunks: the whole rows are searched); many levels (ties inside the
+    chosen chunks, as well as across), each against a plain sort of each row, largest first, ties lower
+    first."""
+    generator = np.random.default_rng(5)
+    weights = generator.random((3, 4, 900))
+    if levels is not None:
+        weights = np.round(weights * levels) / levels
+    weights[0, 0, 17] = weights[0, 0, 3] = weights[0, 0].max() + 1  # a tie at the top, inside one chunk
+    rank = 6
+    keys, top = top_keys_of(torch.from_numpy(weights), rank)
+    for index in np.ndindex(*weights.shape[:-1]):
+        row = weights[index]
+        expected = sorted(range(row.size), key=lambda j: (-row[j], j))[:rank]
+        assert keys[index].tolist() == expected, index
+        np.testing.assert_array_equal(top[index].numpy(), row[expected])
+
+
 @pytest.mark.parametrize("causal", [False, True])
 def test_blocked_equals_unblocked(monkeypatch, causal):
     """attention_blocked in blocks of 3 rows against attention() whole (context, output), and the summaries
