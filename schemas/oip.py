@@ -46,6 +46,13 @@ BINARY_DATA = "binary_data"
 BINARY_DATA_SIZE = "binary_data_size"
 
 
+def input_datatypes(name: str) -> tuple[str, ...]:
+    """The datatypes input `name` takes: the one place that says so, for decoding and for the fuzz tests."""
+    if name == TEXT_INPUT:
+        return (BYTES,)
+    return MASK_DATATYPES if name == MASK_INPUT else FLOAT_DATATYPES
+
+
 def is_pretrained(model: str) -> bool:
     """Whether `model` is a pretrained model (text through its layers; outputs `layers.{i}.{name}`), rather
     than the explicit model or the toy model (outputs `{name}`)."""

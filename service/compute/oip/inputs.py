@@ -16,11 +16,10 @@ from schemas.oip import (
     BINARY_DATA_SIZE,
     BYTES,
     FLOAT_DATATYPES,
-    MASK_DATATYPES,
-    MASK_INPUT,
     NUMERIC_DATATYPES,
     TEXT_INPUT,
     InferInput,
+    input_datatypes,
 )
 from schemas.tensor import FiniteNumber
 from service.compute.limits import check_batch
@@ -37,12 +36,6 @@ _ELEMENTS: dict[str, TypeAdapter[Any]] = {
     "BOOL": TypeAdapter(list[StrictBool]),
     BYTES: TypeAdapter(list[StrictStr]),
 }
-
-
-def _datatypes(name: str) -> tuple[str, ...]:
-    if name == TEXT_INPUT:
-        return (BYTES,)
-    return MASK_DATATYPES if name == MASK_INPUT else FLOAT_DATATYPES
 
 
 def _element_count(tensor: InferInput) -> int:
@@ -223,7 +216,7 @@ def decode_inputs(inputs: list[InferInput], binary: memoryview, settings: Settin
     for tensor in inputs:
         if tensor.name in decoded:
             raise InferRequestError(f"input {tensor.name!r} is given twice")
-        allowed = _datatypes(tensor.name)
+        allowed = input_datatypes(tensor.name)
         if tensor.datatype not in allowed:
             raise InferRequestError(
                 f"input {tensor.name!r}: found datatype {describe(tensor.datatype)}; expected "

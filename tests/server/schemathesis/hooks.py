@@ -24,11 +24,8 @@ from pydantic import ValidationError
 from schemas.oip import (
     BYTES,
     EMBEDDING_INPUTS,
-    FLOAT_DATATYPES,
     INPUT_SHAPES,
-    MASK_DATATYPES,
-    MASK_INPUT,
-    TEXT_INPUT,
+    input_datatypes,
 )
 from schemas.request import AttendRequest
 
@@ -59,12 +56,6 @@ ELEMENT_OF = {BYTES: "a cat", "BOOL": True, "INT64": 1, "FP32": 0.5, "FP64": 0.2
 MOST_ELEMENTS = 512
 
 
-def _datatypes(name: object) -> tuple[str, ...]:
-    if name == TEXT_INPUT:
-        return (BYTES,)
-    return MASK_DATATYPES if name == MASK_INPUT else FLOAT_DATATYPES
-
-
 def _rank(name: str, generated: int) -> int:
     rank = len(INPUT_SHAPES[name])
     return generated if name in EMBEDDING_INPUTS and generated in (2, 3) else rank
@@ -81,7 +72,7 @@ def _keep_counts(tensor: dict[str, Any]) -> None:
     while math.prod(shape) > MOST_ELEMENTS:
         largest = shape.index(max(shape))
         shape[largest] //= 2
-    allowed = _datatypes(tensor["name"])
+    allowed = input_datatypes(tensor["name"])
     if tensor.get("datatype") not in allowed:
         tensor["datatype"] = allowed[0]
     tensor["data"] = [ELEMENT_OF[tensor["datatype"]]] * math.prod(shape)
