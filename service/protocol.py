@@ -98,6 +98,16 @@ class Tickets:
         except BlockingIOError:
             return False
 
+    def waiting(self, number: int) -> bool:
+        """Whether request `number`'s ticket is still in its queue (nobody took it); it stays there."""
+        try:
+            return (
+                self.queues[number % len(self.queues)].recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK)
+                == TICKET
+            )
+        except BlockingIOError:
+            return False
+
     def close(self) -> None:
         for end in (*self.senders, *self.queues):
             end.close()

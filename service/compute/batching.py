@@ -20,7 +20,9 @@ answer and the others their pass; a pass that fails for any other reason is comp
 time.
 
 Each request keeps its ticket (service/protocol.py): a pass takes its requests' tickets when it starts, so a
-request whose client left before is skipped, as one computed alone would be. Time limits: the server kills the
+request whose client left before is skipped, as one computed alone would be, and the pass is computed without
+it; the tickets a process holds are those of the requests it computes now (the server counts them as one
+place: compute_pool.py). Time limits: the server kills the
 process computing the first request it sent once that request's deadline passes (compute_pool.py); the other
 requests of that pass, not answered, go back to the server's queue and are computed again by another process
 within what is left of their own time; none fails because another ran out of time.
@@ -138,8 +140,8 @@ def _alone(sent: Sent, tickets: Tickets, settings: Settings, models: ModelRegist
 
 @dataclass
 class Member:
-    """A request of a run that is computed (its ticket taken): its own Result, as computed alone (lazily:
-    its forward pass runs only if it is read), or why it is refused."""
+    """A request of a run, prepared before its ticket is taken: its own Result, as computed alone (lazily:
+    tokens and checks only, its forward pass runs only if its layers are read), or why it is refused."""
 
     turn: Turn
     request: AttendRequest
@@ -147,39 +149,38 @@ class Member:
     error: Exception | None = None
 
 
+def _prepared(turn: Turn, settings: Settings, models: ModelRegistry) -> Member:
+    assert turn.request is not None
+    member = Member(turn, turn.request)
+    try:
+        member.result = compute(turn.request, settings, models, turn.sent.came)
+    except Exception as error:  # its own answer says what (pipeline.encoded)
+        member.error = error
+    return member
+
+
 def _run(turns: list[Turn], tickets: Tickets, settings: Settings, models: ModelRegistry) -> Iterator[Frame]:
-    """A run of requests that may share a pass: each skipped, refused on its own, or computed in a pass."""
-    answered: dict[int, Frame] = {}  # by position in the run: those that compute nothing
-    members: list[Member] = []
-    for position, turn in enumerate(turns):
-        assert turn.request is not None
-        skip = skipped(tickets, turn.sent.number, turn.sent.deadline)
-        if skip is not None:
-            answered[position] = skip
-            continue
-        member = Member(turn, turn.request)
-        try:
-            member.result = compute(turn.request, settings, models, turn.sent.came)
-        except Exception as error:  # its own answer says what (pipeline.encoded)
-            member.error = error
-        members.append(member)
-    computing = [member for member in members if member.error is None]
-    shares: dict[int, Result] = {}  # by the request's number: its share of a pass of several
-    passes = iter(_passes(computing, settings, models))
-    next_pass: tuple[list[Member], Result | None] | None = next(passes, None)
-    pending = iter(members)
-    for position, turn in enumerate(turns):
-        if position in answered:
-            yield answered[position]
-            continue
-        member = next(pending)
-        if next_pass is not None and next_pass[0][0] is member:  # the first request of a pass: computed now
-            group, together = next_pass
-            shares = _computed(group, together) if together is not None else {}
-            for size in [len(shares)] if shares else [1] * len(group):  # requests per forward pass
-                yield BATCH_NOTE, str(size).encode(), True
-            next_pass = next(passes, None)
-        yield (*_answer(member, shares.pop(turn.sent.number, None)), True)
+    """A run of requests that may share a pass, in parts that fit one pass each. A part's tickets are taken
+    when it is computed, not before: a request whose client left while the parts before it were computed is
+    skipped, and the pass is computed without it; and the requests whose tickets a process holds are those it
+    computes now, which the server counts as one place (compute_pool.py)."""
+    members = [_prepared(turn, settings, models) for turn in turns]
+    for part, together in _parts(members, settings, models):
+        skips: dict[int, Frame] = {}  # by the request's number: those not computed
+        for member in part:
+            skip = skipped(tickets, member.turn.sent.number, member.turn.sent.deadline)
+            if skip is not None:
+                skips[member.turn.sent.number] = skip
+        present = [m for m in part if m.turn.sent.number not in skips and m.error is None]
+        if len(present) < len(part):  # computed without those skipped
+            together = None
+        shares = _computed(present, together, settings, models) if len(present) > 1 else {}
+        for size in [len(shares)] if shares else [1] * len(present):  # requests per forward pass
+            yield BATCH_NOTE, str(size).encode(), True
+        for member in part:
+            number = member.turn.sent.number
+            skip = skips.get(number)
+            yield skip if skip is not None else (*_answer(member, shares.get(number)), True)
 
 
 def _answer(member: Member, share: Result | None) -> tuple[int, bytes]:
@@ -192,13 +193,22 @@ def _answer(member: Member, share: Result | None) -> tuple[int, bytes]:
     return encoded(result, member.turn.sent.media)
 
 
-def _passes(
+def _parts(
     members: list[Member], settings: Settings, models: ModelRegistry
 ) -> Iterator[tuple[list[Member], Result | None]]:
-    """Consecutive groups of `members`, each with the Result of their texts together (lazy: its forward
-    pass runs when its layers are read), or None for a request computed alone."""
-    for alike in _alike(members):
-        yield from _together(alike, settings, models)
+    """`members` in consecutive parts: a refused request alone, and runs of the others whose texts are about
+    as long (_alike) in parts that fit the limits of one request together (_fitting), each with the Result of
+    their texts together when there are several."""
+    run: list[Member] = []
+    for member in [*members, None]:
+        if member is not None and member.error is None:
+            run.append(member)
+            continue
+        for alike in _alike(run):
+            yield from _fitting(alike, settings, models)
+        run = []
+        if member is not None:
+            yield [member], None
 
 
 def _alike(members: list[Member]) -> Iterator[list[Member]]:
@@ -222,29 +232,35 @@ def _length(member: Member) -> int:
     return len(member.result.tokens[0])
 
 
-def _together(
+def _fitting(
     members: list[Member], settings: Settings, models: ModelRegistry
 ) -> Iterator[tuple[list[Member], Result | None]]:
-    """`members` in one pass, or halved until each part fits the limits of one request."""
+    """`members` as one part with the Result of their texts together (lazy: its forward pass runs when its
+    layers are read), or halved until each part fits the limits of one request (each alone when they cannot
+    share a pass)."""
     if len(members) == 1 or not _pads_on_the_right(members[0].request, settings, models):
         yield from (([member], None) for member in members)
         return
-    first = members[0]
-    texts = [text for member in members for text in member.request.texts]
     try:
-        together = compute(
-            first.request.model_copy(update={"text": texts}), settings, models, first.turn.sent.came
-        )
+        together = _together(members, settings, models)
     except REQUEST_ERRORS:  # over a limit together
         half = len(members) // 2
-        yield from _together(members[:half], settings, models)
-        yield from _together(members[half:], settings, models)
+        yield from _fitting(members[:half], settings, models)
+        yield from _fitting(members[half:], settings, models)
         return
     except Exception:  # a bug: each request is computed alone, and says so if it fails the same way
         log.exception("a batched pass could not be prepared; its requests are computed one at a time")
         yield from (([member], None) for member in members)
         return
     yield members, together
+
+
+def _together(members: list[Member], settings: Settings, models: ModelRegistry) -> Result:
+    """The Result of the texts of `members` as one request (lazy: its forward pass runs when its layers are
+    read)."""
+    first = members[0]
+    texts = [text for member in members for text in member.request.texts]
+    return compute(first.request.model_copy(update={"text": texts}), settings, models, first.turn.sent.came)
 
 
 def _pads_on_the_right(request: AttendRequest, settings: Settings, models: ModelRegistry) -> bool:
@@ -254,12 +270,15 @@ def _pads_on_the_right(request: AttendRequest, settings: Settings, models: Model
     return bool(tokenizer.padding_side == "right")
 
 
-def _computed(group: list[Member], together: Result) -> dict[int, Result]:
-    """Each member's Result with its share of the pass `together` (its rows, cut to its own padded length),
-    by its number; empty when the pass failed (each is then computed alone, from its own Result)."""
+def _computed(
+    group: list[Member], together: Result | None, settings: Settings, models: ModelRegistry
+) -> dict[int, Result]:
+    """Each member's Result with its share of the forward pass over all their texts, `together` (made here
+    when None), computed now: its rows, cut to its own padded length, by its number; empty when the pass
+    failed (each is then computed alone, from its own Result)."""
     try:
-        layers = list(together.layers or ())
-    except Exception:
+        layers = list((together or _together(group, settings, models)).layers or ())
+    except Exception:  # a subset of a part that fitted fits: a bug, or the pass itself failed
         log.exception("a batched forward pass failed; its requests are computed one at a time")
         return {}
     shares: dict[int, Result] = {}

@@ -38,6 +38,7 @@ above, and the others, not answered, wait again here and go to another process w
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import multiprocessing
 import socket
@@ -146,6 +147,17 @@ class ComputeProcess:
         """Takes back the ticket of `job`, sent here: True if the process had not started it (it skips it),
         False if it is computing it."""
         return self.tickets.take(job.ticket)
+
+    def computing_beside_first(self, admitted: set[Job]) -> int:
+        """The admitted jobs sent here behind the first that the process has started (their tickets taken):
+        computed in one pass with it (dynamic batching: service/compute/batching.py takes a pass's tickets
+        when it starts), or the next one, started just after the first was answered."""
+        behind = itertools.islice(self.sent, 1, None)
+        return sum(
+            1
+            for job in behind
+            if job in admitted and not job.cancelled and not self.tickets.waiting(job.ticket)
+        )
 
     def kill(self) -> None:
         """Stops the process in the middle of a request that ran past its time limit."""
@@ -261,7 +273,7 @@ class ComputePool:
             raise NoComputeProcess(
                 "no compute process is running (they are being replaced, which takes seconds); retry shortly"
             )
-        if len(self.admitted) >= self.capacity:
+        if self._places_taken() >= self.capacity:
             raise Overloaded(
                 f"all {self.capacity} places (ATTENTION_MAX_CONCURRENT computing + ATTENTION_MAX_QUEUE "
                 "waiting) are taken; retry shortly"
@@ -297,6 +309,16 @@ class ComputePool:
             self.on_skip()
             self._release(job)
         raise ClientGone()
+
+    def _places_taken(self) -> int:
+        """The admitted jobs, a process computing several in one pass (dynamic batching) taking one place for
+        them all: a place is a computation or a request waiting for one (max_concurrent + max_queue), so that
+        a pass of k requests, which takes about the time of one, does not keep k - 1 waiting requests out.
+        The tickets are looked at only when the admitted jobs alone fill the places."""
+        taken = len(self.admitted)
+        if taken < self.capacity:
+            return taken
+        return taken - sum(process.computing_beside_first(self.admitted) for process in self.processes)
 
     def _answer_room(self) -> int:
         return self.settings.max_answer_bytes_in_flight - self.answer_bytes
