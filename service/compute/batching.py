@@ -39,7 +39,9 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from schemas.axes import ROTARY_TENSOR_NAMES, TENSOR_AXES, TENSOR_NAMES
+import orjson
+
+from schemas.axes import ROTARY_TENSOR_NAMES, SUMMARY_NAMES, TENSOR_NAMES
 from schemas.request import TOY_MODEL, AttendRequest
 from service.compute.dispatch import compute
 from service.compute.doors import DOORS
@@ -47,6 +49,7 @@ from service.compute.formats.result import Layer, Result
 from service.compute.gathering import Requests, Sent
 from service.compute.models.registry import ModelRegistry
 from service.compute.pipeline import check_text_batch, encoded
+from service.compute.summaries import default_pool
 from service.errors import REQUEST_ERRORS
 from service.protocol import ATTEND, BATCH_NOTE, Frame, ResponseFormat, Tickets, skipped
 from service.settings import Settings
@@ -54,12 +57,9 @@ from service.settings import Settings
 log = logging.getLogger("attention_service.compute")
 
 SHORT_PADDING = 32  # tokens of padding a request may get in a pass whatever its length (see _alike)
-SHAREABLE_NAMES = frozenset((*TENSOR_NAMES, *ROTARY_TENSOR_NAMES))
-# each tensor's axes of positions (query_pos, key_pos): cut to a request's own padded length
-POSITION_AXES: dict[str, tuple[int, ...]] = {
-    name: tuple(axis for axis, label in enumerate(axes) if label in ("query_pos", "key_pos"))
-    for name, axes in TENSOR_AXES.items()
-}
+# the tensors a pass computes row by row, each text's rows as alone once cut to its own shape: the attention
+# tensors, and the summaries, whose sums and ranks count a text's own tokens only (its masks)
+SHAREABLE_NAMES = frozenset((*TENSOR_NAMES, *ROTARY_TENSOR_NAMES, *SUMMARY_NAMES))
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,6 @@ def shareable(sent: Sent, settings: Settings) -> AttendRequest | None:
         or request.predict is not None
         or request.interventions is not None
         or request.queries is not None
-        or request.blocked
         or not SHAREABLE_NAMES.issuperset(request.returned)
     )
     return None if alone else request
@@ -214,16 +213,25 @@ def _parts(
 def _alike(members: list[Member]) -> Iterator[list[Member]]:
     """Consecutive runs of `members` whose texts are about as long: padded to the longest, none is more than
     twice its own length or SHORT_PADDING tokens longer (a short request does not pay for a long one's
-    length, nor wait for it)."""
+    length, nor wait for it), and the default pool of pooled_weights is each one's own."""
     run: list[Member] = []
     for member in members:
         lengths = [_length(other) for other in (*run, member)]
-        if run and max(lengths) > max(2 * min(lengths), min(lengths) + SHORT_PADDING):
+        padded = max(lengths) > max(2 * min(lengths), min(lengths) + SHORT_PADDING)
+        if run and (padded or not _same_pool(member.request, lengths)):
             yield run
             run = []
         run.append(member)
     if run:
         yield run
+
+
+def _same_pool(request: AttendRequest, lengths: list[int]) -> bool:
+    """Whether texts of these lengths, padded to the longest, get the pool each gets alone: the default pool
+    grows with the length (summaries.default_pool)."""
+    if "pooled_weights" not in request.summaries or request.pool is not None:
+        return True
+    return len({default_pool(length, length) for length in (*lengths, max(lengths))}) == 1
 
 
 def _length(member: Member) -> int:
@@ -274,34 +282,37 @@ def _computed(
     group: list[Member], together: Result | None, settings: Settings, models: ModelRegistry
 ) -> dict[int, Result]:
     """Each member's Result with its share of the forward pass over all their texts, `together` (made here
-    when None), computed now: its rows, cut to its own padded length, by its number; empty when the pass
+    when None), computed now: its rows, cut to its shapes alone, by its number; empty when the pass
     failed (each is then computed alone, from its own Result)."""
     try:
         layers = list((together or _together(group, settings, models)).layers or ())
+        shares: dict[int, Result] = {}
+        row = 0
+        for member in group:
+            assert member.result is not None and member.result.tokens is not None
+            rows = slice(row, row + len(member.result.tokens))
+            shapes = orjson.loads(member.result.meta())["shapes"]  # those of its answer alone
+            share = _share(layers, rows, shapes)
+            shares[member.turn.sent.number] = dataclasses.replace(member.result, layers=share)
+            row = rows.stop
     except Exception:  # a subset of a part that fitted fits: a bug, or the pass itself failed
         log.exception("a batched forward pass failed; its requests are computed one at a time")
         return {}
-    shares: dict[int, Result] = {}
-    row = 0
-    for member in group:
-        assert member.result is not None and member.result.tokens is not None
-        rows = slice(row, row + len(member.result.tokens))
-        length = _length(member)
-        share = _share(layers, rows, length)
-        shares[member.turn.sent.number] = dataclasses.replace(member.result, layers=share)
-        row = rows.stop
     return shares
 
 
-def _share(layers: list[Layer], rows: slice, length: int) -> list[Layer]:
-    """The layers' tensors of the texts `rows`, their positions cut to `length`."""
+def _share(layers: list[Layer], rows: slice, shapes: dict[str, list[int]]) -> list[Layer]:
+    """The layers' tensors of the texts `rows`, each cut to its shape in the answer of those texts alone
+    (their positions, and the summaries' ranks and pooled blocks, which follow the padded length)."""
     shared: list[Layer] = []
     for index, tensors in layers:
         cut = {}
         for name, tensor in tensors.items():
             part = tensor[rows]
-            for axis in POSITION_AXES[name]:
+            for axis, length in enumerate(shapes[name][1:], start=1):
                 part = part.narrow(axis, 0, length)
+            if list(part.shape) != shapes[name]:
+                raise ValueError(f"{name}: a share of {list(part.shape)}, alone {shapes[name]}")
             cut[name] = part
         shared.append((index, cut))
     return shared
