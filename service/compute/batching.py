@@ -6,10 +6,12 @@ and each gets back its own answer: the tensors of its own texts cut to its own l
 A forward pass over a dozen tokens is bound by reading the model's weights, not by arithmetic, so eight
 requests cost little more than one. What may share a pass: /attend requests (not streamed) whose text goes
 through a model that pads on the right, asking for the attention tensors of TENSOR_NAMES and
-ROTARY_TENSOR_NAMES, whole or cut to `heads` (not `queries`, summaries, flow, predictions, interventions or
-generate, whose sizes and passes depend on the padded length: they are computed alone). The padding is never
-visible: a real token's keys are its text's, the extra padding keys are masked (weight exactly 0) and cut
-away with the extra padding queries.
+ROTARY_TENSOR_NAMES, whole or cut to `heads`, and the summaries of SUMMARY_NAMES (whose sums count a text's
+own tokens, and whose ranks and pooled blocks are cut to the request's own; a default pool that would differ
+at the padded length keeps a request out of the pass). Not `queries`, flow, predictions, interventions or
+generate, whose passes and sections are a request's own: they are computed alone. The padding is never
+visible: a real token's keys are its text's, the extra padding keys are masked (weight exactly 0), and each
+tensor is cut to its shape in the request's answer alone (meta's shapes).
 
 Requests that share a pass are consecutive in the order the server sent them (the answers go back in that
 order; a pass computed ahead would hold its answers while the requests between are computed), and about as
