@@ -12,7 +12,8 @@ frames of service/protocol.py and answers by the body it gets.
     otherwise     400, b"unknown"
 
 Its start-up report is Started with no models; with default_model "fail" it reports 503 instead (a model that
-cannot be served). Module level and light, so that a spawned process imports it quickly."""
+cannot be served). Module level and light, so that a spawned process imports it quickly. serve_passes, below,
+computes in passes of several requests (dynamic batching)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import os
 import socket
 import time
 
+from service.compute.gathering import Requests
 from service.protocol import ANSWER, BATCH_NOTE, REQUEST, Started, Tickets, skipped
 from service.settings import Settings
 
@@ -83,3 +85,24 @@ def serve(channel: socket.socket, tickets: Tickets, settings: Settings) -> None:
         else:
             _send(channel, *_answer(body, computed))
         computed += 1
+
+
+def serve_passes(channel: socket.socket, tickets: Tickets, settings: Settings) -> None:
+    """serve's twin for dynamic batching: every body is b"pass:SECONDS:WINDOW", and a request is computed in
+    one pass with those that come within WINDOW seconds after it (as service/compute/batching.py: their
+    tickets taken when the pass starts), which lasts the longest SECONDS of them; then a BATCH_NOTE and each
+    answer, b"slept", in order (a request whose ticket the server took back, or past its deadline, is
+    answered as skipped)."""
+    report = Started(pid=os.getpid(), device="stub", torch_version="none", threads_in_use=1, models=[])
+    _send(channel, 200, json.dumps(report).encode())
+    requests = Requests(channel)
+    while (first := requests.next()) is not None:
+        window = float(first.body.decode().split(":")[2])
+        gathered = [first, *requests.within(window, 2 * settings.batch_max_requests)]
+        skips = {sent.number: skipped(tickets, sent.number, sent.deadline) for sent in gathered}
+        computed = [sent for sent in gathered if skips[sent.number] is None]
+        time.sleep(max((float(sent.body.decode().split(":")[1]) for sent in computed), default=0))
+        _send(channel, BATCH_NOTE, str(len(computed)).encode())
+        for sent in gathered:
+            skip = skips[sent.number]
+            _send(channel, *(skip[:2] if skip is not None else (200, b"slept")))
