@@ -8,8 +8,10 @@ requests cost little more than one. What may share a pass: /attend requests (not
 through a model that pads on the right, asking for the attention tensors of TENSOR_NAMES and
 ROTARY_TENSOR_NAMES, whole or cut to `heads`, and the summaries of SUMMARY_NAMES (whose sums count a text's
 own tokens, and whose ranks and pooled blocks are cut to the request's own; a default pool that would differ
-at the padded length keeps a request out of the pass). Not `queries`, flow, predictions, interventions or
-generate, whose passes and sections are a request's own: they are computed alone. The padding is never
+at the padded length keeps a request out of the pass), and `predict` (each request gets its texts' rows of
+the predictions; every text is predicted at as many positions). Not `queries`, flow, interventions (which name
+positions and texts of their own request, and compare with a clean pass of its own) or generate: they are
+computed alone. The padding is never
 visible: a real token's keys are its text's, the extra padding keys are masked (weight exactly 0), and each
 tensor is cut to its shape in the request's answer alone (meta's shapes).
 
@@ -40,6 +42,8 @@ import dataclasses
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import orjson
 
@@ -93,7 +97,6 @@ def shareable(sent: Sent, settings: Settings) -> AttendRequest | None:
         request.text is None
         or request.model == TOY_MODEL
         or request.generate is not None
-        or request.predict is not None
         or request.interventions is not None
         or request.queries is not None
         or not SHAREABLE_NAMES.issuperset(request.returned)
@@ -287,7 +290,9 @@ def _computed(
     when None), computed now: its rows, cut to its shapes alone, by its number; empty when the pass
     failed (each is then computed alone, from its own Result)."""
     try:
-        layers = list((together or _together(group, settings, models)).layers or ())
+        computed = together or _together(group, settings, models)
+        layers = list(computed.layers or ())
+        sections = computed.sections() if computed.sections is not None else None  # once the pass has run
         shares: dict[int, Result] = {}
         row = 0
         for member in group:
@@ -295,12 +300,19 @@ def _computed(
             rows = slice(row, row + len(member.result.tokens))
             shapes = orjson.loads(member.result.meta())["shapes"]  # those of its answer alone
             share = _share(layers, rows, shapes)
-            shares[member.turn.sent.number] = dataclasses.replace(member.result, layers=share)
+            own = None if sections is None else partial(_rows_of, sections, rows)
+            shares[member.turn.sent.number] = dataclasses.replace(member.result, layers=share, sections=own)
             row = rows.stop
     except Exception:  # a subset of a part that fitted fits: a bug, or the pass itself failed
         log.exception("a batched forward pass failed; its requests are computed one at a time")
         return {}
     return shares
+
+
+def _rows_of(sections: dict[str, Any], rows: slice) -> dict[str, Any]:
+    """The top-level sections of the texts `rows` (`predictions`: each of its tensors and lists has a text
+    per row, and as many positions for every text)."""
+    return {name: {key: value[rows] for key, value in section.items()} for name, section in sections.items()}
 
 
 def _share(layers: list[Layer], rows: slice, shapes: dict[str, list[int]]) -> list[Layer]:
