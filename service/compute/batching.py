@@ -8,10 +8,10 @@ requests cost little more than one. What may share a pass: /attend requests (not
 through a model that pads on the right, asking for the attention tensors of TENSOR_NAMES and
 ROTARY_TENSOR_NAMES, whole or cut to `heads`, and the summaries of SUMMARY_NAMES (whose sums count a text's
 own tokens, and whose ranks and pooled blocks are cut to the request's own; a default pool that would differ
-at the padded length keeps a request out of the pass), and `predict` (each request gets its texts' rows of
-the predictions; every text is predicted at as many positions). Not `queries`, flow, interventions (which name
-positions and texts of their own request, and compare with a clean pass of its own) or generate: they are
-computed alone. The padding is never
+at the padded length keeps a request out of the pass), with `predict` and `interventions` too (the same
+interventions for every text of the pass, as for every text of one request: positions below each request's
+own length, checked alone; each request gets its texts' rows of the top-level sections, every text predicted
+at as many positions). Not `queries`, flow or generate: they are computed alone. The padding is never
 visible: a real token's keys are its text's, the extra padding keys are masked (weight exactly 0), and each
 tensor is cut to its shape in the request's answer alone (meta's shapes).
 
@@ -46,6 +46,7 @@ from functools import partial
 from typing import Any
 
 import orjson
+from torch import Tensor
 
 from schemas.axes import ROTARY_TENSOR_NAMES, SUMMARY_NAMES, TENSOR_NAMES
 from schemas.request import TOY_MODEL, AttendRequest
@@ -97,7 +98,6 @@ def shareable(sent: Sent, settings: Settings) -> AttendRequest | None:
         request.text is None
         or request.model == TOY_MODEL
         or request.generate is not None
-        or request.interventions is not None
         or request.queries is not None
         or not SHAREABLE_NAMES.issuperset(request.returned)
     )
@@ -300,7 +300,7 @@ def _computed(
             rows = slice(row, row + len(member.result.tokens))
             shapes = orjson.loads(member.result.meta())["shapes"]  # those of its answer alone
             share = _share(layers, rows, shapes)
-            own = None if sections is None else partial(_rows_of, sections, rows)
+            own = None if sections is None else partial(_rows_of, sections, rows, shapes)
             shares[member.turn.sent.number] = dataclasses.replace(member.result, layers=share, sections=own)
             row = rows.stop
     except Exception:  # a subset of a part that fitted fits: a bug, or the pass itself failed
@@ -309,24 +309,32 @@ def _computed(
     return shares
 
 
-def _rows_of(sections: dict[str, Any], rows: slice) -> dict[str, Any]:
-    """The top-level sections of the texts `rows` (`predictions`: each of its tensors and lists has a text
-    per row, and as many positions for every text)."""
-    return {name: {key: value[rows] for key, value in section.items()} for name, section in sections.items()}
+def _rows_of(sections: dict[str, Any], rows: slice, shapes: dict[str, list[int]]) -> dict[str, Any]:
+    """The top-level sections of the texts `rows`: `predictions` and `predictions_clean` (each of their
+    tensors and lists has a text per row, and as many positions for every text), `output_similarity` (a text
+    per row, cut to its shape alone)."""
+    own: dict[str, Any] = {}
+    for name, section in sections.items():
+        if isinstance(section, dict):
+            own[name] = {key: value[rows] for key, value in section.items()}
+        else:
+            own[name] = _cut(name, section[rows], shapes[name])
+    return own
 
 
 def _share(layers: list[Layer], rows: slice, shapes: dict[str, list[int]]) -> list[Layer]:
     """The layers' tensors of the texts `rows`, each cut to its shape in the answer of those texts alone
     (their positions, and the summaries' ranks and pooled blocks, which follow the padded length)."""
-    shared: list[Layer] = []
-    for index, tensors in layers:
-        cut = {}
-        for name, tensor in tensors.items():
-            part = tensor[rows]
-            for axis, length in enumerate(shapes[name][1:], start=1):
-                part = part.narrow(axis, 0, length)
-            if list(part.shape) != shapes[name]:
-                raise ValueError(f"{name}: a share of {list(part.shape)}, alone {shapes[name]}")
-            cut[name] = part
-        shared.append((index, cut))
-    return shared
+    return [
+        (index, {name: _cut(name, tensor[rows], shapes[name]) for name, tensor in tensors.items()})
+        for index, tensors in layers
+    ]
+
+
+def _cut(name: str, part: Tensor, shape: list[int]) -> Tensor:
+    """`part`, a request's rows of a tensor of the pass, cut to `shape`, its shape in the answer alone."""
+    for axis, length in enumerate(shape[1:], start=1):
+        part = part.narrow(axis, 0, length)
+    if list(part.shape) != shape:
+        raise ValueError(f"{name}: a share of {list(part.shape)}, alone {shape}")
+    return part

@@ -1,12 +1,15 @@
-"""Dynamic batching of `predict` over real HTTP (service/compute/batching.py): text requests for a model
-with a language-model head that ask for predictions (without interventions) share one forward pass, with or
-without layers' internals, and each gets its own `predictions` (its texts' rows), equal to the answer it gets
-alone (a server with batching off) within 1e-6 in float64, its own tokens and meta; transformers' own eager
-...ForCausalLM in float64, on each request's texts alone, gives the same top tokens and probabilities."""
+"""Dynamic batching of `predict` and `interventions` over real HTTP (service/compute/batching.py): text
+requests for a model with a language-model head that ask for predictions, with or without the same
+interventions, share one forward pass (with interventions: one clean and one intervened), with or without
+layers' internals, and each gets its own `predictions`, `predictions_clean` and `output_similarity` (its
+texts' rows), equal to the answer it gets alone (a server with batching off) within 1e-6 in float64, its own
+tokens and meta; transformers' own eager ...ForCausalLM in float64, on each request's texts alone, gives the
+same top tokens and probabilities."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,7 +44,7 @@ def servers(llama_folder):
         yield alone_server, batching_server
 
 
-def eager_top(folder, texts: list[str]) -> tuple[list[list[str]], np.ndarray]:
+def eager_top(folder: Path, texts: list[str]) -> tuple[list[Any], np.ndarray]:
     """transformers' eager model in float64 on these texts (padded on the right, as the service pads): the
     top tokens and probabilities of the next token after each text's last token."""
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -76,3 +79,50 @@ def test_batched_predictions_are_each_requests_own(servers, llama_folder, includ
         tokens, reference = eager_top(llama_folder, texts)
         assert [[ranked for ranked in text[0]] for text in ours["predictions"]["top_tokens"]] == tokens
         np.testing.assert_allclose(probs[:, 0], reference, rtol=0, atol=1e-6)
+
+
+def assert_same_sections(ours: dict[str, Any], alone: dict[str, Any]) -> None:
+    """predictions, predictions_clean and output_similarity as alone: the same tokens, numbers within 1e-6."""
+    sections = ("predictions", "predictions_clean", "output_similarity")
+    assert [name for name in sections if name in ours] == [name for name in sections if name in alone]
+    for name in ("predictions", "predictions_clean"):
+        for key, value in alone.get(name, {}).items():
+            if key == "top_tokens":
+                assert ours[name][key] == value
+            else:
+                np.testing.assert_allclose(arrays(ours[name][key]), arrays(value), rtol=0, atol=1e-6)
+    if "output_similarity" in alone:
+        theirs = arrays(alone["output_similarity"])
+        np.testing.assert_allclose(
+            arrays(ours["output_similarity"]), theirs, rtol=0, atol=1e-6, equal_nan=True
+        )
+
+
+INTERVENTIONS = [
+    {"ablate": {"layer": 1, "heads": [0, 2], "with": "mean"}},
+    {"knockout": {"layer": 0, "queries": [1, 2], "keys": [0]}},
+]
+
+
+@pytest.mark.parametrize("include", [[], ["weights"]], ids=["predictions only", "with weights"])
+def test_batched_interventions_are_each_requests_own(servers, include):
+    alone_server, batching_server = servers
+    bodies: list[dict[str, Any] | bytes] = [
+        {
+            "text": texts,
+            "model": MODEL,
+            "dtype": "float64",
+            "include": include,
+            "interventions": INTERVENTIONS,
+            "predict": {"top_k": TOP_K, "targets": ["t"]},
+        }
+        for texts in TEXTS
+    ]
+    batched, sizes = passes(batching_server, bodies)
+    assert [answer.status_code for answer in batched] == [200] * len(TEXTS), [a.text for a in batched]
+    assert sizes == [1, len(TEXTS), 0]  # the four in one pass (its clean pass and its intervened pass)
+    for body, answer in zip(bodies, batched, strict=True):
+        ours, alone = answer.json(), post(alone_server, body).json()
+        assert {"predictions", "predictions_clean", "output_similarity"} <= alone.keys()
+        assert_same_answer(ours, alone)
+        assert_same_sections(ours, alone)
