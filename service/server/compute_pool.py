@@ -31,8 +31,10 @@ here count until the answer is delivered or dropped. A cancelled job's computati
 frame comes, in `_settle` too.
 
 With dynamic batching a process holds more (held_per_process) and computes several in one forward pass
-(service/compute/batching.py). When the first of them runs past its time limit the process is killed as
-above, and the others, not answered, wait again here and go to another process within their own time.
+(service/compute/batching.py), which takes one place for them all (`_places_taken`), as one request computed
+alone does: so the requests of a pass whose clients left do not keep the next requests out. When the first
+of them runs past its time limit the process is killed as above, and the others, not answered, wait again
+here and go to another process within their own time.
 """
 
 from __future__ import annotations
