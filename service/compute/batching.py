@@ -11,9 +11,9 @@ own tokens, and whose ranks and pooled blocks are cut to the request's own; a de
 at the padded length keeps a request out of the pass), with `predict` and `interventions` too (the same
 interventions for every text of the pass, as for every text of one request: positions below each request's
 own length, checked alone; each request gets its texts' rows of the top-level sections, every text predicted
-at as many positions). Not `queries`, flow or generate: they are computed alone. The padding is never
-visible: a real token's keys are its text's, the extra padding keys are masked (weight exactly 0), and each
-tensor is cut to its shape in the request's answer alone (meta's shapes).
+at as many positions). Not `queries`, flow, generate or a `patch` intervention: they are computed alone.
+The padding is never visible: a real token's keys are its text's, the extra padding keys are masked (weight
+exactly 0), and each tensor is cut to its shape in the request's answer alone (meta's shapes).
 
 Requests that share a pass are consecutive in the order the server sent them (the answers go back in that
 order; a pass computed ahead would hold its answers while the requests between are computed), and about as
@@ -99,6 +99,8 @@ def shareable(sent: Sent, settings: Settings) -> AttendRequest | None:
         or request.model == TOY_MODEL
         or request.generate is not None
         or request.queries is not None
+        # a patch's source is computed as its request is prepared, before its ticket is taken (_prepared)
+        or any(intervention.patch is not None for intervention in request.interventions or ())
         or not SHAREABLE_NAMES.issuperset(request.returned)
     )
     return None if alone else request

@@ -126,3 +126,17 @@ def test_batched_interventions_are_each_requests_own(servers, include):
         assert {"predictions", "predictions_clean", "output_similarity"} <= alone.keys()
         assert_same_answer(ours, alone)
         assert_same_sections(ours, alone)
+
+
+def test_a_patch_is_computed_alone(servers):
+    # a patch's source context is computed as its request is read, before its ticket is taken: a request
+    # whose client left would have it computed, so a patch never waits in a pass
+    alone_server, batching_server = servers
+    patch = {"patch": {"layer": 1, "heads": [0], "text": SENTENCES[0]}}
+    body = {"text": [SENTENCES[0]], "model": MODEL, "dtype": "float64", "interventions": [patch]}
+    bodies: list[dict[str, Any] | bytes] = [{**body, "predict": {"top_k": TOP_K}}] * 2
+    answers, sizes = passes(batching_server, bodies)
+    assert [answer.status_code for answer in answers] == [200, 200]
+    assert sizes == [0, 0, 0]  # in no pass: computed through its door, as a request that cannot share one
+    for body_sent, answer in zip(bodies, answers, strict=True):
+        assert_same_sections(answer.json(), post(alone_server, body_sent).json())
