@@ -47,6 +47,32 @@ def row_blocks(batch: int, heads: int, query_pos: int, key_pos: int) -> Iterator
         yield start, min(query_pos, start + rows)
 
 
+class HeadBlock(NamedTuple):
+    """A block of attend_blocked: the kv heads first .. stop (with their query heads) and query rows
+    start .. stop."""
+
+    kv_heads: slice
+    start: int
+    stop: int
+
+
+def head_blocks(batch: int, kv_heads: int, group: int, query_pos: int, key_pos: int) -> Iterator[HeadBlock]:
+    """attend_blocked's blocks, each within BLOCK_ELEMENTS of scores: the rows of a kv head (and its `group`
+    query heads) at a time, every kv head of the same rows in turn (their mask is built once). A block of
+    every head's rows would have 1 / kv_heads the rows, and each block reads its heads' keys and values
+    whole: at 8k tokens and 12 heads (10 rows a block) that reading cost more than the scores. Several kv
+    heads a block when one head's rows all fit."""
+    rows = rows_per_block(batch, group, key_pos)
+    if rows >= query_pos:
+        heads = max(1, rows // query_pos)  # whole kv heads a block
+        for first in range(0, kv_heads, heads):
+            yield HeadBlock(slice(first, min(kv_heads, first + heads)), 0, query_pos)
+        return
+    for start in range(0, query_pos, rows):
+        for head in range(kv_heads):
+            yield HeadBlock(slice(head, head + 1), start, min(query_pos, start + rows))
+
+
 class RowMask(Protocol):
     """Which keys the queries start .. stop may attend: [batch or 1, head or 1, rows, key_pos], True =
     attend, or None when they see every key."""
@@ -138,23 +164,68 @@ def attend_blocked(
     `reducer` (if any) before the next. A score past the dtype's range shows as nan or inf in the context
     and the summaries, which the callers check (overflowed_blocked): no pass over each block for it."""
     batch, heads, query_pos, _ = q.shape
+    kv_heads = k.shape[1]
+    group = heads // kv_heads
     k, v = k.contiguous(), v.contiguous()  # once per layer, not a copy per block inside each matmul
     shifted = reducer is not None and reducer.wants_shifted_scores
     context = q.new_empty(batch, heads, query_pos, v.shape[-1])
-    for start, stop in row_blocks(batch, heads, query_pos, k.shape[2]):
-        allowed = mask.rows(start, stop)
-        width = k.shape[2] if allowed is None else visible_width(allowed)
-        if allowed is not None:  # the keys after the last one any row sees are left out (causal: half)
-            allowed = allowed[..., :width]
+    rows = _RowsOf(mask)
+    for kv, start, stop in head_blocks(batch, kv_heads, group, query_pos, k.shape[2]):
+        own = slice(kv.start * group, kv.stop * group)  # the query heads of these kv heads
+        seen = rows.of(start, stop, k.shape[2]).of_heads(own)
         block = _block(
-            q[:, :, start:stop], k[:, :, :width], v[:, :, :width], scale, allowed, softcap, softmax_dtype,
-            shifted,
+            q[:, own, start:stop], k[:, kv, : seen.width], v[:, kv, : seen.width], scale, seen, softcap,
+            softmax_dtype, shifted,
         )  # fmt: skip
         if reducer is not None:
-            reducer.add(start, block.weights, block.shifted_scores)
-        context[:, :, start:stop] = block.context
-        del block, allowed
+            reducer.add(start, block.weights, block.shifted_scores, own)
+        context[:, own, start:stop] = block.context
+        del block, seen
     return context
+
+
+class RowsSeen(NamedTuple):
+    """What the rows of a block see: `allowed` cut to `width`, one more than the last key any row sees
+    (causal: half the keys), or None when every row sees every key; `first`, the first key some row does
+    not see; `empty`, the rows that see no key, or None when there are none."""
+
+    allowed: AllowedPositions | None
+    width: int
+    first: int
+    empty: Bool[Tensor, "batch head rows 1"] | None
+
+    def of_heads(self, heads: slice) -> RowsSeen:
+        """The same for the query heads `heads`, when the mask has one per head."""
+        if self.allowed is None or self.allowed.shape[1] == 1:
+            return self
+        empty = None if self.empty is None else self.empty[:, heads]
+        return self._replace(allowed=self.allowed[:, heads], empty=empty)
+
+
+class _RowsOf:
+    """The RowsSeen of a RowMask's rows start .. stop; the last rows asked for are kept, since the blocks of
+    every kv head of the same rows follow each other (head_blocks)."""
+
+    def __init__(self, mask: RowMask):
+        self.mask = mask
+        self.last: tuple[int, int, RowsSeen] | None = None
+
+    def of(self, start: int, stop: int, key_pos: int) -> RowsSeen:
+        if self.last is not None and self.last[:2] == (start, stop):
+            return self.last[2]
+        self.last = None
+        allowed = self.mask.rows(start, stop)
+        if allowed is None:
+            seen = RowsSeen(None, key_pos, key_pos, None)
+        else:
+            width = visible_width(allowed)
+            allowed = allowed[..., :width]
+            whole = allowed.reshape(-1, width).all(0)  # [width]: keys every row of the block sees
+            first = int((~whole).nonzero()[0]) if not bool(whole.all()) else width
+            sees = allowed.any(-1, keepdim=True)  # [batch or 1, head or 1, rows, 1]
+            seen = RowsSeen(allowed, width, first, None if bool(sees.all()) else ~sees)
+        self.last = (start, stop, seen)
+        return seen
 
 
 class Block(NamedTuple):
@@ -171,7 +242,7 @@ def _block(
     k: Float[Tensor, "batch kv_head width d_k"],
     v: Float[Tensor, "batch kv_head width d_v"],
     scale: float,
-    allowed: AllowedPositions | None,
+    seen: RowsSeen,
     softcap: float | None,
     softmax_dtype: torch.dtype | None,
     shifted: bool,
@@ -190,22 +261,17 @@ def _block(
     scores = (stacked @ k.transpose(-2, -1)).view(batch, heads, rows, width)  # scaled
     if softcap is not None:
         scores = scores.div_(softcap).tanh_().mul_(softcap)
-    empty_rows = None
-    if allowed is not None:
-        whole = allowed.reshape(-1, width).all(0)  # [width]: keys every row of the block sees
-        first = int((~whole).nonzero()[0]) if not bool(whole.all()) else width
-        if first < width:
-            lowest = torch.finfo(scores.dtype).min
-            scores[..., first:].masked_fill_(~allowed[..., first:], lowest)
-        seen = allowed.any(-1, keepdim=True)  # [batch or 1, head or 1, rows, 1]
-        empty_rows = None if bool(seen.all()) else ~seen
+    if seen.first < width:
+        assert seen.allowed is not None
+        lowest = torch.finfo(scores.dtype).min
+        scores[..., seen.first :].masked_fill_(~seen.allowed[..., seen.first :], lowest)
     if softmax_dtype is None or softmax_dtype == scores.dtype:
         weights = F.softmax(scores, dim=-1)
     else:
         weights = F.softmax(scores, dim=-1, dtype=softmax_dtype).to(scores.dtype)
     shifted_scores = scores.sub_(scores.amax(-1, keepdim=True)) if shifted else None
-    if empty_rows is not None:  # a row with every key masked: weight 0, as attend_heads defines it
-        weights = weights.masked_fill_(empty_rows, 0.0)
+    if seen.empty is not None:  # a row with every key masked: weight 0, as attend_heads defines it
+        weights = weights.masked_fill_(seen.empty, 0.0)
     grouped = weights.view(batch, kv_heads, group * rows, width)
     context = (grouped @ v).view(batch, heads, rows, -1)
     return Block(weights, shifted_scores, context)
