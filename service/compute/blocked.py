@@ -4,7 +4,8 @@ Each row of weights depends only on its own scores, so a block of rows computed 
 scores, weights and context are computed (service/compute/attention.py's attend_heads), reduced to the
 summaries asked for (service/compute/summaries.py), its context kept, and the block dropped before the next.
 Memory grows with seq * seq_kv / (number of blocks), not seq * seq_kv: each block holds at most
-BLOCK_ELEMENTS scores over all heads. Which keys a block's rows see comes from a RowMask, built for those
+BLOCK_ELEMENTS scores, of one kv head's query heads (or of several kv heads when their rows all fit:
+head_blocks). Which keys a block's rows see comes from a RowMask, built for those
 rows only.
 """
 
@@ -29,10 +30,13 @@ from service.compute.attention import (
 )
 from service.compute.attention import _project as project  # the one projection and head split of attention()
 from service.compute.attention import _split_heads as split_heads
+from service.compute.fused import softmax_entropy
 from service.compute.summaries import SummaryReducer
 
-BLOCK_ELEMENTS = 1 << 20  # scores of one block, over the batch and every head (4 MB in float32)
-BLOCK_COPIES = 6  # block-sized tensors at once (scores, weights, w * shifted, a tie's top-k masks): the 413
+BLOCK_ELEMENTS = 1 << 20  # scores of one block, over the batch and the block's heads (4 MB in float32)
+# block-sized tensors at once (scores, weights, w * (s - max), the two head-score patterns, a tie's top-k
+# masks): the 413
+BLOCK_COPIES = 8
 
 
 def rows_per_block(batch: int, heads: int, seq_kv: int) -> int:
@@ -167,7 +171,7 @@ def attend_blocked(
     kv_heads = k.shape[1]
     group = heads // kv_heads
     k, v = k.contiguous(), v.contiguous()  # once per layer, not a copy per block inside each matmul
-    shifted = reducer is not None and reducer.wants_shifted_scores
+    entropy = reducer is not None and reducer.wants_entropy
     context = q.new_empty(batch, heads, query_pos, v.shape[-1])
     rows = _RowsOf(mask)
     for kv, start, stop in head_blocks(batch, kv_heads, group, query_pos, k.shape[2]):
@@ -175,10 +179,10 @@ def attend_blocked(
         seen = rows.of(start, stop, k.shape[2]).of_heads(own)
         block = _block(
             q[:, own, start:stop], k[:, kv, : seen.width], v[:, kv, : seen.width], scale, seen, softcap,
-            softmax_dtype, shifted,
+            softmax_dtype, entropy,
         )  # fmt: skip
         if reducer is not None:
-            reducer.add(start, block.weights, block.shifted_scores, own)
+            reducer.add(start, block.weights, block.entropy, own)
         context[:, own, start:stop] = block.context
         del block, seen
     return context
@@ -229,11 +233,10 @@ class _RowsOf:
 
 
 class Block(NamedTuple):
-    """A block's weights, its scaled scores less each row's largest (when asked: finite where masked, see
-    _block) and its context."""
+    """A block's weights, each row's entropy (when asked) and its context."""
 
     weights: Float[Tensor, "batch head rows width"]
-    shifted_scores: Float[Tensor, "batch head rows width"] | None
+    entropy: Float[Tensor, "batch head rows"] | None
     context: Float[Tensor, "batch head rows d_v"]
 
 
@@ -245,15 +248,15 @@ def _block(
     seen: RowsSeen,
     softcap: float | None,
     softmax_dtype: torch.dtype | None,
-    shifted: bool,
+    entropy: bool,
 ) -> Block:
     """attend_heads (service/compute/attention.py) for one block, in fewer passes over its scores: the scale
     applied to q (rows x d_k numbers, not rows x width), the mask written in place and only from the first
     key some row may not see (a causal block: its last rows' width, not all of it), the fill of rows with no
-    key only when there are such rows. `shifted`: the scores less each row's largest are kept too (written
-    over the scores after the softmax), from which the entropy needs no logarithm per weight
-    (SummaryReducer.add). A masked score is the dtype's lowest number rather than -inf: its weight is still
-    exactly 0 and its shifted score finite, so that w * shifted is 0 there with no pass to skip it."""
+    key only when there are such rows. `entropy`: each row's entropy too, computed with the softmax
+    (service/compute/fused.py: one kernel when compiled). A masked score is the dtype's lowest number rather
+    than -inf: its weight is still exactly 0 and its score less the row's largest finite, so that the
+    entropy's w * (s - max) is 0 there with no pass to skip it."""
     batch, heads, rows, d_k = q.shape
     kv_heads, width = k.shape[1], k.shape[2]
     group = heads // kv_heads
@@ -265,16 +268,22 @@ def _block(
         assert seen.allowed is not None
         lowest = torch.finfo(scores.dtype).min
         scores[..., seen.first :].masked_fill_(~seen.allowed[..., seen.first :], lowest)
-    if softmax_dtype is None or softmax_dtype == scores.dtype:
+    row_entropy = None
+    if entropy and softmax_dtype in (None, scores.dtype):
+        weights, row_entropy = softmax_entropy(scores)  # service/compute/fused.py
+    elif softmax_dtype in (None, scores.dtype):
         weights = F.softmax(scores, dim=-1)
-    else:
+    else:  # a half-precision model's softmax in float32, as its eager attention does
         weights = F.softmax(scores, dim=-1, dtype=softmax_dtype).to(scores.dtype)
-    shifted_scores = scores.sub_(scores.amax(-1, keepdim=True)) if shifted else None
     if seen.empty is not None:  # a row with every key masked: weight 0, as attend_heads defines it
         weights = weights.masked_fill_(seen.empty, 0.0)
+    if entropy and row_entropy is None:
+        row_entropy = torch.special.entr(weights).sum(-1)
+    elif row_entropy is not None and seen.empty is not None:
+        row_entropy = row_entropy.masked_fill_(seen.empty[..., 0], 0.0)
     grouped = weights.view(batch, kv_heads, group * rows, width)
     context = (grouped @ v).view(batch, heads, rows, -1)
-    return Block(weights, shifted_scores, context)
+    return Block(weights, row_entropy, context)
 
 
 def visible_width(allowed: AllowedPositions) -> int:

@@ -161,32 +161,25 @@ class SummaryReducer:
         self._last_patterns: tuple[tuple[int, int, int], dict[TensorName, Tensor]] | None = None
 
     @property
-    def wants_shifted_scores(self) -> bool:
-        """Whether `add` would use the blocks' shifted scores (the entropy with no logarithm per weight)."""
+    def wants_entropy(self) -> bool:
+        """Whether `add` uses the blocks' entropy (computed with their softmax: service/compute/fused.py)."""
         return self.entropy is not None
 
     def add(
         self,
         start: int,
         weights: Float[Tensor, "batch head rows width"],
-        shifted_scores: Float[Tensor, "batch head rows width"] | None = None,
+        entropy: Float[Tensor, "batch head rows"] | None = None,
         of_heads: slice = slice(None),
     ) -> None:
         """The weights of query rows start .. start + rows of the heads `of_heads` (default: all) over the
         first `width` keys (every key after them has weight 0 in these rows: a causal block's later keys).
-        `shifted_scores`: the scaled scores whose softmax the weights are, less each row's largest, finite
-        where the weight is 0 (blocked.py's _block). Since the largest weight of a row is 1 / Z
-        (Z = sum exp(shifted)), log w = shifted - log Z and the entropy is -sum w * shifted + log Z: two
-        terms of one sign, one product per weight."""
+        `entropy`: each row's entropy, computed with the weights (else from them here)."""
         rows, width = weights.shape[2], weights.shape[3]
         stop = start + rows
         if self.entropy is not None:
-            if shifted_scores is None:
+            if entropy is None:
                 entropy = torch.special.entr(weights).sum(-1)
-            else:
-                largest = weights.amax(-1)  # 1 / Z; 0 for a row with no key, whose entropy is 0
-                spread = -torch.linalg.vecdot(weights, shifted_scores)
-                entropy = torch.where(largest > 0, spread - torch.log(largest), 0.0)
             self.entropy[:, of_heads, start:stop] = entropy
         if self.top_keys is not None and self.top_weights is not None:
             reach = min(self.seq_kv, max(width, self.rank))  # a row fills its ranks with later keys, weight 0
