@@ -1,6 +1,6 @@
-"""The blocked summaries' softmax-and-entropy kernel (service/compute/fused.py): compiled, it gives the float64
-softmax and entropy and the same numbers as torch's operations; when compiling fails, prepare says so and the
-blocks take torch's operations, with the same results."""
+"""The blocked summaries' softmax-and-entropy kernel (service/compute/fused.py): compiled, it gives the
+float64 softmax and entropy and the same numbers as torch's operations; when compiling fails, prepare says so
+and the blocks take torch's operations, with the same results."""
 
 from __future__ import annotations
 
