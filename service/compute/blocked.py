@@ -174,12 +174,17 @@ def attend_blocked(
     entropy = reducer is not None and reducer.wants_entropy
     context = q.new_empty(batch, heads, query_pos, v.shape[-1])
     rows = _RowsOf(mask)
-    for kv, start, stop in head_blocks(batch, kv_heads, group, query_pos, k.shape[2]):
+    blocks = list(head_blocks(batch, kv_heads, group, query_pos, k.shape[2]))
+    largest = max(batch * (kv.stop - kv.start) * group * (stop - start) for kv, start, stop in blocks)
+    # the scores and weights of every block, written over (not a new pair of each block's size: the sizes
+    # differ from block to block, and the allocator kept up to 150 MB more at the peak at 4k tokens)
+    scratch = q.new_empty(2, largest * k.shape[2])
+    for kv, start, stop in blocks:
         own = slice(kv.start * group, kv.stop * group)  # the query heads of these kv heads
         seen = rows.of(start, stop, k.shape[2]).of_heads(own)
         block = _block(
             q[:, own, start:stop], k[:, kv, : seen.width], v[:, kv, : seen.width], scale, seen, softcap,
-            softmax_dtype, entropy,
+            softmax_dtype, entropy, scratch,
         )  # fmt: skip
         if reducer is not None:
             reducer.add(start, block.weights, block.entropy, own)
@@ -249,6 +254,7 @@ def _block(
     softcap: float | None,
     softmax_dtype: torch.dtype | None,
     entropy: bool,
+    scratch: Float[Tensor, "2 elements"],
 ) -> Block:
     """attend_heads (service/compute/attention.py) for one block, in fewer passes over its scores: the scale
     applied to q (rows x d_k numbers, not rows x width), the mask written in place and only from the first
@@ -261,7 +267,11 @@ def _block(
     kv_heads, width = k.shape[1], k.shape[2]
     group = heads // kv_heads
     stacked = (q * scale).reshape(batch, kv_heads, group * rows, d_k)  # head h reads kv head h // group
-    scores = (stacked @ k.transpose(-2, -1)).view(batch, heads, rows, width)  # scaled
+    size = batch * heads * rows * width
+    scores = torch.matmul(
+        stacked, k.transpose(-2, -1), out=scratch[0, :size].view(batch, kv_heads, group * rows, width)
+    ).view(batch, heads, rows, width)  # scaled
+    into = scratch[1, :size].view(batch, heads, rows, width)  # the weights
     if softcap is not None:
         scores = scores.div_(softcap).tanh_().mul_(softcap)
     if seen.first < width:
@@ -270,9 +280,9 @@ def _block(
         scores[..., seen.first :].masked_fill_(~seen.allowed[..., seen.first :], lowest)
     row_entropy = None
     if entropy and softmax_dtype in (None, scores.dtype):
-        weights, row_entropy = softmax_entropy(scores)  # service/compute/fused.py
+        weights, row_entropy = softmax_entropy(scores, into)  # service/compute/fused.py
     elif softmax_dtype in (None, scores.dtype):
-        weights = F.softmax(scores, dim=-1)
+        weights = torch.softmax(scores, -1, out=into)
     else:  # a half-precision model's softmax in float32, as its eager attention does
         weights = F.softmax(scores, dim=-1, dtype=softmax_dtype).to(scores.dtype)
     if seen.empty is not None:  # a row with every key masked: weight 0, as attend_heads defines it

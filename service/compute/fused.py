@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
@@ -37,15 +36,15 @@ _compiled: dict[tuple[str, torch.dtype], Kernel] = {}  # by (device type, dtype)
 
 
 def softmax_entropy(
-    scores: Float[Tensor, "*rows width"],
+    scores: Float[Tensor, "*rows width"], out: Float[Tensor, "*rows width"] | None = None
 ) -> tuple[Float[Tensor, "*rows width"], Float[Tensor, "*rows"]]:
     """Each row's softmax and its entropy (nats) of contiguous scaled scores, masked with the dtype's lowest
     number (a row with every key masked gets uniform weights: the caller zeroes them). `scores` may be
-    overwritten."""
+    overwritten; `out`, where torch's operations write the weights (the compiled kernel makes its own)."""
     width = scores.shape[-1]
     kernel = _compiled.get((scores.device.type, scores.dtype))
     if kernel is None or scores.numel() < MIN_COMPILED_ELEMENTS or scores.numel() == width or width < 2:
-        return eager_softmax_entropy(scores)
+        return eager_softmax_entropy(scores, out)
     with torch.no_grad(), _no_compiling():  # as prepared: a block needing a new graph runs _fused eagerly
         weights, entropy = kernel(scores.reshape(-1, width))  # 2-d: the same graphs for every block
     return weights.view(scores.shape), entropy.view(scores.shape[:-1])
@@ -59,11 +58,11 @@ def _no_compiling() -> contextlib.AbstractContextManager[object]:
 
 
 def eager_softmax_entropy(
-    scores: Float[Tensor, "*rows width"],
+    scores: Float[Tensor, "*rows width"], out: Float[Tensor, "*rows width"] | None = None
 ) -> tuple[Float[Tensor, "*rows width"], Float[Tensor, "*rows"]]:
     """softmax_entropy with torch's operations: the softmax, then the scores less each row's largest written
     over the scores, and the entropy -sum(w * (s - m)) - log(max w), since the largest weight is 1 / Z."""
-    weights = F.softmax(scores, dim=-1)
+    weights = torch.softmax(scores, -1, out=out)
     shifted = scores.sub_(scores.amax(-1, keepdim=True))
     entropy = -torch.linalg.vecdot(weights, shifted) - torch.log(weights.amax(-1))
     return weights, entropy
