@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from schemas.axes import SUMMARY_NAMES
+from schemas.axes import SUMMARY_NAMES, TensorName
 from service.compute import blocked, fused
 from service.compute.blocked import Visibility, attend_blocked
 from service.compute.summaries import SummaryReducer, SummaryRequest
@@ -76,11 +76,11 @@ def test_blocked_summaries_with_the_compiled_kernel_equal_those_of_torch_operati
     tokens = torch.randint(0, 7, (batch, seq), generator=generator)
     asked = SummaryRequest(SUMMARY_NAMES, 4, 50)
 
-    def summaries() -> dict[str, torch.Tensor]:
+    def summaries() -> dict[TensorName, torch.Tensor]:
         reducer = SummaryReducer(asked, batch, heads, seq, seq, q, token_ids=tokens)
         with torch.inference_mode():
             attend_blocked(q, k, v, d_k**-0.5, Visibility(None, True, seq), reducer)
-        return dict(reducer.finish())
+        return reducer.finish()
 
     eager = summaries()
     assert fused.prepare(torch.device("cpu")) is not None
