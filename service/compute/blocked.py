@@ -175,10 +175,10 @@ def attend_blocked(
     context = q.new_empty(batch, heads, query_pos, v.shape[-1])
     rows = _RowsOf(mask)
     blocks = list(head_blocks(batch, kv_heads, group, query_pos, k.shape[2]))
-    largest = max(batch * (kv.stop - kv.start) * group * (stop - start) for kv, start, stop in blocks)
-    # the scores and weights of every block, written over (not a new pair of each block's size: the sizes
-    # differ from block to block, and the allocator kept up to 150 MB more at the peak at 4k tokens)
-    scratch = q.new_empty(2, largest * k.shape[2])
+    rows_of_heads = (batch * (kv.stop - kv.start) * group * (stop - start) for kv, start, stop in blocks)
+    # the scores and weights of every block, written over: one pair for the layer rather than a new pair
+    # per block, each of another size (no allocation and no heap fragments per block)
+    scratch = q.new_empty(2, max(rows_of_heads, default=0) * k.shape[2])
     for kv, start, stop in blocks:
         own = slice(kv.start * group, kv.stop * group)  # the query heads of these kv heads
         seen = rows.of(start, stop, k.shape[2]).of_heads(own)
