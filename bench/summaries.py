@@ -12,6 +12,7 @@ short warm-up) while this process samples its resident memory (devtools/memory.p
 
     python -m bench.summaries                          # 4k, 8k and 16k tokens
     python -m bench.summaries --tokens 4096 --threads 2
+    python -m bench.summaries --compile-kernels        # the service with compile_kernels (its compile timed)
 """
 
 from __future__ import annotations
@@ -62,8 +63,16 @@ def _service(folder: Path, text: str) -> float:
         # the defaults bound a MiniLM-sized model's summaries of all layers near 8k tokens
         "ATTENTION_MAX_COMPUTE_ELEMENTS": str(10**9),
         "ATTENTION_MAX_RESPONSE_ELEMENTS": str(10**9),
+        "ATTENTION_COMPILE_KERNELS": os.environ.get("ATTENTION_COMPILE_KERNELS", "false"),
     }
     settings = settings_from_env(env)
+    if settings.compile_kernels:  # as a compute process does at its start (service/compute/process.py)
+        import torch
+
+        from service.compute import fused
+
+        compiled_in = fused.prepare(torch.device("cpu"))
+        print(json.dumps({"compiled_in_s": compiled_in}), file=sys.stderr)
     from service.compute.models.registry import ModelRegistry
 
     models = ModelRegistry.from_settings(settings.models)
@@ -123,7 +132,9 @@ def run_route(route: str, folder: Path, tokens: int) -> None:
     print(json.dumps({"seconds": seconds, "cpu_seconds": cpu}), flush=True)
 
 
-def measure(route: str, folder: Path, tokens: int, threads: int, limit_mb: float) -> dict[str, Any]:
+def measure(
+    route: str, folder: Path, tokens: int, threads: int, limit_mb: float, compile_kernels: bool
+) -> dict[str, Any]:
     """One route at one length in a child process: its time, its tree's resident memory at rest (model
     loaded and warm) and at peak; stopped above limit_mb."""
     from devtools.memory import tree_resident_mb
@@ -131,6 +142,7 @@ def measure(route: str, folder: Path, tokens: int, threads: int, limit_mb: float
     command = [sys.executable, "-m", "bench.summaries", "--route", route, "--folder", str(folder)]
     command += ["--tokens", str(tokens)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env["ATTENTION_COMPILE_KERNELS"] = str(compile_kernels).lower()
     with tempfile.TemporaryFile() as errors:
         child = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=errors)
         rest = peak = None
@@ -159,6 +171,9 @@ def measure(route: str, folder: Path, tokens: int, threads: int, limit_mb: float
         result["error"] = log[-600:]
     else:
         result |= json.loads(out.strip().splitlines()[-1])
+    for line in log.splitlines():  # the service route's compile time, when it compiled
+        if line.startswith('{"compiled_in_s"'):
+            result |= json.loads(line)
     return result
 
 
@@ -170,6 +185,9 @@ def main() -> None:
     parser.add_argument("--routes", nargs="+", default=list(ROUTES), choices=ROUTES)
     parser.add_argument("--threads", type=int, default=2, help="torch threads of each route")
     parser.add_argument("--limit-mb", type=float, default=2048, help="the naive route's memory limit")
+    parser.add_argument(
+        "--compile-kernels", action="store_true", help="the service route with compile_kernels on"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "summaries.json")
     parser.add_argument("--route", choices=ROUTES, help=argparse.SUPPRESS)  # a child process's one route
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
@@ -185,7 +203,9 @@ def main() -> None:
         folder = save_model(Path(temporary) / MODEL)
         for tokens in arguments.tokens:
             for route in arguments.routes:
-                result = measure(route, folder, tokens, arguments.threads, arguments.limit_mb)
+                result = measure(
+                    route, folder, tokens, arguments.threads, arguments.limit_mb, arguments.compile_kernels
+                )
                 results.append(result)
                 print(json.dumps(result), flush=True)
     arguments.out.parent.mkdir(parents=True, exist_ok=True)

@@ -225,6 +225,13 @@ class Settings(BaseSettings):
         "max_concurrent, at least 1 (the event loop keeps a core: idle intra-op threads spin and would "
         "take it).",
     )
+    compile_kernels: bool = Field(
+        False,
+        description="Compile the blocked summaries' fused softmax-and-entropy kernel (torch.compile) when "
+        "each compute process starts: seconds of start-up per process (a C++ compiler on CPUs, Triton on "
+        "GPUs), then long-input summaries a little faster; without a working compiler the service logs it "
+        "and keeps torch's own operations (docs/operations.md).",
+    )
     batch_window_ms: float = Field(
         2.0,
         ge=0,

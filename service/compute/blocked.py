@@ -4,7 +4,8 @@ Each row of weights depends only on its own scores, so a block of rows computed 
 scores, weights and context are computed (service/compute/attention.py's attend_heads), reduced to the
 summaries asked for (service/compute/summaries.py), its context kept, and the block dropped before the next.
 Memory grows with seq * seq_kv / (number of blocks), not seq * seq_kv: each block holds at most
-BLOCK_ELEMENTS scores over all heads. Which keys a block's rows see comes from a RowMask, built for those
+BLOCK_ELEMENTS scores, of one kv head's query heads (or of several kv heads when their rows all fit:
+head_blocks). Which keys a block's rows see comes from a RowMask, built for those
 rows only.
 """
 
@@ -29,10 +30,13 @@ from service.compute.attention import (
 )
 from service.compute.attention import _project as project  # the one projection and head split of attention()
 from service.compute.attention import _split_heads as split_heads
+from service.compute.fused import softmax_entropy
 from service.compute.summaries import SummaryReducer
 
-BLOCK_ELEMENTS = 1 << 20  # scores of one block, over the batch and every head (4 MB in float32)
-BLOCK_COPIES = 6  # block-sized tensors at once (scores, weights, w * shifted, a tie's top-k masks): the 413
+BLOCK_ELEMENTS = 1 << 20  # scores of one block, over the batch and the block's heads (4 MB in float32)
+# block-sized tensors at once (scores, weights, w * (s - max), the two head-score patterns, a tie's top-k
+# masks): the 413
+BLOCK_COPIES = 8
 
 
 def rows_per_block(batch: int, heads: int, seq_kv: int) -> int:
@@ -45,6 +49,32 @@ def row_blocks(batch: int, heads: int, query_pos: int, key_pos: int) -> Iterator
     rows = rows_per_block(batch, heads, key_pos)
     for start in range(0, query_pos, rows):
         yield start, min(query_pos, start + rows)
+
+
+class HeadBlock(NamedTuple):
+    """A block of attend_blocked: the kv heads first .. stop (with their query heads) and query rows
+    start .. stop."""
+
+    kv_heads: slice
+    start: int
+    stop: int
+
+
+def head_blocks(batch: int, kv_heads: int, group: int, query_pos: int, key_pos: int) -> Iterator[HeadBlock]:
+    """attend_blocked's blocks, each within BLOCK_ELEMENTS of scores: the rows of a kv head (and its `group`
+    query heads) at a time, every kv head of the same rows in turn (their mask is built once). A block of
+    every head's rows would have 1 / kv_heads the rows, and each block reads its heads' keys and values
+    whole: at 8k tokens and 12 heads (10 rows a block) that reading cost more than the scores. Several kv
+    heads a block when one head's rows all fit."""
+    rows = rows_per_block(batch, group, key_pos)
+    if rows >= query_pos:
+        heads = max(1, rows // query_pos)  # whole kv heads a block
+        for first in range(0, kv_heads, heads):
+            yield HeadBlock(slice(first, min(kv_heads, first + heads)), 0, query_pos)
+        return
+    for start in range(0, query_pos, rows):
+        for head in range(kv_heads):
+            yield HeadBlock(slice(head, head + 1), start, min(query_pos, start + rows))
 
 
 class RowMask(Protocol):
@@ -138,31 +168,80 @@ def attend_blocked(
     `reducer` (if any) before the next. A score past the dtype's range shows as nan or inf in the context
     and the summaries, which the callers check (overflowed_blocked): no pass over each block for it."""
     batch, heads, query_pos, _ = q.shape
+    kv_heads = k.shape[1]
+    group = heads // kv_heads
     k, v = k.contiguous(), v.contiguous()  # once per layer, not a copy per block inside each matmul
-    shifted = reducer is not None and reducer.wants_shifted_scores
+    entropy = reducer is not None and reducer.wants_entropy
     context = q.new_empty(batch, heads, query_pos, v.shape[-1])
-    for start, stop in row_blocks(batch, heads, query_pos, k.shape[2]):
-        allowed = mask.rows(start, stop)
-        width = k.shape[2] if allowed is None else visible_width(allowed)
-        if allowed is not None:  # the keys after the last one any row sees are left out (causal: half)
-            allowed = allowed[..., :width]
+    rows = _RowsOf(mask)
+    blocks = list(head_blocks(batch, kv_heads, group, query_pos, k.shape[2]))
+    rows_of_heads = (batch * (kv.stop - kv.start) * group * (stop - start) for kv, start, stop in blocks)
+    # the scores and weights of every block, written over: one pair for the layer rather than a new pair
+    # per block, each of another size (no allocation and no heap fragments per block)
+    scratch = q.new_empty(2, max(rows_of_heads, default=0) * k.shape[2])
+    for kv, start, stop in blocks:
+        own = slice(kv.start * group, kv.stop * group)  # the query heads of these kv heads
+        seen = rows.of(start, stop, k.shape[2]).of_heads(own)
         block = _block(
-            q[:, :, start:stop], k[:, :, :width], v[:, :, :width], scale, allowed, softcap, softmax_dtype,
-            shifted,
+            q[:, own, start:stop], k[:, kv, : seen.width], v[:, kv, : seen.width], scale, seen, softcap,
+            softmax_dtype, entropy, scratch,
         )  # fmt: skip
         if reducer is not None:
-            reducer.add(start, block.weights, block.shifted_scores)
-        context[:, :, start:stop] = block.context
-        del block, allowed
+            reducer.add(start, block.weights, block.entropy, own)
+        context[:, own, start:stop] = block.context
+        del block, seen
     return context
 
 
+class RowsSeen(NamedTuple):
+    """What the rows of a block see: `allowed` cut to `width`, one more than the last key any row sees
+    (causal: half the keys), or None when every row sees every key; `first`, the first key some row does
+    not see; `empty`, the rows that see no key, or None when there are none."""
+
+    allowed: AllowedPositions | None
+    width: int
+    first: int
+    empty: Bool[Tensor, "batch head rows 1"] | None
+
+    def of_heads(self, heads: slice) -> RowsSeen:
+        """The same for the query heads `heads`, when the mask has one per head."""
+        if self.allowed is None or self.allowed.shape[1] == 1:
+            return self
+        empty = None if self.empty is None else self.empty[:, heads]
+        return self._replace(allowed=self.allowed[:, heads], empty=empty)
+
+
+class _RowsOf:
+    """The RowsSeen of a RowMask's rows start .. stop; the last rows asked for are kept, since the blocks of
+    every kv head of the same rows follow each other (head_blocks)."""
+
+    def __init__(self, mask: RowMask):
+        self.mask = mask
+        self.last: tuple[int, int, RowsSeen] | None = None
+
+    def of(self, start: int, stop: int, key_pos: int) -> RowsSeen:
+        if self.last is not None and self.last[:2] == (start, stop):
+            return self.last[2]
+        self.last = None
+        allowed = self.mask.rows(start, stop)
+        if allowed is None:
+            seen = RowsSeen(None, key_pos, key_pos, None)
+        else:
+            width = visible_width(allowed)
+            allowed = allowed[..., :width]
+            whole = allowed.reshape(-1, width).all(0)  # [width]: keys every row of the block sees
+            first = int((~whole).nonzero()[0]) if not bool(whole.all()) else width
+            sees = allowed.any(-1, keepdim=True)  # [batch or 1, head or 1, rows, 1]
+            seen = RowsSeen(allowed, width, first, None if bool(sees.all()) else ~sees)
+        self.last = (start, stop, seen)
+        return seen
+
+
 class Block(NamedTuple):
-    """A block's weights, its scaled scores less each row's largest (when asked: finite where masked, see
-    _block) and its context."""
+    """A block's weights, each row's entropy (when asked) and its context."""
 
     weights: Float[Tensor, "batch head rows width"]
-    shifted_scores: Float[Tensor, "batch head rows width"] | None
+    entropy: Float[Tensor, "batch head rows"] | None
     context: Float[Tensor, "batch head rows d_v"]
 
 
@@ -171,44 +250,50 @@ def _block(
     k: Float[Tensor, "batch kv_head width d_k"],
     v: Float[Tensor, "batch kv_head width d_v"],
     scale: float,
-    allowed: AllowedPositions | None,
+    seen: RowsSeen,
     softcap: float | None,
     softmax_dtype: torch.dtype | None,
-    shifted: bool,
+    entropy: bool,
+    scratch: Float[Tensor, "2 elements"],
 ) -> Block:
     """attend_heads (service/compute/attention.py) for one block, in fewer passes over its scores: the scale
     applied to q (rows x d_k numbers, not rows x width), the mask written in place and only from the first
     key some row may not see (a causal block: its last rows' width, not all of it), the fill of rows with no
-    key only when there are such rows. `shifted`: the scores less each row's largest are kept too (written
-    over the scores after the softmax), from which the entropy needs no logarithm per weight
-    (SummaryReducer.add). A masked score is the dtype's lowest number rather than -inf: its weight is still
-    exactly 0 and its shifted score finite, so that w * shifted is 0 there with no pass to skip it."""
+    key only when there are such rows. `entropy`: each row's entropy too, computed with the softmax
+    (service/compute/fused.py: one kernel when compiled). A masked score is the dtype's lowest number rather
+    than -inf: its weight is still exactly 0 and its score less the row's largest finite, so that the
+    entropy's w * (s - max) is 0 there with no pass to skip it."""
     batch, heads, rows, d_k = q.shape
     kv_heads, width = k.shape[1], k.shape[2]
     group = heads // kv_heads
     stacked = (q * scale).reshape(batch, kv_heads, group * rows, d_k)  # head h reads kv head h // group
-    scores = (stacked @ k.transpose(-2, -1)).view(batch, heads, rows, width)  # scaled
+    size = batch * heads * rows * width
+    scores = torch.matmul(
+        stacked, k.transpose(-2, -1), out=scratch[0, :size].view(batch, kv_heads, group * rows, width)
+    ).view(batch, heads, rows, width)  # scaled
+    into = scratch[1, :size].view(batch, heads, rows, width)  # the weights
     if softcap is not None:
         scores = scores.div_(softcap).tanh_().mul_(softcap)
-    empty_rows = None
-    if allowed is not None:
-        whole = allowed.reshape(-1, width).all(0)  # [width]: keys every row of the block sees
-        first = int((~whole).nonzero()[0]) if not bool(whole.all()) else width
-        if first < width:
-            lowest = torch.finfo(scores.dtype).min
-            scores[..., first:].masked_fill_(~allowed[..., first:], lowest)
-        seen = allowed.any(-1, keepdim=True)  # [batch or 1, head or 1, rows, 1]
-        empty_rows = None if bool(seen.all()) else ~seen
-    if softmax_dtype is None or softmax_dtype == scores.dtype:
-        weights = F.softmax(scores, dim=-1)
-    else:
+    if seen.first < width:
+        assert seen.allowed is not None
+        lowest = torch.finfo(scores.dtype).min
+        scores[..., seen.first :].masked_fill_(~seen.allowed[..., seen.first :], lowest)
+    row_entropy = None
+    if entropy and softmax_dtype in (None, scores.dtype):
+        weights, row_entropy = softmax_entropy(scores, into)  # service/compute/fused.py
+    elif softmax_dtype in (None, scores.dtype):
+        weights = torch.softmax(scores, -1, out=into)
+    else:  # a half-precision model's softmax in float32, as its eager attention does
         weights = F.softmax(scores, dim=-1, dtype=softmax_dtype).to(scores.dtype)
-    shifted_scores = scores.sub_(scores.amax(-1, keepdim=True)) if shifted else None
-    if empty_rows is not None:  # a row with every key masked: weight 0, as attend_heads defines it
-        weights = weights.masked_fill_(empty_rows, 0.0)
+    if seen.empty is not None:  # a row with every key masked: weight 0, as attend_heads defines it
+        weights = weights.masked_fill_(seen.empty, 0.0)
+    if entropy and row_entropy is None:
+        row_entropy = torch.special.entr(weights).sum(-1)
+    elif row_entropy is not None and seen.empty is not None:
+        row_entropy = row_entropy.masked_fill_(seen.empty[..., 0], 0.0)
     grouped = weights.view(batch, kv_heads, group * rows, width)
     context = (grouped @ v).view(batch, heads, rows, -1)
-    return Block(weights, shifted_scores, context)
+    return Block(weights, row_entropy, context)
 
 
 def visible_width(allowed: AllowedPositions) -> int:

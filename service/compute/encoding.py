@@ -78,4 +78,5 @@ def encode(sections: dict[str, Any], decimals: int | None, meta: Callable[[], by
     called once the tensors are encoded (which also waits for a GPU to finish) so that it can time them."""
     body_json = encode_object(sections, decimals)  # b'{...}'
     separator = b"," if sections else b""
-    return body_json[:-1] + separator + b'"meta":' + meta() + b"}"
+    # one copy of the body (a chain of + makes one per step: three bodies at once, 500 MB at 16k tokens)
+    return b"".join((memoryview(body_json)[:-1], separator, b'"meta":', meta(), b"}"))

@@ -4,6 +4,7 @@ name the spawned function, and torch, transformers and the models are imported o
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,11 @@ if TYPE_CHECKING:
 
 def compute_process(channel: socket.socket, tickets: Tickets, settings: Settings) -> None:
     """The compute process's main function (service/compute/process.py serve)."""
+    # before torch loads its OpenMP runtime: a torch thread waiting for work sleeps rather than spins, unless
+    # the operator chose otherwise. On a host with more threads than free cores a spinning thread takes the
+    # core its partner needs (measured, docs/operations.md: summaries of 2k tokens, 2 threads on a loaded
+    # 2-core host: 27 CPU-s and 55 s spinning, 4 CPU-s and 7 s passive)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from service.compute.process import serve
 
     serve(channel, tickets, settings)

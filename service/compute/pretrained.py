@@ -266,7 +266,7 @@ def _internals(
             last=max(layers),
             pre_rotary=pre_rotary,
             keep=None if flow.every_layer else layers,
-            lazily=streamed,
+            lazily=streamed or request.blocked,  # blocked: one layer's q, k, v held at a time, not all
             whole=None if effects is None else effects.whole,
             summarize=summarize,
             blocks=layers if flow.block_calls else (),

@@ -22,6 +22,7 @@ import time
 import orjson
 import torch
 
+from service.compute import fused
 from service.compute.batching import answers, gather
 from service.compute.device import resolve_device
 from service.compute.gathering import Requests
@@ -59,6 +60,10 @@ def start(settings: Settings) -> tuple[ModelRegistry, Started]:
             models.get(name)
     # one-off costs (thread team, kernels' first calls) before the first request
     attend(WARM_UP, settings, models)
+    if settings.compile_kernels:
+        compiled_in = fused.prepare(resolve_device("auto"))  # a failure is logged there
+        if compiled_in is not None:
+            log.info("fused kernel of the blocked summaries compiled in %.1f s", compiled_in)
     return models, Started(
         pid=os.getpid(),
         device=str(resolve_device("auto")),

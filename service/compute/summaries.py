@@ -42,12 +42,13 @@ class SummaryRequest:
 
 
 def _weight_on(
-    counted: Float[Tensor, "batch head rows width"], pattern: Bool[Tensor, "batch rows width"]
+    counted: Float[Tensor, "batch head rows width"], pattern: Float[Tensor, "batch rows_width 1"]
 ) -> Float[Tensor, "batch head"]:
-    """sum over rows and keys of counted * pattern, for each head: one matrix-vector product per text."""
+    """sum over rows and keys of counted * pattern (0 or 1), for each head: one matrix-vector product per
+    text."""
     batch, heads = counted.shape[:2]
     flat = counted.reshape(batch, heads, -1)  # [batch, head, rows*width]
-    return (flat @ pattern.reshape(batch, -1, 1).to(counted.dtype))[..., 0]
+    return (flat @ pattern)[..., 0]
 
 
 def top_keys_of(
@@ -157,52 +158,49 @@ class SummaryReducer:
         self.matched = {name: zeros(batch, heads) for name in HEAD_SCORES if name in names}
         self.total = zeros(batch, heads) if self.matched else None  # sum(w) over the real queries
         self.sink = zeros(batch, heads) if "sink_score" in names else None
+        self._last_patterns: tuple[tuple[int, int, int], dict[TensorName, Tensor]] | None = None
 
     @property
-    def wants_shifted_scores(self) -> bool:
-        """Whether `add` would use the blocks' shifted scores (the entropy with no logarithm per weight)."""
+    def wants_entropy(self) -> bool:
+        """Whether `add` uses the blocks' entropy (computed with their softmax: service/compute/fused.py)."""
         return self.entropy is not None
 
     def add(
         self,
         start: int,
         weights: Float[Tensor, "batch head rows width"],
-        shifted_scores: Float[Tensor, "batch head rows width"] | None = None,
+        entropy: Float[Tensor, "batch head rows"] | None = None,
+        of_heads: slice = slice(None),
     ) -> None:
-        """The weights of query rows start .. start + rows over the first `width` keys (every key after them
-        has weight 0 in these rows: a causal block's later keys). `shifted_scores`: the scaled scores whose
-        softmax the weights are, less each row's largest, finite where the weight is 0 (blocked.py's
-        _block). Since the largest weight of a row is 1 / Z (Z = sum exp(shifted)), log w = shifted - log Z
-        and the entropy is -sum w * shifted + log Z: two terms of one sign, one product per weight."""
+        """The weights of query rows start .. start + rows of the heads `of_heads` (default: all) over the
+        first `width` keys (every key after them has weight 0 in these rows: a causal block's later keys).
+        `entropy`: each row's entropy, computed with the weights (else from them here)."""
         rows, width = weights.shape[2], weights.shape[3]
         stop = start + rows
         if self.entropy is not None:
-            if shifted_scores is None:
+            if entropy is None:
                 entropy = torch.special.entr(weights).sum(-1)
-            else:
-                largest = weights.amax(-1)  # 1 / Z; 0 for a row with no key, whose entropy is 0
-                spread = -torch.linalg.vecdot(weights, shifted_scores)
-                entropy = torch.where(largest > 0, spread - torch.log(largest), 0.0)
-            self.entropy[:, :, start:stop] = entropy
+            self.entropy[:, of_heads, start:stop] = entropy
         if self.top_keys is not None and self.top_weights is not None:
             reach = min(self.seq_kv, max(width, self.rank))  # a row fills its ranks with later keys, weight 0
             widened = weights if reach == width else F.pad(weights, (0, reach - width))
             keys, top = top_keys_of(widened, self.rank)
-            self.top_keys[:, :, start:stop] = keys
-            self.top_weights[:, :, start:stop] = top
+            self.top_keys[:, of_heads, start:stop] = keys
+            self.top_weights[:, of_heads, start:stop] = top
         if self.received is None and self.pooled is None and self.total is None and self.sink is None:
             return
         real_rows = self.query_real[:, start:stop]  # [batch, rows]
         summed = weights.to(self.sum_dtype)
-        self._sums(start, summed, real_rows)
+        self._sums(start, summed, real_rows, of_heads)
         if self.matched:
-            self._match(start, summed, real_rows)
+            self._match(start, summed, real_rows, of_heads)
 
     def _sums(
         self,
         start: int,
         weights: Float[Tensor, "batch head rows width"],
         real_rows: Bool[Tensor, "batch rows"],
+        of_heads: slice,
     ) -> None:
         """received, pooled_weights, sink_score and the head scores' sum(w), from one matrix product that
         sums the real rows of each query block: [query blocks, rows] x [rows, width] per head, one read of
@@ -219,14 +217,14 @@ class SummaryReducer:
         by_query_block = sums_of[:, None].to(weights.dtype) @ weights  # [batch, head, query blocks, width]
         received = by_query_block.sum(2)  # [batch, head, width]
         if self.received is not None:
-            self.received[..., :width] += received
+            self.received[:, of_heads, :width] += received
         if self.sink is not None:
-            self.sink += received[..., 0]
+            self.sink[:, of_heads] += received[..., 0]
         if self.total is not None:
-            self.total += received.sum(-1)
+            self.total[:, of_heads] += received.sum(-1)
         if self.pooled is not None:
             whole, key_blocks = width // pool, -(-width // pool)
-            target = self.pooled[..., first : first + blocks, :]
+            target = self.pooled[:, of_heads, first : first + blocks, :]
             target[..., :whole] += (
                 by_query_block[..., : whole * pool].reshape(batch, heads, blocks, whole, pool).sum(-1)
             )
@@ -238,6 +236,7 @@ class SummaryReducer:
         start: int,
         weights: Float[Tensor, "batch head rows width"],
         real_rows: Bool[Tensor, "batch rows"],
+        of_heads: slice,
     ) -> None:
         """The weight of the real rows on each head score's detection pattern (TransformerLens'
         get_*_detection_pattern): previous token j = i - 1; duplicate token j < i with the token of i;
@@ -250,23 +249,42 @@ class SummaryReducer:
             at = previous.clamp(0, width - 1)[None, None, :, None].expand(*weights.shape[:3], 1)
             counted = (inside[None, :] & real_rows)[:, None].to(weights.dtype)  # [batch, 1, rows]
             on_previous = weights.gather(-1, at)[..., 0] * counted  # [batch, head, rows]
-            self.matched["previous_token_score"] += on_previous.sum(-1)
-        if self.token_ids is None:
-            return
+            self.matched["previous_token_score"][:, of_heads] += on_previous.sum(-1)
+        for name, pattern in self._token_patterns(start, rows, width, real_rows).items():
+            self.matched[name][:, of_heads] += _weight_on(weights, pattern)
+
+    def _token_patterns(
+        self, start: int, rows: int, width: int, real_rows: Bool[Tensor, "batch rows"]
+    ) -> dict[TensorName, Float[Tensor, "batch rows_width 1"]]:
+        """The duplicate-token and induction patterns of rows start .. start + rows over `width` keys, as
+        the sum dtype's 0 and 1 for _weight_on; the last rows' are kept, since the blocks of every kv head
+        of the same rows follow each other (service/compute/blocked.py's head_blocks)."""
+        if self.token_ids is None or not self.names & set(TOKEN_SCORE_NAMES):
+            return {}
+        if self._last_patterns is not None and self._last_patterns[0] == (start, rows, width):
+            return self._last_patterns[1]
+        self._last_patterns = None  # the old ones freed before the new ones are made
+        device = real_rows.device
+        query = torch.arange(start, start + rows, device=device)  # [rows]
         key = torch.arange(width, device=device)  # [width]
         ids = self.token_ids
         token = ids[:, start : start + rows, None]  # [batch, rows, 1]
         real = real_rows[:, :, None]  # [batch, rows, 1]
+        patterns: dict[TensorName, Bool[Tensor, "batch rows width"]] = {}
         if "duplicate_token_score" in self.matched:
             earlier = key[None, :] < query[:, None]  # [rows, width]
-            pattern = (token == ids[:, None, :width]) & earlier & real  # [batch, rows, width]
-            self.matched["duplicate_token_score"] += _weight_on(weights, pattern)
+            patterns["duplicate_token_score"] = (token == ids[:, None, :width]) & earlier & real
         if "induction_score" in self.matched:
             before = torch.cat(
                 [torch.full_like(ids[:, :1], -1), ids[:, : width - 1]], dim=1
             )  # token at j - 1
-            pattern = (token == before[:, None, :]) & (key[None, :] <= query[:, None]) & real
-            self.matched["induction_score"] += _weight_on(weights, pattern)
+            patterns["induction_score"] = (
+                (token == before[:, None, :]) & (key[None, :] <= query[:, None]) & real
+            )
+        batch = real_rows.shape[0]
+        made = {name: p.reshape(batch, -1, 1).to(self.sum_dtype) for name, p in patterns.items()}
+        self._last_patterns = ((start, rows, width), made)
+        return made
 
     def finish(self) -> dict[TensorName, Tensor]:
         """The summaries asked for, by name in SUMMARY_NAMES order."""
