@@ -147,6 +147,11 @@ class ComputeProcess:
         False if it is computing it."""
         return self.tickets.take(job.ticket)
 
+    def stop_computing(self, job: Job) -> None:
+        """Asks the process to stop `job`, which it computes, between two of its frames (service/stops.py):
+        nobody will read the rest of its answer."""
+        self.tickets.stops.stop(job.ticket)
+
     def kill(self) -> None:
         """Stops the process in the middle of a request that ran past its time limit."""
         self.timed_out = True
@@ -296,6 +301,8 @@ class ComputePool:
         if self._withdraw(job):
             self.on_skip()
             self._release(job)
+        else:
+            self._stop_computing(job)  # a stream stops after its first line
         raise ClientGone()
 
     def _answer_room(self) -> int:
@@ -359,6 +366,13 @@ class ComputePool:
         if computing is not None:
             computing.kill()
 
+    def _stop_computing(self, job: Job) -> None:
+        """Asks the process computing `job`, if any, to stop it: nobody will read the rest of its answer (a
+        stream is stopped between two lines; its place is freed when the process says it has stopped)."""
+        computing = next((p for p in self.processes if p.sent and p.sent[0] is job), None)
+        if computing is not None:
+            computing.stop_computing(job)
+
     def _settle(self, job: Job, outcome: Answer | Exception | None) -> None:
         """The one place where a job's computation ends: its waiter is told (once). A failure frees its place
         at once; an answer keeps it until delivered (`_release`), unless nobody is left to deliver it to. A
@@ -400,6 +414,8 @@ class ComputePool:
         if job.rest is not None:
             job.orphaned = True
             _drop_queued(job.rest)
+            if not job.ended:
+                self._stop_computing(job)
         self._let_go(job, job.held_bytes)
         if job.rest is None or job.ended:
             self.admitted.discard(job)
@@ -422,6 +438,7 @@ class ComputePool:
             return
         if not self._fits(job, len(content)):
             job.cut = True
+            self._stop_computing(job)
             what = f"this stream's next {len(content):,} bytes do not fit ({job.held_bytes:,} not yet read)"
             job.rest.put_nowait(Overloaded(self._no_room_for_answers(what)))
             return
