@@ -55,6 +55,7 @@ from service.compute.entry import compute_process
 from service.errors import ClientGone, ComputeProcessDied, ModelError, NoComputeProcess, Overloaded, TimedOut
 from service.protocol import ANSWER, ATTEND, BATCH_NOTE, REQUEST, Frame, ResponseFormat, Started, Tickets
 from service.server.compute_interface import ClientWatch, FrameSender, Held, described_models
+from service.server.fair_queue import FairQueue
 from service.server.shares import crowded, give_back
 from service.settings import Settings
 
@@ -86,6 +87,7 @@ class Job:
     held_bytes: int = 0  # of its answer, held here until it is delivered (max_answer_bytes_in_flight)
     cut: bool = False  # a stream whose frames outgrew the room for answers: ended, the rest dropped
     client: str = ""  # the client's address
+    sent_at: float = 0.0  # when it was last sent to a process (the time it computed counts from there)
 
 
 def held_per_process(settings: Settings) -> int:
@@ -111,6 +113,7 @@ class ComputeProcess:
         self.sent: deque[Job] = deque()
         self.numbered = 0  # jobs sent so far: the next one's number
         self.timed_out = False
+        self.free_at = 0.0  # when it last answered: the next job computes from then (or from its sending)
 
     @classmethod
     async def start(cls, settings: Settings, target: ComputeTarget) -> ComputeProcess:
@@ -208,7 +211,8 @@ class ComputePool:
         self.capacity = settings.max_concurrent + settings.max_queue
         self.timeout = settings.request_timeout_s
         self.admitted: set[Job] = set()  # waiting, computing, or answered and not yet delivered
-        self.waiting: deque[Job] = deque()
+        # by client: a client whose requests take long waits behind the short requests of others
+        self.waiting: FairQueue[Job] = FairQueue()
         self.processes: set[ComputeProcess] = set()
         self.on_replace = on_replace  # told why each process is replaced (for metrics)
         self.on_skip = on_skip  # told of each job never computed because its client left (for metrics)
@@ -459,12 +463,16 @@ class ComputePool:
             self._let_go(job, len(item))
 
     def _dispatch(self) -> None:
-        """Sends waiting jobs to the processes with room, the least loaded first."""
+        """Sends waiting jobs to the processes with room, the least loaded first (which: fair_queue.py)."""
         while self.waiting:
             process = min(self.processes, key=lambda p: len(p.sent), default=None)
             if process is None or len(process.sent) >= self.held:
                 return
-            process.send(self.waiting.popleft())
+            job = self.waiting.take(busy=bool(process.sent))
+            if job is None:
+                return
+            job.sent_at = asyncio.get_running_loop().time()
+            process.send(job)
 
     def _add(self, process: ComputeProcess) -> None:
         self.processes.add(process)
@@ -502,7 +510,15 @@ class ComputePool:
                 self._settle(process.sent.popleft(), None)
             first = last
             if last:
+                self._measure(process, job)
                 self._dispatch()
+
+    def _measure(self, process: ComputeProcess, job: Job) -> None:
+        """The time `job`, just answered, took to compute, for its client's turns (fair_queue.py)."""
+        now = asyncio.get_running_loop().time()
+        began, process.free_at = max(job.sent_at, process.free_at), now
+        if not job.cancelled:
+            self.waiting.measured(job.client, now - began)
 
     def _lost(self, process: ComputeProcess, died: ComputeProcessDied) -> None:
         """The process ended: the job it was computing fails, the jobs behind it wait again."""
