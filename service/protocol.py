@@ -24,6 +24,8 @@ import time
 from enum import IntEnum
 from typing import Any, TypedDict
 
+from service.stops import Stops
+
 # the request's deadline on time.monotonic()'s clock, which all processes of a host share (a process skips a
 # request whose deadline has passed before it starts it: the server has answered it 504), its kind, the
 # response format (an index of MEDIA_TYPES) and the body's length
@@ -82,10 +84,11 @@ class Tickets:
         pairs = [socket.socketpair() for _ in range(count)]
         self.senders = [sender for sender, _ in pairs]  # the server's alone
         self.queues = [queue for _, queue in pairs]  # each ticket waits at this end, for whoever takes it
+        self.stops = Stops()  # and a request started, whether it goes on (service/stops.py)
 
     def __getstate__(self) -> dict[str, Any]:
-        """What a compute process gets (its sockets duplicated when it is spawned): the queues only."""
-        return {"senders": [], "queues": self.queues}
+        """What a compute process gets (its sockets duplicated when it is spawned): queues and stops."""
+        return {"senders": [], "queues": self.queues, "stops": self.stops}
 
     def issue(self, number: int) -> None:
         """Request `number`'s ticket, before the request is sent (its queue is empty: it never blocks)."""

@@ -57,6 +57,7 @@ from service.compute.gathering import Requests, Sent
 from service.compute.models.registry import ModelRegistry
 from service.compute.pipeline import check_text_batch, encoded
 from service.compute.summaries import default_pool
+from service.compute.stopping import until_stopped
 from service.errors import REQUEST_ERRORS
 from service.protocol import ATTEND, BATCH_NOTE, Frame, ResponseFormat, Tickets, skipped
 from service.settings import Settings
@@ -141,7 +142,9 @@ def _alone(sent: Sent, tickets: Tickets, settings: Settings, models: ModelRegist
     if skip is not None:
         yield skip
         return
-    yield from DOORS[sent.kind](sent.body, settings, models, sent.media, False)
+    frames = DOORS[sent.kind](sent.body, settings, models, sent.media, False)
+    # a stream whose client left or stopped reading is stopped between two lines (stopping.py)
+    yield from until_stopped(frames, tickets, sent.number)
 
 
 @dataclass

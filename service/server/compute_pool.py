@@ -58,6 +58,7 @@ from service.compute.entry import compute_process
 from service.errors import ClientGone, ComputeProcessDied, ModelError, NoComputeProcess, Overloaded, TimedOut
 from service.protocol import ANSWER, ATTEND, BATCH_NOTE, REQUEST, Frame, ResponseFormat, Started, Tickets
 from service.server.compute_interface import ClientWatch, FrameSender, Held, described_models
+from service.server.fair_queue import FairQueue
 from service.server.shares import crowded, give_back
 from service.settings import Settings
 
@@ -89,6 +90,7 @@ class Job:
     held_bytes: int = 0  # of its answer, held here until it is delivered (max_answer_bytes_in_flight)
     cut: bool = False  # a stream whose frames outgrew the room for answers: ended, the rest dropped
     client: str = ""  # the client's address
+    sent_at: float = 0.0  # when it was last sent to a process (the time it computed counts from there)
 
 
 def held_per_process(settings: Settings) -> int:
@@ -114,6 +116,7 @@ class ComputeProcess:
         self.sent: deque[Job] = deque()
         self.numbered = 0  # jobs sent so far: the next one's number
         self.timed_out = False
+        self.free_at = 0.0  # when it last answered: the next job computes from then (or from its sending)
 
     @classmethod
     async def start(cls, settings: Settings, target: ComputeTarget) -> ComputeProcess:
@@ -160,6 +163,11 @@ class ComputeProcess:
             for job in behind
             if job in admitted and not job.cancelled and not self.tickets.waiting(job.ticket)
         )
+
+    def stop_computing(self, job: Job) -> None:
+        """Asks the process to stop `job`, which it computes, between two of its frames (service/stops.py):
+        nobody will read the rest of its answer."""
+        self.tickets.stops.stop(job.ticket)
 
     def kill(self) -> None:
         """Stops the process in the middle of a request that ran past its time limit."""
@@ -217,7 +225,8 @@ class ComputePool:
         self.capacity = settings.max_concurrent + settings.max_queue
         self.timeout = settings.request_timeout_s
         self.admitted: set[Job] = set()  # waiting, computing, or answered and not yet delivered
-        self.waiting: deque[Job] = deque()
+        # by client: a client whose requests take long waits behind the short requests of others
+        self.waiting: FairQueue[Job] = FairQueue()
         self.processes: set[ComputeProcess] = set()
         self.on_replace = on_replace  # told why each process is replaced (for metrics)
         self.on_skip = on_skip  # told of each job never computed because its client left (for metrics)
@@ -310,6 +319,8 @@ class ComputePool:
         if self._withdraw(job):
             self.on_skip()
             self._release(job)
+        else:
+            self._stop_computing(job)  # a stream stops after its first line
         raise ClientGone()
 
     def _places_taken(self) -> int:
@@ -383,6 +394,13 @@ class ComputePool:
         if computing is not None:
             computing.kill()
 
+    def _stop_computing(self, job: Job) -> None:
+        """Asks the process computing `job`, if any, to stop it: nobody will read the rest of its answer (a
+        stream is stopped between two lines; its place is freed when the process says it has stopped)."""
+        computing = next((p for p in self.processes if p.sent and p.sent[0] is job), None)
+        if computing is not None:
+            computing.stop_computing(job)
+
     def _settle(self, job: Job, outcome: Answer | Exception | None) -> None:
         """The one place where a job's computation ends: its waiter is told (once). A failure frees its place
         at once; an answer keeps it until delivered (`_release`), unless nobody is left to deliver it to. A
@@ -424,6 +442,8 @@ class ComputePool:
         if job.rest is not None:
             job.orphaned = True
             _drop_queued(job.rest)
+            if not job.ended:
+                self._stop_computing(job)
         self._let_go(job, job.held_bytes)
         if job.rest is None or job.ended:
             self.admitted.discard(job)
@@ -446,6 +466,7 @@ class ComputePool:
             return
         if not self._fits(job, len(content)):
             job.cut = True
+            self._stop_computing(job)
             what = f"this stream's next {len(content):,} bytes do not fit ({job.held_bytes:,} not yet read)"
             job.rest.put_nowait(Overloaded(self._no_room_for_answers(what)))
             return
@@ -466,12 +487,16 @@ class ComputePool:
             self._let_go(job, len(item))
 
     def _dispatch(self) -> None:
-        """Sends waiting jobs to the processes with room, the least loaded first."""
+        """Sends waiting jobs to the processes with room, the least loaded first (which: fair_queue.py)."""
         while self.waiting:
             process = min(self.processes, key=lambda p: len(p.sent), default=None)
             if process is None or len(process.sent) >= self.held:
                 return
-            process.send(self.waiting.popleft())
+            job = self.waiting.take(busy=bool(process.sent))
+            if job is None:
+                return
+            job.sent_at = asyncio.get_running_loop().time()
+            process.send(job)
 
     def _add(self, process: ComputeProcess) -> None:
         self.processes.add(process)
@@ -509,7 +534,15 @@ class ComputePool:
                 self._settle(process.sent.popleft(), None)
             first = last
             if last:
+                self._measure(process, job)
                 self._dispatch()
+
+    def _measure(self, process: ComputeProcess, job: Job) -> None:
+        """The time `job`, just answered, took to compute, for its client's turns (fair_queue.py)."""
+        now = asyncio.get_running_loop().time()
+        began, process.free_at = max(job.sent_at, process.free_at), now
+        if not job.cancelled:
+            self.waiting.measured(job.client, now - began)
 
     def _lost(self, process: ComputeProcess, died: ComputeProcessDied) -> None:
         """The process ended: the job it was computing fails, the jobs behind it wait again."""

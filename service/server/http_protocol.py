@@ -54,6 +54,7 @@ from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
+from service.server.pacing import PIPELINING
 from service.server.shares import crowded, give_back
 from service.settings import Settings, get_settings
 
@@ -184,6 +185,7 @@ class HttpProtocol(HttpToolsProtocol):
         self.unparsed = b""  # received, not yet parsed: it waits for the pipelined requests to be answered
         self.running: RequestResponseCycle | None = None  # the request whose application runs
         self.refusal = b""  # the answer to a refused request, written once the answers before it are
+        self.paced: asyncio.TimerHandle | None = None  # the next pipelined request's turn (pacing.py)
 
     # connection
 
@@ -211,10 +213,10 @@ class HttpProtocol(HttpToolsProtocol):
         self.header_timer = self.loop.call_later(self.limits.header_timeout_s, self._header_timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for timer in (self.header_timer, self.body_timer, self.linger):
+        for timer in (self.header_timer, self.body_timer, self.linger, self.paced):
             if timer is not None:
                 timer.cancel()
-        self.header_timer = self.body_timer = self.linger = None
+        self.header_timer = self.body_timer = self.linger = self.paced = None
         for upload in self.uploads.values():
             self._uncharge(upload)
         self.uploads.clear()
@@ -324,6 +326,8 @@ class HttpProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         for cycle in [cycle for cycle in self.uploads if cycle.response_complete]:
             self._uncharge(self.uploads.pop(cycle))
+        if self._paced():
+            return
         answered = self.running
         super().on_response_complete()  # starts the next pipelined request, if any
         if self.transport.is_closing():
@@ -341,6 +345,24 @@ class HttpProtocol(HttpToolsProtocol):
             self.data_received(data)  # holds reading again while PIPELINED still wait
         if not self.flow.held:
             self.flow.resume_reading()
+
+    def _paced(self) -> bool:
+        """Whether the client's next request, sent before it read this answer (pipelined), waits its turn
+        (pacing.py): True then, and the connection is not read until on_response_complete runs again."""
+        pipelined = bool(self.pipeline) or bool(self.unparsed)
+        if not pipelined or self.refused or self.transport.is_closing():
+            return False
+        wait = PIPELINING.wait(self.address, self.loop.time())
+        if wait <= 0:
+            return False
+        self.flow.held = True
+        self.flow.pause_reading()
+        self.paced = self.loop.call_later(wait, self._pace_over)
+        return True
+
+    def _pace_over(self) -> None:
+        self.paced = None
+        self.on_response_complete()
 
     def end_after_answer(self) -> None:
         """No more requests are read on this connection: it ends after a linger (the answer is written)."""

@@ -27,6 +27,7 @@ from service.protocol import MEDIA_TYPES, ResponseFormat
 from service.server.accept import negotiate
 from service.server.compute_interface import Held
 from service.server.handlers import JSON_MEDIA_TYPE
+from service.server.leaving import unless_client_leaves
 from service.server.openapi_examples import request_examples
 from service.server.routes.documented import UNAUTHORIZED, error_responses
 from service.server.security import require_api_key
@@ -147,7 +148,8 @@ class StreamedResponse(Response):
             await send_line(self.body)
             assert self.held.stream is not None
             try:
-                await self.held.stream(send_line)
+                if not await unless_client_leaves(self.held.stream(send_line), receive):
+                    return  # gone: its answer is released, and the rest of it not computed
             except SERVER_ERRORS as broken:
                 status = status_of(broken)
                 if status.refusal is not None:
