@@ -13,6 +13,7 @@ import time
 import pytest
 
 from bench.bench import A_GOLDEN, ECHOED, fetch, measure_at, scenarios, start
+from bench.instant import CANNED
 from devtools.processes import cpu_seconds, descendants, tree_cpu_seconds
 
 BURN = "import time\nend = time.process_time() + {seconds}\nwhile time.process_time() < end: pass\n"
@@ -61,3 +62,23 @@ def test_the_echo_endpoint_answers_the_body_and_is_measured_with_its_cpu_per_req
     assert result.response_bytes == len(body)
     assert result.server_cpu_us is not None and result.server_cpu_us > 0
     assert result.children_cpu_us == 0  # the echo computes nowhere else
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("app", ["bench.instant:in_process", "bench.instant:processes"])
+def test_the_service_without_its_computation_answers_through_every_layer(app: str) -> None:
+    """bench/instant.py: the service's app (the API key, the request id, the limits) answering at once."""
+    body = json.dumps(scenarios()[A_GOLDEN]).encode()
+    server = start(app)
+    try:
+        answered = server.post(body, headers={"x-request-id": "floor-1"})
+        refused = server.post(body, headers={"content-type": "text/plain"})
+        compute_processes = len(descendants(server.process.pid))
+    finally:
+        server.stop()
+    assert answered.status_code == 200 and answered.content == CANNED
+    assert answered.headers["x-request-id"] == "floor-1"
+    assert answered.headers["x-content-type-options"] == "nosniff"
+    assert refused.status_code == 415
+    # the processes' app hands each request to compute processes (and multiprocessing's resource tracker)
+    assert (compute_processes > 0) == (app == "bench.instant:processes")
