@@ -9,6 +9,11 @@ response bytes, and the service/baseline ratio of requests/s.
     python -m bench.bench                          # all scenarios, 3 rounds of 5 s: about 3 minutes
     python -m bench.bench --seconds 1 --rounds 1   # the smoke run of .ci/run
 
+The small requests of ECHOED are also sent to a bare FastAPI endpoint that echoes the body (bench/echo.py, the
+framework's floor), in the same rounds: service/echo is how close the service comes to the floor. Beside
+requests/s each server's line gives the CPU time per request of its server process and (for the service) of
+its compute processes, from /proc: a figure a machine loaded by other work changes much less.
+
 Some scenarios ask the service for another format (SERVICE_ACCEPT: the baseline answers JSON whatever the
 Accept); the streamed ones (ONE_AT_A_TIME) are measured one request at a time on each server, with the peak
 resident memory of its process tree above its size at rest.
@@ -37,6 +42,7 @@ from bench.decoder import FOLDER_VARIABLE, MODEL_NAME, SENTENCE, TEXT_64, save_b
 from bench.flow_baseline import FLOW
 from devtools.memory import PeakResident
 from devtools.paths import ROOT
+from devtools.processes import TreeCpu, tree_cpu_seconds
 from devtools.servers import SERVICE_APP, Server
 from service.server.openapi_examples import load_golden
 
@@ -53,8 +59,11 @@ class Result:
     response_bytes: int
     errors: int
     peak_rss_mb_above_rest: float | None = None
+    server_cpu_us: float | None = None  # CPU time of the server process per request, in microseconds
+    children_cpu_us: float | None = None  # of its descendants (the service's compute processes)
 
 
+A_GOLDEN = "a) golden 3 tokens, d_model 4"
 B_EVERY_INTERNAL = "b) 128 tokens, d_model 384, 6 heads of d_k 64"
 B_SAFETENSORS = "b-st) the same, every internal in safetensors"
 STREAM_512 = "e) MiniLM, 512-token text, all layers, weights, streamed (NDJSON)"
@@ -62,6 +71,7 @@ SAFETENSORS, NDJSON, JSON = "application/x-safetensors", "application/x-ndjson",
 FLOW_128 = "h) MiniLM, 128-token text, all layers: rollout, norms, norms_summed, value_zeroing"
 SERVICE_ACCEPT = {B_SAFETENSORS: SAFETENSORS, STREAM_512: NDJSON}  # the rest: JSON
 ONE_AT_A_TIME = {STREAM_512, FLOW_128}
+ECHOED = {A_GOLDEN}  # also measured against the echo endpoint (bench/echo.py)
 # 126 words of one WordPiece token each: 128 tokens with [CLS] and [SEP]
 _SENTENCE = "the cat ate the fish because it was hungry and then the dog barked at the mail carrier "
 FLOW_TEXT = " ".join((_SENTENCE * 8).split()[:126])
@@ -71,7 +81,7 @@ def scenarios() -> dict[str, dict[str, Any]]:
     cat = load_golden("seed_cat_eats_fish")
     rng = np.random.default_rng(0)
     return {
-        "a) golden 3 tokens, d_model 4": {
+        A_GOLDEN: {
             "embeddings": cat["embeddings"],
             "weights": {f"w_{m}": cat[f"w_{m}_in_out"] for m in "qkv"},
         },
@@ -210,8 +220,27 @@ end
 """
 
 
+def cpu_per_request(before: TreeCpu | None, pid: int | None, requests: int) -> dict[str, float]:
+    """The server_cpu_us and children_cpu_us of a Result: the CPU time the server process (and its
+    descendants) spent since `before`, per request."""
+    if before is None or pid is None or requests == 0:
+        return {}
+    after = tree_cpu_seconds(pid)
+    return {
+        "server_cpu_us": round((after.own - before.own) * 1e6 / requests),
+        "children_cpu_us": round((after.descendants - before.descendants) * 1e6 / requests),
+    }
+
+
 def measure_with_wrk(
-    scenario: str, server: str, port: int, body: bytes, seconds: float, concurrency: int, accept: str
+    scenario: str,
+    server: str,
+    port: int,
+    body: bytes,
+    seconds: float,
+    concurrency: int,
+    accept: str,
+    pid: int | None = None,
 ) -> Result:
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "body.json").write_bytes(body)
@@ -233,8 +262,10 @@ def measure_with_wrk(
             return subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
 
         wrk(1)  # warm-up
+        before = None if pid is None else tree_cpu_seconds(pid)
         output = wrk(seconds)
     requests, elapsed, p50, p99, errors = output.split("RESULT ")[1].split()
+    cpu = cpu_per_request(before, pid, int(requests))
     _, payload = asyncio.run(fetch(port, body, accept))
     return Result(
         scenario,
@@ -246,7 +277,16 @@ def measure_with_wrk(
         round(float(p99), 2),
         len(payload),
         int(errors),
+        **cpu,
     )
+
+
+def cpu_line(result: Result) -> str:
+    """The CPU times per request of a server's line, where they were measured."""
+    if result.server_cpu_us is None:
+        return ""
+    children = f" + {result.children_cpu_us:.0f} µs its children" if result.children_cpu_us else ""
+    return f"; CPU per request: {result.server_cpu_us:.0f} µs server{children}"
 
 
 def measure(
@@ -255,7 +295,7 @@ def measure(
     accept = SERVICE_ACCEPT.get(scenario, "application/json") if name == "service" else "application/json"
     if scenario in ONE_AT_A_TIME:
         return measure_one_at_a_time(scenario, server, name, body, seconds, accept)
-    return measure_at(scenario, name, server.port, body, seconds, concurrency, accept)
+    return measure_at(scenario, name, server.port, body, seconds, concurrency, accept, server.process.pid)
 
 
 def measure_at(
@@ -266,11 +306,14 @@ def measure_at(
     seconds: float,
     concurrency: int,
     accept: str = "application/json",
+    pid: int | None = None,
 ) -> Result:
-    """`concurrency` clients for `seconds` against the server at `port` (wrk when installed)."""
+    """`concurrency` clients for `seconds` against the server at `port` (wrk when installed); with the server
+    process's `pid`, its CPU time per request too."""
     if shutil.which("wrk"):
-        return measure_with_wrk(scenario, name, port, body, seconds, concurrency, accept)
+        return measure_with_wrk(scenario, name, port, body, seconds, concurrency, accept, pid)
     asyncio.run(drive(port, body, min(1.0, seconds / 5), concurrency, 50, accept))  # warm-up
+    before = None if pid is None else tree_cpu_seconds(pid)
     latencies, elapsed, errors, sizes = asyncio.run(drive(port, body, seconds, concurrency, 10**9, accept))
     quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else (latencies or [0.0]) * 99
     return Result(
@@ -283,6 +326,7 @@ def measure_at(
         round(quantiles[98] * 1000, 2),
         int(np.median(sizes)),
         errors,
+        **cpu_per_request(before, pid, len(latencies)),
     )
 
 
@@ -381,11 +425,12 @@ def main() -> None:
                 **unbatched,
             },
         )
+    selected = {name: request for name, request in scenarios().items() if args.only in name}
+    if ECHOED & selected.keys():
+        servers["echo"] = start("bench.echo:app")
     results: list[Result] = []
     try:
-        for scenario, request in scenarios().items():
-            if args.only not in scenario:
-                continue
+        for scenario, request in selected.items():
             body = json.dumps(request).encode()
             diff = same_numbers(scenario, servers["service"].port, servers["baseline"].port, body)
             print(
@@ -393,9 +438,15 @@ def main() -> None:
                 flush=True,
             )
             assert diff < 1e-4, "service and baseline disagree: the comparison would be meaningless"
-            rounds: dict[str, list[Result]] = {name: [] for name in servers}
-            for _ in range(args.rounds):  # alternated, so that a slow spell of the machine hits both servers
-                for name, server in servers.items():
+            measured_here = {
+                name: server for name, server in servers.items() if name != "echo" or scenario in ECHOED
+            }
+            if "echo" in measured_here:
+                echoed = asyncio.run(fetch(servers["echo"].port, body))
+                assert echoed == (200, body), f"the echo endpoint answered {echoed!r:.300}"
+            rounds: dict[str, list[Result]] = {name: [] for name in measured_here}
+            for _ in range(args.rounds):  # alternated, so that a slow spell of the machine hits every server
+                for name, server in measured_here.items():
                     rounds[name].append(measure(scenario, server, name, body, args.seconds, args.concurrency))
             for name, measured in rounds.items():
                 r = sorted(measured, key=lambda result: result.requests_per_s)[
@@ -411,10 +462,10 @@ def main() -> None:
                 print(
                     f"  {name:9s} {r.requests_per_s:9.1f} req/s  p50 {r.p50_ms:8.2f} ms  "
                     f"p99 {r.p99_ms:8.2f} ms  {r.response_bytes:>11,} bytes  "
-                    f"({r.requests} requests, {r.errors} errors; rounds {spread} req/s{memory})",
+                    f"({r.requests} requests, {r.errors} errors; rounds {spread} req/s{memory}{cpu_line(r)})",
                     flush=True,
                 )
-            latest = {result.server: result for result in results[-len(servers) :]}
+            latest = {result.server: result for result in results[-len(measured_here) :]}
             ours, base = latest["service"], latest["baseline"]
             if "unbatched" in latest:
                 alone = latest["unbatched"].requests_per_s
@@ -429,6 +480,12 @@ def main() -> None:
                     "  ratio: service/baseline requests/s = "
                     f"{ours.requests_per_s / base.requests_per_s:.1f}x, "
                     f"bytes {ours.response_bytes / base.response_bytes:.2f}x",
+                    flush=True,
+                )
+            if "echo" in latest and latest["echo"].requests:
+                print(
+                    "  ratio: service/echo requests/s = "
+                    f"{ours.requests_per_s / latest['echo'].requests_per_s:.2f}x (the framework's floor)",
                     flush=True,
                 )
     finally:

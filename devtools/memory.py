@@ -7,6 +7,8 @@ import threading
 from pathlib import Path
 from types import TracebackType
 
+from devtools.processes import descendants
+
 
 def resident_mb(pid: int) -> float:
     """The resident memory (VmRSS) of one process."""
@@ -16,14 +18,10 @@ def resident_mb(pid: int) -> float:
 
 def tree_resident_mb(pid: int) -> float:
     """The resident memory of the process and all its descendants; one that ends meanwhile counts nothing."""
-    pids, total = [pid], 0.0
-    while pids:
-        current = pids.pop()
+    total = 0.0
+    for member in (pid, *descendants(pid)):
         try:
-            total += resident_mb(current)
-            # a child belongs to the thread that made it
-            for thread in Path(f"/proc/{current}/task").iterdir():
-                pids.extend(int(child) for child in (thread / "children").read_text().split())
+            total += resident_mb(member)
         except (OSError, StopIteration):  # ended (or a zombie without VmRSS)
             continue
     return total

@@ -4,21 +4,24 @@ Content-Security-Policy of the pages the service serves."""
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import HTTPException, Security
+from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
 
-from service.server.state import AppSettings
+from service.server.compute_interface import Compute
+from service.server.state import compute_of, service_state
+from service.settings import Settings
 
 api_key_header = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="Needed only when the operator sets ATTENTION_API_KEYS."
 )
+ApiKey = Annotated[str | None, Security(api_key_header)]
 
 
-async def require_api_key(
-    settings: AppSettings, key: Annotated[str | None, Security(api_key_header)]
-) -> None:
+def check_api_key(settings: Settings, key: str | None) -> None:
+    """A 401 unless `key` is one of the operator's keys (or none is set)."""
     keys = settings.api_keys
     if not keys:
         return
@@ -28,6 +31,35 @@ async def require_api_key(
         )
     if not any(hmac.compare_digest(key.encode(), allowed.get_secret_value().encode()) for allowed in keys):
         raise HTTPException(401, "the X-API-Key header holds no valid key", {"WWW-Authenticate": "ApiKey"})
+
+
+# The settings are read from the request here, not through the AppSettings dependency: FastAPI solves each
+# dependency of a request anew, about 15 µs apiece in the server process, whose event loop bounds how many
+# small requests the service answers (issue 26, docs/benchmarks.md).
+
+
+async def require_api_key(request: Request, key: ApiKey) -> None:
+    check_api_key(service_state(request.app).settings, key)
+
+
+@dataclass(frozen=True)
+class Keyed:
+    """A request whose API key was checked, with what a computing route needs: the settings and the
+    computation."""
+
+    settings: Settings
+    compute: Compute
+
+
+async def _keyed_compute(request: Request, key: ApiKey) -> Keyed:
+    """require_api_key, AppSettings and ComputeDependency in one dependency, in that order (a 401 before the
+    503 of a service still starting), for the route of small requests, POST /attend."""
+    state = service_state(request.app)
+    check_api_key(state.settings, key)
+    return Keyed(state.settings, compute_of(state))
+
+
+KeyedCompute = Annotated[Keyed, Depends(_keyed_compute)]
 
 
 # The Content-Security-Policy of the explorer page and its files: scripts, styles, images and fetches from

@@ -55,11 +55,15 @@ async def _settings(request: Request) -> Settings:
     return service_state(request.app).settings
 
 
-async def _compute(request: Request) -> Compute:
-    compute = service_state(request.app).compute
-    if compute is None:
+def compute_of(state: ServiceState) -> Compute:
+    """The computation, once started (else a 503)."""
+    if state.compute is None:
         raise NoComputeProcess("the service is still starting; retry shortly")
-    return compute
+    return state.compute
+
+
+async def _compute(request: Request) -> Compute:
+    return compute_of(service_state(request.app))
 
 
 State = Annotated[ServiceState, Depends(_state)]

@@ -7,7 +7,7 @@ import asyncio
 import time
 from functools import partial
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
@@ -30,12 +30,12 @@ from service.server.handlers import JSON_MEDIA_TYPE
 from service.server.leaving import unless_client_leaves
 from service.server.openapi_examples import request_examples
 from service.server.routes.documented import UNAUTHORIZED, error_responses
-from service.server.security import require_api_key
-from service.server.state import AppSettings, ComputeDependency, service_state
+from service.server.security import KeyedCompute
+from service.server.state import service_state
 
 CHUNK = 2**20  # an answer over this is sent in pieces of it, each within the send timeout
 
-router = APIRouter(tags=["attention"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["attention"])
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -208,7 +208,8 @@ async def client_disconnected(request: Request) -> None:
         }
     },
 )
-async def post_attend(request: Request, settings: AppSettings, compute: ComputeDependency) -> Response:
+async def post_attend(request: Request, keyed: KeyedCompute) -> Response:
+    settings, compute = keyed.settings, keyed.compute
     check_json_declared(request)
     media = negotiate(request.headers.get("accept"))
     body = await read_body(request, settings.max_request_bytes)
