@@ -56,8 +56,8 @@ from service.compute.formats.result import Layer, Result
 from service.compute.gathering import Requests, Sent
 from service.compute.models.registry import ModelRegistry
 from service.compute.pipeline import check_text_batch, encoded
-from service.compute.summaries import default_pool
 from service.compute.stopping import until_stopped
+from service.compute.summaries import default_pool
 from service.errors import REQUEST_ERRORS
 from service.protocol import ATTEND, BATCH_NOTE, Frame, ResponseFormat, Tickets, skipped
 from service.settings import Settings
