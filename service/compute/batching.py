@@ -90,6 +90,8 @@ def shareable(sent: Sent, settings: Settings) -> AttendRequest | None:
     request that cannot be parsed: its own door answers what is wrong with it)."""
     if sent.kind != ATTEND or sent.media == ResponseFormat.NDJSON:
         return None
+    if b'"text"' not in sent.body:  # no text, no pass to share: spares small requests a second parse (a key
+        return None  # written with escapes is only computed alone, as before)
     try:
         check_text_batch(sent.body, settings)
         request = AttendRequest.model_validate_json(sent.body)
