@@ -183,7 +183,7 @@ def _run(turns: list[Turn], tickets: Tickets, settings: Settings, models: ModelR
             if skip is not None:
                 skips[member.turn.sent.number] = skip
         present = [m for m in part if m.turn.sent.number not in skips and m.error is None]
-        if len(present) < len(part):  # computed without those skipped
+        if skips:  # computed without those skipped (`together` never holds the refused)
             together = None
         shares = _computed(present, together, settings, models) if len(present) > 1 else {}
         for size in [len(shares)] if shares else [1] * len(present):  # requests per forward pass
@@ -207,19 +207,22 @@ def _answer(member: Member, share: Result | None) -> tuple[int, bytes]:
 def _parts(
     members: list[Member], settings: Settings, models: ModelRegistry
 ) -> Iterator[tuple[list[Member], Result | None]]:
-    """`members` in consecutive parts: a refused request alone, and runs of the others whose texts are about
-    as long (_alike) in parts that fit the limits of one request together (_fitting), each with the Result of
-    their texts together when there are several."""
-    run: list[Member] = []
-    for member in [*members, None]:
-        if member is not None and member.error is None:
-            run.append(member)
-            continue
-        for alike in _alike(run):
-            yield from _fitting(alike, settings, models)
-        run = []
-        if member is not None:
-            yield [member], None
+    """`members` in consecutive parts: runs of those not refused whose texts are about as long (_alike), in
+    parts that fit the limits of one request together (_fitting), each with the Result of their texts together
+    when there are several. A refused request rides in the part beside it, answered in its place: it computes
+    nothing, and does not split the requests around it into passes of their own."""
+    accepted = [member for member in members if member.error is None]
+    parts = [part for alike in _alike(accepted) for part in _fitting(alike, settings, models)]
+    if not parts:
+        yield members, None
+        return
+    part_of = {id(member): index for index, (part, _) in enumerate(parts) for member in part}
+    placed: list[list[Member]] = [[] for _ in parts]
+    index = 0
+    for member in members:  # in their order: a refused one goes with the part of the request before it
+        index = part_of.get(id(member), index)
+        placed[index].append(member)
+    yield from ((placed[index], together) for index, (_, together) in enumerate(parts))
 
 
 def _alike(members: list[Member]) -> Iterator[list[Member]]:

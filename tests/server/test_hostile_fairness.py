@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from devtools.servers import Server
-from tests.server.test_hostile_stop import connect
+from tests.server.test_hostile_stop import answered
 from tests.server.test_hostile_streams import GOLDEN
 
 HEAVY = orjson.dumps(
@@ -36,22 +36,6 @@ QUEUED = 4
 def server() -> Iterator[Server]:
     with Server({"ATTENTION_MAX_CONCURRENT": "1", "ATTENTION_LOAD_MODELS": "lazy"}, quiet=True) as srv:
         yield srv
-
-
-def answered(server: Server, address: str, body: bytes) -> float:
-    """Seconds until `body`, sent from `address`, is answered 200 in full."""
-    started = time.monotonic()
-    with connect(server, address) as sock:
-        sock.sendall(
-            b"POST /attend HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nConnection: close\r\n"
-            + b"Content-Length: %d\r\n\r\n" % len(body)
-            + body
-        )
-        answer = bytearray()
-        while piece := sock.recv(2**20):
-            answer += piece
-    assert answer.startswith(b"HTTP/1.1 200"), bytes(answer[:300])
-    return time.monotonic() - started
 
 
 @pytest.mark.slow
