@@ -36,10 +36,6 @@ class SummaryRequest:
     top_k: int
     pool: int
 
-    @property
-    def wants_tokens(self) -> bool:
-        return any(name in TOKEN_SCORE_NAMES for name in self.names)
-
 
 def _weight_on(
     counted: Float[Tensor, "batch head rows width"], pattern: Float[Tensor, "batch rows_width 1"]
