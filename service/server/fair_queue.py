@@ -31,7 +31,7 @@ UNKNOWN_COST_S = 0.1
 SEND_AHEAD_S = 0.05
 DEFER = 2.0
 RECENT_S = 2.0
-LIGHT_S = 0.2  # a client whose requests take at most this is served by a light lane too
+LIGHT_S = 0.3  # a client whose requests take at most this is served by a light lane too
 FOLLOW = 0.5  # the weight of a client's latest request in its average
 REMEMBERED = 4096  # client addresses whose cost is kept; the longest unmeasured are forgotten first
 
