@@ -107,9 +107,10 @@ class Settings(BaseSettings):
         0,
         ge=0,
         le=8,
-        description="Compute processes beside max_concurrent that compute only the requests of clients whose "
-        "requests were measured to take at most 0.2 s (a light lane: service/server/fair_queue.py), so that "
-        "a short request does not wait for a long one being computed (a computation is not interrupted). "
+        description="Compute processes beside max_concurrent that compute only small requests (256 KiB) of "
+        "clients whose requests were measured to take at most 0.3 s (a light lane: "
+        "service/server/compute_pool.py), so that a short request does not wait for a long one being "
+        "computed (a computation is not interrupted). "
         "Each loads torch and the models (about 400 MB with MiniLM, measured in docs/hostile-clients.md). "
         "docker-compose.yml runs one beside its one compute process.",
     )
