@@ -18,6 +18,10 @@ the service's shares per client address (ATTENTION_CLIENT_SHARE) apply to it as 
 - pipelining_flood: one connection writing tiny pipelined GET /healthz, never reading the answers;
 - number_bombs: a `{"embeddings": [[0, 0, ...]]}` body of 32 MB (16 million numbers).
 
+The well-behaved clients run in a process of their own (their own event loop), the attackers in the bench's:
+in one event loop, the well-behaved clients' latencies held the delays of the attackers' work in the bench
+(1.2 CPU-seconds of a 10 s run on 2 cores), which is the bench measuring itself, not the service.
+
 Every attacker is bounded: it stops at the end of the run (its sockets aborted) and each of its steps has a
 timeout. Reports for each run the well-behaved clients' statuses (a connection that broke counts as status
 0) and p50/p99, the peak RSS of the server's process tree (devtools/memory.py, sampled every 0.1 s), and for
@@ -29,6 +33,7 @@ compose's memory limit, or no recovery within 10 s.
     python -m bench.hostile                 # 20 s per run
     python -m bench.hostile --seconds 10    # a quick look
     python -m bench.hostile --attacks stalled_streams,pipelining_flood
+    python -m bench.hostile --light-processes 0   # without compose's light lane
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
+import os
 import socket
 import statistics
 import sys
@@ -43,11 +50,13 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from devtools.memory import tree_resident_mb
 from devtools.paths import ROOT
+from devtools.processes import cpu_seconds, descendants
 from devtools.servers import Server
 from service.server.openapi_examples import load_golden
 
@@ -73,6 +82,7 @@ HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n"
 
 MEMORY_LIMIT_MB = 2048  # docker-compose.yml: MEMORY_LIMIT, 2g by default
 COMPUTE_PROCESSES = 1  # docker-compose.yml: ATTENTION_MAX_CONCURRENT, 1 by default
+LIGHT_PROCESSES = 1  # docker-compose.yml: ATTENTION_LIGHT_PROCESSES, 1 by default
 P99_RATIO = 3.0
 RECOVERY_S = 10.0
 STEP_TIMEOUT_S = 60.0  # no step of a client waits longer
@@ -152,6 +162,21 @@ async def well_behaved(port: int, until: float, statuses: Counter[int], latencie
                 await asyncio.sleep(0.05)  # a 503 says retry shortly
     finally:
         writer.close()
+
+
+async def well_behaved_clients(port: int, until: float, well: int) -> tuple[Counter[int], list[float]]:
+    statuses: Counter[int] = Counter()
+    latencies: list[float] = []
+    await asyncio.gather(*(well_behaved(port, until, statuses, latencies) for _ in range(well)))
+    return statuses, latencies
+
+
+def well_behaved_apart(port: int, well: int, channel: Connection) -> None:
+    """The well-behaved clients in a process of their own: says it is ready, is told when the run ends (on
+    time.monotonic()'s clock, which processes share), and sends back their statuses and latencies."""
+    channel.send("ready")
+    until = channel.recv()
+    channel.send(asyncio.run(well_behaved_clients(port, until, well)))
 
 
 async def hostile(port: int, address: str, until: float, attack: Attack) -> None:
@@ -336,22 +361,49 @@ async def recovery_time(port: int, left: float) -> float:
     return time.monotonic() - left
 
 
+def cpu_by_role(server: int, apart: int) -> dict[str, dict[int, float]]:
+    """CPU seconds so far of each process by role: the server, its compute processes, the bench (the
+    attackers) and the well-behaved clients."""
+    roles = {"server": [server], "compute": descendants(server), "attackers": [os.getpid()], "well": [apart]}
+    return {role: {pid: cpu_seconds(pid) for pid in pids} for role, pids in roles.items()}
+
+
+def cpu_used(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict[str, float]:
+    """CPU seconds each role used between two snapshots (a compute process started meanwhile from 0, one
+    replaced meanwhile not counted)."""
+    return {
+        role: round(sum(spent - before[role].get(pid, 0.0) for pid, spent in after[role].items()), 2)
+        for role in after
+    }
+
+
 async def run(port: int, pid: int, seconds: float, well: int, mix: list[Attacker]) -> dict[str, Any]:
-    until = time.monotonic() + seconds
-    statuses: Counter[int] = Counter()
-    latencies: list[float] = []
-    samples: list[float] = []
-    clients = [well_behaved(port, until, statuses, latencies) for _ in range(well)]
-    for number, attacker in enumerate(mix, start=2):
-        address = f"127.0.0.{number}"
-        clients += [hostile(port, address, until, attacker.attack) for _ in range(attacker.connections)]
-    done = False
-    sampler = asyncio.ensure_future(sample_rss(pid, lambda: done, samples))
-    recovery = asyncio.ensure_future(recovery_time(port, until)) if mix else None
-    await asyncio.gather(*clients)
-    recovery_s = await recovery if recovery is not None else None
-    done = True
-    await sampler
+    channel, theirs = multiprocessing.get_context("spawn").Pipe()
+    apart = multiprocessing.get_context("spawn").Process(target=well_behaved_apart, args=(port, well, theirs))
+    apart.start()
+    try:
+        await asyncio.to_thread(channel.recv)  # started: the run begins for both at once
+        until = time.monotonic() + seconds
+        channel.send(until)
+        cpu_before = cpu_by_role(pid, apart.pid or 0)
+        samples: list[float] = []
+        clients = []
+        for number, attacker in enumerate(mix, start=2):
+            address = f"127.0.0.{number}"
+            clients += [hostile(port, address, until, attacker.attack) for _ in range(attacker.connections)]
+        done = False
+        sampler = asyncio.ensure_future(sample_rss(pid, lambda: done, samples))
+        recovery = asyncio.ensure_future(recovery_time(port, until)) if mix else None
+        await asyncio.gather(*clients)
+        statuses, latencies = await asyncio.to_thread(channel.recv)
+        cpu = cpu_used(cpu_before, cpu_by_role(pid, apart.pid or 0))
+        recovery_s = await recovery if recovery is not None else None
+        done = True
+        await sampler
+    finally:
+        await asyncio.to_thread(apart.join, STEP_TIMEOUT_S)
+        if apart.is_alive():
+            apart.kill()
     answered = sum(statuses.values())
     quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
     return {
@@ -361,6 +413,7 @@ async def run(port: int, pid: int, seconds: float, well: int, mix: list[Attacker
         "p99_ms": round(quantiles[98] * 1000, 2),
         "rss_mb_peak": round(max(samples), 1),
         "recovery_s": None if recovery_s is None else round(recovery_s, 2),
+        "cpu_s": cpu,
     }
 
 
@@ -385,16 +438,17 @@ def table(runs: dict[str, dict[str, Any]]) -> str:
     quiet = runs["quiet"]
     lines = [
         "| run | well-behaved answered | not 200 | p50 ms | p99 ms | p99 / quiet | tree peak MB "
-        "| recovery s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| recovery s | CPU s: server, compute, attackers, well-behaved |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, result in runs.items():
         refused = sum(count for code, count in result["statuses"].items() if code != "200")
         ratio = "" if name == "quiet" else f"{result['p99_ms'] / quiet['p99_ms']:.1f}x"
         recovery = "" if result["recovery_s"] is None else f"{result['recovery_s']:g}"
+        cpu = ", ".join(f"{result['cpu_s'][role]:g}" for role in ("server", "compute", "attackers", "well"))
         lines.append(
             f"| {name} | {result['well_behaved_requests']} | {refused} | {result['p50_ms']:g} | "
-            f"{result['p99_ms']:g} | {ratio} | {result['rss_mb_peak']:g} | {recovery} |"
+            f"{result['p99_ms']:g} | {ratio} | {result['rss_mb_peak']:g} | {recovery} | {cpu} |"
         )
     return "\n".join(lines)
 
@@ -413,6 +467,9 @@ def main() -> None:
     parser.add_argument(
         "--each", action="store_true", help="a hostile run for each kind of attacker alone, then all together"
     )
+    parser.add_argument(
+        "--light-processes", type=int, default=LIGHT_PROCESSES, help="ATTENTION_LIGHT_PROCESSES (compose: 1)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "hostile.json")
     args = parser.parse_args()
     names = args.attacks.split(",")
@@ -421,7 +478,11 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     # the server's JSON log lines beside the report: what it refused, replaced or failed, and why
     log = args.out.with_suffix(".server.log")
-    server = Server({"ATTENTION_MAX_CONCURRENT": str(COMPUTE_PROCESSES)}, log=log)
+    settings = {
+        "ATTENTION_MAX_CONCURRENT": str(COMPUTE_PROCESSES),
+        "ATTENTION_LIGHT_PROCESSES": str(args.light_processes),
+    }
+    server = Server(settings, log=log)
     try:
         rest = tree_resident_mb(server.process.pid)
         runs = {
@@ -439,6 +500,7 @@ def main() -> None:
     report = {
         "attacks": names,
         "seconds": args.seconds,
+        "settings": settings,
         "load_average": load,
         "rss_mb_at_rest": round(rest, 1),
         "runs": runs,

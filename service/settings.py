@@ -103,6 +103,17 @@ class Settings(BaseSettings):
         "least 2: on 4 cores and more that leaves the event loop a core of its own; on fewer, a second "
         "process computes while the first does (the event loop needs about 0.2 ms of CPU per request).",
     )
+    light_processes: int = Field(
+        0,
+        ge=0,
+        le=8,
+        description="Compute processes beside max_concurrent that compute only small requests (256 KiB) of "
+        "clients whose requests were measured to take at most 0.3 s (a light lane: "
+        "service/server/compute_pool.py), so that a short request does not wait for a long one being "
+        "computed (a computation is not interrupted). "
+        "Each loads torch and the models (about 400 MB with MiniLM, measured in docs/hostile-clients.md). "
+        "docker-compose.yml runs one beside its one compute process.",
+    )
     max_queue: int = Field(
         16,
         ge=0,

@@ -35,6 +35,12 @@ With dynamic batching a process holds more (held_per_process) and computes sever
 alone does: so the requests of a pass whose clients left do not keep the next requests out. When the first
 of them runs past its time limit the process is killed as above, and the others, not answered, wait again
 here and go to another process within their own time.
+
+Beside them, ATTENTION_LIGHT_PROCESSES light lanes (`lanes`): compute processes that are sent only the
+requests of clients whose requests were measured short (fair_queue.py), with small bodies, so that while the
+main processes compute long requests, a short one is computed at once instead of waiting for them. They time
+out, die and are replaced as the others; `up` (readiness, a fast 503 when none) counts the main processes
+only, since a light lane cannot compute every request.
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ SPAWN = multiprocessing.get_context("spawn")  # fork would copy the event loop's
 PIPELINE = 2
 STOP_SECONDS = 10
 DROP_PIECE = 2**20  # an answer that does not fit is read and dropped this much at a time
+LIGHT_BODY_BYTES = 2**18  # the largest body a light lane computes (ATTENTION_LIGHT_PROCESSES)
 
 Answer = tuple[int, bytes]  # HTTP status, body (its first frame for a stream)
 ComputeTarget = Callable[[socket.socket, Tickets, Settings], None]  # a compute process's main function
@@ -117,6 +124,7 @@ class ComputeProcess:
         self.numbered = 0  # jobs sent so far: the next one's number
         self.timed_out = False
         self.free_at = 0.0  # when it last answered: the next job computes from then (or from its sending)
+        self.light = False  # a light lane: sent only the requests of clients measured short
 
     @classmethod
     async def start(cls, settings: Settings, target: ComputeTarget) -> ComputeProcess:
@@ -222,12 +230,14 @@ class ComputePool:
     ):
         self.settings, self.target = settings, target
         self.held = held_per_process(settings)
-        self.capacity = settings.max_concurrent + settings.max_queue
+        # a light lane computing is a place too (the message of a refusal counts it with max_concurrent)
+        self.capacity = settings.max_concurrent + settings.light_processes + settings.max_queue
         self.timeout = settings.request_timeout_s
         self.admitted: set[Job] = set()  # waiting, computing, or answered and not yet delivered
         # by client: a client whose requests take long waits behind the short requests of others
         self.waiting: FairQueue[Job] = FairQueue()
         self.processes: set[ComputeProcess] = set()
+        self.lanes: set[ComputeProcess] = set()  # the light lanes (ATTENTION_LIGHT_PROCESSES)
         self.on_replace = on_replace  # told why each process is replaced (for metrics)
         self.on_skip = on_skip  # told of each job never computed because its client left (for metrics)
         self.on_batch = on_batch  # told how many requests each forward pass computed (for metrics)
@@ -241,9 +251,10 @@ class ComputePool:
 
     async def start(self) -> Started:
         """Starts every compute process; raises ModelError if any fails (the service must not start)."""
-        count = self.settings.max_concurrent
+        count, lanes = self.settings.max_concurrent, self.settings.light_processes
         started = await asyncio.gather(
-            *(ComputeProcess.start(self.settings, self.target) for _ in range(count)), return_exceptions=True
+            *(self._start_process(light=number >= count) for number in range(count + lanes)),
+            return_exceptions=True,
         )
         for process in started:
             if isinstance(process, ComputeProcess):
@@ -263,8 +274,21 @@ class ComputePool:
 
     @property
     def up(self) -> int:
-        """Compute processes running, not counting those being replaced."""
+        """Compute processes running, not counting those being replaced nor the light lanes."""
         return len(self.processes)
+
+    def _everyone(self) -> itertools.chain[ComputeProcess]:
+        """Every compute process running: the main ones and the light lanes."""
+        return itertools.chain(self.processes, self.lanes)
+
+    def _computing(self, job: Job) -> ComputeProcess | None:
+        """The process computing `job` (the first job sent to it), if any."""
+        return next((p for p in self._everyone() if p.sent and p.sent[0] is job), None)
+
+    async def _start_process(self, light: bool) -> ComputeProcess:
+        process = await ComputeProcess.start(self.settings, self.target)
+        process.light = light
+        return process
 
     async def run(
         self,
@@ -331,7 +355,7 @@ class ComputePool:
         taken = len(self.admitted)
         if taken < self.capacity:
             return taken
-        return taken - sum(process.computing_beside_first(self.admitted) for process in self.processes)
+        return taken - sum(process.computing_beside_first(self.admitted) for process in self._everyone())
 
     def _answer_room(self) -> int:
         return self.settings.max_answer_bytes_in_flight - self.answer_bytes
@@ -375,7 +399,7 @@ class ComputePool:
         if job in self.waiting:
             self.waiting.remove(job)
         else:
-            process = next((p for p in self.processes if job in p.sent), None)
+            process = next((p for p in self._everyone() if job in p.sent), None)
             if process is None or process.sent[0] is job or not process.cancel(job):
                 return False
             job.cancelled = True
@@ -390,14 +414,14 @@ class ComputePool:
         if job.ended:
             return
         self._settle(job, TimedOut.after(self.timeout))
-        computing = next((p for p in self.processes if p.sent and p.sent[0] is job), None)
+        computing = self._computing(job)
         if computing is not None:
             computing.kill()
 
     def _stop_computing(self, job: Job) -> None:
         """Asks the process computing `job`, if any, to stop it: nobody will read the rest of its answer (a
         stream is stopped between two lines; its place is freed when the process says it has stopped)."""
-        computing = next((p for p in self.processes if p.sent and p.sent[0] is job), None)
+        computing = self._computing(job)
         if computing is not None:
             computing.stop_computing(job)
 
@@ -487,19 +511,37 @@ class ComputePool:
             self._let_go(job, len(item))
 
     def _dispatch(self) -> None:
-        """Sends waiting jobs to the processes with room, the least loaded first (which: fair_queue.py)."""
+        """Sends waiting jobs to the processes with room (which job: fair_queue.py): an idle process first, a
+        light lane before a main process (it keeps the main processes free for the long requests), and of the
+        busy main processes the least loaded: a short request sent ahead to a main process busy with a long
+        one would wait for it, which is what the light lanes are for."""
         while self.waiting:
-            process = min(self.processes, key=lambda p: len(p.sent), default=None)
-            if process is None or len(process.sent) >= self.held:
+            candidates = sorted(
+                (p for p in self._everyone() if len(p.sent) < self.held),
+                key=lambda p: (bool(p.sent), not p.light, len(p.sent)),
+            )
+            taken = next(
+                (
+                    (process, job)
+                    for process in candidates
+                    if (job := self.waiting.take(bool(process.sent), self._light if process.light else None))
+                    is not None
+                ),
+                None,
+            )
+            if taken is None:
                 return
-            job = self.waiting.take(busy=bool(process.sent))
-            if job is None:
-                return
+            process, job = taken
             job.sent_at = asyncio.get_running_loop().time()
             process.send(job)
 
+    def _light(self, job: Job) -> bool:
+        """Whether a light lane may compute `job`: its client's requests were measured short, and its body is
+        small (a 32 MB body of numbers, refused from its commas, still takes a lane a while to read)."""
+        return len(job.body) <= LIGHT_BODY_BYTES and self.waiting.light(job.client)
+
     def _add(self, process: ComputeProcess) -> None:
-        self.processes.add(process)
+        (self.lanes if process.light else self.processes).add(process)
         self._spawn_task(self._read_answers(process))
         self._dispatch()
 
@@ -546,7 +588,7 @@ class ComputePool:
 
     def _lost(self, process: ComputeProcess, died: ComputeProcessDied) -> None:
         """The process ended: the job it was computing fails, the jobs behind it wait again."""
-        self.processes.discard(process)
+        (self.lanes if process.light else self.processes).discard(process)
         if process.sent:
             self._settle(process.sent.popleft(), died)
         # those cancelled (their client left, their place free) are not computed elsewhere either
@@ -568,7 +610,7 @@ class ComputePool:
         delay, longest = 0.5, 10.0
         while not self.closing:
             try:
-                fresh = await ComputeProcess.start(self.settings, self.target)
+                fresh = await self._start_process(light=process.light)
             except Exception:
                 log.exception("a new compute process failed to start; trying again in %g s", delay)
                 await asyncio.sleep(delay)
@@ -579,10 +621,11 @@ class ComputePool:
 
     async def shutdown(self) -> None:
         self.closing = True
-        await asyncio.gather(*(process.stop() for process in self.processes))
+        await asyncio.gather(*(process.stop() for process in self._everyone()))
         for task in list(self.tasks):
             task.cancel()
         self.processes.clear()
+        self.lanes.clear()
 
 
 def _drop_queued(queue: asyncio.Queue[StreamItem]) -> None:

@@ -12,7 +12,13 @@ process that is computing another, to wait there (so that the process goes from 
 computes several in one pass: dynamic batching), only when its client's requests take at most SEND_AHEAD_S,
 or when no other client has sent one within RECENT_S (a client alone is served as before); any other waits
 here until a process is free, where the short requests that come meanwhile go before it. So a short request
-waits for the one long request being computed, not for every one queued."""
+waits for the one long request being computed, not for every one queued.
+
+A light lane (ATTENTION_LIGHT_PROCESSES, compute_pool.py) is a compute process that takes only the requests of
+clients whose requests were measured to take at most LIGHT_S: with one compute process, a short request
+still waited for the long one being computed (a computation is not interrupted), 0.65 to over 1 s for an
+80 MB answer, and with a few such requests a second that made the well-behaved clients' p99. A client not
+yet measured is not light: its first request may be heavy."""
 
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ UNKNOWN_COST_S = 0.1
 SEND_AHEAD_S = 0.05
 DEFER = 2.0
 RECENT_S = 2.0
+LIGHT_S = 0.3  # a client whose requests take at most this is served by a light lane too
 FOLLOW = 0.5  # the weight of a client's latest request in its average
 REMEMBERED = 4096  # client addresses whose cost is kept; the longest unmeasured are forgotten first
 
@@ -78,14 +85,19 @@ class FairQueue(Generic[J]):
     def __len__(self) -> int:
         return len(self.turns)
 
-    def take(self, busy: bool) -> J | None:
+    def light(self, client: str) -> bool:
+        """Whether `client`'s requests were measured to take at most LIGHT_S (a light lane's)."""
+        return self.costs.get(client, LIGHT_S + 1.0) <= LIGHT_S
+
+    def take(self, busy: bool, only: Callable[[J], bool] | None = None) -> J | None:
         """The next job for a process, taken out of the queue: the one whose turn comes first, or, for a
         process that computes (`busy`), the first of those whose client's requests are short, or whose client
-        is alone, or that were put back; None if none may go."""
+        is alone, or that were put back; None if none may go. A light lane takes `only` the jobs it may."""
         eligible = [
             (turn, job)
             for job, turn in self.turns.items()
-            if not busy or turn[0] == 0 or self.cost(job.client) <= SEND_AHEAD_S or self.alone(job.client)
+            if (only is None or only(job))
+            and (not busy or turn[0] == 0 or self.cost(job.client) <= SEND_AHEAD_S or self.alone(job.client))
         ]
         if not eligible:
             return None

@@ -1,0 +1,76 @@
+"""The light lanes (ATTENTION_LIGHT_PROCESSES, service/server/compute_pool.py) against stub compute processes
+(tests/support/stub_compute.py): a lane computes only the requests of clients measured short, so a short
+request is computed while the main process computes a long one; a lane that dies or times out is replaced by
+a lane, and readiness (`up`) counts the main processes only."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from service.errors import TimedOut
+from service.server.compute_pool import ComputePool
+from tests.server.test_compute_pool import running, until
+
+LONG = b"sleep:1.5"
+
+
+async def pid_for(pool: ComputePool, client: str) -> int:
+    held = await pool.run(b"pid", client=client)
+    held.release()
+    assert held.status == 200
+    return int(held.content)
+
+
+async def slept(pool: ComputePool, body: bytes, client: str) -> None:
+    held = await pool.run(body, client=client)
+    held.release()
+    assert (held.status, held.content) == (200, b"slept")
+
+
+def test_a_short_request_is_computed_by_the_lane_while_the_main_process_computes_a_long_one():
+    async def scenario() -> None:
+        async with running(light_processes=1, max_queue=4) as (pool, _):
+            (main,) = pool.processes
+            (lane,) = pool.lanes
+            assert pool.up == 1  # readiness counts the main processes
+            # a client not yet measured is not light: its first request goes to the main process
+            assert await pid_for(pool, "short") == main.process.pid
+            await slept(pool, LONG, "long")  # measured long
+            long = asyncio.ensure_future(slept(pool, LONG, "long"))
+            await until(lambda: bool(main.sent))
+            started = time.perf_counter()
+            assert await pid_for(pool, "short") == lane.process.pid
+            assert time.perf_counter() - started < 1.0, "the short request waited for the long one"
+            assert not long.done()
+            # the long client's requests never go to the lane, even while it is idle and they wait
+            behind = asyncio.ensure_future(slept(pool, LONG, "long"))
+            await asyncio.sleep(0.2)
+            assert not lane.sent and len(pool.waiting) == 1
+            await asyncio.gather(long, behind)
+            assert len(pool.admitted) == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_lane_that_dies_or_times_out_is_replaced_by_a_lane():
+    async def scenario() -> None:
+        async with running(light_processes=1, max_queue=4, request_timeout_s=1.0) as (pool, replaced):
+            (main,) = pool.processes
+            (lane,) = pool.lanes
+            await pid_for(pool, "short")  # measured short: from now on the lane is idle first
+            assert await pid_for(pool, "short") == lane.process.pid
+            lane.process.kill()
+            await until(lambda: len(pool.lanes) == 1 and lane not in pool.lanes)
+            assert pool.processes == {main} and pool.up == 1 and replaced == ["died"]
+            (fresh,) = pool.lanes
+            assert await pid_for(pool, "short") == fresh.process.pid
+            with pytest.raises(TimedOut):  # a short client's long request, on the lane, past the limit
+                await pool.run(b"sleep:60", client="short")
+            await until(lambda: len(pool.lanes) == 1 and fresh not in pool.lanes)
+            assert replaced == ["died", "timeout"] and pool.processes == {main}
+            assert len(pool.admitted) == 0
+
+    asyncio.run(scenario())
