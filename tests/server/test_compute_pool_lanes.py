@@ -74,3 +74,28 @@ def test_a_lane_that_dies_or_times_out_is_replaced_by_a_lane():
             assert len(pool.admitted) == 0
 
     asyncio.run(scenario())
+
+
+def test_a_client_has_at_most_one_request_on_the_lanes_at_a_time():
+    """A client measured short may next send long requests with small bodies: until the first is measured
+    they look light, and without a bound they would fill the lane's pipeline (every short client's request
+    would then wait behind them). Its others wait for the main processes as anyone's do."""
+
+    async def scenario() -> None:
+        async with running(light_processes=1, max_queue=6) as (pool, _):
+            (main,) = pool.processes
+            (lane,) = pool.lanes
+            await pid_for(pool, "turncoat")  # measured short
+            await slept(pool, b"sleep:0.5", "long")  # measured long (over LIGHT_S): never on the lane
+            busy = asyncio.ensure_future(slept(pool, b"sleep:1", "long"))
+            await until(lambda: bool(main.sent))
+            longs = [asyncio.ensure_future(slept(pool, b"sleep:0.5", "turncoat")) for _ in range(3)]
+            await until(lambda: bool(lane.sent))
+            await asyncio.sleep(0.1)  # every dispatch that could follow has happened
+            assert [job.client for job in lane.sent] == ["turncoat"]
+            on_main = [job.client for job in main.sent] + [job.client for job in pool.waiting.turns]
+            assert on_main == ["long", "turncoat", "turncoat"]
+            await asyncio.gather(busy, *longs)
+            assert len(pool.admitted) == 0
+
+    asyncio.run(scenario())
