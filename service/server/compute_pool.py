@@ -236,7 +236,7 @@ class ComputePool:
         self.timeout = settings.request_timeout_s
         self.admitted: set[Job] = set()  # waiting, computing, or answered and not yet delivered
         # by client: a client whose requests take long waits behind the short requests of others
-        self.waiting: FairQueue[Job] = FairQueue()
+        self.waiting: FairQueue[Job] = FairQueue(settings.light_request_s, settings.send_ahead_request_s)
         self.processes: set[ComputeProcess] = set()
         self.lanes: set[ComputeProcess] = set()  # the light lanes (ATTENTION_LIGHT_PROCESSES)
         self.on_replace = on_replace  # told why each process is replaced (for metrics)

@@ -99,3 +99,48 @@ def test_a_client_has_at_most_one_request_on_the_lanes_at_a_time():
             assert len(pool.admitted) == 0
 
     asyncio.run(scenario())
+
+
+def test_which_clients_are_light_is_the_operators_setting():
+    """A client whose requests take 0.5 s is not light by default (ATTENTION_LIGHT_REQUEST_S 0.3); with the
+    setting at 1 s its requests are computed by the lane while the main process is busy."""
+
+    async def lane_computes_a_half_second_client(light_request_s: float) -> bool:
+        async with running(light_processes=1, max_queue=4, light_request_s=light_request_s) as (pool, _):
+            (main,) = pool.processes
+            (lane,) = pool.lanes
+            await slept(pool, b"sleep:0.5", "half")  # measured 0.5 s
+            await slept(pool, LONG, "long")
+            long = asyncio.ensure_future(slept(pool, LONG, "long"))
+            await until(lambda: bool(main.sent))
+            half = asyncio.ensure_future(slept(pool, b"sleep:0.5", "half"))
+            await asyncio.sleep(0.2)
+            on_lane = [job.client for job in lane.sent] == ["half"]
+            await asyncio.gather(long, half)
+            return on_lane
+
+    assert not asyncio.run(lane_computes_a_half_second_client(0.3))
+    assert asyncio.run(lane_computes_a_half_second_client(1.0))
+
+
+@pytest.mark.parametrize(("send_ahead_request_s", "sent_ahead"), [(0.05, True), (0.0, False)])
+def test_which_requests_are_sent_to_a_busy_process_is_the_operators_setting(
+    send_ahead_request_s: float, sent_ahead: bool
+):
+    """A short client's request is sent to the main process busy with another client's (to wait there) while
+    its requests take at most ATTENTION_SEND_AHEAD_REQUEST_S; at 0 it waits in the server's queue."""
+
+    async def scenario() -> None:
+        async with running(max_queue=4, send_ahead_request_s=send_ahead_request_s) as (pool, _):
+            (main,) = pool.processes
+            await pid_for(pool, "short")  # measured: milliseconds
+            long = asyncio.ensure_future(slept(pool, b"sleep:0.5", "long"))
+            await until(lambda: bool(main.sent))
+            short = asyncio.ensure_future(pid_for(pool, "short"))
+            await asyncio.sleep(0.1)
+            assert ([job.client for job in main.sent] == ["long", "short"]) is sent_ahead
+            assert (len(pool.waiting) == 1) is not sent_ahead
+            await asyncio.gather(long, short)
+            assert len(pool.admitted) == 0
+
+    asyncio.run(scenario())
