@@ -231,7 +231,7 @@ class ComputePool:
     ):
         self.settings, self.target = settings, target
         self.held = held_per_process(settings)
-        # a light lane computing is a place too (the message of a refusal counts it with max_concurrent)
+        # a light lane computing is a place too (the message of a refusal names it)
         self.capacity = settings.max_concurrent + settings.light_processes + settings.max_queue
         self.timeout = settings.request_timeout_s
         self.admitted: set[Job] = set()  # waiting, computing, or answered and not yet delivered
@@ -310,10 +310,7 @@ class ComputePool:
                 "no compute process is running (they are being replaced, which takes seconds); retry shortly"
             )
         if self._places_taken() >= self.capacity:
-            raise Overloaded(
-                f"all {self.capacity} places (ATTENTION_MAX_CONCURRENT computing + ATTENTION_MAX_QUEUE "
-                "waiting) are taken; retry shortly"
-            )
+            raise Overloaded.no_place(self.capacity, self.settings.light_processes)
         limit, share = self.settings.max_answer_bytes_in_flight, self.settings.client_share
         holds = self.answer_bytes_by_client[client]
         if self.answer_bytes >= limit or crowded(self.answer_bytes, limit, holds, share):

@@ -6,11 +6,12 @@ a lane, and readiness (`up`) counts the main processes only."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import pytest
 
-from service.errors import TimedOut
+from service.errors import Overloaded, TimedOut
 from service.server.compute_pool import ComputePool
 from tests.server.test_compute_pool import running, until
 
@@ -86,7 +87,7 @@ def test_a_client_has_at_most_one_request_on_the_lanes_at_a_time():
             (main,) = pool.processes
             (lane,) = pool.lanes
             await pid_for(pool, "turncoat")  # measured short
-            await slept(pool, b"sleep:0.5", "long")  # measured long (over LIGHT_S): never on the lane
+            await slept(pool, b"sleep:0.5", "long")  # over ATTENTION_LIGHT_REQUEST_S: never on a lane
             busy = asyncio.ensure_future(slept(pool, b"sleep:1", "long"))
             await until(lambda: bool(main.sent))
             longs = [asyncio.ensure_future(slept(pool, b"sleep:0.5", "turncoat")) for _ in range(3)]
@@ -141,6 +142,24 @@ def test_which_requests_are_sent_to_a_busy_process_is_the_operators_setting(
             assert ([job.client for job in main.sent] == ["long", "short"]) is sent_ahead
             assert (len(pool.waiting) == 1) is not sent_ahead
             await asyncio.gather(long, short)
+            assert len(pool.admitted) == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_refusal_counts_the_lanes_among_the_places_it_names():
+    """The lanes are places of the admission gate: the 503's message says so, with the settings that add up
+    to its count (1 computing + 1 lane + 1 waiting)."""
+
+    async def scenario() -> None:
+        async with running(light_processes=1, max_queue=1) as (pool, _):
+            waiting = [asyncio.ensure_future(slept(pool, b"sleep:0.3", "heavy")) for _ in range(3)]
+            await until(lambda: len(pool.admitted) == 3)
+            computing = "ATTENTION_MAX_CONCURRENT + ATTENTION_LIGHT_PROCESSES computing"
+            refusal = f"all 3 places ({computing} + ATTENTION_MAX_QUEUE waiting) are taken"
+            with pytest.raises(Overloaded, match="^" + re.escape(refusal)):
+                await pool.run(b"pid", client="another")
+            await asyncio.gather(*waiting)
             assert len(pool.admitted) == 0
 
     asyncio.run(scenario())
