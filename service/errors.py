@@ -59,6 +59,16 @@ class UnsupportedMediaType(Exception):
 class Overloaded(Exception):
     """Every compute process is busy and the queue is full (503 with Retry-After)."""
 
+    @classmethod
+    def no_place(cls, places: int, light_processes: int) -> Overloaded:
+        """Every place of the admission gate is taken: the settings that add up to `places` (the light lanes
+        are places too, service/server/compute_pool.py)."""
+        computing = "ATTENTION_MAX_CONCURRENT" + (" + ATTENTION_LIGHT_PROCESSES" if light_processes else "")
+        return cls(
+            f"all {places} places ({computing} computing + ATTENTION_MAX_QUEUE waiting) are taken; "
+            "retry shortly"
+        )
+
 
 class TimedOut(Exception):
     """The request waited and computed longer than request_timeout_s (504)."""

@@ -108,11 +108,45 @@ class Settings(BaseSettings):
         ge=0,
         le=8,
         description="Compute processes beside max_concurrent that compute only small requests (256 KiB) of "
-        "clients whose requests were measured to take at most 0.3 s (a light lane: "
-        "service/server/compute_pool.py), so that a short request does not wait for a long one being "
-        "computed (a computation is not interrupted). "
+        "clients whose requests were measured to take at most light_request_s (a light lane: "
+        "service/server/compute_pool.py), one request of a client at a time, so that a short request does "
+        "not wait for a long one being computed (a computation is not interrupted). "
         "Each loads torch and the models (about 400 MB with MiniLM, measured in docs/hostile-clients.md). "
         "docker-compose.yml runs one beside its one compute process.",
+    )
+    light_request_s: float = Field(
+        0.3,
+        ge=0,
+        le=60,
+        description="A client address whose requests were measured to take at most this many seconds to "
+        "compute (an average that follows its latest ones) is served by the light lanes too "
+        "(light_processes). A 10 ms request measured up to 0.2 s on a loaded 2-core machine: set it well "
+        "over the time of the requests the lanes are for.",
+    )
+    send_ahead_request_s: float = Field(
+        0.05,
+        ge=0,
+        le=60,
+        description="A request is sent to a compute process busy with another, to wait there (dynamic "
+        "batching, no pause between two requests), only when its client's requests were measured to take "
+        "at most this many seconds, or when no other client has sent one within 2 s; a longer one waits "
+        "in the server, where the short requests of others that come meanwhile go before it "
+        "(service/server/fair_queue.py).",
+    )
+    pipelined_per_s: float = Field(
+        100.0,
+        ge=1,
+        le=1_000_000,
+        description="Pipelined requests (sent before the answer to the one before was read) of one client "
+        "address, over all its connections, start at most this many a second after a burst of "
+        "pipelined_burst (service/server/pacing.py); a client that reads each answer first is never paced.",
+    )
+    pipelined_burst: int = Field(
+        16,
+        ge=1,
+        le=100_000,
+        description="Pipelined requests of one client address started at once before pipelined_per_s "
+        "paces them.",
     )
     max_queue: int = Field(
         16,

@@ -37,8 +37,9 @@ of them runs past its time limit the process is killed as above, and the others,
 here and go to another process within their own time.
 
 Beside them, ATTENTION_LIGHT_PROCESSES light lanes (`lanes`): compute processes that are sent only the
-requests of clients whose requests were measured short (fair_queue.py), with small bodies, so that while the
-main processes compute long requests, a short one is computed at once instead of waiting for them. They time
+requests of clients whose requests were measured short (fair_queue.py), with small bodies, one per client at
+a time, so that while the main processes compute long requests, a short one is computed at once instead of
+waiting for them. They time
 out, die and are replaced as the others; `up` (readiness, a fast 503 when none) counts the main processes
 only, since a light lane cannot compute every request.
 """
@@ -230,12 +231,12 @@ class ComputePool:
     ):
         self.settings, self.target = settings, target
         self.held = held_per_process(settings)
-        # a light lane computing is a place too (the message of a refusal counts it with max_concurrent)
+        # a light lane computing is a place too (the message of a refusal names it)
         self.capacity = settings.max_concurrent + settings.light_processes + settings.max_queue
         self.timeout = settings.request_timeout_s
         self.admitted: set[Job] = set()  # waiting, computing, or answered and not yet delivered
         # by client: a client whose requests take long waits behind the short requests of others
-        self.waiting: FairQueue[Job] = FairQueue()
+        self.waiting: FairQueue[Job] = FairQueue(settings.light_request_s, settings.send_ahead_request_s)
         self.processes: set[ComputeProcess] = set()
         self.lanes: set[ComputeProcess] = set()  # the light lanes (ATTENTION_LIGHT_PROCESSES)
         self.on_replace = on_replace  # told why each process is replaced (for metrics)
@@ -309,10 +310,7 @@ class ComputePool:
                 "no compute process is running (they are being replaced, which takes seconds); retry shortly"
             )
         if self._places_taken() >= self.capacity:
-            raise Overloaded(
-                f"all {self.capacity} places (ATTENTION_MAX_CONCURRENT computing + ATTENTION_MAX_QUEUE "
-                "waiting) are taken; retry shortly"
-            )
+            raise Overloaded.no_place(self.capacity, self.settings.light_processes)
         limit, share = self.settings.max_answer_bytes_in_flight, self.settings.client_share
         holds = self.answer_bytes_by_client[client]
         if self.answer_bytes >= limit or crowded(self.answer_bytes, limit, holds, share):
@@ -536,9 +534,16 @@ class ComputePool:
             process.send(job)
 
     def _light(self, job: Job) -> bool:
-        """Whether a light lane may compute `job`: its client's requests were measured short, and its body is
-        small (a 32 MB body of numbers, refused from its commas, still takes a lane a while to read)."""
-        return len(job.body) <= LIGHT_BODY_BYTES and self.waiting.light(job.client)
+        """Whether a light lane may compute `job`: its client's requests were measured short, its body is
+        small (a 32 MB body of numbers, refused from its commas, still takes a lane a while to read), and no
+        other request of its client is on a lane: a client measured short could then send long requests with
+        small bodies, light until the first is measured, and hold every lane with them; its others wait for
+        the main processes."""
+        return (
+            len(job.body) <= LIGHT_BODY_BYTES
+            and self.waiting.light(job.client)
+            and all(sent.client != job.client for lane in self.lanes for sent in lane.sent)
+        )
 
     def _add(self, process: ComputeProcess) -> None:
         (self.lanes if process.light else self.processes).add(process)

@@ -5,20 +5,21 @@ had a well-behaved client's request wait behind every heavy request sent before 
 once, several seconds).
 
 Each client address has the time its requests take to compute, measured (an average that follows the latest
-ones; a client not yet measured counts as UNKNOWN_COST_S). A waiting request's turn is when it came plus
-DEFER times that: a short request goes about first come, first served, and a long one lets the short ones
-that come within twice its own time go first, never more (it is not starved). And a request is sent to a
-process that is computing another, to wait there (so that the process goes from one to the next at once, or
-computes several in one pass: dynamic batching), only when its client's requests take at most SEND_AHEAD_S,
-or when no other client has sent one within RECENT_S (a client alone is served as before); any other waits
-here until a process is free, where the short requests that come meanwhile go before it. So a short request
-waits for the one long request being computed, not for every one queued.
+ones; a client not yet measured counts as UNKNOWN_COST_S). A waiting request's turn is when it came plus DEFER
+times that: a short request goes about first come, first served, and a long one lets the short ones that come
+within twice its own time go first, never more (it is not starved). And a request is sent to a process that is
+computing another, to wait there (so that the process goes from one to the next at once, or computes several
+in one pass: dynamic batching), only when its client's requests take at most `send_ahead_s`
+(ATTENTION_SEND_AHEAD_REQUEST_S, 50 ms by default), or when no other client has sent one within RECENT_S (a
+client alone is served as before); any other waits here until a process is free, where the short requests that
+come meanwhile go before it. So a short request waits for the one long request being computed, not for every
+one queued.
 
 A light lane (ATTENTION_LIGHT_PROCESSES, compute_pool.py) is a compute process that takes only the requests of
-clients whose requests were measured to take at most LIGHT_S: with one compute process, a short request
-still waited for the long one being computed (a computation is not interrupted), 0.65 to over 1 s for an
-80 MB answer, and with a few such requests a second that made the well-behaved clients' p99. A client not
-yet measured is not light: its first request may be heavy."""
+clients whose requests were measured to take at most `light_s` (ATTENTION_LIGHT_REQUEST_S): with one compute
+process, a short request still waited for the long one being computed (a computation is not interrupted), 0.65
+to over 1 s for an 80 MB answer, and with a few such requests a second that made the well-behaved clients'
+p99. A client not yet measured is not light: its first request may be heavy."""
 
 from __future__ import annotations
 
@@ -28,10 +29,8 @@ from collections.abc import Callable, Iterable
 from typing import Generic, Protocol, TypeVar
 
 UNKNOWN_COST_S = 0.1
-SEND_AHEAD_S = 0.05
 DEFER = 2.0
 RECENT_S = 2.0
-LIGHT_S = 0.3  # a client whose requests take at most this is served by a light lane too
 FOLLOW = 0.5  # the weight of a client's latest request in its average
 REMEMBERED = 4096  # client addresses whose cost is kept; the longest unmeasured are forgotten first
 
@@ -45,7 +44,9 @@ J = TypeVar("J", bound=Queued)
 
 
 class FairQueue(Generic[J]):
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, light_s: float, send_ahead_s: float, clock: Callable[[], float] = time.monotonic):
+        self.light_s = light_s  # a client whose requests take at most this is served by a light lane too
+        self.send_ahead_s = send_ahead_s  # and one whose requests take at most this, sent to a busy process
         self.clock = clock
         self.turns: dict[J, tuple[int, float, int]] = {}  # waiting: (0 put back, 1 new), turn, order
         self.costs: dict[str, float] = {}  # seconds a request of this client takes to compute
@@ -86,8 +87,9 @@ class FairQueue(Generic[J]):
         return len(self.turns)
 
     def light(self, client: str) -> bool:
-        """Whether `client`'s requests were measured to take at most LIGHT_S (a light lane's)."""
-        return self.costs.get(client, LIGHT_S + 1.0) <= LIGHT_S
+        """Whether `client`'s requests were measured to take at most `light_s` (a light lane's)."""
+        known = self.costs.get(client)
+        return known is not None and known <= self.light_s
 
     def take(self, busy: bool, only: Callable[[J], bool] | None = None) -> J | None:
         """The next job for a process, taken out of the queue: the one whose turn comes first, or, for a
@@ -97,7 +99,12 @@ class FairQueue(Generic[J]):
             (turn, job)
             for job, turn in self.turns.items()
             if (only is None or only(job))
-            and (not busy or turn[0] == 0 or self.cost(job.client) <= SEND_AHEAD_S or self.alone(job.client))
+            and (
+                not busy
+                or turn[0] == 0
+                or self.cost(job.client) <= self.send_ahead_s
+                or self.alone(job.client)
+            )
         ]
         if not eligible:
             return None

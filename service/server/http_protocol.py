@@ -54,7 +54,7 @@ from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
-from service.server.pacing import PIPELINING
+from service.server import pacing
 from service.server.shares import crowded, give_back
 from service.settings import Settings, get_settings
 
@@ -91,6 +91,8 @@ class Limits:
     max_request_bytes: int
     min_body_bytes_per_s: int
     client_share: float
+    pipelined_per_s: float
+    pipelined_burst: int
 
     @classmethod
     def of(cls, app_state: dict[str, Any]) -> Limits:
@@ -108,6 +110,8 @@ class Limits:
             max_request_bytes=settings.max_request_bytes,
             min_body_bytes_per_s=settings.min_body_bytes_per_s,
             client_share=settings.client_share,
+            pipelined_per_s=settings.pipelined_per_s,
+            pipelined_burst=settings.pipelined_burst,
         )
 
 
@@ -169,6 +173,7 @@ class HttpProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.limits = Limits.of(app_state)
+        self.pacing = pacing.shared(self.limits.pipelined_per_s, self.limits.pipelined_burst)
         self.reading_head = True  # between requests or within a request line and headers
         self.head_bytes = 0
         self.refused = False
@@ -352,7 +357,7 @@ class HttpProtocol(HttpToolsProtocol):
         pipelined = bool(self.pipeline) or bool(self.unparsed)
         if not pipelined or self.refused or self.transport.is_closing():
             return False
-        wait = PIPELINING.wait(self.address, self.loop.time())
+        wait = self.pacing.wait(self.address, self.loop.time())
         if wait <= 0:
             return False
         self.flow.held = True

@@ -6,11 +6,12 @@ a lane, and readiness (`up`) counts the main processes only."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import pytest
 
-from service.errors import TimedOut
+from service.errors import Overloaded, TimedOut
 from service.server.compute_pool import ComputePool
 from tests.server.test_compute_pool import running, until
 
@@ -71,6 +72,94 @@ def test_a_lane_that_dies_or_times_out_is_replaced_by_a_lane():
                 await pool.run(b"sleep:60", client="short")
             await until(lambda: len(pool.lanes) == 1 and fresh not in pool.lanes)
             assert replaced == ["died", "timeout"] and pool.processes == {main}
+            assert len(pool.admitted) == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_client_has_at_most_one_request_on_the_lanes_at_a_time():
+    """A client measured short may next send long requests with small bodies: until the first is measured
+    they look light, and without a bound they would fill the lane's pipeline (every short client's request
+    would then wait behind them). Its others wait for the main processes as anyone's do."""
+
+    async def scenario() -> None:
+        async with running(light_processes=1, max_queue=6) as (pool, _):
+            (main,) = pool.processes
+            (lane,) = pool.lanes
+            await pid_for(pool, "turncoat")  # measured short
+            await slept(pool, b"sleep:0.5", "long")  # over ATTENTION_LIGHT_REQUEST_S: never on a lane
+            busy = asyncio.ensure_future(slept(pool, b"sleep:1", "long"))
+            await until(lambda: bool(main.sent))
+            longs = [asyncio.ensure_future(slept(pool, b"sleep:0.5", "turncoat")) for _ in range(3)]
+            await until(lambda: bool(lane.sent))
+            await asyncio.sleep(0.1)  # every dispatch that could follow has happened
+            assert [job.client for job in lane.sent] == ["turncoat"]
+            on_main = [job.client for job in main.sent] + [job.client for job in pool.waiting.turns]
+            assert on_main == ["long", "turncoat", "turncoat"]
+            await asyncio.gather(busy, *longs)
+            assert len(pool.admitted) == 0
+
+    asyncio.run(scenario())
+
+
+def test_which_clients_are_light_is_the_operators_setting():
+    """A client whose requests take 0.5 s is not light by default (ATTENTION_LIGHT_REQUEST_S 0.3); with the
+    setting at 1 s its requests are computed by the lane while the main process is busy."""
+
+    async def lane_computes_a_half_second_client(light_request_s: float) -> bool:
+        async with running(light_processes=1, max_queue=4, light_request_s=light_request_s) as (pool, _):
+            (main,) = pool.processes
+            (lane,) = pool.lanes
+            await slept(pool, b"sleep:0.5", "half")  # measured 0.5 s
+            await slept(pool, LONG, "long")
+            long = asyncio.ensure_future(slept(pool, LONG, "long"))
+            await until(lambda: bool(main.sent))
+            half = asyncio.ensure_future(slept(pool, b"sleep:0.5", "half"))
+            await asyncio.sleep(0.2)
+            on_lane = [job.client for job in lane.sent] == ["half"]
+            await asyncio.gather(long, half)
+            return on_lane
+
+    assert not asyncio.run(lane_computes_a_half_second_client(0.3))
+    assert asyncio.run(lane_computes_a_half_second_client(1.0))
+
+
+@pytest.mark.parametrize(("send_ahead_request_s", "sent_ahead"), [(0.05, True), (0.0, False)])
+def test_which_requests_are_sent_to_a_busy_process_is_the_operators_setting(
+    send_ahead_request_s: float, sent_ahead: bool
+):
+    """A short client's request is sent to the main process busy with another client's (to wait there) while
+    its requests take at most ATTENTION_SEND_AHEAD_REQUEST_S; at 0 it waits in the server's queue."""
+
+    async def scenario() -> None:
+        async with running(max_queue=4, send_ahead_request_s=send_ahead_request_s) as (pool, _):
+            (main,) = pool.processes
+            await pid_for(pool, "short")  # measured: milliseconds
+            long = asyncio.ensure_future(slept(pool, b"sleep:0.5", "long"))
+            await until(lambda: bool(main.sent))
+            short = asyncio.ensure_future(pid_for(pool, "short"))
+            await asyncio.sleep(0.1)
+            assert ([job.client for job in main.sent] == ["long", "short"]) is sent_ahead
+            assert (len(pool.waiting) == 1) is not sent_ahead
+            await asyncio.gather(long, short)
+            assert len(pool.admitted) == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_refusal_counts_the_lanes_among_the_places_it_names():
+    """The lanes are places of the admission gate: the 503's message says so, with the settings that add up
+    to its count (1 computing + 1 lane + 1 waiting)."""
+
+    async def scenario() -> None:
+        async with running(light_processes=1, max_queue=1) as (pool, _):
+            waiting = [asyncio.ensure_future(slept(pool, b"sleep:0.3", "heavy")) for _ in range(3)]
+            await until(lambda: len(pool.admitted) == 3)
+            computing = "ATTENTION_MAX_CONCURRENT + ATTENTION_LIGHT_PROCESSES computing"
+            refusal = f"all 3 places ({computing} + ATTENTION_MAX_QUEUE waiting) are taken"
+            with pytest.raises(Overloaded, match="^" + re.escape(refusal)):
+                await pool.run(b"pid", client="another")
+            await asyncio.gather(*waiting)
             assert len(pool.admitted) == 0
 
     asyncio.run(scenario())

@@ -1,7 +1,8 @@
 """A pipelining flood costs its sender, not everyone (issue 21): a client that sends its requests before it
-reads the answers has them started at most PIPELINED_PER_S a second after a burst, over all its connections
-(service/server/pacing.py), while a client that reads each answer before its next request is not paced. Raw
-sockets to a real server: the pipelining client from 127.0.0.2, the others from 127.0.0.3 and 127.0.0.4."""
+reads the answers has them started at most ATTENTION_PIPELINED_PER_S a second after a burst of
+ATTENTION_PIPELINED_BURST, over all its connections (service/server/pacing.py), while a client that reads each
+answer before its next request is not paced. Raw sockets to a real server: the pipelining client from
+127.0.0.2, the others from 127.0.0.3 and 127.0.0.4."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from collections.abc import Iterator
 import pytest
 
 from devtools.servers import Server
-from service.server.pacing import PIPELINED_BURST, PIPELINED_PER_S
+from service.settings import Settings
 
+PIPELINED_PER_S = Settings.model_fields["pipelined_per_s"].default
+PIPELINED_BURST = Settings.model_fields["pipelined_burst"].default
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 PIPELINED = 200  # requests written at once on each of two connections
 # at the paced rate they take this long at least; answered as fast as the server can, about a tenth of it
@@ -82,3 +85,21 @@ def test_pipelined_requests_are_paced_per_client_and_others_are_not(server: Serv
         sock.sendall(HEALTHZ * PIPELINED_BURST)
         read_answers(sock, PIPELINED_BURST)
     assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.slow
+def test_the_pace_and_burst_are_the_operators_settings():
+    """A slower pace than the default's: 40 pipelined requests, which the default answers within its burst and
+    0.24 s, take at least (40 - 2) / 20 s at 20 a second after a burst of 2."""
+    env = {
+        "ATTENTION_MAX_CONCURRENT": "1",
+        "ATTENTION_LOAD_MODELS": "lazy",
+        "ATTENTION_PIPELINED_PER_S": "20",
+        "ATTENTION_PIPELINED_BURST": "2",
+    }
+    with Server(env, quiet=True) as slow_paced, connect(slow_paced, "127.0.0.2") as sock:
+        started = time.monotonic()
+        sock.sendall(HEALTHZ * 40)
+        read_answers(sock, 40)
+        took = time.monotonic() - started
+    assert took > 0.9 * (40 - 2) / 20, f"40 pipelined requests answered in {took:.2f} s"

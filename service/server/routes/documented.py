@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from schemas.request import AttendRequest
 from schemas.response import ErrorBody
-from service.errors import LimitExceeded, NotAcceptable, detail_body
+from service.errors import LimitExceeded, NotAcceptable, Overloaded, detail_body
 from service.server.accept import negotiate
 
 # 401 is declared by the routes behind the API key; service/server/openapi_document.py drops it (and the
@@ -57,10 +57,7 @@ ERROR_EXAMPLE: dict[int, dict[str, Any]] = {
     413: detail_body(LimitExceeded("ATTENTION_MAX_SEQ", 4096, 4097, "sequence length")),
     415: {"detail": "found 'text/plain'; expected Content-Type: application/json"},
     422: _refused({"txt": "The cat ate the fish"}),
-    503: {
-        "detail": "all 18 places (ATTENTION_MAX_CONCURRENT computing + ATTENTION_MAX_QUEUE waiting) are "
-        "taken; retry shortly"
-    },
+    503: detail_body(Overloaded.no_place(18, light_processes=0)),  # 2 computing + 16 waiting: the defaults
     504: {
         "detail": "the request took longer than ATTENTION_REQUEST_TIMEOUT_S=60 s (waiting and computing); "
         "ask for less (fewer layers, tensors or tokens) or retry later"
