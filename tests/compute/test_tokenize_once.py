@@ -17,7 +17,8 @@ from service.compute.models.tokenizer import tokenize
 TEXTS = ["The cat ate the fish", "a [SEP] b [PAD]", "x", "the dog barked at the mail carrier because"]
 
 
-def reference(tokenizer: Any, texts: list[str]) -> dict[str, torch.Tensor]:
+def reference(tokenizer: Any, texts: list[str]) -> Any:
+    """The tokenizer's own padded encoding (a BatchEncoding of tensors)."""
     return tokenizer(texts, padding=True, truncation=False, split_special_tokens=True, return_tensors="pt")
 
 
