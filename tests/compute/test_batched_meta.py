@@ -10,9 +10,9 @@ import time
 
 import orjson
 
-from service.compute import pretrained
 from service.compute.batching import Turn, answers, shareable
 from service.compute.gathering import Sent
+from service.compute.meta import build_meta
 from service.protocol import ATTEND, ResponseFormat, Tickets
 
 TEXTS = ["The cat ate the fish", "The dog barked", "A bird sang at dawn today"]
@@ -22,13 +22,12 @@ def test_a_pass_builds_each_answers_meta_once_and_each_answer_is_its_own(compute
     bodies = [json.dumps({"text": text, "layer": [0, 5], "include": ["weights"]}).encode() for text in TEXTS]
     alone = [compute.post(body).json() for body in bodies]
     built = []
-    build_meta = pretrained.build_meta
 
     def counted(*args, **kwargs):
         built.append(1)
         return build_meta(*args, **kwargs)
 
-    monkeypatch.setattr(pretrained, "build_meta", counted)
+    monkeypatch.setattr("service.compute.pretrained.build_meta", counted)
     tickets = Tickets(len(bodies))
     turns = []
     for number, body in enumerate(bodies):
