@@ -22,12 +22,13 @@ from pathlib import Path
 import devtools.servers
 from bench.bench import Result, cpu_line, measure_at, scenarios
 from bench.decoder import MODEL_NAME, save_bench_llama
+from devtools.paths import ROOT
 from devtools.servers import Server
 
 
 def serve(root: Path, env: dict[str, str]) -> Server:
     """The service of the checkout at `root` (devtools.servers starts uvicorn in ROOT)."""
-    devtools.servers.ROOT = root
+    setattr(devtools.servers, "ROOT", root)  # noqa: B010 (its cwd: read when the server starts)
     return Server(env, quiet=True, uvicorn_args=("--no-access-log",))
 
 
@@ -44,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     name, request = next((name, body) for name, body in scenarios().items() if args.only in name)
     body = json.dumps(request).encode()
-    here = devtools.servers.ROOT
+    here = ROOT
     models = Path(tempfile.mkdtemp(prefix="bench-models-"))
     llama = str(save_bench_llama(models / MODEL_NAME))
     servers: dict[str, Server] = {}
@@ -53,7 +54,7 @@ def main() -> None:
             env = {"ATTENTION_MODELS": json.dumps({MODEL_NAME: llama}), "ATTENTION_BATCH_WINDOW_MS": window}
             for label, root in (("base", args.base.resolve()), ("this", here)):
                 servers[f"{label}, window {window} ms"] = serve(root, env)
-        devtools.servers.ROOT = here
+        setattr(devtools.servers, "ROOT", here)  # noqa: B010
         rounds: dict[str, list[Result]] = {label: [] for label in servers}
         print(
             f"{name}: {args.concurrency} connections, {args.rounds} alternated rounds of {args.seconds:g} s",
