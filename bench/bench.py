@@ -9,10 +9,12 @@ response bytes, and the service/baseline ratio of requests/s.
     python -m bench.bench                          # all scenarios, 3 rounds of 5 s: about 3 minutes
     python -m bench.bench --seconds 1 --rounds 1   # the smoke run of .ci/run
 
-The small requests of ECHOED are also sent to a bare FastAPI endpoint that echoes the body (bench/echo.py, the
-framework's floor), in the same rounds: service/echo is how close the service comes to the floor. Beside
-requests/s each server's line gives the CPU time per request of its server process and (for the service) of
-its compute processes, from /proc: a figure a machine loaded by other work changes much less.
+The small requests of ECHOED are also sent to two bare FastAPI endpoints that echo the body (bench/echo.py,
+the framework's floors: `echo` the bytes as they came, `typed-echo` a declared JSON body parameter returned
+as JSON, the way a FastAPI user writes one), in the same rounds: service/echo and service/typed-echo are how
+close the service comes to each floor. Beside requests/s each server's line gives the CPU time per request of
+its server process and (for the service) of its compute processes, from /proc: a figure a machine loaded by
+other work changes much less.
 
 Some scenarios ask the service for another format (SERVICE_ACCEPT: the baseline answers JSON whatever the
 Accept); the streamed ones (ONE_AT_A_TIME) are measured one request at a time on each server, with the peak
@@ -71,7 +73,8 @@ SAFETENSORS, NDJSON, JSON = "application/x-safetensors", "application/x-ndjson",
 FLOW_128 = "h) MiniLM, 128-token text, all layers: rollout, norms, norms_summed, value_zeroing"
 SERVICE_ACCEPT = {B_SAFETENSORS: SAFETENSORS, STREAM_512: NDJSON}  # the rest: JSON
 ONE_AT_A_TIME = {STREAM_512, FLOW_128}
-ECHOED = {A_GOLDEN}  # also measured against the echo endpoint (bench/echo.py)
+ECHOED = {A_GOLDEN}  # also measured against the echo endpoints (bench/echo.py)
+ECHOES = {"echo": "bench.echo:app", "typed-echo": "bench.echo:typed_app"}
 # 126 words of one WordPiece token each: 128 tokens with [CLS] and [SEP]
 _SENTENCE = "the cat ate the fish because it was hungry and then the dog barked at the mail carrier "
 FLOW_TEXT = " ".join((_SENTENCE * 8).split()[:126])
@@ -427,7 +430,7 @@ def main() -> None:
         )
     selected = {name: request for name, request in scenarios().items() if args.only in name}
     if ECHOED & selected.keys():
-        servers["echo"] = start("bench.echo:app")
+        servers |= {name: start(app) for name, app in ECHOES.items()}
     results: list[Result] = []
     try:
         for scenario, request in selected.items():
@@ -439,11 +442,13 @@ def main() -> None:
             )
             assert diff < 1e-4, "service and baseline disagree: the comparison would be meaningless"
             measured_here = {
-                name: server for name, server in servers.items() if name != "echo" or scenario in ECHOED
+                name: server for name, server in servers.items() if name not in ECHOES or scenario in ECHOED
             }
-            if "echo" in measured_here:
-                echoed = asyncio.run(fetch(servers["echo"].port, body))
-                assert echoed == (200, body), f"the echo endpoint answered {echoed!r:.300}"
+            for name in ECHOES.keys() & measured_here.keys():
+                status, echoed = asyncio.run(fetch(servers[name].port, body))
+                assert status == 200 and json.loads(echoed) == json.loads(body), (
+                    f"{name} answered {echoed!r:.300}"
+                )
             rounds: dict[str, list[Result]] = {name: [] for name in measured_here}
             for _ in range(args.rounds):  # alternated, so that a slow spell of the machine hits every server
                 for name, server in measured_here.items():
@@ -482,12 +487,13 @@ def main() -> None:
                     f"bytes {ours.response_bytes / base.response_bytes:.2f}x",
                     flush=True,
                 )
-            if "echo" in latest and latest["echo"].requests:
-                print(
-                    "  ratio: service/echo requests/s = "
-                    f"{ours.requests_per_s / latest['echo'].requests_per_s:.2f}x (the framework's floor)",
-                    flush=True,
-                )
+            for name in ECHOES.keys() & latest.keys():
+                if latest[name].requests:
+                    print(
+                        f"  ratio: service/{name} requests/s = "
+                        f"{ours.requests_per_s / latest[name].requests_per_s:.2f}x (a framework floor)",
+                        flush=True,
+                    )
     finally:
         for server in servers.values():
             server.stop()

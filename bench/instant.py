@@ -97,6 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     apps = {
         "echo": "bench.echo:app",
+        "typed-echo": "bench.echo:typed_app",
         "in-process": "bench.instant:in_process",
         "processes": "bench.instant:processes",
         "service": SERVICE_APP,
@@ -115,11 +116,13 @@ def main() -> None:
         for server in servers.values():
             server.stop()
     echo = statistics.median(result.requests_per_s for result in rounds["echo"])
+    typed = statistics.median(result.requests_per_s for result in rounds["typed-echo"])
     print(f"{A_GOLDEN}, {args.concurrency} connections, median of {args.rounds} rounds of {args.seconds:g} s")
     for name, measured in rounds.items():
         median = sorted(measured, key=lambda result: result.requests_per_s)[len(measured) // 2]
         print(
             f"  {name:10s} {median.requests_per_s:8.1f} req/s  {median.requests_per_s / echo:5.2f}x echo"
+            f" {median.requests_per_s / typed:5.2f}x typed-echo"
             f"{cpu_line(median)}  (rounds {'/'.join(f'{m.requests_per_s:.0f}' for m in measured)}; "
             f"load average {os.getloadavg()[0]:.1f})"
         )

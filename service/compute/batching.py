@@ -45,7 +45,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import orjson
 from torch import Tensor
 
 from schemas.axes import ROTARY_TENSOR_NAMES, SUMMARY_NAMES, TENSOR_NAMES
@@ -307,8 +306,9 @@ def _computed(
         row = 0
         for member in group:
             assert member.result is not None and member.result.tokens is not None
+            assert member.result.shapes is not None  # a model's Result (pretrained.py)
             rows = slice(row, row + len(member.result.tokens))
-            shapes = orjson.loads(member.result.meta())["shapes"]  # those of its answer alone
+            shapes = member.result.shapes()  # those of its answer alone, without building its meta twice
             share = _share(layers, rows, shapes)
             own = None if sections is None else partial(_rows_of, sections, rows, shapes)
             shares[member.turn.sent.number] = dataclasses.replace(member.result, layers=share, sections=own)

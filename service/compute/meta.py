@@ -50,6 +50,17 @@ def summary_meta(request: AttendRequest, sizes: Sizes) -> dict[str, Any]:
     }
 
 
+def returned_shapes(
+    request: AttendRequest,
+    sizes: Sizes,
+    selection: Selection = EVERYTHING,
+    sections: dict[str, list[int]] | None = None,
+) -> dict[str, list[int]]:
+    """meta.shapes: each returned tensor's shape as returned, then those of a model's top-level `sections`;
+    without building the rest of meta (a batched pass cuts each request's share to them: batching.py)."""
+    return {name: list(selection.shape(sizes, name)) for name in request.returned} | (sections or {})
+
+
 def build_meta(
     request: AttendRequest,
     sizes: Sizes,
@@ -82,7 +93,7 @@ def build_meta(
         torch_version=torch.__version__,
         decimals=request.decimals,
         axes={name: list(sizes.axes(name)) for name in returned} | about.pop("axes", {}),
-        shapes={name: list(selection.shape(sizes, name)) for name in returned} | about.pop("shapes", {}),
+        shapes=returned_shapes(request, sizes, selection, about.pop("shapes", None)),
         **selection.about(),
         elapsed_ms=round((time.perf_counter() - started) * 1000, 3),
         **summary_meta(request, sizes),

@@ -21,7 +21,7 @@ from service.compute.formats.result import Layer, Result
 from service.compute.formats.wire import wire_dtype_of
 from service.compute.generation import Generation, check_generation
 from service.compute.limits import check_limits, check_value_zeroing
-from service.compute.meta import build_meta
+from service.compute.meta import build_meta, returned_shapes
 from service.compute.models.flow import (
     Flow,
     flow_elements,
@@ -334,4 +334,5 @@ def _internals(
         decimals=request.decimals,
         wire_dtype=wire_dtype_of(request.wire_dtype, request.dtype),
         sections=None if effects is None else effects.sections,
+        shapes=partial(returned_shapes, request, sizes, selection, about.get("shapes")),
     )

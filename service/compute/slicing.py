@@ -50,6 +50,8 @@ class Selection:
     def shape(self, sizes: Sizes, name: TensorName) -> tuple[int, ...]:
         """The shape of `name` as returned."""
         full = sizes.shape(name)
+        if not self.indexes:  # nothing selected (most requests): the shape itself
+            return full
         return tuple(
             len(self.indexes[axis]) if axis in self.indexes else length
             for axis, length in zip(tensor_axes(name, self.grouped), full, strict=True)

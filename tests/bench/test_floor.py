@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from bench.bench import A_GOLDEN, ECHOED, fetch, measure_at, scenarios, start
+from bench.bench import A_GOLDEN, ECHOED, ECHOES, fetch, measure_at, scenarios, start
 from bench.instant import CANNED
 from devtools.processes import cpu_seconds, descendants, tree_cpu_seconds
 
@@ -62,6 +62,20 @@ def test_the_echo_endpoint_answers_the_body_and_is_measured_with_its_cpu_per_req
     assert result.response_bytes == len(body)
     assert result.server_cpu_us is not None and result.server_cpu_us > 0
     assert result.children_cpu_us == 0  # the echo computes nowhere else
+
+
+@pytest.mark.slow
+def test_the_typed_echo_answers_the_same_json_through_a_declared_body_parameter():
+    """bench/echo.py's second floor: the body parsed into a dict[str, Any] and returned as JSON by FastAPI."""
+    body = json.dumps(scenarios()[A_GOLDEN]).encode()
+    server = start(ECHOES["typed-echo"])
+    try:
+        status, answered = asyncio.run(fetch(server.port, body))
+        refused = server.post(b"[1, 2]")  # not an object: FastAPI's own 422
+    finally:
+        server.stop()
+    assert status == 200 and json.loads(answered) == json.loads(body)
+    assert refused.status_code == 422
 
 
 @pytest.mark.slow

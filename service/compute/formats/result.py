@@ -32,6 +32,7 @@ class Result:
     sections: Callable[[], dict[str, Any]] | None = None
     prelude: Iterator[dict[str, Any]] | None = None
     then: Callable[[], Result] | None = None
+    shapes: Callable[[], dict[str, list[int]]] | None = None  # meta's shapes alone (a model's: batching.py)
 
     @classmethod
     def deferred(cls, prelude: Iterator[dict[str, Any]], then: Callable[[], Result]) -> Result:

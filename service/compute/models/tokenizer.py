@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from jaxtyping import Int
 from torch import Tensor
 
@@ -76,20 +77,42 @@ def tokenize(
                 f"{length} tokens; the service reads at most {chars:,} characters of a text for the model "
                 f"{model.name!r} ({CHARS_PER_TOKEN} per token of its {model.max_length}). Shorten it",
             )
-    encoded = tokenizer(
-        read,
-        padding=True,
-        truncation=True,
-        max_length=model.max_length,
-        split_special_tokens=split,
-        return_tensors="pt",
-    )
-    check_sequence_sizes(settings, len(texts), encoded["input_ids"].shape[1], request.blocked)
-    mask = encoded["attention_mask"]
+    truncated = max(lengths) > model.max_length
+    if truncated:  # the tokenizer cuts them
+        encoded = tokenizer(
+            read,
+            padding=True,
+            truncation=True,
+            max_length=model.max_length,
+            split_special_tokens=split,
+            return_tensors="pt",
+        )
+        rows = [ids.tolist() for ids in encoded["input_ids"]]
+        input_ids, mask = encoded["input_ids"], encoded["attention_mask"]
+    else:  # the ids counted are the ids: padded here, without tokenizing again (issue 26)
+        rows, masks = _padded(counted, tokenizer.pad_token_id, tokenizer.padding_side)
+        input_ids, mask = torch.tensor(rows), torch.tensor(masks)
+    check_sequence_sizes(settings, len(texts), input_ids.shape[1], request.blocked)
     return Encoded(
-        tokens=[tokenizer.convert_ids_to_tokens(ids.tolist()) for ids in encoded["input_ids"]],
-        input_ids=encoded["input_ids"],
+        tokens=[tokenizer.convert_ids_to_tokens(ids) for ids in rows],
+        input_ids=input_ids,
         attention_mask=mask,
         lengths=[int(n) for n in mask.sum(1)],
-        truncated=max(lengths) > model.max_length,
+        truncated=truncated,
     )
+
+
+def _padded(ids: list[list[int]], pad: int, side: str) -> tuple[list[list[int]], list[list[int]]]:
+    """Each text's ids padded with `pad` to the longest, on `side`, as the tokenizer's padding=True pads
+    them, and the attention mask (1: a token, 0: padding)."""
+    width = max(len(row) for row in ids)
+    rows, masks = [], []
+    for row in ids:
+        gap = width - len(row)
+        if side == "left":
+            rows.append([pad] * gap + row)
+            masks.append([0] * gap + [1] * len(row))
+        else:
+            rows.append(row + [pad] * gap)
+            masks.append([1] * len(row) + [0] * gap)
+    return rows, masks
