@@ -17,6 +17,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from schemas.axes import SUMMARY_NAMES, TOKEN_SCORE_NAMES, TensorName
+from service.compute.token_pairs import TokenPairs
 
 MAX_POOLED_BLOCKS = 128  # the default pool gives at most this many blocks per axis
 TOP_CHUNK = 32  # keys per chunk of a row whose maxima narrow the search for its top keys (top_keys_of)
@@ -35,16 +36,6 @@ class SummaryRequest:
     names: tuple[TensorName, ...]
     top_k: int
     pool: int
-
-
-def _weight_on(
-    counted: Float[Tensor, "batch head rows width"], pattern: Float[Tensor, "batch rows_width 1"]
-) -> Float[Tensor, "batch head"]:
-    """sum over rows and keys of counted * pattern (0 or 1), for each head: one matrix-vector product per
-    text."""
-    batch, heads = counted.shape[:2]
-    flat = counted.reshape(batch, heads, -1)  # [batch, head, rows*width]
-    return (flat @ pattern)[..., 0]
 
 
 def top_keys_of(
@@ -138,6 +129,8 @@ class SummaryReducer:
             else key_real.to(device)
         )
         self.token_ids = None if token_ids is None else token_ids.to(device)
+        token_scores = names & set(TOKEN_SCORE_NAMES)
+        self.pairs = None if self.token_ids is None or not token_scores else TokenPairs(self.token_ids)
 
         def zeros(*shape: int, dtype: torch.dtype | None = None) -> Tensor:
             return torch.zeros(*shape, dtype=dtype or self.sum_dtype, device=device)
@@ -154,7 +147,7 @@ class SummaryReducer:
         self.matched = {name: zeros(batch, heads) for name in HEAD_SCORES if name in names}
         self.total = zeros(batch, heads) if self.matched else None  # sum(w) over the real queries
         self.sink = zeros(batch, heads) if "sink_score" in names else None
-        self._last_patterns: tuple[tuple[int, int, int], dict[TensorName, Tensor]] | None = None
+        self._last_patterns: tuple[tuple[int, int, int], list[dict[TensorName, Tensor]]] | None = None
 
     @property
     def wants_entropy(self) -> bool:
@@ -237,48 +230,47 @@ class SummaryReducer:
         """The weight of the real rows on each head score's detection pattern (TransformerLens'
         get_*_detection_pattern): previous token j = i - 1; duplicate token j < i with the token of i;
         induction j <= i with the token of i at j - 1."""
-        rows, width, device = weights.shape[2], weights.shape[3], weights.device
-        query = torch.arange(start, start + rows, device=device)  # [rows]
+        batch, heads, rows, width = weights.shape
+        query = torch.arange(start, start + rows, device=weights.device)  # [rows]
         if "previous_token_score" in self.matched:
             previous = query - 1
             inside = (previous >= 0) & (previous < width)
-            at = previous.clamp(0, width - 1)[None, None, :, None].expand(*weights.shape[:3], 1)
+            at = previous.clamp(0, width - 1)[None, None, :, None].expand(batch, heads, rows, 1)
             counted = (inside[None, :] & real_rows)[:, None].to(weights.dtype)  # [batch, 1, rows]
             on_previous = weights.gather(-1, at)[..., 0] * counted  # [batch, head, rows]
             self.matched["previous_token_score"][:, of_heads] += on_previous.sum(-1)
-        for name, pattern in self._token_patterns(start, rows, width, real_rows).items():
-            self.matched[name][:, of_heads] += _weight_on(weights, pattern)
+        if self.pairs is None:
+            return
+        flat = weights.reshape(batch, heads, rows * width)
+        for text, patterns in enumerate(self._token_patterns(start, rows, width, real_rows)):
+            for name, pattern in patterns.items():
+                if pattern.dtype == torch.bool:  # dense: one matrix-vector product over the block
+                    on_pattern = flat[text] @ pattern.to(flat.dtype)  # [head]
+                else:  # the pairs' flat positions
+                    on_pattern = flat[text].index_select(-1, pattern).sum(-1)  # [head]
+                self.matched[name][text, of_heads] += on_pattern
 
     def _token_patterns(
         self, start: int, rows: int, width: int, real_rows: Bool[Tensor, "batch rows"]
-    ) -> dict[TensorName, Float[Tensor, "batch rows_width 1"]]:
-        """The duplicate-token and induction patterns of rows start .. start + rows over `width` keys, as
-        the sum dtype's 0 and 1 for _weight_on; the last rows' are kept, since the blocks of every kv head
-        of the same rows follow each other (service/compute/blocked.py's head_blocks)."""
-        if self.token_ids is None or not self.names & set(TOKEN_SCORE_NAMES):
-            return {}
+    ) -> list[dict[TensorName, Tensor]]:
+        """For each text, the duplicate-token and induction patterns of rows start .. start + rows over
+        `width` keys: the flat positions of their pairs (service/compute/token_pairs.py), or where a block
+        has too many pairs, dense [rows * width] booleans. The last rows' are kept, since the blocks of every
+        kv head of the same rows follow each other (service/compute/blocked.py's head_blocks)."""
+        assert self.pairs is not None and self.token_ids is not None
         if self._last_patterns is not None and self._last_patterns[0] == (start, rows, width):
             return self._last_patterns[1]
         self._last_patterns = None  # the old ones freed before the new ones are made
-        device = real_rows.device
-        query = torch.arange(start, start + rows, device=device)  # [rows]
-        key = torch.arange(width, device=device)  # [width]
-        ids = self.token_ids
-        token = ids[:, start : start + rows, None]  # [batch, rows, 1]
-        real = real_rows[:, :, None]  # [batch, rows, 1]
-        patterns: dict[TensorName, Bool[Tensor, "batch rows width"]] = {}
-        if "duplicate_token_score" in self.matched:
-            earlier = key[None, :] < query[:, None]  # [rows, width]
-            patterns["duplicate_token_score"] = (token == ids[:, None, :width]) & earlier & real
-        if "induction_score" in self.matched:
-            before = torch.cat(
-                [torch.full_like(ids[:, :1], -1), ids[:, : width - 1]], dim=1
-            )  # token at j - 1
-            patterns["induction_score"] = (
-                (token == before[:, None, :]) & (key[None, :] <= query[:, None]) & real
+        stop = start + rows
+        made: list[dict[TensorName, Tensor]] = []
+        for text, ids in enumerate(self.token_ids):
+            pairs = self.pairs.of_rows(text, start, stop, width, real_rows[text])
+            found: dict[TensorName, Tensor] = (
+                {"duplicate_token_score": pairs.duplicate, "induction_score": pairs.induction}
+                if pairs is not None
+                else _dense_patterns(ids, start, stop, width, real_rows[text])
             )
-        batch = real_rows.shape[0]
-        made = {name: p.reshape(batch, -1, 1).to(self.sum_dtype) for name, p in patterns.items()}
+            made.append({name: found[name] for name in TOKEN_SCORE_NAMES if name in self.matched})
         self._last_patterns = ((start, rows, width), made)
         return made
 
@@ -317,3 +309,18 @@ class SummaryReducer:
         queries = per_block(self.query_real, self.query_blocks)
         keys = per_block(self.key_real, self.key_blocks)
         return (queries[:, :, None] * keys[:, None, :])[:, None]
+
+
+def _dense_patterns(
+    ids: Int[Tensor, " pos"], start: int, stop: int, width: int, real: Bool[Tensor, " rows"]
+) -> dict[TensorName, Bool[Tensor, " rows_width"]]:
+    """One text's duplicate-token and induction patterns of rows start .. stop over `width` keys, drawn
+    whole: for a block with more pairs than TokenPairs lists."""
+    query = torch.arange(start, stop, device=ids.device)[:, None]  # [rows, 1]
+    key = torch.arange(width, device=ids.device)[None, :]  # [1, width]
+    token = ids[start:stop, None]  # [rows, 1]
+    before = torch.cat([torch.full_like(ids[:1], -1), ids[: width - 1]])  # [width]: the token at j - 1
+    real_row = real[:, None]  # [rows, 1]
+    duplicate = (token == ids[None, :width]) & (key < query) & real_row  # [rows, width]
+    induction = (token == before[None, :]) & (key <= query) & real_row
+    return {"duplicate_token_score": duplicate.reshape(-1), "induction_score": induction.reshape(-1)}
