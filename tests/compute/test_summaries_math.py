@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from schemas.axes import SUMMARY_NAMES
+from schemas.axes import SUMMARY_NAMES, TensorName
 from service.compute import blocked, token_pairs
 from service.compute.attention import Projections, attention
 from service.compute.blocked import Visibility, attention_blocked
@@ -298,7 +298,7 @@ def test_token_scores_listed_or_dense_equal_transformer_lens(monkeypatch, share,
     tokens = _texts_with_repeats(distinct, batch, seq, distinct)
     weights = reference_weights(q, k, 0.5, allowed)
     expected = reference_summaries(weights, real, real, tokens, 1, 1)
-    names = ("duplicate_token_score", "induction_score")
+    names: tuple[TensorName, ...] = ("duplicate_token_score", "induction_score")
     key_mask = torch.from_numpy(real)
     reducer = SummaryReducer(
         SummaryRequest(names, 1, 1), batch, heads, seq, seq, torch.empty(0, dtype=torch.float64),
@@ -326,7 +326,7 @@ def test_a_causal_only_mask_is_never_built(monkeypatch, seq_kv):
     weights = reference_weights(q, k, 0.7, allowed)
     real = np.ones((1, seq), dtype=bool)
     expected = reference_summaries(weights, real, np.ones((1, seq_kv), dtype=bool), None, 3, 4)
-    names = ("entropy", "top_keys", "top_weights", "received", "pooled_weights")
+    names: tuple[TensorName, ...] = ("entropy", "top_keys", "top_weights", "received", "pooled_weights")
     reducer = SummaryReducer(
         SummaryRequest(names, 3, 4), 1, heads, seq, seq_kv, torch.empty(0, dtype=torch.float64)
     )
