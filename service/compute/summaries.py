@@ -10,6 +10,7 @@ exclude_bos=False, exclude_current_token=False, per text: sum(w * pattern) / sum
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -45,25 +46,42 @@ def top_keys_of(
     and those weights. A wide row is first narrowed to the keys of its `rank` chunks of TOP_CHUNK keys with
     the largest maxima (one reduction over the row instead of a selection): exact when every other chunk's
     maximum is below the rank-th largest weight found, else (a tie across chunks, nan) the whole rows are
-    searched."""
+    searched. One look from the host per call: whether the chunks held the answer, and whether torch's
+    pick among them needs no reordering (no weight ties with another in it or at its edge)."""
     width = weights.shape[-1]
     chunks = width // TOP_CHUNK
     if rank * TOP_CHUNK * 4 > width:  # too narrow for the chunks to save work
         return top_keys_in_rows(weights, rank)
-    maxima = (
-        weights[..., : chunks * TOP_CHUNK].reshape(*weights.shape[:-1], chunks, TOP_CHUNK).amax(-1)
-    )  # [*rows, chunks]
+    in_chunks = weights[..., : chunks * TOP_CHUNK]  # a view: the rows keep their stride
+    maxima = in_chunks.reshape(*weights.shape[:-1], chunks, TOP_CHUNK).amax(-1)  # [*rows, chunks]
     best, chosen = maxima.topk(rank + 1, dim=-1)  # the rank chosen chunks, and the largest other maximum
     first = chosen[..., :rank].sort(dim=-1).values * TOP_CHUNK  # ascending: position order is kept
     offsets = torch.arange(TOP_CHUNK, device=weights.device)
-    tail = torch.arange(chunks * TOP_CHUNK, width, device=weights.device)  # the keys after the last chunk
-    candidates = torch.cat(
-        [(first[..., None] + offsets).flatten(-2), tail.expand(*first.shape[:-1], -1)], dim=-1
-    )  # [*rows, rank * TOP_CHUNK + tail], ascending
-    keys, top = top_keys_in_rows(weights.gather(-1, candidates), rank)
-    if not bool((best[..., rank] < top[..., -1]).all()):
+    candidates = (first[..., None] + offsets).flatten(-2)  # [*rows, rank * TOP_CHUNK], ascending
+    if chunks * TOP_CHUNK < width:  # the keys after the last chunk
+        tail = torch.arange(chunks * TOP_CHUNK, width, device=weights.device)
+        candidates = torch.cat([candidates, tail.expand(*first.shape[:-1], -1)], dim=-1)
+    picked = weights.gather(-1, candidates)
+    values, at = picked.topk(rank, dim=-1, sorted=True)
+    inside = best[..., rank] < values[..., -1]  # every other chunk's weights below the rank-th
+    held, plain = torch.stack([inside.all(), _plain_pick(picked, values, rank)]).tolist()
+    if not held:
         return top_keys_in_rows(weights, rank)
+    if plain:
+        return candidates.gather(-1, at), values
+    keys, top = top_keys_in_rows(picked, rank)
     return candidates.gather(-1, keys), top
+
+
+def _plain_pick(
+    weights: Float[Tensor, "*rows key_pos"], values: Float[Tensor, "*rows rank"], rank: int
+) -> Tensor:
+    """Whether torch.topk's sorted pick `values` of every row of `weights` is the answer as it stands: no
+    other weight equals its rank-th (the pick is the only one) and its weights are distinct (their order is
+    the only one)."""
+    only = ((weights >= values[..., -1:]).sum(-1) == rank).all()
+    distinct = (values[..., :-1] > values[..., 1:]).all()
+    return only & distinct
 
 
 def top_keys_in_rows(
@@ -71,12 +89,15 @@ def top_keys_in_rows(
 ) -> tuple[Int[Tensor, "*rows rank"], Float[Tensor, "*rows rank"]]:
     """The positions of the `rank` largest weights of each row, largest first, ties to the lower position
     (torch.topk leaves the order of equal values open), and those weights. When no weight outside torch's
-    pick equals the rank-th largest, its pick is right and only its order is fixed; otherwise every weight
-    above the rank-th largest is taken, then the lowest positions holding exactly it, until the row has
-    `rank`."""
+    pick equals the rank-th largest, its pick is right and only its order is fixed (when two of its weights
+    are equal); otherwise every weight above the rank-th largest is taken, then the lowest positions holding
+    exactly it, until the row has `rank`."""
     values, positions = weights.topk(rank, dim=-1, sorted=True)
     threshold = values[..., -1:]  # [*rows, 1]
-    if bool(((weights >= threshold).sum(-1) == rank).all()):  # the pick is the only one possible
+    only = bool(((weights >= threshold).sum(-1) == rank).all())
+    if only and bool((values[..., :-1] > values[..., 1:]).all()):  # distinct: topk's order is the only one
+        return positions, values
+    if only:  # the pick is the only one possible
         by_position = positions.sort(dim=-1).indices  # equal weights in position order, then by weight
         positions, values = positions.gather(-1, by_position), values.gather(-1, by_position)
         order = values.sort(dim=-1, descending=True, stable=True).indices
@@ -89,6 +110,18 @@ def top_keys_in_rows(
     picked = weights.gather(-1, positions)
     order = picked.sort(dim=-1, descending=True, stable=True).indices  # equal weights keep position order
     return positions.gather(-1, order), picked.gather(-1, order)
+
+
+class _RowTerms(NamedTuple):
+    """What SummaryReducer's sums need of rows start .. start + rows, whatever the head: which rows are
+    real (as booleans and as the sum dtype's 0 and 1), and sums_of, the matrix that sums the real rows of
+    each of the pool's query blocks."""
+
+    start: int
+    rows: int
+    real: Bool[Tensor, "batch rows"]
+    sums_of: Float[Tensor, "batch 1 query_blocks rows"]
+    real_numbers: Float[Tensor, "batch rows"]
 
 
 class SummaryReducer:
@@ -148,6 +181,7 @@ class SummaryReducer:
         self.total = zeros(batch, heads) if self.matched else None  # sum(w) over the real queries
         self.sink = zeros(batch, heads) if "sink_score" in names else None
         self._last_patterns: tuple[tuple[int, int, int], list[dict[TensorName, Tensor]]] | None = None
+        self._last_rows: _RowTerms | None = None
 
     @property
     def wants_entropy(self) -> bool:
@@ -178,17 +212,35 @@ class SummaryReducer:
             self.top_weights[:, of_heads, start:stop] = top
         if self.received is None and self.pooled is None and self.total is None and self.sink is None:
             return
-        real_rows = self.query_real[:, start:stop]  # [batch, rows]
+        shared = self._rows(start, rows)
         summed = weights.to(self.sum_dtype)
-        self._sums(start, summed, real_rows, of_heads)
+        self._sums(start, summed, shared, of_heads)
         if self.matched:
-            self._match(start, summed, real_rows, of_heads)
+            self._match(start, summed, shared, of_heads)
+
+    def _rows(self, start: int, rows: int) -> _RowTerms:
+        """What the blocks of rows start .. start + rows share (every kv head's block of them, one after
+        another: service/compute/blocked.py's head_blocks), made once for them."""
+        if self._last_rows is not None and self._last_rows.start == start and self._last_rows.rows == rows:
+            return self._last_rows
+        real = self.query_real[:, start : start + rows]  # [batch, rows]
+        pool = self.asked.pool
+        # by the pool's query blocks even when pooled_weights is not asked for: each sum is then added in the
+        # same order whatever else a request asks for (bit for bit the same sink_score in every answer)
+        query_block = torch.arange(start, start + rows, device=real.device) // pool - start // pool  # [rows]
+        blocks = (start + rows - 1) // pool - start // pool + 1
+        each = torch.arange(blocks, device=real.device)[:, None]  # [query blocks, 1]
+        sums_of = (query_block[None, :] == each) & real[:, None, :]  # [batch, query blocks, rows]
+        self._last_rows = _RowTerms(
+            start, rows, real, sums_of[:, None].to(self.sum_dtype), real.to(self.sum_dtype)
+        )
+        return self._last_rows
 
     def _sums(
         self,
         start: int,
         weights: Float[Tensor, "batch head rows width"],
-        real_rows: Bool[Tensor, "batch rows"],
+        shared: _RowTerms,
         of_heads: slice,
     ) -> None:
         """received, pooled_weights, sink_score and the head scores' sum(w), from one matrix product that
@@ -197,13 +249,8 @@ class SummaryReducer:
         batch, heads, rows, width = weights.shape
         pool = self.asked.pool
         first = start // pool
-        # by the pool's query blocks even when pooled_weights is not asked for: each sum is then added in the
-        # same order whatever else a request asks for (bit for bit the same sink_score in every answer)
-        query_block = torch.arange(start, start + rows, device=weights.device) // pool - first  # [rows]
-        blocks = int(query_block[-1]) + 1
-        each = torch.arange(blocks, device=weights.device)[:, None]  # [query blocks, 1]
-        sums_of = (query_block[None, :] == each) & real_rows[:, None, :]  # [batch, query blocks, rows]
-        by_query_block = sums_of[:, None].to(weights.dtype) @ weights  # [batch, head, query blocks, width]
+        by_query_block = shared.sums_of @ weights  # [batch, head, query blocks, width]
+        blocks = by_query_block.shape[2]
         received = by_query_block.sum(2)  # [batch, head, width]
         if self.received is not None:
             self.received[:, of_heads, :width] += received
@@ -224,25 +271,25 @@ class SummaryReducer:
         self,
         start: int,
         weights: Float[Tensor, "batch head rows width"],
-        real_rows: Bool[Tensor, "batch rows"],
+        shared: _RowTerms,
         of_heads: slice,
     ) -> None:
         """The weight of the real rows on each head score's detection pattern (TransformerLens'
         get_*_detection_pattern): previous token j = i - 1; duplicate token j < i with the token of i;
         induction j <= i with the token of i at j - 1."""
         batch, heads, rows, width = weights.shape
-        query = torch.arange(start, start + rows, device=weights.device)  # [rows]
         if "previous_token_score" in self.matched:
-            previous = query - 1
-            inside = (previous >= 0) & (previous < width)
-            at = previous.clamp(0, width - 1)[None, None, :, None].expand(batch, heads, rows, 1)
-            counted = (inside[None, :] & real_rows)[:, None].to(weights.dtype)  # [batch, 1, rows]
-            on_previous = weights.gather(-1, at)[..., 0] * counted  # [batch, head, rows]
-            self.matched["previous_token_score"][:, of_heads] += on_previous.sum(-1)
+            # key i - 1 of row r (query start + r) is at column start - 1 + r: a diagonal, from row 1 when
+            # the first row is query 0 (which has no previous token)
+            previous = weights.diagonal(start - 1, dim1=-2, dim2=-1)  # [batch, head, length]
+            first_row = 1 if start == 0 else 0
+            counted = shared.real_numbers[:, first_row : first_row + previous.shape[-1]]  # [batch, length]
+            on_previous = torch.matmul(previous, counted[:, :, None])[..., 0]  # [batch, head]
+            self.matched["previous_token_score"][:, of_heads] += on_previous
         if self.pairs is None:
             return
         flat = weights.reshape(batch, heads, rows * width)
-        for text, patterns in enumerate(self._token_patterns(start, rows, width, real_rows)):
+        for text, patterns in enumerate(self._token_patterns(start, rows, width, shared.real)):
             for name, pattern in patterns.items():
                 if pattern.dtype == torch.bool:  # dense: one matrix-vector product over the block
                     on_pattern = flat[text] @ pattern.to(flat.dtype)  # [head]
