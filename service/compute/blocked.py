@@ -173,7 +173,7 @@ def attend_blocked(
     k, v = k.contiguous(), v.contiguous()  # once per layer, not a copy per block inside each matmul
     entropy = reducer is not None and reducer.wants_entropy
     context = q.new_empty(batch, heads, query_pos, v.shape[-1])
-    rows = _RowsOf(mask)
+    rows = _RowsOf(mask, q.device)
     blocks = list(head_blocks(batch, kv_heads, group, query_pos, k.shape[2]))
     rows_of_heads = (batch * (kv.stop - kv.start) * group * (stop - start) for kv, start, stop in blocks)
     # the scores and weights of every block, written over: one pair for the layer rather than a new pair
@@ -194,47 +194,72 @@ def attend_blocked(
 
 
 class RowsSeen(NamedTuple):
-    """What the rows of a block see: `allowed` cut to `width`, one more than the last key any row sees
-    (causal: half the keys), or None when every row sees every key; `first`, the first key some row does
-    not see; `empty`, the rows that see no key, or None when there are none."""
+    """What the rows of a block see: `width`, one more than the last key any row sees (causal: half the
+    keys); `first`, the first key some row does not see; `hidden`, the keys first .. width that each row
+    does not see (True = hidden), or None when every row sees every key; `empty`, the rows that see no key,
+    or None when there are none."""
 
-    allowed: AllowedPositions | None
+    hidden: Bool[Tensor, "batch head rows hidden_width"] | None
     width: int
     first: int
     empty: Bool[Tensor, "batch head rows 1"] | None
 
     def of_heads(self, heads: slice) -> RowsSeen:
         """The same for the query heads `heads`, when the mask has one per head."""
-        if self.allowed is None or self.allowed.shape[1] == 1:
+        if self.hidden is None or self.hidden.shape[1] == 1:
             return self
         empty = None if self.empty is None else self.empty[:, heads]
-        return self._replace(allowed=self.allowed[:, heads], empty=empty)
+        return self._replace(hidden=self.hidden[:, heads], empty=empty)
 
 
 class _RowsOf:
     """The RowsSeen of a RowMask's rows start .. stop; the last rows asked for are kept, since the blocks of
-    every kv head of the same rows follow each other (head_blocks)."""
+    every kv head of the same rows follow each other (head_blocks). A mask that is causal and nothing else
+    is not built: its rows' RowsSeen is known (row i sees keys 0 .. i), and the hidden keys are the
+    triangle above the block's diagonal, rows x rows rather than rows x key_pos."""
 
-    def __init__(self, mask: RowMask):
-        self.mask = mask
+    def __init__(self, mask: RowMask, device: torch.device):
+        self.mask, self.device = mask, device
+        self.causal_only = _causal_only(mask)
         self.last: tuple[int, int, RowsSeen] | None = None
 
     def of(self, start: int, stop: int, key_pos: int) -> RowsSeen:
         if self.last is not None and self.last[:2] == (start, stop):
             return self.last[2]
         self.last = None
-        allowed = self.mask.rows(start, stop)
-        if allowed is None:
-            seen = RowsSeen(None, key_pos, key_pos, None)
-        else:
-            width = visible_width(allowed)
-            allowed = allowed[..., :width]
-            whole = allowed.reshape(-1, width).all(0)  # [width]: keys every row of the block sees
-            first = int((~whole).nonzero()[0]) if not bool(whole.all()) else width
-            sees = allowed.any(-1, keepdim=True)  # [batch or 1, head or 1, rows, 1]
-            seen = RowsSeen(allowed, width, first, None if bool(sees.all()) else ~sees)
+        seen = self._causal(start, stop, key_pos) if self.causal_only else self._built(start, stop, key_pos)
         self.last = (start, stop, seen)
         return seen
+
+    def _built(self, start: int, stop: int, key_pos: int) -> RowsSeen:
+        allowed = self.mask.rows(start, stop)
+        if allowed is None:
+            return RowsSeen(None, key_pos, key_pos, None)
+        width = visible_width(allowed)
+        allowed = allowed[..., :width]
+        whole = allowed.reshape(-1, width).all(0)  # [width]: keys every row of the block sees
+        first = int((~whole).nonzero()[0]) if not bool(whole.all()) else width
+        sees = allowed.any(-1, keepdim=True)  # [batch or 1, head or 1, rows, 1]
+        hidden = ~allowed[..., first:] if first < width else None
+        return RowsSeen(hidden, width, first, None if bool(sees.all()) else ~sees)
+
+    def _causal(self, start: int, stop: int, key_pos: int) -> RowsSeen:
+        width = min(stop, key_pos)  # row i sees keys 0 .. i
+        first = min(start + 1, width)  # row `start` sees no key after itself
+        if first == width:
+            return RowsSeen(None, width, width, None)
+        query = torch.arange(start, stop, device=self.device)[:, None]  # [rows, 1]
+        key = torch.arange(first, width, device=self.device)[None, :]  # [1, width - first]
+        return RowsSeen((key > query)[None, None], width, first, None)
+
+
+def _causal_only(mask: RowMask) -> bool:
+    """Whether `mask` hides exactly the keys after each query (top-left aligned), nothing else."""
+    if isinstance(mask, ModelRowMask):
+        return mask.plain and mask.causal
+    if isinstance(mask, Visibility):
+        return mask.causal and mask.key_mask is None and mask.own is None
+    return False
 
 
 class Block(NamedTuple):
@@ -274,10 +299,8 @@ def _block(
     into = scratch[1, :size].view(batch, heads, rows, width)  # the weights
     if softcap is not None:
         scores = scores.div_(softcap).tanh_().mul_(softcap)
-    if seen.first < width:
-        assert seen.allowed is not None
-        lowest = torch.finfo(scores.dtype).min
-        scores[..., seen.first :].masked_fill_(~seen.allowed[..., seen.first :], lowest)
+    if seen.hidden is not None:
+        scores[..., seen.first :].masked_fill_(seen.hidden, torch.finfo(scores.dtype).min)
     row_entropy = None
     if entropy and softmax_dtype in (None, scores.dtype):
         weights, row_entropy = softmax_entropy(scores, into)  # service/compute/fused.py

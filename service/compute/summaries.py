@@ -10,6 +10,7 @@ exclude_bos=False, exclude_current_token=False, per text: sum(w * pattern) / sum
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from schemas.axes import SUMMARY_NAMES, TOKEN_SCORE_NAMES, TensorName
+from service.compute.token_pairs import TokenPairs
 
 MAX_POOLED_BLOCKS = 128  # the default pool gives at most this many blocks per axis
 TOP_CHUNK = 32  # keys per chunk of a row whose maxima narrow the search for its top keys (top_keys_of)
@@ -37,16 +39,6 @@ class SummaryRequest:
     pool: int
 
 
-def _weight_on(
-    counted: Float[Tensor, "batch head rows width"], pattern: Float[Tensor, "batch rows_width 1"]
-) -> Float[Tensor, "batch head"]:
-    """sum over rows and keys of counted * pattern (0 or 1), for each head: one matrix-vector product per
-    text."""
-    batch, heads = counted.shape[:2]
-    flat = counted.reshape(batch, heads, -1)  # [batch, head, rows*width]
-    return (flat @ pattern)[..., 0]
-
-
 def top_keys_of(
     weights: Float[Tensor, "*rows key_pos"], rank: int
 ) -> tuple[Int[Tensor, "*rows rank"], Float[Tensor, "*rows rank"]]:
@@ -54,25 +46,42 @@ def top_keys_of(
     and those weights. A wide row is first narrowed to the keys of its `rank` chunks of TOP_CHUNK keys with
     the largest maxima (one reduction over the row instead of a selection): exact when every other chunk's
     maximum is below the rank-th largest weight found, else (a tie across chunks, nan) the whole rows are
-    searched."""
+    searched. One look from the host per call: whether the chunks held the answer, and whether torch's
+    pick among them needs no reordering (no weight ties with another in it or at its edge)."""
     width = weights.shape[-1]
     chunks = width // TOP_CHUNK
     if rank * TOP_CHUNK * 4 > width:  # too narrow for the chunks to save work
         return top_keys_in_rows(weights, rank)
-    maxima = (
-        weights[..., : chunks * TOP_CHUNK].reshape(*weights.shape[:-1], chunks, TOP_CHUNK).amax(-1)
-    )  # [*rows, chunks]
+    in_chunks = weights[..., : chunks * TOP_CHUNK]  # a view: the rows keep their stride
+    maxima = in_chunks.reshape(*weights.shape[:-1], chunks, TOP_CHUNK).amax(-1)  # [*rows, chunks]
     best, chosen = maxima.topk(rank + 1, dim=-1)  # the rank chosen chunks, and the largest other maximum
     first = chosen[..., :rank].sort(dim=-1).values * TOP_CHUNK  # ascending: position order is kept
     offsets = torch.arange(TOP_CHUNK, device=weights.device)
-    tail = torch.arange(chunks * TOP_CHUNK, width, device=weights.device)  # the keys after the last chunk
-    candidates = torch.cat(
-        [(first[..., None] + offsets).flatten(-2), tail.expand(*first.shape[:-1], -1)], dim=-1
-    )  # [*rows, rank * TOP_CHUNK + tail], ascending
-    keys, top = top_keys_in_rows(weights.gather(-1, candidates), rank)
-    if not bool((best[..., rank] < top[..., -1]).all()):
+    candidates = (first[..., None] + offsets).flatten(-2)  # [*rows, rank * TOP_CHUNK], ascending
+    if chunks * TOP_CHUNK < width:  # the keys after the last chunk
+        tail = torch.arange(chunks * TOP_CHUNK, width, device=weights.device)
+        candidates = torch.cat([candidates, tail.expand(*first.shape[:-1], -1)], dim=-1)
+    picked = weights.gather(-1, candidates)
+    values, at = picked.topk(rank, dim=-1, sorted=True)
+    inside = best[..., rank] < values[..., -1]  # every other chunk's weights below the rank-th
+    held, plain = torch.stack([inside.all(), _plain_pick(picked, values, rank)]).tolist()
+    if not held:
         return top_keys_in_rows(weights, rank)
+    if plain:
+        return candidates.gather(-1, at), values
+    keys, top = top_keys_in_rows(picked, rank)
     return candidates.gather(-1, keys), top
+
+
+def _plain_pick(
+    weights: Float[Tensor, "*rows key_pos"], values: Float[Tensor, "*rows rank"], rank: int
+) -> Tensor:
+    """Whether torch.topk's sorted pick `values` of every row of `weights` is the answer as it stands: no
+    other weight equals its rank-th (the pick is the only one) and its weights are distinct (their order is
+    the only one)."""
+    only = ((weights >= values[..., -1:]).sum(-1) == rank).all()
+    distinct = (values[..., :-1] > values[..., 1:]).all()
+    return only & distinct
 
 
 def top_keys_in_rows(
@@ -80,12 +89,15 @@ def top_keys_in_rows(
 ) -> tuple[Int[Tensor, "*rows rank"], Float[Tensor, "*rows rank"]]:
     """The positions of the `rank` largest weights of each row, largest first, ties to the lower position
     (torch.topk leaves the order of equal values open), and those weights. When no weight outside torch's
-    pick equals the rank-th largest, its pick is right and only its order is fixed; otherwise every weight
-    above the rank-th largest is taken, then the lowest positions holding exactly it, until the row has
-    `rank`."""
+    pick equals the rank-th largest, its pick is right and only its order is fixed (when two of its weights
+    are equal); otherwise every weight above the rank-th largest is taken, then the lowest positions holding
+    exactly it, until the row has `rank`."""
     values, positions = weights.topk(rank, dim=-1, sorted=True)
     threshold = values[..., -1:]  # [*rows, 1]
-    if bool(((weights >= threshold).sum(-1) == rank).all()):  # the pick is the only one possible
+    only = bool(((weights >= threshold).sum(-1) == rank).all())
+    if only and bool((values[..., :-1] > values[..., 1:]).all()):  # distinct: topk's order is the only one
+        return positions, values
+    if only:  # the pick is the only one possible
         by_position = positions.sort(dim=-1).indices  # equal weights in position order, then by weight
         positions, values = positions.gather(-1, by_position), values.gather(-1, by_position)
         order = values.sort(dim=-1, descending=True, stable=True).indices
@@ -98,6 +110,18 @@ def top_keys_in_rows(
     picked = weights.gather(-1, positions)
     order = picked.sort(dim=-1, descending=True, stable=True).indices  # equal weights keep position order
     return positions.gather(-1, order), picked.gather(-1, order)
+
+
+class _RowTerms(NamedTuple):
+    """What SummaryReducer's sums need of rows start .. start + rows, whatever the head: which rows are
+    real (as booleans and as the sum dtype's 0 and 1), and sums_of, the matrix that sums the real rows of
+    each of the pool's query blocks."""
+
+    start: int
+    rows: int
+    real: Bool[Tensor, "batch rows"]
+    sums_of: Float[Tensor, "batch 1 query_blocks rows"]
+    real_numbers: Float[Tensor, "batch rows"]
 
 
 class SummaryReducer:
@@ -138,6 +162,8 @@ class SummaryReducer:
             else key_real.to(device)
         )
         self.token_ids = None if token_ids is None else token_ids.to(device)
+        token_scores = names & set(TOKEN_SCORE_NAMES)
+        self.pairs = None if self.token_ids is None or not token_scores else TokenPairs(self.token_ids)
 
         def zeros(*shape: int, dtype: torch.dtype | None = None) -> Tensor:
             return torch.zeros(*shape, dtype=dtype or self.sum_dtype, device=device)
@@ -154,7 +180,8 @@ class SummaryReducer:
         self.matched = {name: zeros(batch, heads) for name in HEAD_SCORES if name in names}
         self.total = zeros(batch, heads) if self.matched else None  # sum(w) over the real queries
         self.sink = zeros(batch, heads) if "sink_score" in names else None
-        self._last_patterns: tuple[tuple[int, int, int], dict[TensorName, Tensor]] | None = None
+        self._last_patterns: tuple[tuple[int, int, int], list[dict[TensorName, Tensor]]] | None = None
+        self._last_rows: _RowTerms | None = None
 
     @property
     def wants_entropy(self) -> bool:
@@ -185,17 +212,35 @@ class SummaryReducer:
             self.top_weights[:, of_heads, start:stop] = top
         if self.received is None and self.pooled is None and self.total is None and self.sink is None:
             return
-        real_rows = self.query_real[:, start:stop]  # [batch, rows]
+        shared = self._rows(start, rows)
         summed = weights.to(self.sum_dtype)
-        self._sums(start, summed, real_rows, of_heads)
+        self._sums(start, summed, shared, of_heads)
         if self.matched:
-            self._match(start, summed, real_rows, of_heads)
+            self._match(start, summed, shared, of_heads)
+
+    def _rows(self, start: int, rows: int) -> _RowTerms:
+        """What the blocks of rows start .. start + rows share (every kv head's block of them, one after
+        another: service/compute/blocked.py's head_blocks), made once for them."""
+        if self._last_rows is not None and self._last_rows.start == start and self._last_rows.rows == rows:
+            return self._last_rows
+        real = self.query_real[:, start : start + rows]  # [batch, rows]
+        pool = self.asked.pool
+        # by the pool's query blocks even when pooled_weights is not asked for: each sum is then added in the
+        # same order whatever else a request asks for (bit for bit the same sink_score in every answer)
+        query_block = torch.arange(start, start + rows, device=real.device) // pool - start // pool  # [rows]
+        blocks = (start + rows - 1) // pool - start // pool + 1
+        each = torch.arange(blocks, device=real.device)[:, None]  # [query blocks, 1]
+        sums_of = (query_block[None, :] == each) & real[:, None, :]  # [batch, query blocks, rows]
+        self._last_rows = _RowTerms(
+            start, rows, real, sums_of[:, None].to(self.sum_dtype), real.to(self.sum_dtype)
+        )
+        return self._last_rows
 
     def _sums(
         self,
         start: int,
         weights: Float[Tensor, "batch head rows width"],
-        real_rows: Bool[Tensor, "batch rows"],
+        shared: _RowTerms,
         of_heads: slice,
     ) -> None:
         """received, pooled_weights, sink_score and the head scores' sum(w), from one matrix product that
@@ -204,13 +249,8 @@ class SummaryReducer:
         batch, heads, rows, width = weights.shape
         pool = self.asked.pool
         first = start // pool
-        # by the pool's query blocks even when pooled_weights is not asked for: each sum is then added in the
-        # same order whatever else a request asks for (bit for bit the same sink_score in every answer)
-        query_block = torch.arange(start, start + rows, device=weights.device) // pool - first  # [rows]
-        blocks = int(query_block[-1]) + 1
-        each = torch.arange(blocks, device=weights.device)[:, None]  # [query blocks, 1]
-        sums_of = (query_block[None, :] == each) & real_rows[:, None, :]  # [batch, query blocks, rows]
-        by_query_block = sums_of[:, None].to(weights.dtype) @ weights  # [batch, head, query blocks, width]
+        by_query_block = shared.sums_of @ weights  # [batch, head, query blocks, width]
+        blocks = by_query_block.shape[2]
         received = by_query_block.sum(2)  # [batch, head, width]
         if self.received is not None:
             self.received[:, of_heads, :width] += received
@@ -231,54 +271,53 @@ class SummaryReducer:
         self,
         start: int,
         weights: Float[Tensor, "batch head rows width"],
-        real_rows: Bool[Tensor, "batch rows"],
+        shared: _RowTerms,
         of_heads: slice,
     ) -> None:
         """The weight of the real rows on each head score's detection pattern (TransformerLens'
         get_*_detection_pattern): previous token j = i - 1; duplicate token j < i with the token of i;
         induction j <= i with the token of i at j - 1."""
-        rows, width, device = weights.shape[2], weights.shape[3], weights.device
-        query = torch.arange(start, start + rows, device=device)  # [rows]
+        batch, heads, rows, width = weights.shape
         if "previous_token_score" in self.matched:
-            previous = query - 1
-            inside = (previous >= 0) & (previous < width)
-            at = previous.clamp(0, width - 1)[None, None, :, None].expand(*weights.shape[:3], 1)
-            counted = (inside[None, :] & real_rows)[:, None].to(weights.dtype)  # [batch, 1, rows]
-            on_previous = weights.gather(-1, at)[..., 0] * counted  # [batch, head, rows]
-            self.matched["previous_token_score"][:, of_heads] += on_previous.sum(-1)
-        for name, pattern in self._token_patterns(start, rows, width, real_rows).items():
-            self.matched[name][:, of_heads] += _weight_on(weights, pattern)
+            # key i - 1 of row r (query start + r) is at column start - 1 + r: a diagonal, from row 1 when
+            # the first row is query 0 (which has no previous token)
+            previous = weights.diagonal(start - 1, dim1=-2, dim2=-1)  # [batch, head, length]
+            first_row = 1 if start == 0 else 0
+            counted = shared.real_numbers[:, first_row : first_row + previous.shape[-1]]  # [batch, length]
+            on_previous = torch.matmul(previous, counted[:, :, None])[..., 0]  # [batch, head]
+            self.matched["previous_token_score"][:, of_heads] += on_previous
+        if self.pairs is None:
+            return
+        flat = weights.reshape(batch, heads, rows * width)
+        for text, patterns in enumerate(self._token_patterns(start, rows, width, shared.real)):
+            for name, pattern in patterns.items():
+                if pattern.dtype == torch.bool:  # dense: one matrix-vector product over the block
+                    on_pattern = flat[text] @ pattern.to(flat.dtype)  # [head]
+                else:  # the pairs' flat positions
+                    on_pattern = flat[text].index_select(-1, pattern).sum(-1)  # [head]
+                self.matched[name][text, of_heads] += on_pattern
 
     def _token_patterns(
         self, start: int, rows: int, width: int, real_rows: Bool[Tensor, "batch rows"]
-    ) -> dict[TensorName, Float[Tensor, "batch rows_width 1"]]:
-        """The duplicate-token and induction patterns of rows start .. start + rows over `width` keys, as
-        the sum dtype's 0 and 1 for _weight_on; the last rows' are kept, since the blocks of every kv head
-        of the same rows follow each other (service/compute/blocked.py's head_blocks)."""
-        if self.token_ids is None or not self.names & set(TOKEN_SCORE_NAMES):
-            return {}
+    ) -> list[dict[TensorName, Tensor]]:
+        """For each text, the duplicate-token and induction patterns of rows start .. start + rows over
+        `width` keys: the flat positions of their pairs (service/compute/token_pairs.py), or where a block
+        has too many pairs, dense [rows * width] booleans. The last rows' are kept, since the blocks of every
+        kv head of the same rows follow each other (service/compute/blocked.py's head_blocks)."""
+        assert self.pairs is not None and self.token_ids is not None
         if self._last_patterns is not None and self._last_patterns[0] == (start, rows, width):
             return self._last_patterns[1]
         self._last_patterns = None  # the old ones freed before the new ones are made
-        device = real_rows.device
-        query = torch.arange(start, start + rows, device=device)  # [rows]
-        key = torch.arange(width, device=device)  # [width]
-        ids = self.token_ids
-        token = ids[:, start : start + rows, None]  # [batch, rows, 1]
-        real = real_rows[:, :, None]  # [batch, rows, 1]
-        patterns: dict[TensorName, Bool[Tensor, "batch rows width"]] = {}
-        if "duplicate_token_score" in self.matched:
-            earlier = key[None, :] < query[:, None]  # [rows, width]
-            patterns["duplicate_token_score"] = (token == ids[:, None, :width]) & earlier & real
-        if "induction_score" in self.matched:
-            before = torch.cat(
-                [torch.full_like(ids[:, :1], -1), ids[:, : width - 1]], dim=1
-            )  # token at j - 1
-            patterns["induction_score"] = (
-                (token == before[:, None, :]) & (key[None, :] <= query[:, None]) & real
+        stop = start + rows
+        made: list[dict[TensorName, Tensor]] = []
+        for text, ids in enumerate(self.token_ids):
+            pairs = self.pairs.of_rows(text, start, stop, width, real_rows[text])
+            found: dict[TensorName, Tensor] = (
+                {"duplicate_token_score": pairs.duplicate, "induction_score": pairs.induction}
+                if pairs is not None
+                else _dense_patterns(ids, start, stop, width, real_rows[text])
             )
-        batch = real_rows.shape[0]
-        made = {name: p.reshape(batch, -1, 1).to(self.sum_dtype) for name, p in patterns.items()}
+            made.append({name: found[name] for name in TOKEN_SCORE_NAMES if name in self.matched})
         self._last_patterns = ((start, rows, width), made)
         return made
 
@@ -317,3 +356,18 @@ class SummaryReducer:
         queries = per_block(self.query_real, self.query_blocks)
         keys = per_block(self.key_real, self.key_blocks)
         return (queries[:, :, None] * keys[:, None, :])[:, None]
+
+
+def _dense_patterns(
+    ids: Int[Tensor, " pos"], start: int, stop: int, width: int, real: Bool[Tensor, " rows"]
+) -> dict[TensorName, Bool[Tensor, " rows_width"]]:
+    """One text's duplicate-token and induction patterns of rows start .. stop over `width` keys, drawn
+    whole: for a block with more pairs than TokenPairs lists."""
+    query = torch.arange(start, stop, device=ids.device)[:, None]  # [rows, 1]
+    key = torch.arange(width, device=ids.device)[None, :]  # [1, width]
+    token = ids[start:stop, None]  # [rows, 1]
+    before = torch.cat([torch.full_like(ids[:1], -1), ids[: width - 1]])  # [width]: the token at j - 1
+    real_row = real[:, None]  # [rows, 1]
+    duplicate = (token == ids[None, :width]) & (key < query) & real_row  # [rows, width]
+    induction = (token == before[None, :]) & (key <= query) & real_row
+    return {"duplicate_token_score": duplicate.reshape(-1), "induction_score": induction.reshape(-1)}

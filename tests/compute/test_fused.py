@@ -108,3 +108,20 @@ def test_a_failing_compiler_leaves_torch_operations(monkeypatch, caplog):
         weights, entropy = fused.softmax_entropy(scores.clone())
         np.testing.assert_allclose(weights.numpy(), expected_weights, rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(entropy.numpy(), expected_entropy, rtol=1e-5, atol=1e-5)
+
+
+def test_torch_operations_allocate_nothing_block_sized():
+    """eager_softmax_entropy writes its products over the scores: at 16k tokens a new block-sized tensor
+    per block (torch.linalg.vecdot's product) cost more in page faults than the softmax itself. Its values
+    against float64 (the masked blocks of the kernel's test)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for scores in blocks():
+        expected_weights, expected_entropy = reference(scores.numpy())
+        out = torch.empty_like(scores)
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiled:
+            weights, entropy = fused.eager_softmax_entropy(scores, out)
+        largest = max((event.cpu_memory_usage for event in profiled.events()), default=0)
+        assert largest < scores.numel() * scores.element_size() // 8, largest
+        np.testing.assert_allclose(weights.numpy(), expected_weights, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(entropy.numpy(), expected_entropy, rtol=1e-5, atol=1e-5)

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from schemas.axes import SUMMARY_NAMES
-from service.compute import blocked
+from schemas.axes import SUMMARY_NAMES, TensorName
+from service.compute import blocked, token_pairs
 from service.compute.attention import Projections, attention
 from service.compute.blocked import Visibility, attention_blocked
 from service.compute.summaries import SummaryReducer, SummaryRequest, default_pool, top_keys_of
+from service.compute.token_pairs import TokenPairs
 
 
 def reference_weights(q, k, scale, allowed):  # float64, [batch, head, query, key]; kv head h // group
@@ -250,3 +251,90 @@ def test_default_pool_gives_at_most_128_blocks():
     assert default_pool(129, 10) == 2
     assert default_pool(16384, 16384) == 128
     assert default_pool(16385, 3) == 129
+
+
+def _texts_with_repeats(seed: int, batch: int, seq: int, distinct: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, distinct, size=(batch, seq))
+
+
+@pytest.mark.parametrize("distinct", [1, 3, 50])  # one token repeated (every earlier key), some, few repeats
+@pytest.mark.parametrize(("start", "stop", "width"), [(0, 40, 40), (7, 19, 19), (12, 30, 40), (20, 33, 25)])
+def test_listed_token_pairs_are_transformer_lens_patterns(monkeypatch, distinct, start, stop, width):
+    """TokenPairs' flat positions in a block of rows start .. stop over `width` keys (some rows padded) are
+    exactly the nonzero entries of TransformerLens' duplicate-token and induction patterns there."""
+    monkeypatch.setattr(token_pairs, "MAX_PAIR_SHARE", math.inf)  # listed, however many
+    seq = 40
+    tokens = _texts_with_repeats(distinct, 2, seq, distinct)
+    real = np.ones((2, seq), dtype=bool)
+    real[1, 15:18] = False  # rows not counted
+    pairs = TokenPairs(torch.from_numpy(tokens))
+    for text in range(2):
+        found = pairs.of_rows(text, start, stop, width, torch.from_numpy(real[text, start:stop]))
+        assert found is not None
+        listed_by_name = {"duplicate_token_score": found.duplicate, "induction_score": found.induction}
+        for name, listed in listed_by_name.items():
+            pattern = TL_PATTERNS[name](tokens[text], seq)[start:stop, :width] * real[text, start:stop, None]
+            assert sorted(listed.tolist()) == np.flatnonzero(pattern).tolist(), (name, text)
+
+
+def test_token_pairs_past_their_share_are_drawn_dense():
+    """A text of one token repeated has a pair for every earlier key: more than MAX_PAIR_SHARE of a block,
+    so of_rows gives None (the reducer draws the dense patterns); a text of distinct tokens has none."""
+    real = torch.ones(64, dtype=torch.bool)
+    assert TokenPairs(torch.zeros(1, 64, dtype=torch.long)).of_rows(0, 0, 64, 64, real) is None
+    listed = TokenPairs(torch.arange(64)[None]).of_rows(0, 0, 64, 64, real)
+    assert listed is not None and listed.duplicate.numel() == listed.induction.numel() == 0
+
+
+@pytest.mark.parametrize("share", [0.0, math.inf, token_pairs.MAX_PAIR_SHARE])  # dense, listed, as configured
+@pytest.mark.parametrize("distinct", [1, 3, 40])
+def test_token_scores_listed_or_dense_equal_transformer_lens(monkeypatch, share, distinct):
+    """The duplicate-token and induction scores of a padded causal batch in blocks of 3 rows, with the pairs
+    listed, drawn dense or either by the default share, against detect_head on the float64 weights."""
+    monkeypatch.setattr(token_pairs, "MAX_PAIR_SHARE", share)
+    batch, heads, seq = 2, 2, 23
+    monkeypatch.setattr(blocked, "BLOCK_ELEMENTS", 3 * batch * heads * seq)
+    q, k, v, _, real, allowed = _case(distinct, batch, heads, heads, seq, 4, [seq, 17], True)
+    tokens = _texts_with_repeats(distinct, batch, seq, distinct)
+    weights = reference_weights(q, k, 0.5, allowed)
+    expected = reference_summaries(weights, real, real, tokens, 1, 1)
+    names: tuple[TensorName, ...] = ("duplicate_token_score", "induction_score")
+    key_mask = torch.from_numpy(real)
+    reducer = SummaryReducer(
+        SummaryRequest(names, 1, 1), batch, heads, seq, seq, torch.empty(0, dtype=torch.float64),
+        key_mask, key_mask, torch.from_numpy(tokens),
+    )  # fmt: skip
+    mask = Visibility(key_mask, True, seq)
+    blocked.attend_blocked(torch.from_numpy(q), torch.from_numpy(k), torch.from_numpy(v), 0.5, mask, reducer)
+    found = reducer.finish()
+    for name in names:
+        np.testing.assert_allclose(found[name].numpy(), expected[name], atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("seq_kv", [9, 14, 20])  # fewer keys than queries, as many, more
+def test_a_causal_only_mask_is_never_built(monkeypatch, seq_kv):
+    """A mask that only hides later keys (no padding) is known without building it, rows x key_pos a block:
+    the blocked context and summaries against the float64 reference with the lower-triangular mask, while
+    building the mask fails."""
+    monkeypatch.setattr(blocked, "BLOCK_ELEMENTS", 4 * 2 * seq_kv)  # 4 rows a block
+    monkeypatch.setattr(Visibility, "rows", lambda *_: pytest.fail("the mask was built"))
+    seq, heads = 14, 2
+    generator = np.random.default_rng(seq_kv)
+    q = generator.normal(size=(1, heads, seq, 4)) * 2
+    k, v = generator.normal(size=(2, 1, 1, seq_kv, 4))
+    allowed = (np.arange(seq_kv)[None, :] <= np.arange(seq)[:, None])[None, None]
+    weights = reference_weights(q, k, 0.7, allowed)
+    real = np.ones((1, seq), dtype=bool)
+    expected = reference_summaries(weights, real, np.ones((1, seq_kv), dtype=bool), None, 3, 4)
+    names: tuple[TensorName, ...] = ("entropy", "top_keys", "top_weights", "received", "pooled_weights")
+    reducer = SummaryReducer(
+        SummaryRequest(names, 3, 4), 1, heads, seq, seq_kv, torch.empty(0, dtype=torch.float64)
+    )
+    context = blocked.attend_blocked(
+        torch.from_numpy(q), torch.from_numpy(k), torch.from_numpy(v), 0.7, Visibility(None, True, seq_kv),
+        reducer,
+    )  # fmt: skip
+    found = reducer.finish()
+    for name in names:
+        np.testing.assert_allclose(found[name].numpy(), expected[name], atol=1e-12, err_msg=name)
+    np.testing.assert_allclose(context.numpy(), np.einsum("bhqk,bhkd->bhqd", weights, v), atol=1e-12)
