@@ -102,6 +102,35 @@ def test_a_client_has_at_most_one_request_on_the_lanes_at_a_time():
     asyncio.run(scenario())
 
 
+def test_with_dynamic_batching_a_client_has_at_most_one_pass_of_requests_on_the_lanes():
+    """With dynamic batching a lane computes a pass of requests at once: a client's concurrent short
+    requests (a page, or the users behind one proxy) go to the lane up to one pass (one request at a time made
+    them wait behind the long ones on the main process), and a client turned long holds the lane for one pass
+    at most."""
+
+    async def scenario() -> None:
+        async with running(light_processes=1, max_queue=8, batch_window_ms=1, batch_max_requests=2) as (
+            pool,
+            _,
+        ):
+            (main,) = pool.processes
+            (lane,) = pool.lanes
+            await pid_for(pool, "turncoat")  # measured short
+            await slept(pool, b"sleep:0.5", "long")  # over ATTENTION_LIGHT_REQUEST_S: never on a lane
+            busy = asyncio.ensure_future(slept(pool, b"sleep:1", "long"))
+            await until(lambda: bool(main.sent))
+            longs = [asyncio.ensure_future(slept(pool, b"sleep:0.5", "turncoat")) for _ in range(3)]
+            await until(lambda: len(lane.sent) == 2)
+            await asyncio.sleep(0.1)  # every dispatch that could follow has happened
+            assert [job.client for job in lane.sent] == ["turncoat", "turncoat"]
+            on_main = [job.client for job in main.sent] + [job.client for job in pool.waiting.turns]
+            assert on_main == ["long", "turncoat"]
+            await asyncio.gather(busy, *longs)
+            assert len(pool.admitted) == 0
+
+    asyncio.run(scenario())
+
+
 def test_which_clients_are_light_is_the_operators_setting():
     """A client whose requests take 0.5 s is not light by default (ATTENTION_LIGHT_REQUEST_S 0.3); with the
     setting at 1 s its requests are computed by the lane while the main process is busy."""
