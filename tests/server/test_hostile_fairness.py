@@ -20,15 +20,14 @@ from devtools.servers import Server
 from tests.server.test_hostile_stop import answered
 from tests.server.test_hostile_streams import GOLDEN
 
-HEAVY = orjson.dumps(
-    {
-        "text": " ".join(f"w{i}" for i in range(600)),
-        "model": "toy",
-        "d_model": 96,
-        "num_heads": 6,
-        "include": ["weights"],
-    }
-)
+
+def toy_weights_request(words: int) -> bytes:
+    """A toy model's weights for a text of `words` distinct words: a request whose cost grows as words²."""
+    text = " ".join(f"w{i}" for i in range(words))
+    return orjson.dumps({"text": text, "model": "toy", "d_model": 96, "num_heads": 6, "include": ["weights"]})
+
+
+HEAVY = toy_weights_request(600)
 QUEUED = 4
 
 

@@ -19,18 +19,11 @@ import pytest
 
 from devtools.servers import Server
 from service.server.openapi_examples import load_golden
-from tests.server.test_hostile_stop import answered, connect
+from tests.server.test_hostile_fairness import toy_weights_request
+from tests.server.test_hostile_stop import answered, posted
 from tests.server.test_hostile_streams import GOLDEN
 
-LONG = orjson.dumps(
-    {
-        "text": " ".join(f"w{i}" for i in range(800)),
-        "model": "toy",
-        "d_model": 96,
-        "num_heads": 6,
-        "include": ["weights"],
-    }
-)
+LONG = toy_weights_request(800)
 QUEUED = 3
 
 
@@ -47,17 +40,7 @@ def server() -> Iterator[Server]:
 
 def golden_weights(server: Server, address: str) -> np.ndarray:
     """The worked example's attention weights as the server answers them from `address`."""
-    with connect(server, address) as sock:
-        sock.sendall(
-            b"POST /attend HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nConnection: close\r\n"
-            + b"Content-Length: %d\r\n\r\n" % len(GOLDEN)
-            + GOLDEN
-        )
-        answer = bytearray()
-        while piece := sock.recv(2**20):
-            answer += piece
-    head, _, body = bytes(answer).partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200"), head
+    _, _, body = posted(server, address, GOLDEN).partition(b"\r\n\r\n")
     return np.array(orjson.loads(body)["weights"], dtype=np.float64)
 
 

@@ -55,9 +55,8 @@ def connect(server: Server, address: str) -> socket.socket:
     return socket.create_connection(("127.0.0.1", server.port), timeout=120, source_address=(address, 0))
 
 
-def answered(server: Server, address: str, body: bytes) -> float:
-    """Seconds until `body`, sent from `address`, is answered 200 in full."""
-    started = time.monotonic()
+def posted(server: Server, address: str, body: bytes) -> bytes:
+    """The whole answer, head and body, to `body` POSTed to /attend from `address`, asserted 200."""
     with connect(server, address) as sock:
         sock.sendall(
             b"POST /attend HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nConnection: close\r\n"
@@ -68,6 +67,13 @@ def answered(server: Server, address: str, body: bytes) -> float:
         while piece := sock.recv(2**20):
             answer += piece
     assert answer.startswith(b"HTTP/1.1 200"), bytes(answer[:300])
+    return bytes(answer)
+
+
+def answered(server: Server, address: str, body: bytes) -> float:
+    """Seconds until `body`, sent from `address`, is answered 200 in full."""
+    started = time.monotonic()
+    posted(server, address, body)
     return time.monotonic() - started
 
 
