@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import orjson
@@ -23,8 +22,8 @@ from tests.server.test_hostile_fairness import toy_weights_request
 from tests.server.test_hostile_stop import answered, posted
 from tests.server.test_hostile_streams import GOLDEN
 
-LONG = toy_weights_request(800)
-QUEUED = 3
+LONG = toy_weights_request(1000)  # 6M weights: about 0.45 s on a quiet core (800 words took 0.29)
+LONGS = 3  # sent one after the other: sent at once, dynamic batching computes them in one pass
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +58,7 @@ def float64_weights() -> np.ndarray:
 @pytest.mark.slow
 def test_a_short_request_does_not_wait_for_a_long_one_being_computed(server: Server):
     long = min(answered(server, "127.0.0.2", LONG) for _ in range(2))  # the long client, measured
-    assert long > 0.3, f"a long request took {long:.2f} s: too short to tell waiting from not"
+    assert long > 0.25, f"a long request took {long:.2f} s: too short to tell waiting from not"
     for _ in range(3):
         answered(server, "127.0.0.3", GOLDEN)  # the well-behaved client, measured short
     latencies: list[float] = []
@@ -68,26 +67,25 @@ def test_a_short_request_does_not_wait_for_a_long_one_being_computed(server: Ser
 
     def well_behaved() -> None:  # the worked example, again and again, while the long requests are computed
         while not done.is_set():
-            latencies.append(answered(server, "127.0.0.3", GOLDEN))
+            started = time.monotonic()
             weights.append(golden_weights(server, "127.0.0.3"))
+            latencies.append(time.monotonic() - started)
 
     prober = threading.Thread(target=well_behaved)
     prober.start()
     try:
         time.sleep(0.1)
-        with ThreadPoolExecutor(QUEUED) as pool:
-            queued = [pool.submit(answered, server, "127.0.0.2", LONG) for _ in range(QUEUED)]
-            assert all(future.result() > 0 for future in queued)
+        for _ in range(LONGS):
+            answered(server, "127.0.0.2", LONG)
     finally:
         done.set()
         prober.join()
     # without the lane the worked example sent while each long request computed waited for what was left of
-    # it (short requests go first in between, so one of them per long request); with it none waits so long.
-    # One such wait is let pass: a loaded machine's scheduling hiccup, not a long request, can make one
-    waited = [latency for latency in latencies if latency > long / 2]
-    assert len(waited) <= 1, (
-        f"{len(waited)} worked examples took over half a long request ({long:.2f} s): {waited}"
-    )
+    # its computation (short requests go first in between): one wait for each long request, well over a
+    # quarter of it (`long` also holds the delivery of its answer). With the lane none waits so long; one
+    # such wait is let pass: a loaded machine's scheduling hiccup, not a long request, can make one
+    waited = [latency for latency in latencies if latency > long / 4]
+    assert len(waited) <= 1, f"{len(waited)} worked examples took over {long / 4:.2f} s: {waited}"
     worst = max(latencies)
     reference = float64_weights()
     for answer in weights:
