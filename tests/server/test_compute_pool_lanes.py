@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from typing import Any
 
 import pytest
 
@@ -77,13 +78,23 @@ def test_a_lane_that_dies_or_times_out_is_replaced_by_a_lane():
     asyncio.run(scenario())
 
 
-def test_a_client_has_at_most_one_request_on_the_lanes_at_a_time():
+@pytest.mark.parametrize(
+    ("batching", "pass_size"),
+    [({}, 1), ({"batch_window_ms": 1, "batch_max_requests": 2}, 2)],
+    ids=["one request with batching off", "one pass with batching on"],
+)
+def test_a_client_has_at_most_one_pass_of_requests_on_the_lanes_at_a_time(
+    batching: dict[str, Any], pass_size: int
+):
     """A client measured short may next send long requests with small bodies: until the first is measured
     they look light, and without a bound they would fill the lane's pipeline (every short client's request
-    would then wait behind them). Its others wait for the main processes as anyone's do."""
+    would then wait behind them). Its others wait for the main processes as anyone's do. The bound is one
+    pass, not one request: with dynamic batching a lane computes a pass at once, and one request at a time
+    made a client's concurrent short requests (a page, or the users behind one proxy) wait behind the long
+    ones on the main process."""
 
     async def scenario() -> None:
-        async with running(light_processes=1, max_queue=6) as (pool, _):
+        async with running(light_processes=1, max_queue=8, **batching) as (pool, _):
             (main,) = pool.processes
             (lane,) = pool.lanes
             await pid_for(pool, "turncoat")  # measured short
@@ -91,40 +102,11 @@ def test_a_client_has_at_most_one_request_on_the_lanes_at_a_time():
             busy = asyncio.ensure_future(slept(pool, b"sleep:1", "long"))
             await until(lambda: bool(main.sent))
             longs = [asyncio.ensure_future(slept(pool, b"sleep:0.5", "turncoat")) for _ in range(3)]
-            await until(lambda: bool(lane.sent))
+            await until(lambda: len(lane.sent) == pass_size)
             await asyncio.sleep(0.1)  # every dispatch that could follow has happened
-            assert [job.client for job in lane.sent] == ["turncoat"]
+            assert [job.client for job in lane.sent] == ["turncoat"] * pass_size
             on_main = [job.client for job in main.sent] + [job.client for job in pool.waiting.turns]
-            assert on_main == ["long", "turncoat", "turncoat"]
-            await asyncio.gather(busy, *longs)
-            assert len(pool.admitted) == 0
-
-    asyncio.run(scenario())
-
-
-def test_with_dynamic_batching_a_client_has_at_most_one_pass_of_requests_on_the_lanes():
-    """With dynamic batching a lane computes a pass of requests at once: a client's concurrent short
-    requests (a page, or the users behind one proxy) go to the lane up to one pass (one request at a time made
-    them wait behind the long ones on the main process), and a client turned long holds the lane for one pass
-    at most."""
-
-    async def scenario() -> None:
-        async with running(light_processes=1, max_queue=8, batch_window_ms=1, batch_max_requests=2) as (
-            pool,
-            _,
-        ):
-            (main,) = pool.processes
-            (lane,) = pool.lanes
-            await pid_for(pool, "turncoat")  # measured short
-            await slept(pool, b"sleep:0.5", "long")  # over ATTENTION_LIGHT_REQUEST_S: never on a lane
-            busy = asyncio.ensure_future(slept(pool, b"sleep:1", "long"))
-            await until(lambda: bool(main.sent))
-            longs = [asyncio.ensure_future(slept(pool, b"sleep:0.5", "turncoat")) for _ in range(3)]
-            await until(lambda: len(lane.sent) == 2)
-            await asyncio.sleep(0.1)  # every dispatch that could follow has happened
-            assert [job.client for job in lane.sent] == ["turncoat", "turncoat"]
-            on_main = [job.client for job in main.sent] + [job.client for job in pool.waiting.turns]
-            assert on_main == ["long", "turncoat"]
+            assert on_main == ["long"] + ["turncoat"] * (3 - pass_size)
             await asyncio.gather(busy, *longs)
             assert len(pool.admitted) == 0
 
