@@ -22,7 +22,9 @@ every other client. Its undelivered frames are memory, so they count against the
 answers in one piece do: a frame that does not fit the room left, or past the client's share of it, ends the
 stream with Overloaded (its error line), and the frames still to come are read and dropped.
 The time limit holds until the last frame: past it the stream ends with the TimedOut error and the process is
-killed, as when it dies mid-stream.
+killed, as when it dies mid-stream. A JSON answer over a frame comes the same way (service/compute/pipeline.py
+encoded_frames), bounded by the room alone as an answer in one piece is; its last frame with a status other
+than 200 means it broke off (AnswerBroken: JSON has no error line).
 
 A job's computation ends in one place, `_settle` (answered, failed, timed out, or a stream's end), and its
 place is freed in one place, `_release`: once its answer is computed, when it failed, or when a client that
