@@ -489,6 +489,8 @@ class ComputePool:
         job.rest = asyncio.Queue()
         if job.answer.done():  # already told it failed
             return
+        if job.media == ResponseFormat.JSON:  # a piece of an answer counted whole, as one in one piece is
+            self._hold(job, len(first[1]))
         job.answer.set_result(first)
         if job.orphaned:  # its client left while it waited: nobody delivers it
             self._release(job)

@@ -506,6 +506,8 @@ def test_a_json_answer_in_frames_is_bounded_by_the_room_alone_and_its_break_is_a
         async with running(max_answer_bytes_in_flight=100, client_share=0.25) as (pool, replaced):
             held = await pool.run(b"stream:7", media=ResponseFormat.JSON, client="10.0.0.9")
             assert (held.status, held.content) == (200, b"first")
+            await until(lambda: len(pool.admitted) == 0)  # computed to its end meanwhile
+            assert pool.answer_bytes == 5 + 7 * 6  # every frame counted, the first too
             assert await streamed(held) == [f"line {index}".encode() for index in range(7)]
             held = await pool.run(b"stream-broken:2", media=ResponseFormat.JSON)
             frames: list[bytes] = []
