@@ -86,7 +86,7 @@ def encode_pieces(
 ) -> Iterator[bytes | memoryview]:
     """The response object, `sections` (tensors, lists of per-layer dicts of tensors, tokens) then `meta()`,
     in pieces of at most about a megabyte, each written when it is asked for: together the bytes orjson
-    writes for the whole object (encode_object), but never held whole, nor twice (165 MB at 16k tokens with
+    writes for the whole object (encode_object), but never held whole, nor twice (148 MB at 16k tokens with
     every summary of every layer). `sections` and its lists are emptied as they are written, so that each
     layer's tensors are freed once its JSON is out. `meta()` is called once the tensors are written (which
     also waits for a GPU to finish), so that it can time them."""

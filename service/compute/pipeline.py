@@ -118,7 +118,7 @@ def encoded_frames(
 ) -> Iterator[Frame]:
     """The frames of `encoded`'s answer: one for safetensors and for a JSON answer of at most PIECE bytes; a
     larger JSON answer in frames of about PIECE bytes as it is written, so that neither process holds it
-    whole (165 MB at 16k tokens with every summary of every layer), then an empty last frame. Its last
+    whole (148 MB at 16k tokens with every summary of every layer), then an empty last frame. Its last
     frame's status, other than 200, tells the server that it broke off (the frame holds the stream's error
     line, which JSON cannot carry: the server closes the connection with the answer unfinished). `joined`:
     the frames are held together anyway (a Ray replica), so JSON is one frame."""
