@@ -6,7 +6,8 @@ short warm-up) while this process samples its resident memory (devtools/memory.p
 
 - floor: the model's plain forward pass with SDPA and no outputs (transformers, attn_implementation "sdpa");
 - service: the service's compute pipeline for {"text", "layer": "all", "include": <every summary>},
-  tokenizing, computing and encoding the JSON answer;
+  tokenizing, computing and encoding the JSON answer, as a compute process does: its memory keeper made
+  once warm (service/compute/memory.py), the answer's frames made one at a time and dropped as if sent;
 - naive: what a user does today: output_attentions=True in eager mode, then the same summaries with numpy;
   stopped when its memory passes --limit-mb (the compose file's 2 GB), as the container would be.
 
@@ -55,8 +56,9 @@ def _floor(folder: Path, text: str) -> float:
 def _service(folder: Path, text: str) -> float:
     from devtools.compute import settings_from_env
     from schemas.axes import SUMMARY_NAMES
-    from service.compute.formats.json_body import json_body
-    from service.compute.pipeline import computed
+    from service.compute.memory import MemoryKeeper
+    from service.compute.pipeline import frames
+    from service.protocol import ResponseFormat
 
     env = {
         "ATTENTION_MODELS": json.dumps({MODEL: str(folder)}),
@@ -77,12 +79,23 @@ def _service(folder: Path, text: str) -> float:
 
     models = ModelRegistry.from_settings(settings.models)
     base = {"model": MODEL, "layer": "all", "include": list(SUMMARY_NAMES)}
-    json_body(computed(json.dumps({**base, "text": "the cat"}).encode(), settings, models))  # warm-up
+
+    def answered(text: str) -> int:
+        """The JSON answer's bytes, its frames made and dropped one at a time (process.py sends each)."""
+        size = 0
+        body = json.dumps({**base, "text": text}).encode()
+        for status, content, _ in frames(body, settings, models, ResponseFormat.JSON):
+            assert status == 200, content[:500]
+            size += len(content)
+        return size
+
+    answered("the cat")  # warm-up
+    MemoryKeeper()  # as a compute process, once warm (service/compute/process.py)
     _ready()
     started = time.perf_counter()
-    answer = json_body(computed(json.dumps({**base, "text": text}).encode(), settings, models))
+    size = answered(text)
     seconds = time.perf_counter() - started
-    print(json.dumps({"bytes": len(answer)}), file=sys.stderr)
+    print(json.dumps({"bytes": size}), file=sys.stderr)
     return seconds
 
 

@@ -78,10 +78,12 @@ class InProcess:
         status, reply = answer(_content(body), self.settings, self.models, media)
         return Reply(status, reply)
 
-    def stream(self, body: dict[str, Any] | bytes) -> Iterator[Frame]:
-        """The frames a compute process sends for `body` with Accept: application/x-ndjson, each made when
-        the one before is taken."""
-        return frames(_content(body), self.settings, self.models, ResponseFormat.NDJSON)
+    def stream(
+        self, body: dict[str, Any] | bytes, media: ResponseFormat = ResponseFormat.NDJSON
+    ) -> Iterator[Frame]:
+        """The frames a compute process sends for `body` in the format `media` (a stream by default), each
+        made when the one before is taken."""
+        return frames(_content(body), self.settings, self.models, media)
 
 
 def _content(body: dict[str, Any] | bytes) -> bytes:

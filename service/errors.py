@@ -90,6 +90,11 @@ class ComputeProcessDied(Exception):
     (503)."""
 
 
+class AnswerBroken(Exception):
+    """A compute process could not finish a JSON answer it had begun to send in pieces (its status, 200, is
+    sent already): the connection is closed with the answer unfinished, never ended as if complete (500)."""
+
+
 class ClientGone(Exception):
     """The client disconnected before its answer was ready (499, which nobody reads)."""
 
@@ -117,6 +122,7 @@ STATUSES: dict[type[Exception], Status] = {
     ModelError: Status(503),
     Overloaded: Status(503, "overloaded", retry=True),
     ComputeProcessDied: Status(503, "compute_process_died", retry=True),
+    AnswerBroken: Status(500),
     NoComputeProcess: Status(503, "no_compute_process", retry=True),
     TimedOut: Status(504, "timeout"),
     ClientGone: Status(499, "client_disconnected"),
@@ -134,6 +140,7 @@ SERVER_ERRORS = (
     ComputeProcessDied,
     NoComputeProcess,
     TimedOut,
+    AnswerBroken,
 )
 INTERNAL_ERROR = "the computation failed unexpectedly; the service log has the details"
 

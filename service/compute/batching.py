@@ -54,7 +54,7 @@ from service.compute.doors import DOORS
 from service.compute.formats.result import Layer, Result
 from service.compute.gathering import Requests, Sent
 from service.compute.models.registry import ModelRegistry
-from service.compute.pipeline import check_text_batch, encoded
+from service.compute.pipeline import check_text_batch, encoded_frames
 from service.compute.stopping import until_stopped
 from service.compute.summaries import default_pool
 from service.errors import REQUEST_ERRORS
@@ -164,7 +164,7 @@ def _prepared(turn: Turn, settings: Settings, models: ModelRegistry) -> Member:
     member = Member(turn, turn.request)
     try:
         member.result = compute(turn.request, settings, models, turn.sent.came)
-    except Exception as error:  # its own answer says what (pipeline.encoded)
+    except Exception as error:  # its own answer says what (pipeline.encoded_frames)
         member.error = error
     return member
 
@@ -190,17 +190,20 @@ def _run(turns: list[Turn], tickets: Tickets, settings: Settings, models: ModelR
         for member in part:
             number = member.turn.sent.number
             skip = skips.get(number)
-            yield skip if skip is not None else (*_answer(member, shares.get(number)), True)
+            if skip is not None:
+                yield skip
+            else:
+                yield from _answer(member, shares.get(number))
 
 
-def _answer(member: Member, share: Result | None) -> tuple[int, bytes]:
+def _answer(member: Member, share: Result | None) -> Iterator[Frame]:
     def result() -> Result:
         if member.error is not None:
             raise member.error
         assert member.result is not None
         return share if share is not None else member.result
 
-    return encoded(result, member.turn.sent.media)
+    return encoded_frames(result, member.turn.sent.media)
 
 
 def _parts(

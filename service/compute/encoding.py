@@ -5,7 +5,7 @@ Non-finite values (-inf at masked scores, overflow in half precision) become nul
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -13,6 +13,8 @@ import orjson
 import torch
 
 from service.compute.device import NUMPY_DTYPES
+
+PIECE_NUMBERS = 2**16  # numbers written by one orjson call: a piece of JSON of at most about 1 MB
 
 
 def host_arrays(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -74,9 +76,81 @@ def encode_object(sections: dict[str, Any], decimals: int | None) -> bytes:
 
 
 def encode(sections: dict[str, Any], decimals: int | None, meta: Callable[[], bytes]) -> bytes:
-    """The response object: `sections` (tensors, lists of per-layer dicts of tensors, tokens), then `meta()`,
-    called once the tensors are encoded (which also waits for a GPU to finish) so that it can time them."""
-    body_json = encode_object(sections, decimals)  # b'{...}'
-    separator = b"," if sections else b""
-    # one copy of the body (a chain of + makes one per step: three bodies at once, 500 MB at 16k tokens)
-    return b"".join((memoryview(body_json)[:-1], separator, b'"meta":', meta(), b"}"))
+    """The response object in one piece: `encode_pieces` joined, for callers that need the bytes whole
+    (`sections` is emptied as there)."""
+    return b"".join(encode_pieces(sections, decimals, meta))
+
+
+def encode_pieces(
+    sections: dict[str, Any], decimals: int | None, meta: Callable[[], bytes]
+) -> Iterator[bytes | memoryview]:
+    """The response object, `sections` (tensors, lists of per-layer dicts of tensors, tokens) then `meta()`,
+    in pieces of at most about a megabyte, each written when it is asked for: together the bytes orjson
+    writes for the whole object (encode_object), but never held whole, nor twice (148 MB at 16k tokens with
+    every summary of every layer). `sections` and its lists are emptied as they are written, so that each
+    layer's tensors are freed once its JSON is out. `meta()` is called once the tensors are written (which
+    also waits for a GPU to finish), so that it can time them."""
+    top = {key: item for key, item in sections.items() if isinstance(item, torch.Tensor)}
+    arrays = _host(top, decimals) if top else {}  # moved to host memory together, as _host does
+    del top
+    yield b"{"
+    for key in list(sections):
+        value = sections.pop(key)
+        yield orjson.dumps(key) + b":"
+        yield from _array_pieces(arrays.pop(key)) if key in arrays else _value_pieces(value, decimals)
+        yield b","
+        del value
+    yield b'"meta":' + meta() + b"}"
+
+
+def _value_pieces(value: Any, decimals: int | None) -> Iterator[bytes | memoryview]:
+    """A value of the response object in pieces: a list of dicts (`layers`, each item dropped from the list
+    once written), a dict (one layer, its tensors moved to host memory together as _host does; a tensor
+    by pieces of its rows), anything else in one piece."""
+    if isinstance(value, list) and any(isinstance(item, dict) for item in value):
+        yield b"["
+        for index in range(len(value)):
+            item, value[index] = value[index], None  # the list holds it no longer once it is written
+            if index:
+                yield b","
+            yield from _value_pieces(item, decimals)
+            del item
+        yield b"]"
+    elif isinstance(value, dict):
+        tensors = {key: item for key, item in value.items() if isinstance(item, torch.Tensor)}
+        arrays = _host(tensors, decimals) if tensors else {}
+        del tensors
+        yield b"{"
+        for number, key in enumerate(value):
+            yield (b"," if number else b"") + orjson.dumps(key) + b":"
+            yield from (
+                _array_pieces(arrays.pop(key)) if key in arrays else _value_pieces(value[key], decimals)
+            )
+        yield b"}"
+    else:
+        yield orjson.dumps(_host(value, decimals), option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _array_pieces(array: np.ndarray) -> Iterator[bytes | memoryview]:
+    """A contiguous array as orjson writes it, in pieces of at most PIECE_NUMBERS numbers: runs of its rows
+    (each run written as an array, its brackets dropped: orjson writes the rows of [[a],[b]] as it writes
+    [a] and [b]), a row larger than that in pieces of its own."""
+    if array.ndim == 0 or array.size <= PIECE_NUMBERS:
+        yield orjson.dumps(array, option=orjson.OPT_SERIALIZE_NUMPY)
+        return
+    row_numbers = array.size // array.shape[0]
+    yield b"["
+    if row_numbers > PIECE_NUMBERS:
+        for index in range(array.shape[0]):
+            if index:
+                yield b","
+            yield from _array_pieces(array[index])
+    else:
+        rows = PIECE_NUMBERS // row_numbers
+        for start in range(0, array.shape[0], rows):
+            if start:
+                yield b","
+            yield memoryview(orjson.dumps(array[start : start + rows], option=orjson.OPT_SERIALIZE_NUMPY))[
+                1:-1
+            ]
+    yield b"]"

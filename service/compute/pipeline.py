@@ -6,6 +6,7 @@ the request become their 4xx answer (service/errors.py).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -14,7 +15,7 @@ import orjson
 
 from schemas.request import AttendRequest
 from service.compute.dispatch import compute
-from service.compute.formats.json_body import json_body
+from service.compute.formats.json_body import json_body, json_pieces
 from service.compute.formats.ndjson import ndjson_lines
 from service.compute.formats.result import Result
 from service.compute.formats.safetensors_body import safetensors_body
@@ -34,7 +35,9 @@ from service.settings import Settings
 log = logging.getLogger("attention_service.compute")
 
 LARGE_BODY_BYTES = 2**18  # a list of texts in a body this large may be a batch bomb: counted first
-PIECE = 2**20  # a stream's frames are at most this long: a layer's line of 40 MB goes in pieces
+PIECE = (
+    2**20
+)  # a stream's frames (and a large JSON answer's) are about this long: a layer's line of 40 MB goes in pieces
 INTERNAL_ERROR_BODY = orjson.dumps({"detail": INTERNAL_ERROR})
 
 
@@ -98,18 +101,42 @@ def encoded(result: Callable[[], Result], media: ResponseFormat) -> tuple[int, b
 def frames(
     body: bytes, settings: Settings, models: ModelRegistry, media: ResponseFormat, joined: bool = False
 ) -> Iterator[Frame]:
-    """The frames of the answer (service/protocol.py), each made when the one before has been sent: one for
-    a format sent in one piece; for NDJSON the first line, each further line as soon as it is computed (in
-    frames of at most PIECE bytes), and an empty last frame. An error before the first line is the answer
-    (a 4xx or 500 as JSON); after it, the stream's last line (service/compute/formats/ndjson.py).
-    `joined`: the frames are held together before they are sent (a Ray replica), so the limits count the
-    whole stream."""
+    """The frames of the answer (service/protocol.py), each made when the one before has been sent: for
+    JSON and safetensors those of `encoded_frames`; for NDJSON the first line, each further line as soon as
+    it is computed (in frames of at most PIECE bytes), and an empty last frame. An error before the first
+    frame is the answer (a 4xx or 500 as JSON); after it, the stream's last line
+    (service/compute/formats/ndjson.py). `joined`: the frames are held together before they are sent (a Ray
+    replica), so the limits count the whole stream."""
     if media != ResponseFormat.NDJSON:
-        yield (*answer(body, settings, models, media), True)
+        yield from encoded_frames(lambda: computed(body, settings, models), media, joined)
         return
+    yield from _in_order(lambda: ndjson_lines(computed(body, settings, models, streamed=not joined)), False)
+
+
+def encoded_frames(
+    result: Callable[[], Result], media: ResponseFormat, joined: bool = False
+) -> Iterator[Frame]:
+    """The frames of `encoded`'s answer: one for safetensors and for a JSON answer of at most PIECE bytes; a
+    larger JSON answer in frames of about PIECE bytes as it is written, so that neither process holds it
+    whole (148 MB at 16k tokens with every summary of every layer), then an empty last frame. Its last
+    frame's status, other than 200, tells the server that it broke off (the frame holds the stream's error
+    line, which JSON cannot carry: the server closes the connection with the answer unfinished). `joined`:
+    the frames are held together anyway (a Ray replica), so JSON is one frame."""
+    if media == ResponseFormat.SAFETENSORS or joined:
+        yield (*encoded(result, media), True)
+        return
+    yield from _in_order(lambda: _in_frames(json_pieces(result())), True)
+
+
+def _in_order(pieces_of: Callable[[], Iterator[bytes]], whole_if_one: bool) -> Iterator[Frame]:
+    """The frames of the answer whose pieces `pieces_of()` makes: the first piece with the status (or the
+    error, as the whole answer), then each piece (a stream's lines cut to PIECE bytes), then an empty last
+    frame, or the stream's error line as the last. `whole_if_one`: an answer of one piece is one frame (the
+    second piece is made before the first is sent: a JSON answer, whose every layer is computed by then)."""
     try:
-        lines = ndjson_lines(computed(body, settings, models, streamed=not joined))
-        first = next(lines)
+        pieces = pieces_of()
+        first = next(pieces)
+        second = next(pieces, None) if whole_if_one else None
     except REQUEST_ERRORS as error:
         yield (*detail_answer(error), True)
         return
@@ -117,12 +144,18 @@ def frames(
         log.exception("computation failed")
         yield 500, INTERNAL_ERROR_BODY, True
         return
+    if whole_if_one and second is None:
+        yield 200, first, True
+        return
     yield 200, first, False
+    rest = pieces if whole_if_one else _cut(pieces)
+    if second is not None:
+        rest = itertools.chain((second,), rest)
+    del first, second
     try:
-        for line in lines:
-            for offset in range(0, len(line), PIECE):  # the server reads a piece at a time, not a layer
-                yield 200, line[offset : offset + PIECE], False
-            del line  # not held while the next line is computed
+        for piece in rest:
+            yield 200, piece, False
+            del piece  # not held while the next piece is made
     except REQUEST_ERRORS as error:
         status = status_of(error).code
         yield status, stream_error_line(status, detail_body(error)), True
@@ -132,3 +165,26 @@ def frames(
         yield 500, stream_error_line(500, {"detail": INTERNAL_ERROR}), True
         return
     yield 200, b"", True
+
+
+def _cut(lines: Iterator[bytes]) -> Iterator[bytes]:
+    """A stream's lines after its first, each cut in pieces of at most PIECE bytes: the server reads a piece
+    at a time, not a layer."""
+    for line in lines:
+        for offset in range(0, len(line), PIECE):
+            yield line[offset : offset + PIECE]
+        del line  # not held while the next line is computed
+
+
+def _in_frames(pieces: Iterator[bytes | memoryview]) -> Iterator[bytes]:
+    """Pieces joined into frames of about PIECE bytes (the last one shorter), each made when asked for."""
+    waiting: list[bytes | memoryview] = []
+    size = 0
+    for piece in pieces:
+        waiting.append(piece)
+        size += len(piece)
+        if size >= PIECE:
+            yield b"".join(waiting)
+            waiting, size = [], 0
+    if waiting:
+        yield b"".join(waiting)

@@ -22,7 +22,9 @@ every other client. Its undelivered frames are memory, so they count against the
 answers in one piece do: a frame that does not fit the room left, or past the client's share of it, ends the
 stream with Overloaded (its error line), and the frames still to come are read and dropped.
 The time limit holds until the last frame: past it the stream ends with the TimedOut error and the process is
-killed, as when it dies mid-stream.
+killed, as when it dies mid-stream. A JSON answer over a frame comes the same way (service/compute/pipeline.py
+encoded_frames), bounded by the room alone as an answer in one piece is; its last frame with a status other
+than 200 means it broke off (AnswerBroken: JSON has no error line).
 
 A job's computation ends in one place, `_settle` (answered, failed, timed out, or a stream's end), and its
 place is freed in one place, `_release`: once its answer is computed, when it failed, or when a client that
@@ -62,7 +64,15 @@ import orjson
 
 from schemas.service_info import ModelInfo
 from service.compute.entry import compute_process
-from service.errors import ClientGone, ComputeProcessDied, ModelError, NoComputeProcess, Overloaded, TimedOut
+from service.errors import (
+    AnswerBroken,
+    ClientGone,
+    ComputeProcessDied,
+    ModelError,
+    NoComputeProcess,
+    Overloaded,
+    TimedOut,
+)
 from service.protocol import ANSWER, ATTEND, BATCH_NOTE, REQUEST, Frame, ResponseFormat, Started, Tickets
 from service.server.compute_interface import ClientWatch, FrameSender, Held, described_models
 from service.server.fair_queue import FairQueue
@@ -363,8 +373,11 @@ class ComputePool:
         """Whether `size` more bytes of a stream's unread lines fit: within max_answer_bytes_in_flight and its
         client's share of it. The share holds even while there is room: a stream's lines keep coming after it
         was admitted, and a client that stops reading must not take the room that the answers of others need
-        (they would be computed, then dropped for want of room)."""
+        (they would be computed, then dropped for want of room). A JSON answer sent in pieces is an answer in
+        one piece that is never held whole here: bounded by the room alone, as that one is."""
         limit, total = self.settings.max_answer_bytes_in_flight, self.answer_bytes + size
+        if job.media == ResponseFormat.JSON:
+            return total <= limit
         holds = self.answer_bytes_by_client[job.client] + size
         return total <= limit and holds <= self.settings.client_share * limit
 
@@ -476,6 +489,8 @@ class ComputePool:
         job.rest = asyncio.Queue()
         if job.answer.done():  # already told it failed
             return
+        if job.media == ResponseFormat.JSON:  # a piece of an answer counted whole, as one in one piece is
+            self._hold(job, len(first[1]))
         job.answer.set_result(first)
         if job.orphaned:  # its client left while it waited: nobody delivers it
             self._release(job)
@@ -570,7 +585,7 @@ class ComputePool:
             if status == BATCH_NOTE:  # between two answers (service/compute/batching.py)
                 self.on_batch(int(content or b"1"))
                 continue
-            job = process.sent[0]
+            job, broken = process.sent[0], None
             if content is None:  # an answer that does not fit the room left: read and dropped
                 too_large = f"this answer's {length:,} bytes do not fit"
                 self._settle(process.sent.popleft(), Overloaded(self._no_room_for_answers(too_large)))
@@ -578,10 +593,13 @@ class ComputePool:
                 self._settle(process.sent.popleft(), (status, content))
             elif first:
                 self._open_stream(job, (status, content))
+            elif last and status != 200 and job.media == ResponseFormat.JSON:
+                # a JSON answer in pieces has no line to say it broke off: its delivery ends unfinished
+                broken = AnswerBroken(f"the compute process broke off this answer with status {status}")
             elif content:
                 self._stream_frame(job, content)
             if last and not first:  # a stream's end
-                self._settle(process.sent.popleft(), None)
+                self._settle(process.sent.popleft(), broken)
             first = last
             if last:
                 self._measure(process, job)

@@ -15,7 +15,15 @@ from typing import Any
 
 import pytest
 
-from service.errors import ClientGone, ComputeProcessDied, ModelError, NoComputeProcess, Overloaded, TimedOut
+from service.errors import (
+    AnswerBroken,
+    ClientGone,
+    ComputeProcessDied,
+    ModelError,
+    NoComputeProcess,
+    Overloaded,
+    TimedOut,
+)
 from service.protocol import ResponseFormat, Tickets
 from service.server.compute_pool import PIPELINE, ComputePool, ComputeProcess, Job
 from service.settings import Settings
@@ -483,6 +491,38 @@ def test_a_stream_outgrowing_its_clients_share_ends_with_overloaded_after_the_fr
             assert frames == [f"line {index}".encode() for index in range(4)]
             assert pool.answer_bytes == 0 and not pool.answer_bytes_by_client
             assert await pid_of_answer(pool) == before and replaced == []
+
+    asyncio.run(scenario())
+
+
+def test_a_json_answer_in_frames_is_bounded_by_the_room_alone_and_its_break_is_an_error_not_an_end():
+    """A JSON answer larger than a frame comes as a stream does (service/compute/pipeline.py), but it is one
+    answer: its unread frames are bounded by the room for answers, as an answer in one piece is, not by its
+    client's share (seven 6-byte frames, 42 bytes, past a share of 25 of 100); and a last frame with a status
+    other than 200 (the computation broke off after the first frame) raises AnswerBroken after the frames
+    before it, where NDJSON's is one more line (its error line) and a normal end."""
+
+    async def scenario() -> None:
+        async with running(max_answer_bytes_in_flight=100, client_share=0.25) as (pool, replaced):
+            held = await pool.run(b"stream:7", media=ResponseFormat.JSON, client="10.0.0.9")
+            assert (held.status, held.content) == (200, b"first")
+            await until(lambda: len(pool.admitted) == 0)  # computed to its end meanwhile
+            assert pool.answer_bytes == 5 + 7 * 6  # every frame counted, the first too
+            assert await streamed(held) == [f"line {index}".encode() for index in range(7)]
+            held = await pool.run(b"stream-broken:2", media=ResponseFormat.JSON)
+            frames: list[bytes] = []
+
+            async def take(frame: bytes) -> None:
+                frames.append(frame)
+
+            assert held.stream is not None
+            with pytest.raises(AnswerBroken, match="status 422"):
+                await held.stream(take)
+            held.release()
+            assert frames == [b"line 0", b"line 1"]
+            held = await pool.run(b"stream-broken:2", media=ResponseFormat.NDJSON)
+            assert await streamed(held) == [b"line 0", b"line 1", b"broke"]
+            assert pool.answer_bytes == 0 and len(pool.admitted) == 0 and replaced == []
 
     asyncio.run(scenario())
 

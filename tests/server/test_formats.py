@@ -74,6 +74,39 @@ def test_safetensors_over_http_carries_the_json_answer(server):
     assert json.loads(metadata["tokens"]) == expected["tokens"]
 
 
+def test_a_json_answer_over_a_frame_comes_in_pieces_and_carries_what_safetensors_does(server):
+    """Every layer's weights of a 200-token text, 6 MB of JSON: sent in pieces as the compute process writes
+    them (chunked, no Content-Length), its values those of the safetensors answer bit for bit (float32's
+    shortest repr read back), with the same meta."""
+    body = {"text": " ".join(["the cat sat on the mat"] * 33), "layer": [0, 5], "include": ["weights"]}
+    response = server.post(body)
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    assert response.headers.get("transfer-encoding") == "chunked" and "content-length" not in response.headers
+    assert len(response.content) > 4 * 2**20
+    expected = response.json()
+    binary = server.post(body, headers={"accept": SAFETENSORS})
+    tensors, metadata = read_safetensors(binary.content)
+    assert_same_arrays(tensors, json_arrays(expected))
+    assert without_timing(json.loads(metadata["meta"])) == without_timing(expected["meta"])
+
+
+def test_a_json_answer_in_pieces_that_breaks_off_is_closed_unfinished_never_ended_as_complete():
+    """Room for 2 MB of unread answers and a client that reads its 6 MB answer only after 5 s: the pieces that
+    outgrow the room end the answer after its 200 went out, and the connection is closed with the chunked body
+    unfinished, which the client reads as an error; the service goes on answering."""
+    body = {"text": " ".join(["the cat sat on the mat"] * 33), "layer": [0, 5], "include": ["weights"]}
+    with Server({"ATTENTION_MAX_ANSWER_BYTES_IN_FLIGHT": "2000000"}) as server:
+        content = json.dumps(body).encode()
+        headers = {"content-type": "application/json"}
+        with server.client.stream("POST", "/attend", content=content, headers=headers) as response:
+            assert response.status_code == 200 and response.headers.get("transfer-encoding") == "chunked"
+            time.sleep(5)
+            with pytest.raises(httpx.RemoteProtocolError, match="incomplete chunked read"):
+                for _ in response.iter_bytes():
+                    pass
+        assert server.post({"text": "the cat"}).status_code == 200
+
+
 def test_an_error_is_json_whatever_the_accept(server):
     for accept in (SAFETENSORS, NDJSON):
         response = server.post({**BODY, "heads": [12]}, headers={"accept": accept})

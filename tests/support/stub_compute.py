@@ -9,6 +9,8 @@ frames of service/protocol.py and answers by the body it gets.
     b"crash"      the process exits at once (as if the kernel's out-of-memory killer took it)
     b"stream:3:0.1"  a stream: 200 b"first", then b"line 0" ... b"line 2", each after 0.1 s, then its end
     b"stream-crash:2"  a stream: b"first", b"line 0", b"line 1", then the process exits
+    b"stream-broken:2"  a stream: b"first", b"line 0", b"line 1", then a last frame 422 b"broke" (the
+                      computation failed after its first frame)
     otherwise     400, b"unknown"
 
 Its start-up report is Started with no models; with default_model "fail" it reports 503 instead (a model that
@@ -41,6 +43,9 @@ def _stream(channel: socket.socket, body: bytes) -> None:
         _send(channel, 200, f"line {index}".encode(), last=False)
     if command == "stream-crash":
         os._exit(1)
+    if command == "stream-broken":
+        _send(channel, 422, b"broke", last=True)
+        return
     _send(channel, 200, b"", last=True)
 
 

@@ -115,10 +115,16 @@ class StreamedResponse(Response):
     min_send_bytes_per_s, else the connection is closed (the compute pool holds the lines computed and not
     yet read, which are memory). Its bytes are released at the end. A stream the service breaks off (time
     limit, compute process died, its unread lines outgrew the room for them) ends with a line
-    `{"error": {"status": ..., "detail": ...}}`, as one the computation itself breaks off does."""
+    `{"error": {"status": ..., "detail": ...}}`, as one the computation itself breaks off does.
 
-    def __init__(self, held: Held, send_timeout: float):
-        super().__init__(held.content, status_code=held.status, media_type=MEDIA_TYPES[ResponseFormat.NDJSON])
+    A JSON answer larger than a frame comes in frames too (service/compute/pipeline.py frames) and is
+    delivered the same way, as it comes (`media` JSON); JSON has no line to say it broke off, so a JSON
+    answer that breaks off is closed unfinished (its chunked body never ended), which a client reads as an
+    error, never as a complete answer."""
+
+    def __init__(self, held: Held, send_timeout: float, media: ResponseFormat = ResponseFormat.NDJSON):
+        super().__init__(held.content, status_code=held.status, media_type=MEDIA_TYPES[media])
+        self.error_line = media == ResponseFormat.NDJSON
         self.held, self.send_timeout = held, send_timeout
         # its length is unknown until it ends: sent chunked, not with the first line's length
         self.raw_headers = [(name, value) for name, value in self.raw_headers if name != b"content-length"]
@@ -154,6 +160,8 @@ class StreamedResponse(Response):
                 status = status_of(broken)
                 if status.refusal is not None:
                     metrics.rejected.labels(status.refusal).inc()
+                if not self.error_line:
+                    return  # uvicorn closes the connection of a response left unfinished
                 error = stream_error_line(status.code, detail_body(broken))
                 await send_line(b"\n" + error if mid_line else error)  # the cut line ends first
             await asyncio.wait_for(send({"type": "http.response.body", "body": b""}), self.send_timeout)
@@ -216,7 +224,7 @@ async def post_attend(request: Request, keyed: KeyedCompute) -> Response:
     held = await compute.run(
         body, disconnected=partial(client_disconnected, request), media=media, client=client_address(request)
     )
-    if held.stream is not None:
-        return StreamedResponse(held, settings.send_timeout_s)
+    if held.stream is not None:  # NDJSON, or a JSON answer larger than a frame
+        return StreamedResponse(held, settings.send_timeout_s, media)
     answered_as = MEDIA_TYPES[media] if held.status == 200 else JSON_MEDIA_TYPE
     return DeliveredResponse(held, settings.send_timeout_s, answered_as)
