@@ -9,6 +9,7 @@ exclude_bos=False, exclude_current_token=False, per text: sum(w * pattern) / sum
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -21,7 +22,7 @@ from schemas.axes import SUMMARY_NAMES, TOKEN_SCORE_NAMES, TensorName
 from service.compute.token_pairs import TokenPairs
 
 MAX_POOLED_BLOCKS = 128  # the default pool gives at most this many blocks per axis
-TOP_CHUNK = 32  # keys per chunk of a row whose maxima narrow the search for its top keys (top_keys_of)
+TOP_CHUNKS = (256, 32)  # keys per chunk of each narrowing of a row's search for its top keys (top_keys_of)
 HEAD_SCORES: tuple[TensorName, ...] = ("previous_token_score", *TOKEN_SCORE_NAMES)
 
 
@@ -43,45 +44,102 @@ def top_keys_of(
     weights: Float[Tensor, "*rows key_pos"], rank: int
 ) -> tuple[Int[Tensor, "*rows rank"], Float[Tensor, "*rows rank"]]:
     """The positions of the `rank` largest weights of each row, largest first, ties to the lower position,
-    and those weights. A wide row is first narrowed to the keys of its `rank` chunks of TOP_CHUNK keys with
-    the largest maxima (one reduction over the row instead of a selection): exact when every other chunk's
-    maximum is below the rank-th largest weight found, else (a tie across chunks, nan) the whole rows are
-    searched. One look from the host per call: whether the chunks held the answer, and whether torch's
-    pick among them needs no reordering (no weight ties with another in it or at its edge)."""
-    width = weights.shape[-1]
-    chunks = width // TOP_CHUNK
-    if rank * TOP_CHUNK * 4 > width:  # too narrow for the chunks to save work
+    and those weights. A wide row is narrowed (_narrowed) to the keys of its `rank` chunks of 256 keys with
+    the largest maxima, those to their `rank` chunks of 32 (one reduction over the row and two small
+    selections instead of a selection over the row: torch.topk on a CPU costs about a microsecond per row
+    and hundred keys, a pass of amax a tenth of that): exact when every key left out is below the rank-th
+    largest weight found, else (a tie across chunks, nan) the whole rows are searched. One look from the
+    host per call: whether the narrowing held the answer, and whether torch's pick among the keys left
+    needs no reordering (no weight ties with another in it or at its edge)."""
+    narrowed = _narrowed(weights, rank)
+    if narrowed is None:  # too narrow for the chunks to save work
         return top_keys_in_rows(weights, rank)
-    in_chunks = weights[..., : chunks * TOP_CHUNK]  # a view: the rows keep their stride
-    maxima = in_chunks.reshape(*weights.shape[:-1], chunks, TOP_CHUNK).amax(-1)  # [*rows, chunks]
-    best, chosen = maxima.topk(rank + 1, dim=-1)  # the rank chosen chunks, and the largest other maximum
-    first = chosen[..., :rank].sort(dim=-1).values * TOP_CHUNK  # ascending: position order is kept
-    offsets = torch.arange(TOP_CHUNK, device=weights.device)
-    candidates = (first[..., None] + offsets).flatten(-2)  # [*rows, rank * TOP_CHUNK], ascending
-    if chunks * TOP_CHUNK < width:  # the keys after the last chunk
-        tail = torch.arange(chunks * TOP_CHUNK, width, device=weights.device)
-        candidates = torch.cat([candidates, tail.expand(*first.shape[:-1], -1)], dim=-1)
-    picked = weights.gather(-1, candidates)
-    values, at = picked.topk(rank, dim=-1, sorted=True)
-    inside = best[..., rank] < values[..., -1]  # every other chunk's weights below the rank-th
-    held, plain = torch.stack([inside.all(), _plain_pick(picked, values, rank)]).tolist()
+    picked, slots, bound = narrowed
+    values, at = picked.topk(rank + 1, dim=-1, sorted=True)  # the pick and the next weight after it
+    held, plain = torch.stack(
+        [
+            (bound < values[..., rank - 1]).all(),  # every key left out below the rank-th
+            (values[..., :-1] > values[..., 1:]).all(),  # distinct, and no other weight equals the rank-th
+        ]
+    ).tolist()
     if not held:
         return top_keys_in_rows(weights, rank)
     if plain:
-        return candidates.gather(-1, at), values
+        return slots(at[..., :rank]), values[..., :rank]
     keys, top = top_keys_in_rows(picked, rank)
-    return candidates.gather(-1, keys), top
+    return slots(keys), top
 
 
-def _plain_pick(
-    weights: Float[Tensor, "*rows key_pos"], values: Float[Tensor, "*rows rank"], rank: int
-) -> Tensor:
-    """Whether torch.topk's sorted pick `values` of every row of `weights` is the answer as it stands: no
-    other weight equals its rank-th (the pick is the only one) and its weights are distinct (their order is
-    the only one)."""
-    only = ((weights >= values[..., -1:]).sum(-1) == rank).all()
-    distinct = (values[..., :-1] > values[..., 1:]).all()
-    return only & distinct
+Slots = Callable[[Int[Tensor, "*rows rank"]], Int[Tensor, "*rows rank"]]
+
+
+def _narrowed(
+    weights: Float[Tensor, "*rows key_pos"], rank: int
+) -> tuple[Float[Tensor, "*rows kept"], Slots, Float[Tensor, "*rows"]] | None:
+    """The keys of each row that can hold its top `rank`, in position order: at each chunk size of
+    TOP_CHUNKS that leaves at most a quarter of the row, its `rank` chunks with the largest maxima (and the
+    keys after its last whole chunk); with the function that gives a kept key's position in the row, and
+    the largest weight left out (below the rank-th largest kept: the keys kept hold the answer). None when
+    no chunk size narrows the row."""
+    kept: Tensor = weights
+    positions: list[Callable[[Tensor], Tensor]] = []
+    bound: Tensor | None = None
+    for size in TOP_CHUNKS:
+        width = kept.shape[-1]
+        if rank * size * 4 > width:
+            continue
+        kept, position, largest_out = _chunks_kept(kept, rank, size)
+        positions.append(position)
+        bound = largest_out if bound is None else torch.maximum(bound, largest_out)
+    if bound is None:
+        return None
+
+    def slots(at: Tensor) -> Tensor:
+        for position in reversed(positions):
+            at = position(at)
+        return at
+
+    return kept, slots, bound
+
+
+def _chunks_kept(
+    row: Float[Tensor, "*rows width"], rank: int, size: int
+) -> tuple[Float[Tensor, "*rows kept"], Callable[[Tensor], Tensor], Float[Tensor, "*rows"]]:
+    """The keys of the `rank` chunks of `size` keys with the largest maxima, in position order, then the keys
+    after the last whole chunk; the function that maps a kept key to its place in `row`; the largest maximum
+    of a chunk left out."""
+    width = row.shape[-1]
+    chunks = width // size
+    in_chunks = row[..., : chunks * size].reshape(*row.shape[:-1], chunks, size)  # a view
+    best, chosen = in_chunks.amax(-1).topk(rank + 1, dim=-1)  # the rank chosen, and the largest other
+    first = chosen[..., :rank].sort(dim=-1).values  # [*rows, rank] ascending: position order is kept
+    tail = width - chunks * size  # the keys after the last chunk, all kept
+    kept = row.new_empty(*row.shape[:-1], rank * size + tail)  # two copies: torch.cat was 3x slower
+    kept[..., : rank * size] = _chunks_of(row, first, size).view(*row.shape[:-1], rank * size)
+    if tail:
+        kept[..., rank * size :] = row[..., chunks * size :]
+
+    def position(at: Tensor) -> Tensor:
+        in_chosen = first.gather(-1, (at // size).clamp(max=rank - 1)) * size + at % size
+        return torch.where(at < rank * size, in_chosen, at - rank * size + chunks * size)
+
+    return kept, position, best[..., rank]
+
+
+def _chunks_of(
+    row: Float[Tensor, "*rows width"], chunks: Int[Tensor, "*rows count"], size: int
+) -> Float[Tensor, "rows_count size"]:
+    """The chunks `chunks` of `size` keys of each row, copied out as rows of one matrix: an index_select of
+    the rows' windows of `size` keys (one view of the rows' memory), which copies each chunk whole; a gather
+    takes an index per key (ten times slower on a CPU)."""
+    flat = row.reshape(-1, row.shape[-1])  # a view unless the rows' strides do not merge
+    if flat.stride(-1) != 1:
+        flat = flat.contiguous()
+    count, width = flat.shape
+    stride = flat.stride(0) if count > 1 else width
+    windows = flat.as_strided(((count - 1) * stride + width - size + 1, size), (1, 1))  # key i .. i + size
+    starts = chunks.reshape(count, -1) * size + torch.arange(count, device=row.device)[:, None] * stride
+    return windows.index_select(0, starts.reshape(-1))
 
 
 def top_keys_in_rows(

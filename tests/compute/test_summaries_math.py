@@ -200,18 +200,22 @@ def test_top_keys_break_ties_to_the_lower_position_and_fill_with_masked_keys():
 
 
 @pytest.mark.parametrize("levels", [None, 7, 1000])
-def test_top_keys_of_wide_rows_match_a_full_sort(levels):
-    """Rows wide enough for the search by chunk maxima (service/compute/summaries.py's TOP_CHUNK): distinct
-    weights; a few levels (ties across chunks: the whole rows are searched); many levels (ties inside the
-    chosen chunks, as well as across), each against a plain sort of each row, largest first, ties lower
-    first."""
+@pytest.mark.parametrize(("width", "stride"), [(900, 900), (7000, 7000), (7000, 7100)])
+def test_top_keys_of_wide_rows_match_a_full_sort(levels, width, stride):
+    """Rows wide enough for the search by chunk maxima (service/compute/summaries.py's TOP_CHUNKS): 900
+    keys (chunks of 32), 7,000 (chunks of 256, then of 32, a tail after the last whole chunk at each), and
+    7,000 keys of rows 7,100 apart (a block's weights cut from wider rows); distinct weights; a few levels
+    (ties across chunks: the whole rows are searched); many levels (ties inside the chosen chunks, as well
+    as across), each against a plain sort of each row, largest first, ties lower first."""
     generator = np.random.default_rng(5)
-    weights = generator.random((3, 4, 900))
+    rows = generator.random((3, 4, stride))
     if levels is not None:
-        weights = np.round(weights * levels) / levels
+        rows = np.round(rows * levels) / levels
+    weights = rows[..., :width]  # a view: the writes below are rows'
     weights[0, 0, 17] = weights[0, 0, 3] = weights[0, 0].max() + 1  # a tie at the top, inside one chunk
+    weights[1, 2, width - 1] = weights[1, 2].max() + 1  # the largest in the tail after the last whole chunk
     rank = 6
-    keys, top = top_keys_of(torch.from_numpy(weights), rank)
+    keys, top = top_keys_of(torch.from_numpy(rows)[..., :width], rank)
     for index in np.ndindex(*weights.shape[:-1]):
         row = weights[index]
         expected = sorted(range(row.size), key=lambda j: (-row[j], j))[:rank]
