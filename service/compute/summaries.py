@@ -9,7 +9,6 @@ exclude_bos=False, exclude_current_token=False, per text: sum(w * pattern) / sum
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -22,7 +21,10 @@ from schemas.axes import SUMMARY_NAMES, TOKEN_SCORE_NAMES, TensorName
 from service.compute.token_pairs import TokenPairs
 
 MAX_POOLED_BLOCKS = 128  # the default pool gives at most this many blocks per axis
-TOP_CHUNKS = (256, 32)  # keys per chunk of each narrowing of a row's search for its top keys (top_keys_of)
+TOP_WIDE_CHUNK = 256  # keys per chunk of a wide row whose maxima first narrow the search for its top keys
+TOP_CHUNKS = (64, 8)  # keys per chunk of each narrowing of a row's search for its top keys after the first
+# the keys that wide rows' search keeps, of blocks waiting for the rest of it (_TopSearch): one block's scores
+TOP_PENDING_ELEMENTS = 1 << 20
 HEAD_SCORES: tuple[TensorName, ...] = ("previous_token_score", *TOKEN_SCORE_NAMES)
 
 
@@ -44,86 +46,175 @@ def top_keys_of(
     weights: Float[Tensor, "*rows key_pos"], rank: int
 ) -> tuple[Int[Tensor, "*rows rank"], Float[Tensor, "*rows rank"]]:
     """The positions of the `rank` largest weights of each row, largest first, ties to the lower position,
-    and those weights. A wide row is narrowed (_narrowed) to the keys of its `rank` chunks of 256 keys with
-    the largest maxima, those to their `rank` chunks of 32 (one reduction over the row and two small
-    selections instead of a selection over the row: torch.topk on a CPU costs about a microsecond per row
-    and hundred keys, a pass of amax a tenth of that): exact when every key left out is below the rank-th
-    largest weight found, else (a tie across chunks, nan) the whole rows are searched. One look from the
-    host per call: whether the narrowing held the answer, and whether torch's pick among the keys left
-    needs no reordering (no weight ties with another in it or at its edge)."""
-    narrowed = _narrowed(weights, rank)
-    if narrowed is None:  # too narrow for the chunks to save work
+    and those weights. A wide row is first narrowed to its `rank` chunks of TOP_WIDE_CHUNK keys with the
+    largest maxima (wide_chunks), then searched as top_keys_in_chunks does: one reduction over the row and
+    small selections instead of a selection over the row (torch.topk on a CPU costs 5-9 ns per key of real
+    data, a pass of amax a tenth of that)."""
+    wide = wide_chunks(weights, rank)
+    if wide is None:
+        return top_keys_in_chunks(weights, rank)
+    keys, top = top_keys_in_chunks(wide.kept, rank)
+    return wide.positions(keys), top
+
+
+def top_keys_in_chunks(
+    weights: Float[Tensor, "*rows key_pos"], rank: int
+) -> tuple[Int[Tensor, "*rows rank"], Float[Tensor, "*rows rank"]]:
+    """top_keys_of, a row narrowed in turn by each chunk size of TOP_CHUNKS that leaves at most a quarter of
+    it, to the keys of its `rank` chunks with the largest maxima: exact when every chunk left out has its
+    maximum below the rank-th largest weight found, else (a tie across chunks, nan) the whole rows are
+    searched. One look from the host per call: whether the chunks held the answer, and whether torch's
+    pick among them needs no reordering (no weight ties with another in it or at its edge)."""
+    levels: list[Chunks] = []
+    kept = weights
+    for size in TOP_CHUNKS:
+        if rank * size * 4 <= kept.shape[-1]:
+            levels.append(_chunks_kept(kept, rank, size))
+            kept = levels[-1].kept
+    if not levels:  # too narrow for the chunks to save work
         return top_keys_in_rows(weights, rank)
-    picked, slots, bound = narrowed
-    values, at = picked.topk(rank + 1, dim=-1, sorted=True)  # the pick and the next weight after it
+    values, at = kept.topk(rank + 1, dim=-1, sorted=True)  # the pick and the next weight after it
+    left_out = torch.stack([level.best[..., rank] for level in levels]).amax(0)  # the largest chunk left out
     held, plain = torch.stack(
         [
-            (bound < values[..., rank - 1]).all(),  # every key left out below the rank-th
+            (left_out < values[..., rank - 1]).all(),  # every chunk left out below the rank-th
             (values[..., :-1] > values[..., 1:]).all(),  # distinct, and no other weight equals the rank-th
         ]
     ).tolist()
     if not held:
         return top_keys_in_rows(weights, rank)
     if plain:
-        return slots(at[..., :rank]), values[..., :rank]
-    keys, top = top_keys_in_rows(picked, rank)
-    return slots(keys), top
+        keys, top = at[..., :rank], values[..., :rank]
+    else:
+        keys, top = top_keys_in_rows(kept, rank)
+    for level in reversed(levels):
+        keys = level.positions(keys)
+    return keys, top
 
 
-Slots = Callable[[Int[Tensor, "*rows rank"]], Int[Tensor, "*rows rank"]]
+class Chunks(NamedTuple):
+    """A row's `rank` chunks of `size` keys with the largest maxima: `kept`, their keys in position order,
+    then the row's keys from `tail` on (after its last whole chunk); `first`, the chunks (ascending);
+    `best`, the rank + 1 largest chunk maxima, largest first."""
+
+    kept: Float[Tensor, "*rows kept"]
+    first: Int[Tensor, "*rows rank"]
+    size: int
+    tail: int
+    best: Float[Tensor, "*rows rank_1"]
+
+    def positions(self, at: Int[Tensor, "*rows count"]) -> Int[Tensor, "*rows count"]:
+        """The positions in the row of the kept keys `at`."""
+        return chunk_positions(at, self.first, self.size, self.tail)
 
 
-def _narrowed(
-    weights: Float[Tensor, "*rows key_pos"], rank: int
-) -> tuple[Float[Tensor, "*rows kept"], Slots, Float[Tensor, "*rows"]] | None:
-    """The keys of each row that can hold its top `rank`, in position order: at each chunk size of
-    TOP_CHUNKS that leaves at most a quarter of the row, its `rank` chunks with the largest maxima (and the
-    keys after its last whole chunk); with the function that gives a kept key's position in the row, and
-    the largest weight left out (below the rank-th largest kept: the keys kept hold the answer). None when
-    no chunk size narrows the row."""
-    kept: Tensor = weights
-    positions: list[Callable[[Tensor], Tensor]] = []
-    bound: Tensor | None = None
-    for size in TOP_CHUNKS:
-        width = kept.shape[-1]
-        if rank * size * 4 > width:
-            continue
-        kept, position, largest_out = _chunks_kept(kept, rank, size)
-        positions.append(position)
-        bound = largest_out if bound is None else torch.maximum(bound, largest_out)
-    if bound is None:
-        return None
-
-    def slots(at: Tensor) -> Tensor:
-        for position in reversed(positions):
-            at = position(at)
-        return at
-
-    return kept, slots, bound
+def chunk_positions(
+    at: Int[Tensor, "*rows count"], first: Int[Tensor, "*rows rank"], size: int, tail: int
+) -> Int[Tensor, "*rows count"]:
+    """The positions in their rows of the keys `at` of Chunks(kept, first, size, tail).kept."""
+    rank = first.shape[-1]
+    in_chosen = first.gather(-1, (at // size).clamp(max=rank - 1)) * size + at % size
+    return torch.where(at < rank * size, in_chosen, at - rank * size + tail)
 
 
 def _chunks_kept(
-    row: Float[Tensor, "*rows width"], rank: int, size: int
-) -> tuple[Float[Tensor, "*rows kept"], Callable[[Tensor], Tensor], Float[Tensor, "*rows"]]:
-    """The keys of the `rank` chunks of `size` keys with the largest maxima, in position order, then the keys
-    after the last whole chunk; the function that maps a kept key to its place in `row`; the largest maximum
-    of a chunk left out."""
+    row: Float[Tensor, "*rows width"], rank: int, size: int, into: Tensor | None = None
+) -> Chunks:
+    """The Chunks of `row`, the keys kept written into `into` when given (else a new tensor)."""
     width = row.shape[-1]
     chunks = width // size
     in_chunks = row[..., : chunks * size].reshape(*row.shape[:-1], chunks, size)  # a view
     best, chosen = in_chunks.amax(-1).topk(rank + 1, dim=-1)  # the rank chosen, and the largest other
     first = chosen[..., :rank].sort(dim=-1).values  # [*rows, rank] ascending: position order is kept
-    tail = width - chunks * size  # the keys after the last chunk, all kept
-    kept = row.new_empty(*row.shape[:-1], rank * size + tail)  # two copies: torch.cat was 3x slower
+    tail = chunks * size
+    kept = row.new_empty(*row.shape[:-1], rank * size + width - tail) if into is None else into
     kept[..., : rank * size] = _chunks_of(row, first, size).view(*row.shape[:-1], rank * size)
-    if tail:
-        kept[..., rank * size :] = row[..., chunks * size :]
+    if tail < width:  # copied apart: torch.cat was 3x slower
+        kept[..., rank * size :] = row[..., tail:]
+    return Chunks(kept, first, size, tail, best)
 
-    def position(at: Tensor) -> Tensor:
-        in_chosen = first.gather(-1, (at // size).clamp(max=rank - 1)) * size + at % size
-        return torch.where(at < rank * size, in_chosen, at - rank * size + chunks * size)
 
-    return kept, position, best[..., rank]
+def wide_chunks(
+    weights: Float[Tensor, "*rows key_pos"], rank: int, into: Tensor | None = None
+) -> Chunks | None:
+    """The Chunks of TOP_WIDE_CHUNK keys of rows at least four times as wide as they keep, when they hold
+    each row's top `rank` for sure: the rank-th largest chunk maximum above every other chunk's (one look
+    from the host), so that every key left out is below the rank-th largest kept. None otherwise (the rows
+    are searched whole)."""
+    if rank * TOP_WIDE_CHUNK * 4 > weights.shape[-1]:
+        return None
+    chunks = _chunks_kept(weights, rank, TOP_WIDE_CHUNK, into)
+    return chunks if bool((chunks.best[..., rank] < chunks.best[..., rank - 1]).all()) else None
+
+
+class _TopSearch:
+    """top_keys and top_weights of the blocks of SummaryReducer, searched for every kv head's block of the
+    same rows at once: a block's own step is narrowing its rows to their chunks of TOP_WIDE_CHUNK keys
+    (wide_chunks, at once: the block's weights are gone after it), whose keys wait in `kept`; the search
+    among them (top_keys_in_chunks: about 30 small operations, whatever their size) runs once for the
+    blocks whose keys fill TOP_PENDING_ELEMENTS, or when the rows change, or at the end (`flush`)."""
+
+    def __init__(
+        self, keys: Int[Tensor, "batch head query_pos rank"], top: Float[Tensor, "batch head query_pos rank"]
+    ):
+        self.keys, self.top, self.rank = keys, top, keys.shape[-1]
+        self.rows: tuple[int, int, int] | None = None  # start, stop and width of the waiting blocks
+        self.kept: Tensor | None = None  # [batch, room (heads), rows, kept]: the waiting blocks' keys
+        self.first: Tensor | None = None  # [batch, room, rows, rank]: their chunks
+        self.waiting: list[tuple[slice, int]] = []  # each waiting block's heads and their count
+        self.filled, self.tail = 0, 0
+
+    def add(self, start: int, weights: Float[Tensor, "batch head rows width"], of_heads: slice) -> None:
+        """The top keys of a block's rows `start` ..: searched now when its rows are narrow, else narrowed
+        and left waiting."""
+        heads, rows, width = weights.shape[1:]
+        if self.rank * TOP_WIDE_CHUNK * 4 > width:
+            self._write(start, of_heads, *top_keys_in_chunks(weights, self.rank))
+            return
+        rows_of = (start, start + rows, width)
+        if self.rows != rows_of or self.kept is None or self.filled + heads > self.kept.shape[1]:
+            self.flush()
+            self._make_room(weights)
+        assert self.kept is not None and self.first is not None
+        wide = wide_chunks(weights, self.rank, self.kept[:, self.filled : self.filled + heads])
+        if wide is None:  # unsure: searched now
+            self._write(start, of_heads, *top_keys_in_chunks(weights, self.rank))
+            return
+        self.first[:, self.filled : self.filled + heads] = wide.first
+        self.rows, self.tail = rows_of, wide.tail
+        self.waiting.append((of_heads, heads))
+        self.filled += heads
+
+    def _make_room(self, weights: Float[Tensor, "batch head rows width"]) -> None:
+        """Room for the keys kept of as many blocks like `weights` as TOP_PENDING_ELEMENTS allows (at least
+        one, at most every head); the room already made when it fits."""
+        batch, heads, rows, width = weights.shape
+        kept = self.rank * TOP_WIDE_CHUNK + width % TOP_WIDE_CHUNK
+        room = max(heads, min(self.keys.shape[1], TOP_PENDING_ELEMENTS // (batch * rows * kept)))
+        if self.kept is not None and self.kept.shape == (batch, room, rows, kept):
+            return
+        self.kept = None  # the old room freed before the new one is made
+        self.kept = weights.new_empty(batch, room, rows, kept)
+        self.first = torch.empty(batch, room, rows, self.rank, dtype=torch.int64, device=weights.device)
+
+    def flush(self) -> None:
+        """The search among the waiting blocks' keys, its answers written."""
+        if not self.waiting or self.rows is None:
+            return
+        assert self.kept is not None and self.first is not None
+        start = self.rows[0]
+        found, top = top_keys_in_chunks(self.kept[:, : self.filled], self.rank)
+        keys = chunk_positions(found, self.first[:, : self.filled], TOP_WIDE_CHUNK, self.tail)
+        done = 0
+        for of_heads, heads in self.waiting:
+            self._write(start, of_heads, keys[:, done : done + heads], top[:, done : done + heads])
+            done += heads
+        self.waiting, self.filled, self.rows = [], 0, None
+
+    def _write(self, start: int, of_heads: slice, keys: Tensor, top: Tensor) -> None:
+        stop = start + keys.shape[2]
+        self.keys[:, of_heads, start:stop] = keys
+        self.top[:, of_heads, start:stop] = top
 
 
 def _chunks_of(
@@ -228,8 +319,14 @@ class SummaryReducer:
 
         self.entropy = zeros(batch, heads, seq, dtype=like.dtype) if "entropy" in names else None
         wants_top = bool(names & {"top_keys", "top_weights"})
-        self.top_keys = zeros(batch, heads, seq, self.rank, dtype=torch.int64) if wants_top else None
-        self.top_weights = zeros(batch, heads, seq, self.rank, dtype=like.dtype) if wants_top else None
+        self.top_search = (
+            _TopSearch(
+                zeros(batch, heads, seq, self.rank, dtype=torch.int64),
+                zeros(batch, heads, seq, self.rank, dtype=like.dtype),
+            )
+            if wants_top
+            else None
+        )
         self.received = zeros(batch, heads, seq_kv) if "received" in names else None
         pool = asked.pool
         self.query_blocks, self.key_blocks = -(-seq // pool), -(-seq_kv // pool)
@@ -262,12 +359,10 @@ class SummaryReducer:
             if entropy is None:
                 entropy = torch.special.entr(weights).sum(-1)
             self.entropy[:, of_heads, start:stop] = entropy
-        if self.top_keys is not None and self.top_weights is not None:
+        if self.top_search is not None:
             reach = min(self.seq_kv, max(width, self.rank))  # a row fills its ranks with later keys, weight 0
             widened = weights if reach == width else F.pad(weights, (0, reach - width))
-            keys, top = top_keys_of(widened, self.rank)
-            self.top_keys[:, of_heads, start:stop] = keys
-            self.top_weights[:, of_heads, start:stop] = top
+            self.top_search.add(start, widened, of_heads)
         if self.received is None and self.pooled is None and self.total is None and self.sink is None:
             return
         shared = self._rows(start, rows)
@@ -384,8 +479,9 @@ class SummaryReducer:
         found: dict[TensorName, Tensor] = {}
         if self.entropy is not None:
             found["entropy"] = self.entropy
-        if self.top_keys is not None and self.top_weights is not None:
-            found["top_keys"], found["top_weights"] = self.top_keys, self.top_weights
+        if self.top_search is not None:
+            self.top_search.flush()
+            found["top_keys"], found["top_weights"] = self.top_search.keys, self.top_search.top
         if self.received is not None:
             found["received"] = self.received
         if self.pooled is not None:

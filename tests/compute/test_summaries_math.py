@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from schemas.axes import SUMMARY_NAMES, TensorName
-from service.compute import blocked, token_pairs
+from service.compute import blocked, summaries, token_pairs
 from service.compute.attention import Projections, attention
 from service.compute.blocked import Visibility, attention_blocked
 from service.compute.summaries import SummaryReducer, SummaryRequest, default_pool, top_keys_of
@@ -221,6 +221,38 @@ def test_top_keys_of_wide_rows_match_a_full_sort(levels, width, stride):
         expected = sorted(range(row.size), key=lambda j: (-row[j], j))[:rank]
         assert keys[index].tolist() == expected, index
         np.testing.assert_array_equal(top[index].numpy(), row[expected])
+
+
+@pytest.mark.parametrize("pending", [1 << 20, 1])
+def test_reducer_top_keys_of_wide_blocks_match_a_full_sort(monkeypatch, pending):
+    """SummaryReducer's top keys of blocks of rows wide enough to wait for the search of every head's block
+    of the same rows (summaries.py's _TopSearch), blocks given out of order and one head or every head at a
+    time, two texts: a tie at the largest weight (inside the chunks kept), six equal weights in six wide
+    chunks (unsure: that block searched at once), the largest weight after the last whole chunk; with
+    room for every head's keys, and for one block's at a time (pending 1). Against a plain sort of each
+    row, largest first, ties lower first."""
+    monkeypatch.setattr(summaries, "TOP_PENDING_ELEMENTS", pending)
+    generator = np.random.default_rng(7)
+    batch, heads, seq, seq_kv, rank, rows = 2, 3, 12, 6000, 5, 4
+    weights = generator.random((batch, heads, seq, seq_kv))
+    weights[0, 0, 1, [40, 5000]] = 2.0
+    weights[0, 1, 4, [10, 300, 600, 900, 1200, 1500]] = 2.0
+    weights[1, 2, 9, 5999] = 3.0
+    reducer = SummaryReducer(
+        SummaryRequest(("top_keys", "top_weights"), rank, 1), batch, heads, seq, seq_kv,
+        torch.empty(0, dtype=torch.float64),
+    )  # fmt: skip
+    tensor = torch.from_numpy(weights)
+    for start in (8, 0):
+        for head in range(heads):
+            reducer.add(start, tensor[:, head : head + 1, start : start + rows], None, slice(head, head + 1))
+    reducer.add(4, tensor[:, :, 4 : 4 + rows])
+    found = reducer.finish()
+    for index in np.ndindex(batch, heads, seq):
+        row = weights[index]
+        expected = sorted(range(row.size), key=lambda j: (-row[j], j))[:rank]
+        assert found["top_keys"][index].tolist() == expected, index
+        np.testing.assert_array_equal(found["top_weights"][index].numpy(), row[expected])
 
 
 @pytest.mark.parametrize("causal", [False, True])
