@@ -35,7 +35,8 @@ from service.compute.summaries import SummaryReducer
 
 BLOCK_ELEMENTS = 1 << 20  # scores of one block, over the batch and the block's heads (4 MB in float32)
 # block-sized tensors at once (scores, weights, w * (s - max), the two head-score patterns, a tie's top-k
-# masks): the 413
+# masks, the keys of wide rows waiting for the rest of the top-k search, summaries.py's TOP_PENDING_ELEMENTS):
+# the 413
 BLOCK_COPIES = 8
 
 

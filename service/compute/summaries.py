@@ -21,7 +21,10 @@ from schemas.axes import SUMMARY_NAMES, TOKEN_SCORE_NAMES, TensorName
 from service.compute.token_pairs import TokenPairs
 
 MAX_POOLED_BLOCKS = 128  # the default pool gives at most this many blocks per axis
-TOP_CHUNK = 32  # keys per chunk of a row whose maxima narrow the search for its top keys (top_keys_of)
+TOP_WIDE_CHUNK = 256  # keys per chunk of a wide row whose maxima first narrow the search for its top keys
+TOP_CHUNKS = (64, 8)  # keys per chunk of each narrowing of a row's search for its top keys after the first
+# the keys that wide rows' search keeps, of blocks waiting for the rest of it (_TopSearch): one block's scores
+TOP_PENDING_ELEMENTS = 1 << 20
 HEAD_SCORES: tuple[TensorName, ...] = ("previous_token_score", *TOKEN_SCORE_NAMES)
 
 
@@ -43,45 +46,191 @@ def top_keys_of(
     weights: Float[Tensor, "*rows key_pos"], rank: int
 ) -> tuple[Int[Tensor, "*rows rank"], Float[Tensor, "*rows rank"]]:
     """The positions of the `rank` largest weights of each row, largest first, ties to the lower position,
-    and those weights. A wide row is first narrowed to the keys of its `rank` chunks of TOP_CHUNK keys with
-    the largest maxima (one reduction over the row instead of a selection): exact when every other chunk's
-    maximum is below the rank-th largest weight found, else (a tie across chunks, nan) the whole rows are
+    and those weights. A wide row is first narrowed to its `rank` chunks of TOP_WIDE_CHUNK keys with the
+    largest maxima (wide_chunks), then searched as top_keys_in_chunks does: one reduction over the row and
+    small selections instead of a selection over the row (torch.topk on a CPU costs 5-9 ns per key of real
+    data, a pass of amax a tenth of that)."""
+    wide = wide_chunks(weights, rank)
+    if wide is None:
+        return top_keys_in_chunks(weights, rank)
+    keys, top = top_keys_in_chunks(wide.kept, rank)
+    return wide.positions(keys), top
+
+
+def top_keys_in_chunks(
+    weights: Float[Tensor, "*rows key_pos"], rank: int
+) -> tuple[Int[Tensor, "*rows rank"], Float[Tensor, "*rows rank"]]:
+    """top_keys_of, a row narrowed in turn by each chunk size of TOP_CHUNKS that leaves at most a quarter of
+    it, to the keys of its `rank` chunks with the largest maxima: exact when every chunk left out has its
+    maximum below the rank-th largest weight found, else (a tie across chunks, nan) the whole rows are
     searched. One look from the host per call: whether the chunks held the answer, and whether torch's
     pick among them needs no reordering (no weight ties with another in it or at its edge)."""
-    width = weights.shape[-1]
-    chunks = width // TOP_CHUNK
-    if rank * TOP_CHUNK * 4 > width:  # too narrow for the chunks to save work
+    levels: list[Chunks] = []
+    kept = weights
+    for size in TOP_CHUNKS:
+        if rank * size * 4 <= kept.shape[-1]:
+            levels.append(_chunks_kept(kept, rank, size))
+            kept = levels[-1].kept
+    if not levels:  # too narrow for the chunks to save work
         return top_keys_in_rows(weights, rank)
-    in_chunks = weights[..., : chunks * TOP_CHUNK]  # a view: the rows keep their stride
-    maxima = in_chunks.reshape(*weights.shape[:-1], chunks, TOP_CHUNK).amax(-1)  # [*rows, chunks]
-    best, chosen = maxima.topk(rank + 1, dim=-1)  # the rank chosen chunks, and the largest other maximum
-    first = chosen[..., :rank].sort(dim=-1).values * TOP_CHUNK  # ascending: position order is kept
-    offsets = torch.arange(TOP_CHUNK, device=weights.device)
-    candidates = (first[..., None] + offsets).flatten(-2)  # [*rows, rank * TOP_CHUNK], ascending
-    if chunks * TOP_CHUNK < width:  # the keys after the last chunk
-        tail = torch.arange(chunks * TOP_CHUNK, width, device=weights.device)
-        candidates = torch.cat([candidates, tail.expand(*first.shape[:-1], -1)], dim=-1)
-    picked = weights.gather(-1, candidates)
-    values, at = picked.topk(rank, dim=-1, sorted=True)
-    inside = best[..., rank] < values[..., -1]  # every other chunk's weights below the rank-th
-    held, plain = torch.stack([inside.all(), _plain_pick(picked, values, rank)]).tolist()
+    values, at = kept.topk(rank + 1, dim=-1, sorted=True)  # the pick and the next weight after it
+    left_out = torch.stack([level.best[..., rank] for level in levels]).amax(0)  # the largest chunk left out
+    held, plain = torch.stack(
+        [
+            (left_out < values[..., rank - 1]).all(),  # every chunk left out below the rank-th
+            (values[..., :-1] > values[..., 1:]).all(),  # distinct, and no other weight equals the rank-th
+        ]
+    ).tolist()
     if not held:
         return top_keys_in_rows(weights, rank)
     if plain:
-        return candidates.gather(-1, at), values
-    keys, top = top_keys_in_rows(picked, rank)
-    return candidates.gather(-1, keys), top
+        keys, top = at[..., :rank], values[..., :rank]
+    else:
+        keys, top = top_keys_in_rows(kept, rank)
+    for level in reversed(levels):
+        keys = level.positions(keys)
+    return keys, top
 
 
-def _plain_pick(
-    weights: Float[Tensor, "*rows key_pos"], values: Float[Tensor, "*rows rank"], rank: int
-) -> Tensor:
-    """Whether torch.topk's sorted pick `values` of every row of `weights` is the answer as it stands: no
-    other weight equals its rank-th (the pick is the only one) and its weights are distinct (their order is
-    the only one)."""
-    only = ((weights >= values[..., -1:]).sum(-1) == rank).all()
-    distinct = (values[..., :-1] > values[..., 1:]).all()
-    return only & distinct
+class Chunks(NamedTuple):
+    """A row's `rank` chunks of `size` keys with the largest maxima: `kept`, their keys in position order,
+    then the row's keys from `tail` on (after its last whole chunk); `first`, the chunks (ascending);
+    `best`, the rank + 1 largest chunk maxima, largest first."""
+
+    kept: Float[Tensor, "*rows kept"]
+    first: Int[Tensor, "*rows rank"]
+    size: int
+    tail: int
+    best: Float[Tensor, "*rows rank_1"]
+
+    def positions(self, at: Int[Tensor, "*rows count"]) -> Int[Tensor, "*rows count"]:
+        """The positions in the row of the kept keys `at`."""
+        return chunk_positions(at, self.first, self.size, self.tail)
+
+
+def chunk_positions(
+    at: Int[Tensor, "*rows count"], first: Int[Tensor, "*rows rank"], size: int, tail: int
+) -> Int[Tensor, "*rows count"]:
+    """The positions in their rows of the keys `at` of Chunks(kept, first, size, tail).kept."""
+    rank = first.shape[-1]
+    in_chosen = first.gather(-1, (at // size).clamp(max=rank - 1)) * size + at % size
+    return torch.where(at < rank * size, in_chosen, at - rank * size + tail)
+
+
+def _chunks_kept(
+    row: Float[Tensor, "*rows width"], rank: int, size: int, into: Tensor | None = None
+) -> Chunks:
+    """The Chunks of `row`, the keys kept written into `into` when given (else a new tensor)."""
+    width = row.shape[-1]
+    chunks = width // size
+    in_chunks = row[..., : chunks * size].reshape(*row.shape[:-1], chunks, size)  # a view
+    best, chosen = in_chunks.amax(-1).topk(rank + 1, dim=-1)  # the rank chosen, and the largest other
+    first = chosen[..., :rank].sort(dim=-1).values  # [*rows, rank] ascending: position order is kept
+    tail = chunks * size
+    kept = row.new_empty(*row.shape[:-1], rank * size + width - tail) if into is None else into
+    kept[..., : rank * size] = _chunks_of(row, first, size).view(*row.shape[:-1], rank * size)
+    if tail < width:  # copied apart: torch.cat was 3x slower
+        kept[..., rank * size :] = row[..., tail:]
+    return Chunks(kept, first, size, tail, best)
+
+
+def wide_chunks(
+    weights: Float[Tensor, "*rows key_pos"], rank: int, into: Tensor | None = None
+) -> Chunks | None:
+    """The Chunks of TOP_WIDE_CHUNK keys of rows at least four times as wide as they keep, when they hold
+    each row's top `rank` for sure: the rank-th largest chunk maximum above every other chunk's (one look
+    from the host), so that every key left out is below the rank-th largest kept. None otherwise (the rows
+    are searched whole)."""
+    if rank * TOP_WIDE_CHUNK * 4 > weights.shape[-1]:
+        return None
+    chunks = _chunks_kept(weights, rank, TOP_WIDE_CHUNK, into)
+    return chunks if bool((chunks.best[..., rank] < chunks.best[..., rank - 1]).all()) else None
+
+
+class _TopSearch:
+    """top_keys and top_weights of the blocks of SummaryReducer, searched for every kv head's block of the
+    same rows at once: a block's own step is narrowing its rows to their chunks of TOP_WIDE_CHUNK keys
+    (wide_chunks, at once: the block's weights are gone after it), whose keys wait in `kept`; the search
+    among them (top_keys_in_chunks: about 30 small operations, whatever their size) runs once for the
+    blocks whose keys fill TOP_PENDING_ELEMENTS, or when the rows change, or at the end (`flush`)."""
+
+    def __init__(
+        self, keys: Int[Tensor, "batch head query_pos rank"], top: Float[Tensor, "batch head query_pos rank"]
+    ):
+        self.keys, self.top, self.rank = keys, top, keys.shape[-1]
+        self.rows: tuple[int, int, int] | None = None  # start, stop and width of the waiting blocks
+        self.kept: Tensor | None = None  # [batch, room (heads), rows, kept]: the waiting blocks' keys
+        self.first: Tensor | None = None  # [batch, room, rows, rank]: their chunks
+        self.waiting: list[tuple[slice, int]] = []  # each waiting block's heads and their count
+        self.filled, self.tail = 0, 0
+
+    def add(self, start: int, weights: Float[Tensor, "batch head rows width"], of_heads: slice) -> None:
+        """The top keys of a block's rows `start` ..: searched now when its rows are narrow, else narrowed
+        and left waiting."""
+        heads, rows, width = weights.shape[1:]
+        if self.rank * TOP_WIDE_CHUNK * 4 > width:
+            self._write(start, of_heads, *top_keys_in_chunks(weights, self.rank))
+            return
+        rows_of = (start, start + rows, width)
+        if self.rows != rows_of or self.kept is None or self.filled + heads > self.kept.shape[1]:
+            self.flush()
+            self._make_room(weights)
+        assert self.kept is not None and self.first is not None
+        wide = wide_chunks(weights, self.rank, self.kept[:, self.filled : self.filled + heads])
+        if wide is None:  # unsure: searched now
+            self._write(start, of_heads, *top_keys_in_chunks(weights, self.rank))
+            return
+        self.first[:, self.filled : self.filled + heads] = wide.first
+        self.rows, self.tail = rows_of, wide.tail
+        self.waiting.append((of_heads, heads))
+        self.filled += heads
+
+    def _make_room(self, weights: Float[Tensor, "batch head rows width"]) -> None:
+        """Room for the keys kept of as many blocks like `weights` as TOP_PENDING_ELEMENTS allows (at least
+        one, at most every head); the room already made when it fits."""
+        batch, heads, rows, width = weights.shape
+        kept = self.rank * TOP_WIDE_CHUNK + width % TOP_WIDE_CHUNK
+        room = max(heads, min(self.keys.shape[1], TOP_PENDING_ELEMENTS // (batch * rows * kept)))
+        if self.kept is not None and self.kept.shape == (batch, room, rows, kept):
+            return
+        self.kept = None  # the old room freed before the new one is made
+        self.kept = weights.new_empty(batch, room, rows, kept)
+        self.first = torch.empty(batch, room, rows, self.rank, dtype=torch.int64, device=weights.device)
+
+    def flush(self) -> None:
+        """The search among the waiting blocks' keys, its answers written."""
+        if not self.waiting or self.rows is None:
+            return
+        assert self.kept is not None and self.first is not None
+        start = self.rows[0]
+        found, top = top_keys_in_chunks(self.kept[:, : self.filled], self.rank)
+        keys = chunk_positions(found, self.first[:, : self.filled], TOP_WIDE_CHUNK, self.tail)
+        done = 0
+        for of_heads, heads in self.waiting:
+            self._write(start, of_heads, keys[:, done : done + heads], top[:, done : done + heads])
+            done += heads
+        self.waiting, self.filled, self.rows = [], 0, None
+
+    def _write(self, start: int, of_heads: slice, keys: Tensor, top: Tensor) -> None:
+        stop = start + keys.shape[2]
+        self.keys[:, of_heads, start:stop] = keys
+        self.top[:, of_heads, start:stop] = top
+
+
+def _chunks_of(
+    row: Float[Tensor, "*rows width"], chunks: Int[Tensor, "*rows count"], size: int
+) -> Float[Tensor, "rows_count size"]:
+    """The chunks `chunks` of `size` keys of each row, copied out as rows of one matrix: an index_select of
+    the rows' windows of `size` keys (one view of the rows' memory), which copies each chunk whole; a gather
+    takes an index per key (ten times slower on a CPU)."""
+    flat = row.reshape(-1, row.shape[-1])  # a view unless the rows' strides do not merge
+    if flat.stride(-1) != 1:
+        flat = flat.contiguous()
+    count, width = flat.shape
+    stride = flat.stride(0) if count > 1 else width
+    windows = flat.as_strided(((count - 1) * stride + width - size + 1, size), (1, 1))  # key i .. i + size
+    starts = chunks.reshape(count, -1) * size + torch.arange(count, device=row.device)[:, None] * stride
+    return windows.index_select(0, starts.reshape(-1))
 
 
 def top_keys_in_rows(
@@ -170,8 +319,14 @@ class SummaryReducer:
 
         self.entropy = zeros(batch, heads, seq, dtype=like.dtype) if "entropy" in names else None
         wants_top = bool(names & {"top_keys", "top_weights"})
-        self.top_keys = zeros(batch, heads, seq, self.rank, dtype=torch.int64) if wants_top else None
-        self.top_weights = zeros(batch, heads, seq, self.rank, dtype=like.dtype) if wants_top else None
+        self.top_search = (
+            _TopSearch(
+                zeros(batch, heads, seq, self.rank, dtype=torch.int64),
+                zeros(batch, heads, seq, self.rank, dtype=like.dtype),
+            )
+            if wants_top
+            else None
+        )
         self.received = zeros(batch, heads, seq_kv) if "received" in names else None
         pool = asked.pool
         self.query_blocks, self.key_blocks = -(-seq // pool), -(-seq_kv // pool)
@@ -204,12 +359,10 @@ class SummaryReducer:
             if entropy is None:
                 entropy = torch.special.entr(weights).sum(-1)
             self.entropy[:, of_heads, start:stop] = entropy
-        if self.top_keys is not None and self.top_weights is not None:
+        if self.top_search is not None:
             reach = min(self.seq_kv, max(width, self.rank))  # a row fills its ranks with later keys, weight 0
             widened = weights if reach == width else F.pad(weights, (0, reach - width))
-            keys, top = top_keys_of(widened, self.rank)
-            self.top_keys[:, of_heads, start:stop] = keys
-            self.top_weights[:, of_heads, start:stop] = top
+            self.top_search.add(start, widened, of_heads)
         if self.received is None and self.pooled is None and self.total is None and self.sink is None:
             return
         shared = self._rows(start, rows)
@@ -326,8 +479,9 @@ class SummaryReducer:
         found: dict[TensorName, Tensor] = {}
         if self.entropy is not None:
             found["entropy"] = self.entropy
-        if self.top_keys is not None and self.top_weights is not None:
-            found["top_keys"], found["top_weights"] = self.top_keys, self.top_weights
+        if self.top_search is not None:
+            self.top_search.flush()
+            found["top_keys"], found["top_weights"] = self.top_search.keys, self.top_search.top
         if self.received is not None:
             found["received"] = self.received
         if self.pooled is not None:

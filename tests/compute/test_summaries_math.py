@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from schemas.axes import SUMMARY_NAMES, TensorName
-from service.compute import blocked, token_pairs
+from service.compute import blocked, summaries, token_pairs
 from service.compute.attention import Projections, attention
 from service.compute.blocked import Visibility, attention_blocked
 from service.compute.summaries import SummaryReducer, SummaryRequest, default_pool, top_keys_of
@@ -200,23 +200,59 @@ def test_top_keys_break_ties_to_the_lower_position_and_fill_with_masked_keys():
 
 
 @pytest.mark.parametrize("levels", [None, 7, 1000])
-def test_top_keys_of_wide_rows_match_a_full_sort(levels):
-    """Rows wide enough for the search by chunk maxima (service/compute/summaries.py's TOP_CHUNK): distinct
-    weights; a few levels (ties across chunks: the whole rows are searched); many levels (ties inside the
-    chosen chunks, as well as across), each against a plain sort of each row, largest first, ties lower
-    first."""
+@pytest.mark.parametrize(("width", "stride"), [(900, 900), (7000, 7000), (7000, 7100)])
+def test_top_keys_of_wide_rows_match_a_full_sort(levels, width, stride):
+    """Rows wide enough for the search by chunk maxima (service/compute/summaries.py's TOP_CHUNKS): 900
+    keys (chunks of 32), 7,000 (chunks of 256, then of 32, a tail after the last whole chunk at each), and
+    7,000 keys of rows 7,100 apart (a block's weights cut from wider rows); distinct weights; a few levels
+    (ties across chunks: the whole rows are searched); many levels (ties inside the chosen chunks, as well
+    as across), each against a plain sort of each row, largest first, ties lower first."""
     generator = np.random.default_rng(5)
-    weights = generator.random((3, 4, 900))
+    rows = generator.random((3, 4, stride))
     if levels is not None:
-        weights = np.round(weights * levels) / levels
+        rows = np.round(rows * levels) / levels
+    weights = rows[..., :width]  # a view: the writes below are rows'
     weights[0, 0, 17] = weights[0, 0, 3] = weights[0, 0].max() + 1  # a tie at the top, inside one chunk
+    weights[1, 2, width - 1] = weights[1, 2].max() + 1  # the largest in the tail after the last whole chunk
     rank = 6
-    keys, top = top_keys_of(torch.from_numpy(weights), rank)
+    keys, top = top_keys_of(torch.from_numpy(rows)[..., :width], rank)
     for index in np.ndindex(*weights.shape[:-1]):
         row = weights[index]
         expected = sorted(range(row.size), key=lambda j: (-row[j], j))[:rank]
         assert keys[index].tolist() == expected, index
         np.testing.assert_array_equal(top[index].numpy(), row[expected])
+
+
+@pytest.mark.parametrize("pending", [1 << 20, 1])
+def test_reducer_top_keys_of_wide_blocks_match_a_full_sort(monkeypatch, pending):
+    """SummaryReducer's top keys of blocks of rows wide enough to wait for the search of every head's block
+    of the same rows (summaries.py's _TopSearch), blocks given out of order and one head or every head at a
+    time, two texts: a tie at the largest weight (inside the chunks kept), six equal weights in six wide
+    chunks (unsure: that block searched at once), the largest weight after the last whole chunk; with
+    room for every head's keys, and for one block's at a time (pending 1). Against a plain sort of each
+    row, largest first, ties lower first."""
+    monkeypatch.setattr(summaries, "TOP_PENDING_ELEMENTS", pending)
+    generator = np.random.default_rng(7)
+    batch, heads, seq, seq_kv, rank, rows = 2, 3, 12, 6000, 5, 4
+    weights = generator.random((batch, heads, seq, seq_kv))
+    weights[0, 0, 1, [40, 5000]] = 2.0
+    weights[0, 1, 4, [10, 300, 600, 900, 1200, 1500]] = 2.0
+    weights[1, 2, 9, 5999] = 3.0
+    reducer = SummaryReducer(
+        SummaryRequest(("top_keys", "top_weights"), rank, 1), batch, heads, seq, seq_kv,
+        torch.empty(0, dtype=torch.float64),
+    )  # fmt: skip
+    tensor = torch.from_numpy(weights)
+    for start in (8, 0):
+        for head in range(heads):
+            reducer.add(start, tensor[:, head : head + 1, start : start + rows], None, slice(head, head + 1))
+    reducer.add(4, tensor[:, :, 4 : 4 + rows])
+    found = reducer.finish()
+    for index in np.ndindex(batch, heads, seq):
+        row = weights[index]
+        expected = sorted(range(row.size), key=lambda j: (-row[j], j))[:rank]
+        assert found["top_keys"][index].tolist() == expected, index
+        np.testing.assert_array_equal(found["top_weights"][index].numpy(), row[expected])
 
 
 @pytest.mark.parametrize("causal", [False, True])
