@@ -5,7 +5,7 @@ arrays or tokens, the pretrained path from the token counts and the model's conf
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from schemas.axes import AXIS_LENGTH, TensorName, tensor_axes
 
@@ -25,6 +25,11 @@ class Sizes:
     kv_heads: int | None = None  # key/value heads under grouped-query attention; None: one per query head
     top_k: int = 1  # the summaries' settings (service/compute/summaries.py)
     pool: int = 1
+    # each tensor's shape once found: the limits, the slicing and meta ask for them dozens of times per
+    # request (a copy by dataclasses.replace starts empty)
+    _shapes: dict[TensorName, tuple[int, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     @property
     def rank(self) -> int:
@@ -51,7 +56,10 @@ class Sizes:
         return tensor_axes(name, self.grouped)
 
     def shape(self, name: TensorName) -> tuple[int, ...]:
-        return tuple(getattr(self, AXIS_LENGTH[axis]) for axis in self.axes(name))
+        known = self._shapes.get(name)
+        if known is None:
+            known = self._shapes[name] = tuple(getattr(self, AXIS_LENGTH[axis]) for axis in self.axes(name))
+        return known
 
     def elements(self, name: TensorName) -> int:
         return math.prod(self.shape(name))

@@ -142,6 +142,7 @@ def create_app(settings: Settings | None = None, start_compute: StartCompute = s
     app.include_router(metrics_route.router)
     app.include_router(page.router)
     app.include_router(guides.router)
+    app.router.routes.insert(0, attend_route.SERVED)  # before every other route: see its comment
     app.mount("/static", page.static_files, name="static")
     add_docs(app)
     if settings.cors_origins:

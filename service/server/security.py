@@ -51,12 +51,22 @@ class Keyed:
     compute: Compute
 
 
-async def _keyed_compute(request: Request, key: ApiKey) -> Keyed:
-    """require_api_key, AppSettings and ComputeDependency in one dependency, in that order (a 401 before the
-    503 of a service still starting), for the route of small requests, POST /attend."""
+def keyed(request: Request, key: str | None) -> Keyed:
+    """The API key `key` checked, then the computation looked for, in that order (a 401 before the 503 of a
+    service still starting): require_api_key, AppSettings and ComputeDependency in one step."""
     state = service_state(request.app)
     check_api_key(state.settings, key)
     return Keyed(state.settings, compute_of(state))
+
+
+def sent_api_key(request: Request) -> str | None:
+    """The API key as api_key_header reads it (an empty header is none), without FastAPI's dependency
+    solving: for POST /attend's route (service/server/routes/attend.py)."""
+    return request.headers.get(api_key_header.model.name) or None
+
+
+async def _keyed_compute(request: Request, key: ApiKey) -> Keyed:
+    return keyed(request, key)
 
 
 KeyedCompute = Annotated[Keyed, Depends(_keyed_compute)]

@@ -3,6 +3,7 @@ edge."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ def test_each_size_limit_holds_at_its_value_and_refuses_one_below(limit, field, 
 def test_response_elements_count_only_the_returned_tensors_of_every_layer():
     returned: tuple[TensorName, ...] = ("weights", "output")
     per_layer = SIZES.elements("weights") + SIZES.elements("output")
-    layered = Sizes(**{**SIZES.__dict__, "layers": 3})
+    layered = dataclasses.replace(SIZES, layers=3)
     check_limits(settings(max_response_elements=3 * per_layer), layered, returned)
     with pytest.raises(LimitExceeded) as refused:
         check_limits(settings(max_response_elements=3 * per_layer - 1), layered, returned)
@@ -91,7 +92,7 @@ def test_compute_elements_count_the_internals_and_weights_of_every_layer():
     """Each layer holds its own weights and internals; the inputs are held once."""
     inputs = 2 * (3 + 5) * 8
     per_layer = SIZES.weight_elements + sum(SIZES.elements(name) for name in TENSOR_NAMES)
-    layered = Sizes(**{**SIZES.__dict__, "layers": 3})
+    layered = dataclasses.replace(SIZES, layers=3)
     check_limits(settings(max_compute_elements=inputs + per_layer), SIZES, ["output"])
     with pytest.raises(LimitExceeded) as refused:
         check_limits(settings(max_compute_elements=inputs + per_layer), layered, ["output"])

@@ -10,6 +10,7 @@ from functools import partial
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
 from schemas.request import AttendRequest
@@ -25,13 +26,14 @@ from service.errors import (
 )
 from service.protocol import MEDIA_TYPES, ResponseFormat
 from service.server.accept import negotiate
-from service.server.compute_interface import Held
+from service.server.compute_interface import Compute, Held
 from service.server.handlers import JSON_MEDIA_TYPE
 from service.server.leaving import unless_client_leaves
 from service.server.openapi_examples import request_examples
 from service.server.routes.documented import UNAUTHORIZED, error_responses
-from service.server.security import KeyedCompute
+from service.server.security import KeyedCompute, keyed, sent_api_key
 from service.server.state import service_state
+from service.settings import Settings
 
 CHUNK = 2**20  # an answer over this is sent in pieces of it, each within the send timeout
 
@@ -217,7 +219,12 @@ async def client_disconnected(request: Request) -> None:
     },
 )
 async def post_attend(request: Request, keyed: KeyedCompute) -> Response:
-    settings, compute = keyed.settings, keyed.compute
+    """The route FastAPI documents (its security, body and answers in /openapi.json); SERVED answers the
+    requests, with the same steps."""
+    return await attend(request, keyed.settings, keyed.compute)
+
+
+async def attend(request: Request, settings: Settings, compute: Compute) -> Response:
     check_json_declared(request)
     media = negotiate(request.headers.get("accept"))
     body = await read_body(request, settings.max_request_bytes)
@@ -228,3 +235,27 @@ async def post_attend(request: Request, keyed: KeyedCompute) -> Response:
         return StreamedResponse(held, settings.send_timeout_s, media)
     answered_as = MEDIA_TYPES[media] if held.status == 200 else JSON_MEDIA_TYPE
     return DeliveredResponse(held, settings.send_timeout_s, answered_as)
+
+
+async def _served(request: Request) -> Response:
+    """post_attend without FastAPI's dependency solving: the API key as api_key_header reads it, then the
+    computation (security.keyed), then the same steps."""
+    checked = keyed(request, sent_api_key(request))
+    return await attend(request, checked.settings, checked.compute)
+
+
+class _PostOnly(Route):
+    """A Route that matches POST only: another method falls through to the APIRoute, whose 405 is FastAPI's
+    {"detail"} answer."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return Match.NONE, {}
+        return super().matches(scope)
+
+
+# POST /attend as the app's first route (service/server/app.py), in front of the APIRoute above: FastAPI's
+# routing through the included routers and its dependency solving cost the server process about a third of
+# a small request's CPU (issue 26, docs/benchmarks.md); its errors go to the app's handlers as the APIRoute's
+# do (Starlette's request_response)
+SERVED = _PostOnly("/attend", _served, methods=["POST"], include_in_schema=False)
