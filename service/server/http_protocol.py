@@ -20,7 +20,8 @@ baseline, measured under the same limits) gets the settings of the environment, 
   requests would otherwise be parsed into memory without bound).
 - An answer that leaves its request's body unread (a 413 for a body over ATTENTION_MAX_REQUEST_BYTES, which
   the application refuses unread, a 401 or 415) ends the connection as a refusal does (below), so that the
-  rest of the body is not read and discarded without end; so does an answer with `Connection: close`.
+  rest of the body is not read and discarded without end, and says so (`Connection: close`, written when
+  the answer starts before the body has all arrived); so does an answer with `Connection: close`.
 - Connections: at most ATTENTION_MAX_CONNECTIONS open; the next one is answered 503 (Retry-After) and closed.
 - Bodies in flight: the bodies of requests not yet answered, over all connections, hold at most
   ATTENTION_MAX_BODY_BYTES_IN_FLIGHT bytes (never less than one ATTENTION_MAX_REQUEST_BYTES). A request is
@@ -44,11 +45,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import httptools
 import orjson
+from uvicorn._types import ASGISendEvent
 from uvicorn.config import Config
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
@@ -135,6 +138,21 @@ class _LingeringClose:
 
     def close(self) -> None:
         self.protocol.end_after_answer()
+
+
+def _closing_if_body_unread(cycle: RequestResponseCycle) -> Callable[[ASGISendEvent], Awaitable[None]]:
+    """The cycle's `send`, which marks an answer started before its request's body was read with
+    `Connection: close`: such a connection ends after the answer (on_response_complete), and a client told
+    nothing would send its next request on it and read "Server disconnected" (httpx writes a request's head
+    and body apart, so a 401 or 415 answered from the head alone raced the body's arrival)."""
+    send = cycle.send
+
+    async def send_closing(message: ASGISendEvent) -> None:
+        if message["type"] == "http.response.start" and cycle.more_body:
+            cycle.keep_alive = False  # uvicorn writes `connection: close` and closes after the answer
+        await send(message)
+
+    return send_closing
 
 
 class _Flow(FlowControl):
@@ -307,6 +325,7 @@ class HttpProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if self.cycle is not before:
             self.cycle.transport = _LingeringClose(self)  # type: ignore[assignment]
+            self.cycle.send = _closing_if_body_unread(self.cycle)  # type: ignore[method-assign,assignment]
         if upload is not None and self.cycle is not before:
             self.uploads[self.cycle] = upload
         elif upload is not None:  # no cycle (an upgrade): nothing to hold the charge

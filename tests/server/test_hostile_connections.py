@@ -59,17 +59,34 @@ def read_to_end(sock: socket.socket, seconds: float) -> bytes:
 
 
 def split_answers(received: bytes) -> list[tuple[int, dict[bytes, bytes], bytes]]:
-    """The answers of a connection, each (status, headers, body), bodies by their Content-Length."""
+    """The answers of a connection, each (status, headers, body), bodies by their Content-Length or chunked
+    (a JSON answer over 1 MiB is sent in pieces)."""
     answers, at = [], 0
     while at < len(received):
         end = received.index(b"\r\n\r\n", at)
         status_line, *lines = received[at:end].split(b"\r\n")
         headers = dict(line.lower().split(b": ", 1) for line in lines)
-        length = int(headers[b"content-length"])
-        body = received[end + 4 : end + 4 + length]
+        at = end + 4
+        if headers.get(b"transfer-encoding") == b"chunked":
+            body, at = unchunked(received, at)
+        else:
+            length = int(headers[b"content-length"])
+            body, at = received[at : at + length], at + length
         answers.append((int(status_line.split()[1]), headers, body))
-        at = end + 4 + length
     return answers
+
+
+def unchunked(received: bytes, at: int) -> tuple[bytes, int]:
+    """A chunked body starting at `at`, and where it ends."""
+    body = bytearray()
+    while True:
+        line_end = received.index(b"\r\n", at)
+        size = int(received[at:line_end], 16)
+        at = line_end + 2
+        if size == 0:
+            return bytes(body), at + 2
+        body += received[at : at + size]
+        at += size + 2
 
 
 def sent_while(sock: socket.socket, chunk: bytes, seconds: float) -> int:
@@ -340,3 +357,39 @@ def test_an_answer_read_steadily_but_too_slowly_is_cut_off_at_its_delivery_deadl
     length = int(re.search(rb"content-length: (\d+)", head.lower()).group(1))  # type: ignore[union-attr]
     # read in full it would take 13 s; what the kernel's buffers held when the server stopped still arrives
     assert closed_after is not None and len(body) < length, (closed_after, len(body), length)
+
+
+# ---------------------------------------------------------------- answered before the body arrived
+
+WEB_PAGE = b"Origin: https://evil.example\r\nSec-Fetch-Mode: no-cors\r\nSec-Fetch-Site: cross-site\r\n"
+EARLY_ANSWERS = {  # refused from the head alone: a 415 of each door
+    "attend, text/plain": b"POST /attend HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n",
+    "oip, no Content-Type from a page": b"POST /v2/models/attention/infer HTTP/1.1\r\nHost: x\r\n" + WEB_PAGE,
+}
+
+
+@pytest.mark.parametrize("head", EARLY_ANSWERS.values(), ids=EARLY_ANSWERS.keys())
+def test_an_answer_before_the_body_says_the_connection_ends(server: Server, head: bytes):
+    """A 415 answered from the head, before the body arrived, ends the connection (its body is never read)
+    and says so with `Connection: close`; before, it ended unannounced, and a client that sends a request's
+    head and body apart (httpx) sent its next request on it: "Server disconnected" (the flake of
+    test_hostile_inputs' and test_oip's 415s under load)."""
+    body = b'{"embeddings": [[1, 0], [0, 1]]}'
+    with connect(server) as sock:
+        sock.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body))  # the body not yet sent
+        answered = read_to_end(sock, seconds=3)  # the answer, and the end: the connection was closed
+    assert re.match(rb"HTTP/1\.1 415 ", answered), answered[:300]
+    ((_, headers, _),) = split_answers(answered)
+    assert headers[b"connection"] == b"close", answered[:300]
+
+
+@pytest.mark.parametrize("head", EARLY_ANSWERS.values(), ids=EARLY_ANSWERS.keys())
+def test_an_answer_after_the_whole_body_keeps_the_connection(server: Server, head: bytes):
+    """The same request sent whole: its 415 keeps the connection, which answers the next request."""
+    body = b'{"embeddings": [[1, 0], [0, 1]]}'
+    request = head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    with connect(server) as sock:
+        sock.sendall(request + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = read_to_end(sock, seconds=2)
+    (refused, _), (health, _) = [(status, headers) for status, headers, _ in split_answers(received)]
+    assert (refused, health) == (415, 200), received[:600]
