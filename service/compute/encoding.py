@@ -75,12 +75,6 @@ def encode_object(sections: dict[str, Any], decimals: int | None) -> bytes:
     return orjson.dumps(_host(sections, decimals), option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def encode(sections: dict[str, Any], decimals: int | None, meta: Callable[[], bytes]) -> bytes:
-    """The response object in one piece: `encode_pieces` joined, for callers that need the bytes whole
-    (`sections` is emptied as there)."""
-    return b"".join(encode_pieces(sections, decimals, meta))
-
-
 def encode_pieces(
     sections: dict[str, Any], decimals: int | None, meta: Callable[[], bytes]
 ) -> Iterator[bytes | memoryview]:
@@ -90,23 +84,28 @@ def encode_pieces(
     every summary of every layer). `sections` and its lists are emptied as they are written, so that each
     layer's tensors are freed once its JSON is out. `meta()` is called once the tensors are written (which
     also waits for a GPU to finish), so that it can time them."""
-    top = {key: item for key, item in sections.items() if isinstance(item, torch.Tensor)}
-    arrays = _host(top, decimals) if top else {}  # moved to host memory together, as _host does
-    del top
+    written = bool(sections)
     yield b"{"
-    for key in list(sections):
-        value = sections.pop(key)
-        yield orjson.dumps(key) + b":"
-        yield from _array_pieces(arrays.pop(key)) if key in arrays else _value_pieces(value, decimals)
-        yield b","
-        del value
-    yield b'"meta":' + meta() + b"}"
+    yield from _members(sections, decimals)
+    yield (b"," if written else b"") + b'"meta":' + meta() + b"}"
+
+
+def _members(value: dict[str, Any], decimals: int | None) -> Iterator[bytes | memoryview]:
+    """The members of an object, comma-separated, each popped from `value` as it is written; its tensors
+    moved to host memory together (as _host does), each written by pieces of its rows."""
+    tensors = {key: item for key, item in value.items() if isinstance(item, torch.Tensor)}
+    arrays = _host(tensors, decimals) if tensors else {}
+    del tensors
+    for number, key in enumerate(list(value)):
+        item = value.pop(key)
+        yield (b"," if number else b"") + orjson.dumps(key) + b":"
+        yield from _array_pieces(arrays.pop(key)) if key in arrays else _value_pieces(item, decimals)
+        del item
 
 
 def _value_pieces(value: Any, decimals: int | None) -> Iterator[bytes | memoryview]:
     """A value of the response object in pieces: a list of dicts (`layers`, each item dropped from the list
-    once written), a dict (one layer, its tensors moved to host memory together as _host does; a tensor
-    by pieces of its rows), anything else in one piece."""
+    once written), a dict (one layer: _members), anything else in one piece."""
     if isinstance(value, list) and any(isinstance(item, dict) for item in value):
         yield b"["
         for index in range(len(value)):
@@ -117,15 +116,8 @@ def _value_pieces(value: Any, decimals: int | None) -> Iterator[bytes | memoryvi
             del item
         yield b"]"
     elif isinstance(value, dict):
-        tensors = {key: item for key, item in value.items() if isinstance(item, torch.Tensor)}
-        arrays = _host(tensors, decimals) if tensors else {}
-        del tensors
         yield b"{"
-        for number, key in enumerate(value):
-            yield (b"," if number else b"") + orjson.dumps(key) + b":"
-            yield from (
-                _array_pieces(arrays.pop(key)) if key in arrays else _value_pieces(value[key], decimals)
-            )
+        yield from _members(value, decimals)
         yield b"}"
     else:
         yield orjson.dumps(_host(value, decimals), option=orjson.OPT_SERIALIZE_NUMPY)

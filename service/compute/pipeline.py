@@ -35,9 +35,8 @@ from service.settings import Settings
 log = logging.getLogger("attention_service.compute")
 
 LARGE_BODY_BYTES = 2**18  # a list of texts in a body this large may be a batch bomb: counted first
-PIECE = (
-    2**20
-)  # a stream's frames (and a large JSON answer's) are about this long: a layer's line of 40 MB goes in pieces
+# a stream's frames (and a large JSON answer's) are about this long: a layer's line of 40 MB goes in pieces
+PIECE = 2**20
 INTERNAL_ERROR_BODY = orjson.dumps({"detail": INTERNAL_ERROR})
 
 

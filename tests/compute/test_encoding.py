@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from service.compute.encoding import encode, host_arrays
+from service.compute.encoding import host_arrays
+from tests.support.formats import encoded as encode
 
 META = b'{"seed":0}'
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from service.compute.encoding import encode
+from tests.support.formats import encoded as encode
 
 META = b"{}"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,14 @@ from safetensors import safe_open
 from safetensors.numpy import load
 
 from schemas.axes import ALL_TENSOR_NAMES
+from service.compute.encoding import encode_pieces
 
 TENSORS = ALL_TENSOR_NAMES
+
+
+def encoded(sections: dict[str, Any], decimals: int | None, meta: Callable[[], bytes]) -> bytes:
+    """The JSON response object of `sections` whole, its pieces joined as formats/json_body.py joins them."""
+    return b"".join(encode_pieces(sections, decimals, meta))
 
 
 def json_arrays(response: dict[str, Any], dtype: Any = None) -> dict[str, np.ndarray]:
