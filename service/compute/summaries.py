@@ -168,8 +168,8 @@ class _TopSearch:
         """The top keys of a block's rows `start` ..: searched now when its rows are narrow, else narrowed
         and left waiting."""
         heads, rows, width = weights.shape[1:]
-        if self.rank * TOP_WIDE_CHUNK * 4 > width:
-            self._write(start, of_heads, *top_keys_in_chunks(weights, self.rank))
+        if self.rank * TOP_WIDE_CHUNK * 4 > width:  # too narrow to narrow by wide chunks: top_keys_of at once
+            self._write(start, of_heads, *top_keys_of(weights, self.rank))
             return
         rows_of = (start, start + rows, width)
         if self.rows != rows_of or self.kept is None or self.filled + heads > self.kept.shape[1]:
