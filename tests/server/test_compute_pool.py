@@ -435,6 +435,21 @@ async def streamed(held: Any, delay: float = 0) -> list[bytes]:
     return frames
 
 
+async def streamed_until(held: Any, error: type[Exception], match: str | None = None) -> list[bytes]:
+    """A stream's frames after its first, up to the error it ends with: `error`, its message matching
+    `match`."""
+    frames: list[bytes] = []
+
+    async def take(frame: bytes) -> None:
+        frames.append(frame)
+
+    assert held.stream is not None
+    with pytest.raises(error, match=match):
+        await held.stream(take)
+    held.release()
+    return frames
+
+
 def test_a_stream_is_delivered_frame_by_frame_and_keeps_its_place_while_computed():
     async def scenario() -> None:
         async with running(max_concurrent=1, max_queue=1) as (pool, replaced):
@@ -479,15 +494,7 @@ def test_a_stream_outgrowing_its_clients_share_ends_with_overloaded_after_the_fr
             held = await pool.run(b"stream:7", media=ResponseFormat.NDJSON, client="10.0.0.9")
             await until(lambda: len(pool.admitted) == 0)  # computed to its end meanwhile
             assert pool.answer_bytes == 24
-            frames: list[bytes] = []
-
-            async def take(frame: bytes) -> None:
-                frames.append(frame)
-
-            assert held.stream is not None
-            with pytest.raises(Overloaded, match="ATTENTION_MAX_ANSWER_BYTES_IN_FLIGHT=100"):
-                await held.stream(take)
-            held.release()
+            frames = await streamed_until(held, Overloaded, match="ATTENTION_MAX_ANSWER_BYTES_IN_FLIGHT=100")
             assert frames == [f"line {index}".encode() for index in range(4)]
             assert pool.answer_bytes == 0 and not pool.answer_bytes_by_client
             assert await pid_of_answer(pool) == before and replaced == []
@@ -510,15 +517,7 @@ def test_a_json_answer_in_frames_is_bounded_by_the_room_alone_and_its_break_is_a
             assert pool.answer_bytes == 5 + 7 * 6  # every frame counted, the first too
             assert await streamed(held) == [f"line {index}".encode() for index in range(7)]
             held = await pool.run(b"stream-broken:2", media=ResponseFormat.JSON)
-            frames: list[bytes] = []
-
-            async def take(frame: bytes) -> None:
-                frames.append(frame)
-
-            assert held.stream is not None
-            with pytest.raises(AnswerBroken, match="status 422"):
-                await held.stream(take)
-            held.release()
+            frames = await streamed_until(held, AnswerBroken, match="status 422")
             assert frames == [b"line 0", b"line 1"]
             held = await pool.run(b"stream-broken:2", media=ResponseFormat.NDJSON)
             assert await streamed(held) == [b"line 0", b"line 1", b"broke"]
@@ -555,16 +554,8 @@ def test_a_stream_past_its_time_limit_ends_with_timed_out_after_its_frames_and_t
         async with running(request_timeout_s=0.5) as (pool, replaced):
             (victim,) = pool.processes
             held = await pool.run(b"stream:100:0.1", media=ResponseFormat.NDJSON)
-            frames: list[bytes] = []
-
-            async def take(frame: bytes) -> None:
-                frames.append(frame)
-
             started = time.perf_counter()
-            assert held.stream is not None
-            with pytest.raises(TimedOut, match="ATTENTION_REQUEST_TIMEOUT_S=0.5"):
-                await held.stream(take)
-            held.release()
+            frames = await streamed_until(held, TimedOut, match="ATTENTION_REQUEST_TIMEOUT_S=0.5")
             assert time.perf_counter() - started < 2
             assert 1 <= len(frames) < 10 and frames[0] == b"line 0"
             await until(lambda: replaced == ["timeout"] and pool.up == 1 and victim not in pool.processes)
@@ -578,15 +569,7 @@ def test_a_process_that_dies_mid_stream_ends_it_with_the_error_and_is_replaced()
     async def scenario() -> None:
         async with running() as (pool, replaced):
             held = await pool.run(b"stream-crash:2", media=ResponseFormat.NDJSON)
-            frames: list[bytes] = []
-
-            async def take(frame: bytes) -> None:
-                frames.append(frame)
-
-            assert held.stream is not None
-            with pytest.raises(ComputeProcessDied):
-                await held.stream(take)
-            held.release()
+            frames = await streamed_until(held, ComputeProcessDied)
             assert frames == [b"line 0", b"line 1"]
             await until(lambda: replaced == ["died"] and pool.up == 1)
             assert len(pool.admitted) == 0
