@@ -65,11 +65,11 @@ def answer_at_once(channel: socket.socket, tickets: Tickets, settings: Settings)
     channel.sendall(ANSWER.pack(200, True, len(report)) + report)
     buffer, number = b"", 0
     while True:
-        while len(buffer) < REQUEST.size or len(buffer) < REQUEST.size + REQUEST.unpack_from(buffer)[3]:
+        while len(buffer) < REQUEST.size or len(buffer) < REQUEST.size + REQUEST.unpack_from(buffer)[-1]:
             if not (chunk := channel.recv(2**20)):
                 return
             buffer += chunk
-        deadline, _, _, length = REQUEST.unpack_from(buffer)
+        deadline, *_, length = REQUEST.unpack_from(buffer)
         buffer = buffer[REQUEST.size + length :]
         skip = skipped(tickets, number, deadline)
         number += 1

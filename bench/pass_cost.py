@@ -44,9 +44,8 @@ def main() -> None:
         turns = []
         for _ in range(args.size):
             tickets.issue(numbered)
-            sent = Sent(
-                numbered, time.monotonic() + 60, ATTEND, ResponseFormat.JSON, body, time.perf_counter()
-            )
+            deadline = time.monotonic() + 60
+            sent = Sent(numbered, deadline, ATTEND, ResponseFormat.JSON, True, body, time.perf_counter())
             turns.append(Turn(sent, shareable(sent, settings) if args.size > 1 else None))
             numbered += 1
         for status, _, _ in answers(turns, tickets, settings, models):

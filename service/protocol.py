@@ -2,11 +2,11 @@
 and the response formats' codes. Both sides import it; it imports neither (a compute process starts in
 service/compute/entry.py).
 
-A request is REQUEST (its kind, ATTEND or OIP_INFER, the response format, the body's length) then the body; an
-answer is one or more frames, each ANSWER (HTTP status, whether it is the last, length) then its bytes. A
-format sent in one piece is one frame; a stream (NDJSON, only for ATTEND) is a frame per line as it is
-computed, then an empty last frame (or a last frame holding the line that says why it failed). The status is
-the first frame's. OIP_INFER is always answered in one frame. The first answer, sent once before any
+A request is REQUEST (its kind, ATTEND or OIP_INFER, the response format, its company, the body's length) then
+the body; an answer is one or more frames, each ANSWER (HTTP status, whether it is the last, length) then its
+bytes. A format sent in one piece is one frame; a stream (NDJSON, only for ATTEND) is a frame per line as it
+is computed, then an empty last frame (or a last frame holding the line that says why it failed). The status
+is the first frame's. OIP_INFER is always answered in one frame. The first answer, sent once before any
 request, is the start-up report: one frame, 200 with Started as JSON, or 503 with {"detail": why} when a model
 cannot be served. Between two answers a compute process may send a BATCH_NOTE frame, which answers no request.
 
@@ -28,8 +28,10 @@ from service.stops import Stops
 
 # the request's deadline on time.monotonic()'s clock, which all processes of a host share (a process skips a
 # request whose deadline has passed before it starts it: the server has answered it 504), its kind, the
-# response format (an index of MEDIA_TYPES) and the body's length
-REQUEST = struct.Struct("!dBBQ")
+# response format (an index of MEDIA_TYPES), whether other requests were waiting or computing in the service
+# when it was sent (its company: a request alone does not wait for others to batch with, batching.py) and the
+# body's length
+REQUEST = struct.Struct("!dBB?Q")
 ATTEND = 0  # the body of POST /attend
 OIP_INFER = 1  # OIP_PRELUDE, the model name, then the body of POST /v2/models/{name}/infer
 OIP_PRELUDE = struct.Struct("!QH")  # the length of the infer body's JSON header, the model name's length

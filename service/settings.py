@@ -283,7 +283,8 @@ class Settings(BaseSettings):
         le=1000,
         description="Dynamic batching: how long a compute process waits, once a text request for a model "
         "comes, for more like it (same model and options) to compute them in one forward pass; each still "
-        "gets its own answer. 0 turns batching off (docs/operations.md).",
+        "gets its own answer. A request alone in the service (nothing else waiting or computing) waits for "
+        "nobody. 0 turns batching off (docs/operations.md).",
     )
     batch_max_requests: int = Field(
         8,

@@ -110,13 +110,16 @@ def shareable(sent: Sent, settings: Settings) -> AttendRequest | None:
 
 def gather(first: Sent, requests: Requests, settings: Settings) -> list[Turn]:
     """`first`, and when it may share a forward pass the requests that come within the window after it (up
-    to batch_max_requests in all)."""
+    to batch_max_requests in all). A request that was alone in the service when it was sent (no company)
+    waits for nobody: the requests already sent after it are taken, the window is not waited (a single
+    client's requests, one at a time, would each wait it for a pass that cannot form)."""
     if settings.batch_window_ms == 0:
         return [Turn(first, None)]
     turn = Turn(first, shareable(first, settings))
     if turn.request is None:
         return [turn]
-    more = requests.within(settings.batch_window_ms / 1000, settings.batch_max_requests - 1)
+    window = settings.batch_window_ms / 1000 if first.company else 0.0
+    more = requests.within(window, settings.batch_max_requests - 1)
     return [turn, *(Turn(sent, shareable(sent, settings)) for sent in more)]
 
 

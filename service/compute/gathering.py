@@ -17,13 +17,15 @@ RECEIVE_BYTES = 2**20
 
 @dataclass(frozen=True)
 class Sent:
-    """A request as the server sent it: its number (its ticket's), deadline, kind, response format, body, and
-    when it came (time.perf_counter(): meta's elapsed_ms counts from there)."""
+    """A request as the server sent it: its number (its ticket's), deadline, kind, response format, company
+    (other requests were waiting or computing in the service when it was sent), body, and when it came
+    (time.perf_counter(): meta's elapsed_ms counts from there)."""
 
     number: int
     deadline: float
     kind: int
     media: ResponseFormat
+    company: bool
     body: bytes
     came: float
 
@@ -58,7 +60,7 @@ class Requests:
             left = None if until is None else max(0.0, until - time.monotonic())  # 0: what is there
             if self.closed or not self._receive(left):
                 return None
-        deadline, kind, media, length = REQUEST.unpack_from(self.buffer)
+        deadline, kind, media, company, length = REQUEST.unpack_from(self.buffer)
         end = REQUEST.size + length
         while len(self.buffer) < end:
             if not self._receive(None):
@@ -66,7 +68,7 @@ class Requests:
         body = bytes(self.buffer[REQUEST.size : end])
         del self.buffer[:end]
         number, self.numbered = self.numbered, self.numbered + 1
-        return Sent(number, deadline, kind, ResponseFormat(media), body, time.perf_counter())
+        return Sent(number, deadline, kind, ResponseFormat(media), company, body, time.perf_counter())
 
     def within(self, seconds: float, most: int) -> list[Sent]:
         """Up to `most` requests that come within `seconds` (those already sent first, without waiting)."""

@@ -161,11 +161,14 @@ class ComputeProcess:
             raise ModelError(orjson.loads(report)["detail"])
         return cls(process, reader, writer, tickets, orjson.loads(report))
 
-    def send(self, job: Job) -> None:
+    def send(self, job: Job, company: bool) -> None:
+        """Sends `job`; `company`: other requests are waiting or computing in the service (with none, the
+        process does not wait for requests to batch it with: service/compute/batching.py gather)."""
         job.ticket, self.numbered = self.numbered, self.numbered + 1
         self.tickets.issue(job.ticket)  # before the request: the process looks for it once it has read it
         self.sent.append(job)
-        self.writer.writelines((REQUEST.pack(job.deadline, job.kind, job.media, len(job.body)), job.body))
+        head = REQUEST.pack(job.deadline, job.kind, job.media, company, len(job.body))
+        self.writer.writelines((head, job.body))
 
     def cancel(self, job: Job) -> bool:
         """Takes back the ticket of `job`, sent here: True if the process had not started it (it skips it),
@@ -547,7 +550,7 @@ class ComputePool:
                 return
             process, job = taken
             job.sent_at = asyncio.get_running_loop().time()
-            process.send(job)
+            process.send(job, company=len(self.admitted) > 1)  # admitted: waiting or computing, with `job`
 
     def _light(self, job: Job) -> bool:
         """Whether a light lane may compute `job`: its client's requests were measured short, its body is

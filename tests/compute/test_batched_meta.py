@@ -32,7 +32,8 @@ def test_a_pass_builds_each_answers_meta_once_and_each_answer_is_its_own(compute
     turns = []
     for number, body in enumerate(bodies):
         tickets.issue(number)
-        sent = Sent(number, time.monotonic() + 60, ATTEND, ResponseFormat.JSON, body, time.perf_counter())
+        deadline = time.monotonic() + 60
+        sent = Sent(number, deadline, ATTEND, ResponseFormat.JSON, True, body, time.perf_counter())
         turns.append(Turn(sent, shareable(sent, compute.settings)))
     frames = list(answers(turns, tickets, compute.settings, compute.models))
     replies = [orjson.loads(body) for status, body, _ in frames if status == 200]

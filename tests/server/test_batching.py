@@ -229,3 +229,18 @@ def test_a_short_request_is_not_padded_to_a_long_ones_length(alone_server, batch
     assert metric(batching_server, 'attention_batch_size_bucket{le="2.0"}') - passes_before == count
     for body, answer in zip(bodies, answers, strict=True):
         assert_same_answer(answer.json(), post(alone_server, body).json())
+
+
+def test_a_request_alone_in_the_service_does_not_wait_for_the_window():
+    # one client, one request at a time: no pass can form, so none is waited for (a second's window would
+    # otherwise show in each answer's elapsed_ms, which counts from when the compute process read it)
+    with Server({**MODELS, "ATTENTION_MAX_CONCURRENT": "1", "ATTENTION_BATCH_WINDOW_MS": "1000"}) as server:
+        before = batch_sizes(server)
+        for texts in TEXTS[:2]:
+            answer = post(server, exact(texts, layer=[0], include=["weights"]))
+            assert answer.status_code == 200
+            assert answer.json()["meta"]["elapsed_ms"] < 500, answer.json()["meta"]
+        count, total, ones = (
+            after - earlier for after, earlier in zip(batch_sizes(server), before, strict=True)
+        )
+        assert (count, total, ones) == (2, 2, 2)  # each went as a pass of its own

@@ -589,3 +589,18 @@ def test_a_stream_nobody_reads_any_more_keeps_its_place_until_it_is_computed():
             assert await pid_of_answer(pool) == before and replaced == []
 
     asyncio.run(scenario())
+
+
+def test_a_request_is_sent_with_company_only_when_others_are_in_the_service():
+    # batching (service/compute/batching.py gather) waits its window only for a request with company
+    async def scenario() -> None:
+        async with running(max_concurrent=1, max_queue=4) as (pool, _):
+            assert await answered(pool, b"company") == (200, b"0")  # alone: nothing waits or computes
+            busy = asyncio.ensure_future(answered(pool, b"sleep:0.3"))
+            await until(lambda: len(pool.admitted) == 1)
+            assert await answered(pool, b"company") == (200, b"1")  # sent while the sleep computes
+            assert await busy == (200, b"slept")
+            assert await answered(pool, b"company") == (200, b"0")
+            assert not pool.admitted
+
+    asyncio.run(scenario())

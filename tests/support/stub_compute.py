@@ -5,6 +5,7 @@ frames of service/protocol.py and answers by the body it gets.
     b"pid"        200, this process's id
     b"computed"   200, how many requests this process computed before this one (skipped ones are not)
     b"sleep:0.5"  200, b"slept", after 0.5 s
+    b"company"    200, b"1" if the server sent it with company (other requests in the service), else b"0"
     b"noted:3"    a BATCH_NOTE frame of 3 (a batch of three is about to be answered), then 200, b"noted"
     b"crash"      the process exits at once (as if the kernel's out-of-memory killer took it)
     b"stream:3:0.1"  a stream: 200 b"first", then b"line 0" ... b"line 2", each after 0.1 s, then its end
@@ -75,7 +76,7 @@ def serve(channel: socket.socket, tickets: Tickets, settings: Settings) -> None:
     requests = channel.makefile("rb")
     number = computed = 0
     while len(head := requests.read(REQUEST.size)) == REQUEST.size:
-        deadline, _, _, length = REQUEST.unpack(head)
+        deadline, _, _, company, length = REQUEST.unpack(head)
         body = requests.read(length)
         skip = skipped(tickets, number, deadline)
         number += 1
@@ -84,6 +85,8 @@ def serve(channel: socket.socket, tickets: Tickets, settings: Settings) -> None:
             continue
         if body.startswith(b"stream"):
             _stream(channel, body)
+        elif body == b"company":  # whether the server said other requests were in the service with it
+            _send(channel, 200, str(int(company)).encode())
         elif body.startswith(b"noted:"):
             _send(channel, BATCH_NOTE, body.removeprefix(b"noted:"))
             _send(channel, 200, b"noted")
