@@ -47,8 +47,11 @@ class Projections:
     b_o: Float[Tensor, " d_out"] | None = None
 
     def to(self, convert: Callable[[Tensor], Tensor]) -> Projections:
-        moved = {f.name: getattr(self, f.name) for f in fields(self)}
-        return Projections(**{name: None if t is None else convert(t) for name, t in moved.items()})
+        given = ((name, getattr(self, name)) for name in PROJECTION_NAMES)
+        return Projections(**{name: convert(tensor) for name, tensor in given if tensor is not None})
+
+
+PROJECTION_NAMES = tuple(f.name for f in fields(Projections))  # found once: dataclasses.fields is slow
 
 
 class AttentionInternals(NamedTuple):
@@ -236,7 +239,7 @@ def _first_overflow_on_host(
     scaled_at = names.index("scaled_scores")
     if sum(array.size for array in arrays) <= SMALL:  # small requests: one check (dispatch costs more)
         unmasked = arrays if masked is None else arrays[:scaled_at] + arrays[scaled_at + 1 :]
-        if np.isfinite(np.concatenate([array.reshape(-1) for array in unmasked])).all() and (
+        if np.isfinite(np.concatenate(unmasked, axis=None)).all() and (
             masked is None or (np.isfinite(arrays[scaled_at]) | masked).all()
         ):
             return None

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
 import torch
 
-from schemas.axes import TensorName
+from schemas.axes import TensorName, tensor_axes
 from schemas.request import AttendRequest
 from schemas.response import Meta
 from service.compute.device import device_name
@@ -61,6 +62,13 @@ def returned_shapes(
     return {name: list(selection.shape(sizes, name)) for name in request.returned} | (sections or {})
 
 
+@functools.lru_cache(maxsize=256)
+def _returned_axes(returned: tuple[TensorName, ...], grouped: bool) -> dict[str, list[str]]:
+    """meta.axes of the returned tensors: the same for every request that returns them (found once; callers
+    copy it, `|`, and never change it)."""
+    return {name: list(tensor_axes(name, grouped)) for name in returned}
+
+
 def build_meta(
     request: AttendRequest,
     sizes: Sizes,
@@ -92,7 +100,7 @@ def build_meta(
         causal=about.pop("causal", request.causal),
         torch_version=torch.__version__,
         decimals=request.decimals,
-        axes={name: list(sizes.axes(name)) for name in returned} | about.pop("axes", {}),
+        axes=_returned_axes(returned, sizes.grouped) | about.pop("axes", {}),
         shapes=returned_shapes(request, sizes, selection, about.pop("shapes", None)),
         **selection.about(),
         elapsed_ms=round((time.perf_counter() - started) * 1000, 3),
