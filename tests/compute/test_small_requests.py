@@ -15,7 +15,9 @@ import torch
 
 import service.compute.device as device
 import service.compute.encoding as encoding
+import service.compute.meta as meta_module
 from devtools.compute import InProcess
+from schemas.response import Meta
 from service.compute.device import check_range
 from service.errors import RequestError
 from service.server.openapi_examples import load_golden
@@ -214,3 +216,44 @@ def test_the_device_is_found_once_per_process(monkeypatch: pytest.MonkeyPatch, c
     for _ in range(5):
         assert compute.post(GOLDEN).status_code == 200
     assert len(looked) <= 1  # not once per request
+
+
+META_REQUESTS = [
+    GOLDEN,
+    {**GOLDEN, "scale": 1, "decimals": 2, "causal": True},  # an int scale: a float in meta
+    {**FULL, "heads": [1], "queries": [0, 2], "include": ["weights", "top_keys", "pooled_weights"]},
+    {"embeddings": _numbers(1, 6, 8), "weights": {"seed": 3, "init": "normal"}, "include": ["entropy"]},
+    {"query": _numbers(1, 4, 6), "key": _numbers(1, 5, 6), "value": _numbers(1, 5, 6), "num_heads": 3},
+    {"text": ["the cat ate the fish", "a dog"], "model": "toy", "include": ["weights"]},
+]
+
+
+@pytest.mark.parametrize("body", META_REQUESTS)
+def test_meta_is_what_the_schema_writes(compute: InProcess, body: dict[str, Any]) -> None:
+    """meta as written (meta.py meta_json) is what pydantic writes for the Meta it validates from it: the
+    schema's members, in its order, of its types."""
+    meta = compute.post(body).json()["meta"]
+    written = orjson.dumps(meta)
+    assert Meta.model_validate_json(written).model_dump_json().encode() == written
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2", "llama", "gemma2", "modernbert"])
+def test_a_models_meta_is_what_the_schema_writes(families: InProcess, family: str) -> None:
+    reply = families.post({"text": ["Hi there", "Hi"], "model": family, "layer": "all"})
+    assert reply.status_code == 200, reply.text
+    written = orjson.dumps(reply.json()["meta"])
+    assert Meta.model_validate_json(written).model_dump_json().encode() == written
+
+
+def test_meta_is_written_without_validating_the_model(
+    monkeypatch: pytest.MonkeyPatch, compute: InProcess
+) -> None:
+    made: list[dict[str, Any]] = []
+
+    def counted(**fields: Any) -> Meta:
+        made.append(fields)
+        return Meta(**fields)
+
+    monkeypatch.setattr(meta_module, "Meta", counted)
+    assert compute.post(GOLDEN).status_code == 200
+    assert made == []  # once per request before (8 of a small request's 200 µs)
