@@ -135,8 +135,11 @@ def attend_heads(
     batch, heads, query_pos, d_k = q.shape
     kv_heads, key_pos = k.shape[1], k.shape[2]
     group = heads // kv_heads
-    stacked = q.reshape(batch, kv_heads, group * query_pos, d_k)  # a view unless q is a strided view
-    scores = (stacked @ k.transpose(-2, -1)).view(batch, heads, query_pos, key_pos)
+    if group == 1:  # a query head per kv head: nothing to stack (the views would have q's own shape)
+        scores = q @ k.transpose(-2, -1)
+    else:
+        stacked = q.reshape(batch, kv_heads, group * query_pos, d_k)  # a view unless q is a strided view
+        scores = (stacked @ k.transpose(-2, -1)).view(batch, heads, query_pos, key_pos)
     scaled_scores = scores * scale
     if softcap is not None:
         scaled_scores = torch.tanh(scaled_scores / softcap) * softcap
@@ -148,8 +151,11 @@ def attend_heads(
         weights = F.softmax(scaled_scores, dim=-1, dtype=softmax_dtype).to(scaled_scores.dtype)
     if allowed is not None:  # a row with every key masked is 0/0 in softmax: define it as 0
         weights = weights.masked_fill(~allowed.any(dim=-1, keepdim=True), 0.0)
-    grouped_weights = weights.view(batch, kv_heads, group * query_pos, key_pos)
-    context = (grouped_weights @ v).view(batch, heads, query_pos, -1)
+    if group == 1:
+        context = weights @ v
+    else:
+        grouped_weights = weights.view(batch, kv_heads, group * query_pos, key_pos)
+        context = (grouped_weights @ v).view(batch, heads, query_pos, -1)
     return HeadInternals(scores, scaled_scores, weights, context)
 
 

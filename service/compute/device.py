@@ -68,6 +68,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+@functools.cache
 def device_name(device: torch.device) -> str:
     """As meta reports it: "cpu" or "cuda:0"."""
     return str(device) if device.type == "cpu" else f"{device.type}:{device.index or 0}"

@@ -58,7 +58,7 @@ class Selection:
         )
 
     def elements(self, sizes: Sizes, name: TensorName) -> int:
-        return math.prod(self.shape(sizes, name))
+        return sizes.elements(name) if not self.indexes else math.prod(self.shape(sizes, name))
 
     def cut(self, name: TensorName, tensor: torch.Tensor) -> torch.Tensor:
         """`tensor` restricted to the selection (a copy of the selected entries; the tensor itself when
