@@ -12,12 +12,14 @@ import numpy as np
 import orjson
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
 import service.compute.device as device
 import service.compute.encoding as encoding
 import service.compute.meta as meta_module
 from devtools.compute import InProcess
 from schemas.response import Meta
+from service.compute.attention import attend_heads
 from service.compute.device import check_range
 from service.errors import RequestError
 from service.server.openapi_examples import load_golden
@@ -257,3 +259,26 @@ def test_meta_is_written_without_validating_the_model(
     monkeypatch.setattr(meta_module, "Meta", counted)
     assert compute.post(GOLDEN).status_code == 200
     assert made == []  # once per request before (8 of a small request's 200 µs)
+
+
+class TorchCalls(TorchFunctionMode):
+    """The torch functions and tensor methods called while it is on, by name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.names.append(getattr(func, "__name__", str(func)))
+        return func(*args, **(kwargs or {}))
+
+
+def test_one_query_head_per_kv_head_is_attended_without_stacking_views() -> None:
+    generator = torch.Generator().manual_seed(26)
+    q, k, v = (torch.randn(2, 3, 5, 4, generator=generator) for _ in range(3))
+    with TorchCalls() as calls:
+        heads = attend_heads(q, k, v, 0.5)
+    reshaped = [name for name in calls.names if name in ("view", "reshape")]
+    assert reshaped == []  # a reshape and three views to the tensors' own shapes before (4)
+    expected = torch.softmax(q @ k.transpose(-2, -1) * 0.5, dim=-1)
+    assert torch.equal(heads.weights, expected) and torch.equal(heads.context, expected @ v)
