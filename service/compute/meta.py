@@ -135,4 +135,4 @@ def meta_json(**values: Any) -> bytes:
     for name in _FLOATS:
         if members[name] is not None:
             members[name] = float(members[name])
-    return orjson.dumps(members)
+    return orjson.dumps(members, option=orjson.OPT_SERIALIZE_NUMPY)  # numpy ints as pydantic took them
