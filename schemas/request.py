@@ -402,7 +402,9 @@ class AttendRequest(BaseModel):
     @property
     def summaries(self) -> tuple[TensorName, ...]:
         """The summary names asked for, in SUMMARY_NAMES order."""
-        return tuple(name for name in SUMMARY_NAMES if name in (self.include or ()))
+        if self.include is None:  # most requests; asked for several times per request
+            return ()
+        return tuple(name for name in SUMMARY_NAMES if name in self.include)
 
     @property
     def blocked(self) -> bool:

@@ -47,8 +47,11 @@ class Projections:
     b_o: Float[Tensor, " d_out"] | None = None
 
     def to(self, convert: Callable[[Tensor], Tensor]) -> Projections:
-        moved = {f.name: getattr(self, f.name) for f in fields(self)}
-        return Projections(**{name: None if t is None else convert(t) for name, t in moved.items()})
+        given = ((name, getattr(self, name)) for name in PROJECTION_NAMES)
+        return Projections(**{name: convert(tensor) for name, tensor in given if tensor is not None})
+
+
+PROJECTION_NAMES = tuple(f.name for f in fields(Projections))  # found once: dataclasses.fields is slow
 
 
 class AttentionInternals(NamedTuple):
@@ -132,8 +135,11 @@ def attend_heads(
     batch, heads, query_pos, d_k = q.shape
     kv_heads, key_pos = k.shape[1], k.shape[2]
     group = heads // kv_heads
-    stacked = q.reshape(batch, kv_heads, group * query_pos, d_k)  # a view unless q is a strided view
-    scores = (stacked @ k.transpose(-2, -1)).view(batch, heads, query_pos, key_pos)
+    if group == 1:  # a query head per kv head: nothing to stack (the views would have q's own shape)
+        scores = q @ k.transpose(-2, -1)
+    else:
+        stacked = q.reshape(batch, kv_heads, group * query_pos, d_k)  # a view unless q is a strided view
+        scores = (stacked @ k.transpose(-2, -1)).view(batch, heads, query_pos, key_pos)
     scaled_scores = scores * scale
     if softcap is not None:
         scaled_scores = torch.tanh(scaled_scores / softcap) * softcap
@@ -145,8 +151,11 @@ def attend_heads(
         weights = F.softmax(scaled_scores, dim=-1, dtype=softmax_dtype).to(scaled_scores.dtype)
     if allowed is not None:  # a row with every key masked is 0/0 in softmax: define it as 0
         weights = weights.masked_fill(~allowed.any(dim=-1, keepdim=True), 0.0)
-    grouped_weights = weights.view(batch, kv_heads, group * query_pos, key_pos)
-    context = (grouped_weights @ v).view(batch, heads, query_pos, -1)
+    if group == 1:
+        context = weights @ v
+    else:
+        grouped_weights = weights.view(batch, kv_heads, group * query_pos, key_pos)
+        context = (grouped_weights @ v).view(batch, heads, query_pos, -1)
     return HeadInternals(scores, scaled_scores, weights, context)
 
 
@@ -236,7 +245,7 @@ def _first_overflow_on_host(
     scaled_at = names.index("scaled_scores")
     if sum(array.size for array in arrays) <= SMALL:  # small requests: one check (dispatch costs more)
         unmasked = arrays if masked is None else arrays[:scaled_at] + arrays[scaled_at + 1 :]
-        if np.isfinite(np.concatenate([array.reshape(-1) for array in unmasked])).all() and (
+        if np.isfinite(np.concatenate(unmasked, axis=None)).all() and (
             masked is None or (np.isfinite(arrays[scaled_at]) | masked).all()
         ):
             return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 import numpy as np
@@ -17,6 +18,9 @@ DTYPES = {
 }
 NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
+# inputs of at most this many numbers in all are range-checked together, in one copy (a small request's numpy
+# calls cost more than its numbers: issue 26)
+SMALL_INPUTS = 1 << 16
 
 
 def wider_dtypes(dtype: torch.dtype) -> str:
@@ -35,10 +39,12 @@ def check_range(
     if dtype == torch.float64:
         return
     largest = torch.finfo(dtype).max
-    for loc, value in values:
-        if value is None:
-            continue
-        array = np.asarray(value)
+    given = [(loc, np.asarray(value)) for loc, value in values if value is not None]
+    if sum(array.size for _, array in given) <= SMALL_INPUTS:  # one pass over them all: two numpy calls
+        every = np.concatenate([array for _, array in given], axis=None) if given else np.zeros(0)
+        if every.size == 0 or (every.max() <= largest and every.min() >= -largest):
+            return
+    for loc, array in given:  # which field is out of range, and where
         if array.size == 0 or (array.max() <= largest and array.min() >= -largest):
             continue
         flat = int(np.abs(array).argmax())
@@ -50,6 +56,8 @@ def check_range(
         )
 
 
+# a process's devices do not change: torch.cuda.is_available once, not per small request (issue 26)
+@functools.cache
 def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RequestError(
@@ -60,6 +68,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+@functools.cache
 def device_name(device: torch.device) -> str:
     """As meta reports it: "cpu" or "cuda:0"."""
     return str(device) if device.type == "cpu" else f"{device.type}:{device.index or 0}"

@@ -22,13 +22,18 @@ def host_arrays(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     all tensors packed into one buffer and moved to host memory in one copy, float16/bfloat16 widened to
     float32 exactly (numpy has no bfloat16, orjson no float16). Integer tensors (key positions) move on
     their own, as integers."""
+    views: dict[str, np.ndarray] = {}
+    for name, tensor in tensors.items():  # one pass, as long as every tensor is a CPU float32/float64 one
+        if not tensor.is_cpu or tensor.dtype not in NUMPY_DTYPES:
+            break
+        views[name] = tensor.numpy()
+    else:
+        return views
     integers = {name: t for name, t in tensors.items() if not t.is_floating_point()}
     if integers:
         floats = host_arrays({name: t for name, t in tensors.items() if name not in integers})
         moved = {name: t.cpu().numpy() for name, t in integers.items()}
         return {name: floats[name] if name in floats else moved[name] for name in tensors}
-    if all(t.device.type == "cpu" and t.dtype in NUMPY_DTYPES for t in tensors.values()):
-        return {name: tensor.numpy() for name, tensor in tensors.items()}
     flat = torch.cat([tensor.reshape(-1) for tensor in tensors.values()])  # [total]
     buffer = flat.to(device="cpu", dtype=flat.dtype if flat.dtype in NUMPY_DTYPES else torch.float32).numpy()
     arrays, offset = {}, 0
@@ -85,9 +90,26 @@ def encode_pieces(
     layer's tensors are freed once its JSON is out. `meta()` is called once the tensors are written (which
     also waits for a GPU to finish), so that it can time them."""
     written = bool(sections)
+    if _small(sections):  # one orjson call rather than two per member (issue 26: small requests)
+        whole = encode_object(sections, decimals)
+        sections.clear()
+        yield whole[:-1] + (b"," if written else b"") + b'"meta":' + meta() + b"}"
+        return
     yield b"{"
     yield from _members(sections, decimals)
     yield (b"," if written else b"") + b'"meta":' + meta() + b"}"
+
+
+def _small(sections: dict[str, Any]) -> bool:
+    """An object written in one piece: no layers nor nested sections (which are written, and freed, one at
+    a time), and at most PIECE_NUMBERS numbers in its tensors."""
+    numbers = 0
+    for value in sections.values():
+        if isinstance(value, torch.Tensor):
+            numbers += value.numel()
+        elif isinstance(value, dict) or (isinstance(value, list) and any(isinstance(v, dict) for v in value)):
+            return False
+    return numbers <= PIECE_NUMBERS
 
 
 def _members(value: dict[str, Any], decimals: int | None) -> Iterator[bytes | memoryview]:

@@ -58,11 +58,13 @@ class Selection:
         )
 
     def elements(self, sizes: Sizes, name: TensorName) -> int:
-        return math.prod(self.shape(sizes, name))
+        return sizes.elements(name) if not self.indexes else math.prod(self.shape(sizes, name))
 
     def cut(self, name: TensorName, tensor: torch.Tensor) -> torch.Tensor:
         """`tensor` restricted to the selection (a copy of the selected entries; the tensor itself when
         nothing of its axes is selected)."""
+        if not self.indexes:  # nothing selected (most requests)
+            return tensor
         for dim, axis in enumerate(tensor_axes(name, self.grouped)):
             if axis in self.indexes:
                 chosen = torch.tensor(self.indexes[axis], device=tensor.device)
