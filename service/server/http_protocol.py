@@ -125,18 +125,43 @@ class _Refused(Exception):
 class _LingeringClose:
     """The connection's transport as a request's answer sees it: an answer that closes the connection
     (`Connection: close`) ends it as a refusal does, with a linger, so that a client still sending its body
-    reads the answer rather than a reset."""
+    reads the answer rather than a reset.
 
-    def __init__(self, protocol: HttpProtocol):
-        self.protocol, self.transport = protocol, protocol.transport
+    The answer's head (uvicorn writes its status line and headers on their own) is held until its body's
+    first write and goes out with it in one writelines: one send instead of two, which wakes the client once
+    (issue 26: a small answer costs the event loop and its reader one system call less). A body that does not
+    follow in the same step of the event loop (a HEAD answer, a body sent from another task) finds the head
+    already written, at the loop's next step."""
+
+    def __init__(self, protocol: HttpProtocol, cycle: RequestResponseCycle):
+        self.protocol, self.transport, self.cycle = protocol, protocol.transport, cycle
+        self.head: bytes | None = None  # the answer's head, not yet written
+        self.head_seen = False
 
     def write(self, data: bytes) -> None:
-        self.transport.write(data)
+        if not self.head_seen and self.cycle.response_started:  # uvicorn's first write once started: the head
+            self.head_seen = True
+            self.head = data
+            self.protocol.loop.call_soon(self.write_head)
+            return
+        if self.head is None:
+            self.transport.write(data)
+            return
+        head, self.head = self.head, None
+        self.transport.writelines((head, data))  # uvloop: one writev, the body not copied
+
+    def write_head(self) -> None:
+        """The head, if its body has not taken it along."""
+        if self.head is not None:
+            head, self.head = self.head, None
+            if not self.transport.is_closing():
+                self.transport.write(head)
 
     def is_closing(self) -> bool:
         return self.transport.is_closing()
 
     def close(self) -> None:
+        self.write_head()
         self.protocol.end_after_answer()
 
 
@@ -324,7 +349,7 @@ class HttpProtocol(HttpToolsProtocol):
         before = self.cycle
         super().on_headers_complete()
         if self.cycle is not before:
-            self.cycle.transport = _LingeringClose(self)  # type: ignore[assignment]
+            self.cycle.transport = _LingeringClose(self, self.cycle)  # type: ignore[assignment]
             self.cycle.send = _closing_if_body_unread(self.cycle)  # type: ignore[method-assign,assignment]
         if upload is not None and self.cycle is not before:
             self.uploads[self.cycle] = upload
