@@ -82,6 +82,8 @@ REFUSAL_REASONS = (
 CONNECTION_REFUSALS: Counter[str] = Counter()
 # the key of the app's Settings in the lifespan state, which uvicorn hands to each protocol as `app_state`
 HTTP_SETTINGS = "attention_settings"
+# the ASGI extension (scope["extensions"]) of each request served here: a ClientLeaving
+CLIENT_LEAVING = "attention.client_leaving"
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,51 @@ def _closing_if_body_unread(cycle: RequestResponseCycle) -> Callable[[ASGISendEv
     return send_closing
 
 
+class ClientLeaving:
+    """Called, a future that is done once the request's client has gone: the moment its `receive()` would
+    answer http.disconnect, without a task waiting in `receive()` for it (issue 26: the compute pool watches
+    every request's client while it waits for its answer, and a task per request cost the event loop its
+    creation, a step and a cancellation). Like `receive()`, it resumes reading the connection (unless it is
+    held), so that the client's leaving is seen."""
+
+    def __init__(self, cycle: RequestResponseCycle) -> None:
+        self.cycle = cycle
+        self.waiting: list[asyncio.Future[None]] = []
+
+    def __call__(self) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        cycle = self.cycle
+        if cycle.disconnected or cycle.response_complete:
+            future.set_result(None)
+            return future
+        cycle.flow.resume_reading()
+        self.waiting = [waiting for waiting in self.waiting if not waiting.done()]
+        self.waiting.append(future)
+        return future
+
+    def gone(self) -> None:
+        """The client has gone (uvicorn marked the request disconnected): every future is done."""
+        for future in self.waiting:
+            if not future.done():
+                future.set_result(None)
+        self.waiting.clear()
+
+
+def _extensions(cycle: RequestResponseCycle) -> dict[str, Any]:
+    """The request's ASGI extensions (uvicorn's scope has none of its own)."""
+    scope: dict[str, Any] = cycle.scope  # type: ignore[assignment]
+    extensions: dict[str, Any] = scope.setdefault("extensions", {})
+    return extensions
+
+
+def _told_if_gone(cycle: RequestResponseCycle | None) -> None:
+    """Tells the request's ClientLeaving if it is disconnected."""
+    if cycle is not None and cycle.disconnected:
+        leaving = _extensions(cycle).get(CLIENT_LEAVING)
+        if isinstance(leaving, ClientLeaving):
+            leaving.gone()
+
+
 class _Flow(FlowControl):
     """uvicorn's flow control, whose reading a held connection does not resume: an application that reads its
     request (or waits for the client to leave) resumes reading, which must not let a pipelining client send
@@ -272,6 +319,7 @@ class HttpProtocol(HttpToolsProtocol):
             self.counted = False
             give_back(HttpProtocol.connections_by_client, self.address, 1)
         super().connection_lost(exc)
+        _told_if_gone(self.cycle)
 
     def data_received(self, data: bytes) -> None:
         if self.refused:  # answered and closing: what the client still sends is dropped, up to LINGER_BYTES
@@ -351,6 +399,7 @@ class HttpProtocol(HttpToolsProtocol):
         if self.cycle is not before:
             self.cycle.transport = _LingeringClose(self, self.cycle)  # type: ignore[assignment]
             self.cycle.send = _closing_if_body_unread(self.cycle)  # type: ignore[method-assign,assignment]
+            _extensions(self.cycle)[CLIENT_LEAVING] = ClientLeaving(self.cycle)
         if upload is not None and self.cycle is not before:
             self.uploads[self.cycle] = upload
         elif upload is not None:  # no cycle (an upgrade): nothing to hold the charge
@@ -495,6 +544,7 @@ class HttpProtocol(HttpToolsProtocol):
             return True
         cycle.disconnected = True
         cycle.message_event.set()
+        _told_if_gone(cycle)
         return True
 
     def _header_timed_out(self) -> None:

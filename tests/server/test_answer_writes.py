@@ -13,7 +13,7 @@ import pytest
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from service.server.http_protocol import HTTP_SETTINGS, HttpProtocol
+from service.server.http_protocol import CLIENT_LEAVING, HTTP_SETTINGS, HttpProtocol
 from service.settings import Settings
 
 
@@ -90,3 +90,35 @@ def test_a_head_without_a_body_at_once_is_still_written(request_line: bytes, bod
     writes = serve(request_line + b"\r\nHost: x\r\n\r\n")
     assert b"".join(writes).startswith(b"HTTP/1.1 200")
     assert b"".join(writes).endswith(b"\r\n\r\n" + body)
+
+
+def test_a_requests_client_leaving_is_a_future_without_a_task():
+    """The compute pool watches each request's client while it waits for its answer: served here, through
+    the request's ClientLeaving (a future done when the client goes), not a task waiting in `receive()`."""
+    loop = asyncio.new_event_loop()
+    told: list[asyncio.Future[None]] = []
+    tasks: list[int] = []
+
+    async def waits_for_its_client(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        before = len(asyncio.all_tasks())
+        leaving = scope["extensions"][CLIENT_LEAVING]
+        told.append(leaving())
+        tasks.append(len(asyncio.all_tasks()) - before)
+        await told[0]
+        told.append(leaving())
+
+    config = Config(app=waits_for_its_client, lifespan="off", log_level="warning")
+    protocol = HttpProtocol(config, ServerState(), {HTTP_SETTINGS: Settings()}, _loop=loop)
+    protocol.connection_made(WritesTransport())
+    try:
+        protocol.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+        loop.run_until_complete(asyncio.sleep(0.05))
+        assert tasks == [0] and not told[0].done()  # no task started; its client is there
+        protocol.connection_lost(None)
+        loop.run_until_complete(asyncio.sleep(0.05))
+        assert told[0].done()
+        assert told[1].done()  # asked once gone: done at once
+    finally:
+        loop.close()

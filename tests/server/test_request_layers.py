@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from starlette.types import Message, Send
@@ -22,10 +22,13 @@ from service.logs import JsonFormatter
 from service.protocol import ATTEND, ResponseFormat, Started
 from service.server.app import create_app
 from service.server.compute_interface import ClientWatch, Held
+from service.server.http_protocol import CLIENT_LEAVING, ClientLeaving
 from service.server.observability import Metrics
 from service.settings import Settings
 
 ANSWER = b'{"answered": true}'
+WATCHES: list[ClientWatch | None] = []  # what each request handed the computation to watch its client with
+LEAVING = ClientLeaving(cast(Any, None))  # the request's, as the service's HTTP protocol gives it
 BODY = json.dumps({"embeddings": [[1.0, 0.0], [0.0, 1.0]]}).encode()
 
 
@@ -44,6 +47,7 @@ class AtOnce:
         kind: int = ATTEND,
         client: str = "",
     ) -> Held:
+        WATCHES.append(disconnected)
         return Held(200, ANSWER, lambda: None)
 
     async def shutdown(self) -> None:
@@ -110,6 +114,7 @@ def _scope(state: dict[str, Any]) -> dict[str, Any]:
         "query_string": b"",
         "headers": headers,
         "state": dict(state),
+        "extensions": {CLIENT_LEAVING: LEAVING},
     }
 
 
@@ -141,6 +146,7 @@ def test_an_answer_leaves_through_one_service_layer_and_one_send_wrapper():
     wrappers = [name for name in frames if name.endswith("send") or ":send_" in name]
     assert wrappers == ["observability.py:observed_send"], frames
     assert len(frames) == 4, frames
+    assert WATCHES[-1] is LEAVING  # its client watched through the protocol's future, with no task
     names = [name for name, _ in sent[0]["headers"]]
     assert names[-3:] == [b"x-request-id", b"x-content-type-options", b"x-frame-options"]
 
