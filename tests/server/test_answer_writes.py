@@ -1,5 +1,6 @@
 """An answer's head and body leave in one write (service/server/http_protocol.py `_LingeringClose`): uvicorn
-writes the head on its own, and a second send per answer costs a small request's throughput (issue 26). In
+writes the head on its own, and a second send per answer costs a small request's throughput (issue 26); and a
+request's client is watched through the protocol's future (`ClientLeaving`), with no task per request. In
 process, as tests/server/test_http_protocol_hooks.py: a fake transport that records each write, the protocol
 fed bytes as a socket would feed them."""
 
