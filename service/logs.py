@@ -14,10 +14,13 @@ ACCESS_FIELDS = ("client", "method", "path", "http_version", "status")
 
 
 class JsonFormatter(logging.Formatter):
+    # the last second formatted and its text: a line per request, most in the same second as the one before
+    # (strftime is most of a line's formatting); one tuple, replaced whole, so threads never mix two
+    _second: tuple[int, str] = (-1, "")
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": self._second_of(record.created) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -29,6 +32,14 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()  # str: a field of any type is still written
+
+    def _second_of(self, created: float) -> str:
+        second, text = self._second
+        if int(created) != second:
+            second = int(created)
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = (second, text)
+        return text
 
 
 def log_json_to_stderr() -> None:

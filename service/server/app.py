@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from schemas.oip import HEADER_LENGTH
 from service.compute.models.hub import fetched
@@ -29,7 +29,7 @@ from service.server.routes import metrics as metrics_route
 from service.server.routes import models as models_route
 from service.server.routes import oip as oip_route
 from service.server.routes.docs import add_docs
-from service.server.startup_errors import ClearStartupErrors
+from service.server.startup_errors import start_clearly
 from service.server.state import ServiceState, StartCompute, attach_service_state, service_state
 from service.settings import Settings, get_settings
 
@@ -91,27 +91,28 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
-class HardeningHeaders:
-    """Appends X-Content-Type-Options: nosniff and X-Frame-Options: DENY to every answer: two tuples onto the
-    header list of http.response.start, no other work. The page's own Content-Security-Policy is in
-    routes/page.py."""
+# every answer's: no content sniffing, no framing (the page's own Content-Security-Policy: routes/page.py)
+HARDENING = ((b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"))
 
-    HEADERS = ((b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"))
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+class ServiceLayer:
+    """The service's one ASGI layer around FastAPI's routing: an HTTP request is observed (request id,
+    metrics, log line: observability.py RequestObserver) and its answer gets the HARDENING headers after
+    its X-Request-ID; the lifespan's start-up failures are told clearly (startup_errors.py). One layer, not
+    one per concern: each layer cost every request a coroutine, and each send wrapper a call per message
+    (issue 26)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.observe = app, RequestObserver(metrics, stamped=HARDENING)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        kind = scope["type"]
+        if kind == "http":
+            await self.observe(self.app, scope, receive, send)
+        elif kind == "lifespan":
+            await start_clearly(self.app, scope, receive, send)
+        else:
             await self.app(scope, receive, send)
-            return
-
-        async def send_hardened(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *self.HEADERS]
-            await send(message)
-
-        await self.app(scope, receive, send_hardened)
 
 
 def create_app(settings: Settings | None = None, start_compute: StartCompute = start_pool) -> FastAPI:
@@ -154,9 +155,7 @@ def create_app(settings: Settings | None = None, start_compute: StartCompute = s
             allow_headers=["content-type", "x-api-key", "x-request-id", HEADER_LENGTH.lower()],
             expose_headers=["x-request-id", "retry-after", HEADER_LENGTH.lower()],
         )
-    app.add_middleware(RequestObserver, metrics=state.metrics)
-    app.add_middleware(HardeningHeaders)
-    app.add_middleware(ClearStartupErrors)
+    app.add_middleware(ServiceLayer, metrics=state.metrics)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -338,13 +338,12 @@ class ComputePool:
         # its stream with TimedOut) and a process still computing it is killed
         job.timer = loop.call_at(job.deadline, self._time_out, job)
         watcher = asyncio.ensure_future(disconnected()) if disconnected is not None else None
-        awaited: set[asyncio.Future[Any]] = {job.answer} if watcher is None else {job.answer, watcher}
         try:
-            done, _ = await asyncio.wait(awaited, return_when=asyncio.FIRST_COMPLETED)
+            await _either(job.answer, watcher)
         finally:
             if watcher is not None:
                 watcher.cancel()
-        if job.answer in done:
+        if job.answer.done():
             status, content = job.answer.result()  # raises TimedOut or ComputeProcessDied
             stream = None if job.rest is None else partial(self._stream, job)
             return Held(status, content, partial(self._release, job), stream)
@@ -655,6 +654,26 @@ class ComputePool:
             task.cancel()
         self.processes.clear()
         self.lanes.clear()
+
+
+async def _either(answer: asyncio.Future[Answer], watcher: asyncio.Future[Any] | None) -> None:
+    """Returns once `answer` or `watcher` is done, without cancelling either when cancelled itself (as
+    asyncio.wait, without its sets and its coroutine: issue 26, every request waits here once)."""
+    woken = asyncio.get_running_loop().create_future()
+
+    def wake(_: asyncio.Future[Any]) -> None:
+        if not woken.done():
+            woken.set_result(None)
+
+    answer.add_done_callback(wake)
+    if watcher is not None:
+        watcher.add_done_callback(wake)
+    try:
+        await woken
+    finally:
+        answer.remove_done_callback(wake)
+        if watcher is not None:
+            watcher.remove_done_callback(wake)
 
 
 def _drop_queued(queue: asyncio.Queue[StreamItem]) -> None:

@@ -1,6 +1,7 @@
 """What the service tells its operators: Prometheus metrics, one JSON log line per request, a request id.
 
-The middleware is plain ASGI (no per-request task or body copy): it stamps each response with X-Request-ID
+The observer is plain ASGI (no per-request task or body copy), called from the service's one ASGI layer
+(service/server/app.py ServiceLayer): it stamps each response with X-Request-ID
 (the caller's, when it sends a sane one, else a fresh one), counts requests by route and status, observes
 latency and bytes out, and logs method, route, status, duration and bytes, never bodies or headers (so no
 API key reaches the logs).
@@ -138,37 +139,46 @@ def route_of(path: str) -> str:
 
 
 class RequestObserver:
-    def __init__(self, app: ASGIApp, metrics: Metrics):
-        self.app, self.metrics = app, metrics
+    """Observes each HTTP request: its X-Request-ID (answered with the headers of `stamped`), its counts, its
+    latency, its bytes out and its log line. Called by the service's one ASGI layer (service/server/app.py
+    ServiceLayer), not a layer of its own: each layer is one more coroutine per request and each send
+    wrapper one more call per message (issue 26)."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    def __init__(self, metrics: Metrics, stamped: tuple[tuple[bytes, bytes], ...] = ()):
+        self.metrics, self.stamped = metrics, stamped
+        # each label set's children (counts, latency, bytes), looked up once: prometheus_client's lookup,
+        # labels(), validates and locks each time; as bounded as the label sets themselves
+        self.children: dict[tuple[str, str, int], tuple[Counter, Histogram, Counter]] = {}
+
+    async def __call__(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         # ids only correlate log lines: Python's own generator, no system call (os.urandom) per request
         request_id = given if SANE_ID.fullmatch(given) else f"{random.getrandbits(128):032x}"
         scope.setdefault("state", {})["request_id"] = request_id
         started, answer = time.perf_counter(), {"status": 500, "bytes": 0}
+        stamped = ((b"x-request-id", request_id.encode()), *self.stamped)
 
         async def observed_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 answer["status"] = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message["headers"] = [*message.get("headers", []), *stamped]
             elif message["type"] == "http.response.body":
                 answer["bytes"] += len(message.get("body", b""))
             await send(message)
 
         route, method = route_of(scope["path"]), scope["method"]
-        self.metrics.in_flight.inc()
+        metrics = self.metrics
+        metrics.in_flight.inc()
         try:
-            await self.app(scope, receive, observed_send)
+            await app(scope, receive, observed_send)
         finally:
             seconds = time.perf_counter() - started
-            self.metrics.in_flight.dec()
-            self.metrics.requests.labels(route, method, str(answer["status"])).inc()
-            self.metrics.latency.labels(route).observe(seconds)
-            self.metrics.bytes_out.labels(route).inc(answer["bytes"])
+            metrics.in_flight.dec()
+            status = answer["status"]
+            counted, timed, sized = self._children(route, method, status)
+            counted.inc()
+            timed.observe(seconds)
+            sized.inc(answer["bytes"])
             log.info(
                 "request",
                 extra={
@@ -176,9 +186,20 @@ class RequestObserver:
                         "request_id": request_id,
                         "method": method,
                         "route": route,
-                        "status": answer["status"],
+                        "status": status,
                         "duration_ms": round(seconds * 1000, 3),
                         "bytes_out": answer["bytes"],
                     }
                 },
             )
+
+    def _children(self, route: str, method: str, status: int) -> tuple[Counter, Histogram, Counter]:
+        children = self.children.get((route, method, status))
+        if children is None:
+            metrics = self.metrics
+            children = self.children[route, method, status] = (
+                metrics.requests.labels(route, method, str(status)),
+                metrics.latency.labels(route),
+                metrics.bytes_out.labels(route),
+            )
+        return children

@@ -12,22 +12,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.errors import ModelError
 
 
-class ClearStartupErrors:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+async def start_clearly(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """The lifespan of `app`, whose start-up failure for a ModelError is told in one line (called by the
+    service's one ASGI layer, service/server/app.py ServiceLayer)."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "lifespan":
-            await self.app(scope, receive, send)
-            return
+    async def send_clearly(message: Message) -> None:
+        # Starlette sends startup.failed from within its `except`: the exception is the one being handled
+        error = sys.exc_info()[1]
+        if message["type"] == "lifespan.startup.failed" and isinstance(error, ModelError):
+            message = {**message, "message": f"start-up failed: {error}"}
+        await send(message)
 
-        async def send_clearly(message: Message) -> None:
-            # Starlette sends startup.failed from within its `except`: the exception is the one being handled
-            error = sys.exc_info()[1]
-            if message["type"] == "lifespan.startup.failed" and isinstance(error, ModelError):
-                message = {**message, "message": f"start-up failed: {error}"}
-            await send(message)
-
-        # told above; uvicorn then logs "Application startup failed. Exiting." and exits with 3
-        with contextlib.suppress(ModelError):
-            await self.app(scope, receive, send_clearly)
+    # told above; uvicorn then logs "Application startup failed. Exiting." and exits with 3
+    with contextlib.suppress(ModelError):
+        await app(scope, receive, send_clearly)

@@ -26,8 +26,9 @@ from service.errors import (
 )
 from service.protocol import MEDIA_TYPES, ResponseFormat
 from service.server.accept import negotiate
-from service.server.compute_interface import Compute, Held
+from service.server.compute_interface import ClientWatch, Compute, Held
 from service.server.handlers import JSON_MEDIA_TYPE
+from service.server.http_protocol import CLIENT_LEAVING, ClientLeaving
 from service.server.leaving import unless_client_leaves
 from service.server.openapi_examples import request_examples
 from service.server.routes.documented import UNAUTHORIZED, error_responses
@@ -183,6 +184,14 @@ async def client_disconnected(request: Request) -> None:
         pass
 
 
+def client_watch(request: Request) -> ClientWatch:
+    """What tells the compute pool that the request's client has gone: served by the service's HTTP protocol,
+    its future (http_protocol.py ClientLeaving: no task per request); otherwise (another server: a Ray
+    replica, a test's ASGI transport) client_disconnected, a task waiting in `receive()`."""
+    leaving = request.scope.get("extensions", {}).get(CLIENT_LEAVING)
+    return leaving if isinstance(leaving, ClientLeaving) else partial(client_disconnected, request)
+
+
 @router.post(
     "/attend",
     summary="Compute attention and return its internals",
@@ -229,7 +238,7 @@ async def attend(request: Request, settings: Settings, compute: Compute) -> Resp
     media = negotiate(request.headers.get("accept"))
     body = await read_body(request, settings.max_request_bytes)
     held = await compute.run(
-        body, disconnected=partial(client_disconnected, request), media=media, client=client_address(request)
+        body, disconnected=client_watch(request), media=media, client=client_address(request)
     )
     if held.stream is not None:  # NDJSON, or a JSON answer larger than a frame
         return StreamedResponse(held, settings.send_timeout_s, media)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Coroutine
-from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
@@ -49,7 +48,7 @@ from service.protocol import OIP_ANSWER, OIP_INFER, OIP_PRELUDE
 from service.server.compute_interface import Held
 from service.server.handlers import JSON_MEDIA_TYPE, count_refusal, json_response
 from service.server.openapi_examples import load_golden
-from service.server.routes.attend import DeliveredResponse, client_address, client_disconnected, read_body
+from service.server.routes.attend import DeliveredResponse, client_address, client_watch, read_body
 from service.server.routes.health import NO_BODY, NOT_READY
 from service.server.security import require_api_key
 from service.server.state import AppSettings, ComputeDependency, State
@@ -309,7 +308,7 @@ async def infer(
     del body  # one copy of the body held while it waits and computes
     held = await compute.run(
         envelope,
-        disconnected=partial(client_disconnected, request),
+        disconnected=client_watch(request),
         kind=OIP_INFER,
         client=client_address(request),
     )
