@@ -7,7 +7,6 @@ fed bytes as a socket would feed them."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -16,39 +15,7 @@ from uvicorn.server import ServerState
 
 from service.server.http_protocol import CLIENT_LEAVING, HTTP_SETTINGS, HttpProtocol
 from service.settings import Settings
-
-
-class WritesTransport(asyncio.Transport):
-    """Each write (or writelines, which uvloop sends in one writev) as one entry of `writes`."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes: list[bytes] = []
-        self.closing = False
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.writes.append(bytes(data))
-
-    def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
-        self.writes.append(b"".join(list_of_data))
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def can_write_eof(self) -> bool:
-        return False
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
+from tests.support.transport import WritesTransport
 
 
 async def answer(scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -16,6 +16,7 @@ from uvicorn.server import ServerState
 
 from service.server.http_protocol import CONNECTION_REFUSALS, HTTP_SETTINGS, HttpProtocol, Limits
 from service.settings import Settings, get_settings
+from tests.support.transport import WritesTransport
 
 OVERRIDDEN = (
     "__init__",
@@ -29,34 +30,6 @@ OVERRIDDEN = (
     "on_response_complete",
     "_start_asgi_task",
 )
-
-
-class FakeTransport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = bytearray()
-        self.closing = False
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.written += data
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def can_write_eof(self) -> bool:
-        return False
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 async def answer_ok(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -84,7 +57,7 @@ def protocol():
     settings = Settings(max_header_bytes=1024, max_request_bytes=1000, max_body_bytes_in_flight=1000)
     config = Config(app=answer_ok, lifespan="off", log_level="warning")
     made = HttpProtocol(config, ServerState(), {HTTP_SETTINGS: settings}, _loop=loop)
-    transport = FakeTransport()
+    transport = WritesTransport()
     made.connection_made(transport)
     yield made, transport, loop
     made.connection_lost(None)
@@ -95,7 +68,7 @@ def test_uvicorn_calls_the_header_hooks_a_header_over_the_limit_is_431(protocol)
     made, transport, _ = protocol
     before = CONNECTION_REFUSALS["header_too_large"]
     made.data_received(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2000 + b"\r\n\r\n")
-    assert bytes(transport.written).startswith(b"HTTP/1.1 431")
+    assert transport.written.startswith(b"HTTP/1.1 431")
     assert CONNECTION_REFUSALS["header_too_large"] == before + 1
 
 
@@ -107,7 +80,7 @@ def test_uvicorn_calls_the_body_and_response_hooks_a_body_is_charged_until_answe
     made.data_received(b"0123456789")
     assert HttpProtocol.body_bytes_in_flight == 10  # on_body charged what arrived
     loop.run_until_complete(asyncio.sleep(0.05))  # the application reads the body and answers
-    assert bytes(transport.written).startswith(b"HTTP/1.1 200")
+    assert transport.written.startswith(b"HTTP/1.1 200")
     assert HttpProtocol.body_bytes_in_flight == 0  # on_response_complete gave the charge back
 
 

@@ -17,27 +17,23 @@ from typing import Any, cast
 import pytest
 from starlette.types import Message, Send
 
-from schemas.service_info import ModelInfo
+from bench.instant import CANNED, InstantCompute
 from service.logs import JsonFormatter
-from service.protocol import ATTEND, ResponseFormat, Started
+from service.protocol import ATTEND, ResponseFormat
 from service.server.app import create_app
 from service.server.compute_interface import ClientWatch, Held
 from service.server.http_protocol import CLIENT_LEAVING, ClientLeaving
 from service.server.observability import Metrics
 from service.settings import Settings
 
-ANSWER = b'{"answered": true}'
 WATCHES: list[ClientWatch | None] = []  # what each request handed the computation to watch its client with
 LEAVING = ClientLeaving(cast(Any, None))  # the request's, as the service's HTTP protocol gives it
 BODY = json.dumps({"embeddings": [[1.0, 0.0], [0.0, 1.0]]}).encode()
 
 
-class AtOnce:
-    """The Compute interface (service/server/compute_interface.py), answering in the event loop at once."""
-
-    started: Started | None = Started(pid=0, device="none", torch_version="none", threads_in_use=0, models=[])
-    up = 1
-    models: list[ModelInfo] = []
+class AtOnce(InstantCompute):
+    """bench/instant.py's computation that answers at once, noting what each request handed it to watch its
+    client with."""
 
     async def run(
         self,
@@ -48,10 +44,7 @@ class AtOnce:
         client: str = "",
     ) -> Held:
         WATCHES.append(disconnected)
-        return Held(200, ANSWER, lambda: None)
-
-    async def shutdown(self) -> None:
-        pass
+        return await super().run(body, disconnected, media, kind, client)
 
 
 async def _at_once(settings: Settings, metrics: Metrics) -> AtOnce:
@@ -141,7 +134,7 @@ def _sender(sent: list[Message], frames: list[str]) -> Send:
 
 def test_an_answer_leaves_through_one_service_layer_and_one_send_wrapper():
     sent, frames = serve(1)
-    assert sent[0]["status"] == 200 and sent[1]["body"] == ANSWER
+    assert sent[0]["status"] == 200 and sent[1]["body"] == CANNED
     # the answer itself and the observer's send wrapper; the layer that calls the observer, and the observer
     wrappers = [name for name in frames if name.endswith("send") or ":send_" in name]
     assert wrappers == ["observability.py:observed_send"], frames
