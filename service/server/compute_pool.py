@@ -98,6 +98,9 @@ class Job:
     deadline: float  # on the event loop's clock, time.monotonic(), which the compute processes share
     media: ResponseFormat = ResponseFormat.JSON
     answer: asyncio.Future[Answer] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    # what `run` waits on: set with the answer itself (`_tell`), not from the answer's done callback, which
+    # would wake `run` a turn of the event loop later (issue 26), or when the client leaves
+    woken: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     orphaned: bool = False  # nobody reads its answer (its client left, or stopped reading): frames dropped
     ended: bool = False  # its computation is over: answered in full, failed or timed out
     rest: asyncio.Queue[StreamItem] | None = None  # a stream's frames after the first (from its first frame)
@@ -338,8 +341,10 @@ class ComputePool:
         # its stream with TimedOut) and a process still computing it is killed
         job.timer = loop.call_at(job.deadline, self._time_out, job)
         watcher = asyncio.ensure_future(disconnected()) if disconnected is not None else None
+        if watcher is not None:
+            watcher.add_done_callback(partial(_wake, job.woken))
         try:
-            await _either(job.answer, watcher)
+            await job.woken  # cancelled with `run`, the answer is not: it is set as if `run` still waited
         finally:
             if watcher is not None:
                 watcher.cancel()
@@ -462,12 +467,11 @@ class ComputePool:
             return
         assert outcome is not None
         if isinstance(outcome, Exception):
-            job.answer.set_exception(outcome)
-            job.answer.exception()  # retrieved: a waiter that has gone must not log it as never retrieved
+            _tell(job, outcome)
             self._release(job)
         else:
             self._hold(job, len(outcome[1]))
-            job.answer.set_result(outcome)
+            _tell(job, outcome)
             # computed: its place is free (its bytes stay counted until it is delivered), so that clients
             # slow to read their answers take memory, bounded, not the places of the others
             self.admitted.discard(job)
@@ -493,7 +497,7 @@ class ComputePool:
             return
         if job.media == ResponseFormat.JSON:  # a piece of an answer counted whole, as one in one piece is
             self._hold(job, len(first[1]))
-        job.answer.set_result(first)
+        _tell(job, first)
         if job.orphaned:  # its client left while it waited: nobody delivers it
             self._release(job)
 
@@ -656,24 +660,20 @@ class ComputePool:
         self.lanes.clear()
 
 
-async def _either(answer: asyncio.Future[Answer], watcher: asyncio.Future[Any] | None) -> None:
-    """Returns once `answer` or `watcher` is done, without cancelling either when cancelled itself (as
-    asyncio.wait, without its sets and its coroutine: issue 26, every request waits here once)."""
-    woken = asyncio.get_running_loop().create_future()
+def _tell(job: Job, outcome: Answer | Exception) -> None:
+    """Sets the answer to `job` (its first frame for a stream) and wakes its `run` at once."""
+    if isinstance(outcome, Exception):
+        job.answer.set_exception(outcome)
+        job.answer.exception()  # retrieved: a waiter that has gone must not log it as never retrieved
+    else:
+        job.answer.set_result(outcome)
+    _wake(job.woken)
 
-    def wake(_: asyncio.Future[Any]) -> None:
-        if not woken.done():
-            woken.set_result(None)
 
-    answer.add_done_callback(wake)
-    if watcher is not None:
-        watcher.add_done_callback(wake)
-    try:
-        await woken
-    finally:
-        answer.remove_done_callback(wake)
-        if watcher is not None:
-            watcher.remove_done_callback(wake)
+def _wake(woken: asyncio.Future[None], *_: Any) -> None:
+    """Wakes a `run` (its client left, or its answer came), unless it has been woken or cancelled."""
+    if not woken.done():
+        woken.set_result(None)
 
 
 def _drop_queued(queue: asyncio.Queue[StreamItem]) -> None:
