@@ -72,7 +72,7 @@ class AnswerFrames(asyncio.Protocol):
         if self.keep:
             if len(buffer) < length:
                 return False
-            content: bytes | None = bytes(buffer[:length])
+            content: bytes | None = bytes(memoryview(buffer)[:length])  # one copy (a slice is another)
             del buffer[:length]
         else:
             dropped = min(self.left, len(buffer))
