@@ -73,7 +73,8 @@ from service.errors import (
     Overloaded,
     TimedOut,
 )
-from service.protocol import ANSWER, ATTEND, BATCH_NOTE, REQUEST, Frame, ResponseFormat, Started, Tickets
+from service.protocol import ATTEND, BATCH_NOTE, REQUEST, ResponseFormat, Started, Tickets
+from service.server.answer_frames import AnswerFrames, died
 from service.server.compute_interface import ClientWatch, FrameSender, Held, described_models
 from service.server.fair_queue import FairQueue
 from service.server.shares import crowded, give_back
@@ -83,7 +84,6 @@ log = logging.getLogger("attention_service.compute_pool")
 SPAWN = multiprocessing.get_context("spawn")  # fork would copy the event loop's threads and sockets
 PIPELINE = 2
 STOP_SECONDS = 10
-DROP_PIECE = 2**20  # an answer that does not fit is read and dropped this much at a time
 LIGHT_BODY_BYTES = 2**18  # the largest body a light lane computes (ATTENTION_LIGHT_PROCESSES)
 
 Answer = tuple[int, bytes]  # HTTP status, body (its first frame for a stream)
@@ -98,6 +98,9 @@ class Job:
     deadline: float  # on the event loop's clock, time.monotonic(), which the compute processes share
     media: ResponseFormat = ResponseFormat.JSON
     answer: asyncio.Future[Answer] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    # what `run` waits on: set with the answer itself (`_tell`), not from the answer's done callback, which
+    # would wake `run` a turn of the event loop later (issue 26), or when the client leaves
+    woken: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     orphaned: bool = False  # nobody reads its answer (its client left, or stopped reading): frames dropped
     ended: bool = False  # its computation is over: answered in full, failed or timed out
     rest: asyncio.Queue[StreamItem] | None = None  # a stream's frames after the first (from its first frame)
@@ -124,18 +127,19 @@ class ComputeProcess:
     def __init__(
         self,
         process: BaseProcess,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        transport: asyncio.Transport,
+        frames: AnswerFrames,
         tickets: Tickets,
         started: Started,
     ):
-        self.process, self.reader, self.writer, self.started = process, reader, writer, started
+        self.process, self.transport, self.frames, self.started = process, transport, frames, started
         self.tickets = tickets
         self.sent: deque[Job] = deque()
         self.numbered = 0  # jobs sent so far: the next one's number
         self.timed_out = False
         self.free_at = 0.0  # when it last answered: the next job computes from then (or from its sending)
         self.light = False  # a light lane: sent only the requests of clients measured short
+        self.first = True  # its next frame is the first of the answer to sent[0]
 
     @classmethod
     async def start(cls, settings: Settings, target: ComputeTarget) -> ComputeProcess:
@@ -146,20 +150,20 @@ class ComputeProcess:
         )
         await asyncio.to_thread(process.start)
         theirs.close()
-        reader, writer = await asyncio.open_unix_connection(sock=ours, limit=2**20)
+        transport, frames = await asyncio.get_running_loop().create_unix_connection(AnswerFrames, sock=ours)
         try:
-            status, report, _ = await read_frame(reader)
+            status, report, _ = await frames.report
         except ComputeProcessDied:
-            writer.close()
+            transport.close()
             tickets.close()
             raise ModelError(
                 f"the compute process exited with code {process.exitcode} while starting"
             ) from None
         if status != 200:
-            writer.close()
+            transport.close()
             tickets.close()
             raise ModelError(orjson.loads(report)["detail"])
-        return cls(process, reader, writer, tickets, orjson.loads(report))
+        return cls(process, transport, frames, tickets, orjson.loads(report))
 
     def send(self, job: Job, company: bool) -> None:
         """Sends `job`; `company`: other requests are waiting or computing in the service (with none, the
@@ -168,7 +172,7 @@ class ComputeProcess:
         self.tickets.issue(job.ticket)  # before the request: the process looks for it once it has read it
         self.sent.append(job)
         head = REQUEST.pack(job.deadline, job.kind, job.media, company, len(job.body))
-        self.writer.writelines((head, job.body))
+        self.transport.writelines((head, job.body))
 
     def cancel(self, job: Job) -> bool:
         """Takes back the ticket of `job`, sent here: True if the process had not started it (it skips it),
@@ -199,36 +203,12 @@ class ComputeProcess:
     async def stop(self) -> None:
         """Closing the socket ends the process's loop once it has answered; it is killed if it has not ended
         within STOP_SECONDS."""
-        self.writer.close()
+        self.transport.close()
         await asyncio.to_thread(self.process.join, STOP_SECONDS)
         if self.process.is_alive():
             self.process.kill()
             await asyncio.to_thread(self.process.join)
         self.tickets.close()
-
-
-async def read_frame(reader: asyncio.StreamReader) -> Frame:
-    status, content, last, _ = await read_frame_within(reader, None)
-    assert content is not None
-    return status, content, last
-
-
-async def read_frame_within(
-    reader: asyncio.StreamReader, room: Callable[[], int] | None
-) -> tuple[int, bytes | None, bool, int]:
-    """A frame and its length; a last frame of more than `room()` bytes (an answer in one piece that does not
-    fit the room left once it comes) is read in pieces and dropped: its content is None."""
-    try:
-        status, last, length = ANSWER.unpack(await reader.readexactly(ANSWER.size))
-        if room is None or not last or length <= room():
-            return status, await reader.readexactly(length), last, length
-        for offset in range(0, length, DROP_PIECE):
-            await reader.readexactly(min(DROP_PIECE, length - offset))
-        return status, None, last, length
-    except (asyncio.IncompleteReadError, ConnectionError):
-        raise ComputeProcessDied(
-            "the compute process stopped while computing this request; it is being replaced, retry shortly"
-        ) from None
 
 
 class ComputePool:
@@ -338,8 +318,10 @@ class ComputePool:
         # its stream with TimedOut) and a process still computing it is killed
         job.timer = loop.call_at(job.deadline, self._time_out, job)
         watcher = asyncio.ensure_future(disconnected()) if disconnected is not None else None
+        if watcher is not None:
+            watcher.add_done_callback(partial(_wake, job.woken))
         try:
-            await _either(job.answer, watcher)
+            await job.woken  # cancelled with `run`, the answer is not: it is set as if `run` still waited
         finally:
             if watcher is not None:
                 watcher.cancel()
@@ -462,12 +444,11 @@ class ComputePool:
             return
         assert outcome is not None
         if isinstance(outcome, Exception):
-            job.answer.set_exception(outcome)
-            job.answer.exception()  # retrieved: a waiter that has gone must not log it as never retrieved
+            _tell(job, outcome)
             self._release(job)
         else:
             self._hold(job, len(outcome[1]))
-            job.answer.set_result(outcome)
+            _tell(job, outcome)
             # computed: its place is free (its bytes stay counted until it is delivered), so that clients
             # slow to read their answers take memory, bounded, not the places of the others
             self.admitted.discard(job)
@@ -493,7 +474,7 @@ class ComputePool:
             return
         if job.media == ResponseFormat.JSON:  # a piece of an answer counted whole, as one in one piece is
             self._hold(job, len(first[1]))
-        job.answer.set_result(first)
+        _tell(job, first)
         if job.orphaned:  # its client left while it waited: nobody delivers it
             self._release(job)
 
@@ -567,7 +548,8 @@ class ComputePool:
 
     def _add(self, process: ComputeProcess) -> None:
         (self.lanes if process.light else self.processes).add(process)
-        self._spawn_task(self._read_answers(process))
+        process.frames.room = self._answer_room
+        process.frames.listen(partial(self._on_frame, process), partial(self._on_lost, process))
         self._dispatch()
 
     def _spawn_task(self, coroutine: Coroutine[Any, Any, None]) -> None:
@@ -575,37 +557,37 @@ class ComputePool:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _read_answers(self, process: ComputeProcess) -> None:
-        first = True  # the next frame is the first of the answer to process.sent[0]
-        while True:
-            room = self._answer_room if first else None
-            try:
-                status, content, last, length = await read_frame_within(process.reader, room)
-            except ComputeProcessDied as died:
-                self._lost(process, died)
-                return
-            if status == BATCH_NOTE:  # between two answers (service/compute/batching.py)
-                self.on_batch(int(content or b"1"))
-                continue
-            job, broken = process.sent[0], None
-            if content is None:  # an answer that does not fit the room left: read and dropped
-                too_large = f"this answer's {length:,} bytes do not fit"
-                self._settle(process.sent.popleft(), Overloaded(self._no_room_for_answers(too_large)))
-            elif first and last:
-                self._settle(process.sent.popleft(), (status, content))
-            elif first:
-                self._open_stream(job, (status, content))
-            elif last and status != 200 and job.media == ResponseFormat.JSON:
-                # a JSON answer in pieces has no line to say it broke off: its delivery ends unfinished
-                broken = AnswerBroken(f"the compute process broke off this answer with status {status}")
-            elif content:
-                self._stream_frame(job, content)
-            if last and not first:  # a stream's end
-                self._settle(process.sent.popleft(), broken)
-            first = last
-            if last:
-                self._measure(process, job)
-                self._dispatch()
+    def _on_frame(
+        self, process: ComputeProcess, status: int, content: bytes | None, last: bool, length: int
+    ) -> None:
+        """A frame from `process` (service/server/answer_frames.py), as soon as it has come."""
+        if status == BATCH_NOTE:  # between two answers (service/compute/batching.py)
+            self.on_batch(int(content or b"1"))
+            return
+        first, job, broken = process.first, process.sent[0], None
+        if content is None:  # an answer that does not fit the room left: read and dropped
+            too_large = f"this answer's {length:,} bytes do not fit"
+            self._settle(process.sent.popleft(), Overloaded(self._no_room_for_answers(too_large)))
+        elif first and last:
+            self._settle(process.sent.popleft(), (status, content))
+        elif first:
+            self._open_stream(job, (status, content))
+        elif last and status != 200 and job.media == ResponseFormat.JSON:
+            # a JSON answer in pieces has no line to say it broke off: its delivery ends unfinished
+            broken = AnswerBroken(f"the compute process broke off this answer with status {status}")
+        elif content:
+            self._stream_frame(job, content)
+        if last and not first:  # a stream's end
+            self._settle(process.sent.popleft(), broken)
+        process.first = last
+        # only an answer in one piece is bounded by the room once it comes (a stream's frames: _stream_frame)
+        process.frames.room = self._answer_room if last else None
+        if last:
+            self._measure(process, job)
+            self._dispatch()
+
+    def _on_lost(self, process: ComputeProcess) -> None:
+        self._lost(process, died())
 
     def _measure(self, process: ComputeProcess, job: Job) -> None:
         """The time `job`, just answered, took to compute, for its client's turns (fair_queue.py)."""
@@ -656,24 +638,20 @@ class ComputePool:
         self.lanes.clear()
 
 
-async def _either(answer: asyncio.Future[Answer], watcher: asyncio.Future[Any] | None) -> None:
-    """Returns once `answer` or `watcher` is done, without cancelling either when cancelled itself (as
-    asyncio.wait, without its sets and its coroutine: issue 26, every request waits here once)."""
-    woken = asyncio.get_running_loop().create_future()
+def _tell(job: Job, outcome: Answer | Exception) -> None:
+    """Sets the answer to `job` (its first frame for a stream) and wakes its `run` at once."""
+    if isinstance(outcome, Exception):
+        job.answer.set_exception(outcome)
+        job.answer.exception()  # retrieved: a waiter that has gone must not log it as never retrieved
+    else:
+        job.answer.set_result(outcome)
+    _wake(job.woken)
 
-    def wake(_: asyncio.Future[Any]) -> None:
-        if not woken.done():
-            woken.set_result(None)
 
-    answer.add_done_callback(wake)
-    if watcher is not None:
-        watcher.add_done_callback(wake)
-    try:
-        await woken
-    finally:
-        answer.remove_done_callback(wake)
-        if watcher is not None:
-            watcher.remove_done_callback(wake)
+def _wake(woken: asyncio.Future[None], *_: Any) -> None:
+    """Wakes a `run` (its client left, or its answer came), unless it has been woken or cancelled."""
+    if not woken.done():
+        woken.set_result(None)
 
 
 def _drop_queued(queue: asyncio.Queue[StreamItem]) -> None:
